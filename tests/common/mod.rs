@@ -1,0 +1,315 @@
+//! Helpers for the end-to-end tests: run the real tracer binary against real Python processes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3";
+pub const PY38: &str = "/root/.pyenv/versions/3.8.18/bin/python3";
+pub const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3";
+pub const PY27: &str = "/root/.pyenv/versions/2.7.18/bin/python2";
+pub const DEBIAN_PY311: &str = "/usr/bin/python3.11";
+
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer"))
+}
+
+pub fn workload(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workloads")
+        .join(name)
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tracer-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the child on drop, so a failing assertion never leaves processes behind.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+    /// Waits for exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `tracer record`, its stderr read line by line in the background.
+pub struct Tracer {
+    pub proc: Proc,
+    lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+    pub out_dir: PathBuf,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str], out_dir: &Path) -> Tracer {
+        let mut child = Command::new(tracer_bin())
+            .arg("record")
+            .arg("-o")
+            .arg(out_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tracer binary (run through `cargo xtask test`)");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("  [tracer] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Tracer {
+            proc: Proc(child),
+            lines: rx,
+            stderr: Vec::new(),
+            out_dir: out_dir.to_path_buf(),
+        }
+    }
+
+    /// Waits until the tracer says it is recording (probes attached).
+    pub fn wait_recording(&mut self) {
+        let t = Instant::now();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => {
+                    let done = l.contains("tracer: recording");
+                    self.stderr.push(l);
+                    if done {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("tracer exited before recording: {:?}", self.stderr)
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "tracer did not start: {:?}",
+                self.stderr
+            );
+        }
+    }
+
+    /// Ctrl-C, then waits for the reports. Returns stdout.
+    pub fn stop(self) -> Finished {
+        self.proc.signal(libc::SIGINT);
+        self.finish()
+    }
+
+    pub fn finish(mut self) -> Finished {
+        let st = self
+            .proc
+            .wait(Duration::from_secs(120))
+            .expect("tracer did not finish");
+        let mut stdout = String::new();
+        if let Some(mut o) = self.proc.0.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut stdout);
+        }
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.stderr.push(l);
+        }
+        println!("{stdout}");
+        assert!(st.success(), "tracer failed ({st}): {:?}", self.stderr);
+        Finished {
+            stdout,
+            stderr: self.stderr.join("\n"),
+            dir: self.out_dir.clone(),
+        }
+    }
+}
+
+pub struct Finished {
+    pub stdout: String,
+    pub stderr: String,
+    pub dir: PathBuf,
+}
+
+impl Finished {
+    pub fn folded(&self, name: &str) -> Vec<(Vec<String>, u64)> {
+        let text =
+            std::fs::read_to_string(self.dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        parse_folded(&text)
+    }
+}
+
+/// Parses folded stacks, checking the format on the way.
+pub fn parse_folded(text: &str) -> Vec<(Vec<String>, u64)> {
+    text.lines()
+        .map(|l| {
+            let (stack, w) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad folded line: {l}"));
+            let w: u64 = w.parse().unwrap_or_else(|_| panic!("bad weight: {l}"));
+            (stack.split(';').map(str::to_string).collect(), w)
+        })
+        .collect()
+}
+
+/// Sum of weights per leaf frame.
+pub fn by_leaf(stacks: &[(Vec<String>, u64)]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for (f, w) in stacks {
+        *m.entry(f.last().cloned().unwrap_or_default()).or_default() += w;
+    }
+    m
+}
+
+pub fn total(stacks: &[(Vec<String>, u64)]) -> u64 {
+    stacks.iter().map(|(_, w)| w).sum()
+}
+
+/// What a workload reported in its done file.
+pub fn read_json_field(path: &Path, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
+    let rest = &text[start..];
+    let end = if rest.starts_with('[') {
+        rest.find(']')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
+    Some(rest[..end].trim().to_string())
+}
+
+/// The leak workload, started with `args`.
+pub fn start_leak(python: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let child = Command::new(python)
+        .arg(workload("leak.py"))
+        .arg("--done-file")
+        .arg(dir.join("done.json"))
+        .arg("--tmpdir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    Proc(child)
+}
+
+/// Runs the leak workload untraced with tracemalloc and returns the bytes it measured.
+pub fn tracemalloc_reference(python: &str, extra: &[&str]) -> u64 {
+    let dir = TempDir::new("ref");
+    let mut p = start_leak(
+        python,
+        dir.path(),
+        &[&["--tracemalloc", "--exit"], extra].concat(),
+    );
+    let st = p
+        .wait(Duration::from_secs(120))
+        .expect("reference run finished");
+    assert!(st.success());
+    read_json_field(&dir.path().join("done.json"), "tracemalloc_bytes")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Names of the BPF programs loaded in the kernel right now.
+pub fn loaded_bpf_programs() -> Vec<String> {
+    let out = Command::new("bpftool").args(["prog", "show"]).output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split(" name ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_string)
+            })
+            .collect(),
+        _ => panic!("bpftool is needed by the tests (cargo xtask setup installs it)"),
+    }
+}
+
+/// Runs the tracer to completion with arbitrary arguments (for error paths).
+pub fn run_tracer(args: &[&str]) -> std::process::Output {
+    Command::new(tracer_bin())
+        .args(args)
+        .output()
+        .expect("tracer binary")
+}
+
+/// Asserts the shape of a user error: non-zero exit, one line on stderr, no panic.
+pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected '{needle}' in: {stderr}"
+    );
+}

@@ -1,0 +1,169 @@
+//! Every error a user can cause: one line on stderr, non-zero exit, no panic.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tracer_tests::*;
+
+fn out_dir(t: &TempDir) -> String {
+    t.path().join("out").to_string_lossy().into_owned()
+}
+
+#[test]
+fn no_such_pid() {
+    let d = TempDir::new("e1");
+    let out = run_tracer(&["record", "-p", "999999999", "-o", &out_dir(&d)]);
+    assert_one_line_error(&out, "no process with pid 999999999");
+}
+
+#[test]
+fn not_a_python_process() {
+    let d = TempDir::new("e2");
+    let sleeper = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+    let out = run_tracer(&[
+        "record",
+        "-p",
+        &sleeper.pid().to_string(),
+        "-o",
+        &out_dir(&d),
+    ]);
+    assert_one_line_error(&out, "is not a CPython process");
+}
+
+#[test]
+fn unsupported_interpreter() {
+    let d = TempDir::new("e3");
+    let py2 = Proc(
+        Command::new(PY27)
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python2 to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/maps", py2.pid()))
+            .is_ok_and(|m| m.contains("python2"))
+    });
+    let out = run_tracer(&["record", "-p", &py2.pid().to_string(), "-o", &out_dir(&d)]);
+    assert_one_line_error(&out, "runs Python 2.7, which tracer does not support");
+}
+
+#[test]
+fn not_root() {
+    let d = TempDir::new("e4");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(tracer_bin())
+        .args(["record", "-p", "1", "-o", &out_dir(&d)])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "tracer needs root");
+}
+
+#[test]
+fn unwritable_output_directory() {
+    let w = Proc(
+        Command::new(PY311)
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap(),
+    );
+    let out = run_tracer(&[
+        "record",
+        "-p",
+        &w.pid().to_string(),
+        "-o",
+        "/proc/tracer-cannot-write-here",
+    ]);
+    assert_one_line_error(
+        &out,
+        "cannot write the output directory /proc/tracer-cannot-write-here",
+    );
+}
+
+/// A kernel without uprobe support, as this process sees it: a private mount namespace where
+/// the uprobe PMU's sysfs directory is hidden.
+#[test]
+fn kernel_without_uprobes() {
+    let d = TempDir::new("e5");
+    let w = Proc(
+        Command::new(PY311)
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap(),
+    );
+    let script = format!(
+        "mount -t tmpfs none /sys/bus/event_source/devices/uprobe && exec {} record -p {} -o {}",
+        tracer_bin().display(),
+        w.pid(),
+        out_dir(&d)
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "this kernel cannot run tracer: no uprobe support");
+}
+
+#[test]
+fn nothing_to_trace() {
+    let out = run_tracer(&["record"]);
+    assert_one_line_error(&out, "nothing to trace");
+}
+
+#[test]
+fn bad_duration() {
+    let out = run_tracer(&["record", "-p", "1", "-d", "soon"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid duration 'soon'"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn launch_missing_command() {
+    let d = TempDir::new("e6");
+    let out = run_tracer(&[
+        "record",
+        "-o",
+        &out_dir(&d),
+        "--",
+        "/nonexistent/python3",
+        "app.py",
+    ]);
+    assert_one_line_error(&out, "cannot launch `/nonexistent/python3 app.py`");
+}
+
+#[test]
+fn launch_non_python_command() {
+    let d = TempDir::new("e7");
+    let out = run_tracer(&["record", "-o", &out_dir(&d), "--", "/bin/true"]);
+    assert_one_line_error(&out, "exited without running a CPython interpreter");
+}
+
+#[test]
+fn doctor_reports_a_process() {
+    let w = Proc(
+        Command::new(PY311)
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
+            .is_ok_and(|m| m.contains("libpython"))
+    });
+    let out = run_tracer(&["doctor", "-p", &w.pid().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("CPython 3.11.7"), "{stdout}");
+    assert!(stdout.contains("_PyObject_Malloc"), "{stdout}");
+    assert!(stdout.contains("_PyMem_RawFree"), "{stdout}");
+    let out = run_tracer(&["doctor", "-p", "999999999"]);
+    assert!(!out.status.success());
+}

@@ -1,0 +1,313 @@
+//! End to end: the real tracer, real BPF programs, real Python processes that leak known amounts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tracer_tests::*;
+
+const LEAKED_FILES: usize = 7;
+const LEAKED_SOCKETS: u64 = 3;
+const LEAKED_PIPE_ENDS: u64 = 4;
+
+fn wait_python_mapped(pid: u32) {
+    wait_for("the interpreter to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("python"))
+    });
+    // Past start-up: the workload is polling for its go file.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn leaked_paths(dir: &Path) -> Vec<String> {
+    let raw = read_json_field(&dir.join("done.json"), "files").unwrap();
+    raw.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Every leaked descriptor is reported once, closed ones never, nothing else.
+fn assert_descriptors_exact(f: &Finished, dir: &Path, pid: u32) {
+    let fds = f.folded("fds.folded");
+    for (stack, _) in &fds {
+        assert!(
+            stack[0].ends_with(&format!("(pid {pid})")),
+            "root frame names the process: {stack:?}"
+        );
+    }
+    let leaves = by_leaf(&fds);
+    let paths = leaked_paths(dir);
+    assert_eq!(paths.len(), LEAKED_FILES);
+    for p in &paths {
+        assert_eq!(
+            leaves.get(&format!("[file {p}]")),
+            Some(&1),
+            "leaked file {p} in {leaves:?}"
+        );
+    }
+    assert!(
+        !leaves.keys().any(|l| l.contains("closed-")),
+        "closed files reported: {leaves:?}"
+    );
+    assert_eq!(
+        leaves.get("[socket inet/udp]"),
+        Some(&LEAKED_SOCKETS),
+        "{leaves:?}"
+    );
+    assert_eq!(leaves.get("[pipe]"), Some(&LEAKED_PIPE_ENDS), "{leaves:?}");
+    assert!(
+        !leaves.contains_key("[socket inet/tcp]"),
+        "closed tcp sockets reported: {leaves:?}"
+    );
+    assert_eq!(
+        total(&fds),
+        LEAKED_FILES as u64 + LEAKED_SOCKETS + LEAKED_PIPE_ENDS,
+        "{leaves:?}"
+    );
+    assert!(
+        f.stdout
+            .contains(&format!("open descriptors: {}", total(&fds))),
+        "{}",
+        f.stdout
+    );
+}
+
+/// Outstanding bytes match tracemalloc's measure of the same work. The workload also churns
+/// more transient memory than it leaks, so missing frees would double the figure.
+fn assert_bytes_close(f: &Finished, reference: u64) {
+    let bytes = total(&f.folded("allocs.folded"));
+    let ratio = bytes as f64 / reference as f64;
+    eprintln!("outstanding {bytes} B, tracemalloc {reference} B, ratio {ratio:.3}");
+    assert!(
+        (0.75..=1.25).contains(&ratio),
+        "outstanding {bytes} B vs tracemalloc {reference} B (ratio {ratio:.3})"
+    );
+    let count = total(&f.folded("allocs-count.folded"));
+    assert!(
+        count >= 6000,
+        "at least the 6,000 leaked objects are outstanding, got {count}"
+    );
+}
+
+fn attach_and_check(python: &str, tag: &str) {
+    let reference = tracemalloc_reference(python, &[]);
+    let dir = TempDir::new(tag);
+    let go = dir.path().join("go");
+    let w = start_leak(python, dir.path(), &["--go-file", go.to_str().unwrap()]);
+    let pid = w.pid();
+    wait_python_mapped(pid);
+    let mut t = Tracer::start(&["-p", &pid.to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    std::fs::write(&go, b"").unwrap();
+    wait_for(
+        "the workload to finish leaking",
+        Duration::from_secs(180),
+        || dir.path().join("done.json").exists(),
+    );
+    let f = t.stop();
+    assert_descriptors_exact(&f, dir.path(), pid);
+    assert_bytes_close(&f, reference);
+    assert!(f.stdout.contains("coverage: good"), "{}", f.stdout);
+    drop(w);
+}
+
+#[test]
+fn attach_by_pid_pyenv_311() {
+    attach_and_check(PY311, "attach311");
+}
+
+#[test]
+fn attach_by_pid_pyenv_312() {
+    attach_and_check(PY312, "attach312");
+}
+
+/// Launch mode traces from the first line: everything since start-up is outstanding, which is
+/// what tracemalloc started with -X tracemalloc measures.
+fn launch_and_check(python: &str, tag: &str) {
+    let dir = TempDir::new(tag);
+    let ref_dir = TempDir::new("launchref");
+    let mut r = std::process::Command::new(python)
+        .args(["-X", "tracemalloc"])
+        .arg(workload("leak.py"))
+        .arg("--done-file")
+        .arg(ref_dir.path().join("done.json"))
+        .arg("--tmpdir")
+        .arg(ref_dir.path())
+        .args(["--tracemalloc-total", "--exit"])
+        .status()
+        .unwrap();
+    assert!(r.success());
+    let reference: u64 = read_json_field(&ref_dir.path().join("done.json"), "tracemalloc_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _ = &mut r;
+
+    let done = dir.path().join("done.json");
+    let mut t = Tracer::start(
+        &[
+            "--",
+            python,
+            workload("leak.py").to_str().unwrap(),
+            "--done-file",
+            done.to_str().unwrap(),
+            "--tmpdir",
+            dir.path().to_str().unwrap(),
+        ],
+        &dir.path().join("out"),
+    );
+    t.wait_recording();
+    wait_for(
+        "the workload to finish leaking",
+        Duration::from_secs(240),
+        || done.exists(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid: u32 = read_json_field(&done, "pid").unwrap().parse().unwrap();
+    let f = t.stop();
+    assert_descriptors_exact(&f, dir.path(), pid);
+    assert_bytes_close(&f, reference);
+    // The launched command is ended with the recording.
+    wait_for(
+        "the launched workload to be gone",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+        },
+    );
+}
+
+#[test]
+fn launch_pyenv_38() {
+    launch_and_check(PY38, "launch38");
+}
+
+#[test]
+fn launch_pyenv_311() {
+    launch_and_check(PY311, "launch311");
+}
+
+/// Debian's static, stripped, PGO/LTO python: the tracer says its allocation view is partial, and
+/// the descriptor report stays exact.
+#[test]
+fn debian_static_python_warns_and_keeps_descriptors_exact() {
+    let dir = TempDir::new("debian");
+    let go = dir.path().join("go");
+    let w = start_leak(
+        DEBIAN_PY311,
+        dir.path(),
+        &["--go-file", go.to_str().unwrap()],
+    );
+    let pid = w.pid();
+    wait_python_mapped(pid);
+    let mut t = Tracer::start(&["-p", &pid.to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    assert!(
+        t.stderr
+            .iter()
+            .any(|l| l.contains("allocation coverage is LOW")),
+        "warning at attach: {:?}",
+        t.stderr
+    );
+    std::fs::write(&go, b"").unwrap();
+    wait_for(
+        "the workload to finish leaking",
+        Duration::from_secs(120),
+        || dir.path().join("done.json").exists(),
+    );
+    let f = t.stop();
+    assert!(
+        f.stdout.contains("WARNING: allocation coverage is LOW"),
+        "{}",
+        f.stdout
+    );
+    assert_descriptors_exact(&f, dir.path(), pid);
+    drop(w);
+}
+
+/// --duration ends the recording by itself and writes the reports; --min-age hides young entries.
+#[test]
+fn duration_and_min_age() {
+    let dir = TempDir::new("minage");
+    let w = start_leak(PY311, dir.path(), &[]);
+    let pid = w.pid();
+    wait_for(
+        "the workload to finish leaking",
+        Duration::from_secs(60),
+        || dir.path().join("done.json").exists(),
+    );
+    // Everything the tracer sees is younger than an hour.
+    let t = Tracer::start(
+        &["-p", &pid.to_string(), "-d", "3s", "--min-age", "1h"],
+        &dir.path().join("out"),
+    );
+    let f = t.finish();
+    assert_eq!(total(&f.folded("allocs.folded")), 0);
+    assert_eq!(total(&f.folded("fds.folded")), 0);
+    drop(w);
+}
+
+/// SIGKILL of the tracer leaves the target running, and no probe or program behind.
+#[test]
+fn sigkill_leaves_target_unaffected() {
+    let dir = TempDir::new("sigkill");
+    let beat = dir.path().join("beat");
+    let mut w = Proc(
+        std::process::Command::new(PY311)
+            .arg(workload("heartbeat.py"))
+            .arg(&beat)
+            .spawn()
+            .unwrap(),
+    );
+    let read_beat = || {
+        std::fs::read_to_string(&beat)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_for("heartbeat", Duration::from_secs(20), || read_beat() > 0);
+    let mut t = Tracer::start(&["-p", &w.pid().to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    assert!(
+        loaded_bpf_programs().iter().any(|n| n == "malloc_enter"),
+        "programs loaded while tracing"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    t.proc.signal(libc::SIGKILL);
+    t.proc.wait(Duration::from_secs(10)).expect("tracer killed");
+    let before = read_beat();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(w.alive(), "target survived the tracer's death");
+    assert!(read_beat() > before, "target keeps running");
+    wait_for("programs to be unloaded", Duration::from_secs(10), || {
+        let names = loaded_bpf_programs();
+        !names
+            .iter()
+            .any(|n| ["malloc_enter", "alloc_exit", "free_enter", "sys_exit"].contains(&n.as_str()))
+    });
+}
+
+/// A normal end detaches everything too, and the target goes on.
+#[test]
+fn clean_exit_detaches() {
+    let dir = TempDir::new("clean");
+    let beat = dir.path().join("beat");
+    let mut w = Proc(
+        std::process::Command::new(PY311)
+            .arg(workload("heartbeat.py"))
+            .arg(&beat)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("heartbeat", Duration::from_secs(20), || beat.exists());
+    let t = Tracer::start(
+        &["-p", &w.pid().to_string(), "-d", "2s"],
+        &dir.path().join("out"),
+    );
+    let f = t.finish();
+    assert!(f.dir.join("allocs.folded").exists());
+    assert!(w.alive());
+    assert!(!loaded_bpf_programs().iter().any(|n| n == "malloc_enter"));
+}

@@ -1,0 +1,200 @@
+//! Plain types shared by the kernel programs (`tracer-ebpf`) and the user side (`tracer`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, and free of pointers so that it can live in BPF maps.
+#![no_std]
+
+/// Bytes of a path (or memfd name) captured in the kernel for a new descriptor.
+pub const PATH_LEN: usize = 96;
+
+/// "No stack": the kernel could not record one (or, for Python stacks, none was walked).
+pub const NO_STACK: i32 = -1;
+
+/// Key of an outstanding allocation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+/// An outstanding allocation: requested size, birth time and the stack that made it.
+///
+/// A stack is identified by the pair (`ustack`, `pystack`): the native user stack id in the
+/// `STACKS` map and, once Python frames are walked, a Python stack id. `-1` means none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AllocInfo {
+    pub size: u64,
+    pub ts_ns: u64,
+    pub ustack: i32,
+    pub pystack: i32,
+}
+
+/// Arguments of an allocator call in flight on one thread, saved at entry for the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingAlloc {
+    pub size: u64,
+    /// For realloc: the block being resized (removed when the call succeeds).
+    pub old: u64,
+    pub ustack: i32,
+    pub pystack: i32,
+}
+
+/// Key of an open descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FdKey {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// What a descriptor refers to, as far as the kernel side can tell cheaply.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    Unknown = 0,
+    File = 1,
+    Socket = 2,
+    Pipe = 3,
+    Eventfd = 4,
+    Epoll = 5,
+    Memfd = 6,
+    Signalfd = 7,
+    Timerfd = 8,
+    Inotify = 9,
+    Fanotify = 10,
+    Pidfd = 11,
+    Userfaultfd = 12,
+    PerfEvent = 13,
+    IoUring = 14,
+    /// A duplicate of a descriptor the tracer did not see being created.
+    Dup = 15,
+}
+
+impl FdKind {
+    pub fn from_u16(v: u16) -> FdKind {
+        match v {
+            1 => FdKind::File,
+            2 => FdKind::Socket,
+            3 => FdKind::Pipe,
+            4 => FdKind::Eventfd,
+            5 => FdKind::Epoll,
+            6 => FdKind::Memfd,
+            7 => FdKind::Signalfd,
+            8 => FdKind::Timerfd,
+            9 => FdKind::Inotify,
+            10 => FdKind::Fanotify,
+            11 => FdKind::Pidfd,
+            12 => FdKind::Userfaultfd,
+            13 => FdKind::PerfEvent,
+            14 => FdKind::IoUring,
+            15 => FdKind::Dup,
+            _ => FdKind::Unknown,
+        }
+    }
+}
+
+/// An open descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FdInfo {
+    pub ts_ns: u64,
+    pub ustack: i32,
+    pub pystack: i32,
+    /// `FdKind` as u16.
+    pub kind: u16,
+    /// The syscall number that created it.
+    pub syscall: u16,
+    /// Socket: address family. Dup: the source descriptor.
+    pub a: u32,
+    /// Socket: type (SOCK_STREAM, ...), flags masked off.
+    pub b: u32,
+    pub tid: u32,
+    /// NUL-terminated path (files) or name (memfd), possibly truncated.
+    pub path: [u8; PATH_LEN],
+}
+
+/// Indexes of the global per-CPU counters (`STATS`).
+pub mod stat {
+    /// Allocator entry probes that fired for a traced process.
+    pub const ALLOC_CALLS: u32 = 0;
+    /// Free probes that fired for a traced process.
+    pub const FREE_CALLS: u32 = 1;
+    /// Allocations not recorded because the allocation map was full.
+    pub const ALLOC_MAP_FULL: u32 = 2;
+    /// Stacks the kernel could not record (stack map full or collision).
+    pub const STACK_LOST: u32 = 3;
+    /// Descriptors created by a traced process.
+    pub const FD_OPENS: u32 = 4;
+    /// Descriptors closed by a traced process.
+    pub const FD_CLOSES: u32 = 5;
+    /// Descriptors not recorded because the descriptor map was full.
+    pub const FD_MAP_FULL: u32 = 6;
+    /// Return probes without a matching entry (nested or missed entries).
+    pub const ALLOC_UNPAIRED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// Per-process counters (`PID_STATS`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PidStats {
+    pub alloc_calls: u64,
+    pub free_calls: u64,
+    pub fd_opens: u64,
+    pub fd_closes: u64,
+}
+
+/// x86_64 syscall numbers the descriptor tracker understands.
+pub mod sys {
+    pub const PIPE: u32 = 22;
+    pub const CLOSE: u32 = 3;
+    pub const OPEN: u32 = 2;
+    pub const DUP: u32 = 32;
+    pub const DUP2: u32 = 33;
+    pub const SOCKET: u32 = 41;
+    pub const ACCEPT: u32 = 43;
+    pub const SOCKETPAIR: u32 = 53;
+    pub const FCNTL: u32 = 72;
+    pub const CREAT: u32 = 85;
+    pub const EPOLL_CREATE: u32 = 213;
+    pub const INOTIFY_INIT: u32 = 253;
+    pub const OPENAT: u32 = 257;
+    pub const SIGNALFD: u32 = 282;
+    pub const TIMERFD_CREATE: u32 = 283;
+    pub const EVENTFD: u32 = 284;
+    pub const ACCEPT4: u32 = 288;
+    pub const SIGNALFD4: u32 = 289;
+    pub const EVENTFD2: u32 = 290;
+    pub const EPOLL_CREATE1: u32 = 291;
+    pub const DUP3: u32 = 292;
+    pub const PIPE2: u32 = 293;
+    pub const INOTIFY_INIT1: u32 = 294;
+    pub const PERF_EVENT_OPEN: u32 = 298;
+    pub const FANOTIFY_INIT: u32 = 300;
+    pub const OPEN_BY_HANDLE_AT: u32 = 304;
+    pub const MEMFD_CREATE: u32 = 319;
+    pub const USERFAULTFD: u32 = 323;
+    pub const IO_URING_SETUP: u32 = 425;
+    pub const PIDFD_OPEN: u32 = 434;
+    pub const CLOSE_RANGE: u32 = 436;
+    pub const OPENAT2: u32 = 437;
+    pub const PIDFD_GETFD: u32 = 438;
+    pub const MEMFD_SECRET: u32 = 447;
+
+    pub const F_DUPFD: u64 = 0;
+    pub const F_DUPFD_CLOEXEC: u64 = 1030;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for AllocKey {}
+    unsafe impl aya::Pod for AllocInfo {}
+    unsafe impl aya::Pod for PendingAlloc {}
+    unsafe impl aya::Pod for FdKey {}
+    unsafe impl aya::Pod for FdInfo {}
+    unsafe impl aya::Pod for PidStats {}
+}

@@ -1,0 +1,129 @@
+//! `tracer doctor`: what works here, and what tracer finds in a process.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::probes::{self, Probes};
+use crate::python::{self, HookSource};
+use crate::render::summary::coverage_warning;
+use crate::report::assess_coverage;
+use crate::util;
+
+fn line(ok: bool, what: &str, detail: &str) -> bool {
+    println!("[{}] {what}: {detail}", if ok { " ok " } else { "FAIL" });
+    ok
+}
+
+pub fn run(pid: Option<u32>) -> Result<i32> {
+    let mut all_ok = true;
+    let privileged = util::require_privileges();
+    all_ok &= line(
+        privileged.is_ok(),
+        "privileges",
+        &match &privileged {
+            Ok(()) => "root or CAP_BPF+CAP_PERFMON+CAP_SYS_PTRACE".into(),
+            Err(e) => e.to_string(),
+        },
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    line(true, "kernel", release.trim());
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    line(
+        btf,
+        "BTF",
+        if btf {
+            "/sys/kernel/btf/vmlinux"
+        } else {
+            "missing (not required today)"
+        },
+    );
+    let kernel = probes::check_kernel();
+    all_ok &= line(
+        kernel.is_ok(),
+        "uprobes",
+        &kernel
+            .as_ref()
+            .map(|_| "perf uprobe PMU present".to_string())
+            .unwrap_or_else(|e| e.to_string()),
+    );
+    let tracefs = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .contains(" tracefs ");
+    line(
+        true,
+        "tracefs",
+        if tracefs {
+            "mounted (not needed: tracer uses raw tracepoints)"
+        } else {
+            "not mounted (not needed: tracer uses raw tracepoints)"
+        },
+    );
+    if privileged.is_ok() && kernel.is_ok() {
+        let loaded = Probes::load();
+        all_ok &= line(
+            loaded.is_ok(),
+            "BPF programs",
+            &match &loaded {
+                Ok(_) => "allocator uprobes load; raw tracepoint sys_exit attaches".to_string(),
+                Err(e) => e.to_string(),
+            },
+        );
+    }
+    if let Some(pid) = pid {
+        println!();
+        let interp = match python::inspect_pid(pid) {
+            Ok(i) => i,
+            Err(e) => {
+                line(false, &format!("pid {pid}"), &e.to_string());
+                return Ok(1);
+            }
+        };
+        println!("pid {pid} ({})", crate::procfs::comm(pid));
+        println!("  python:        CPython {}", interp.version);
+        println!(
+            "  file probed:   {} ({})",
+            interp.target_path,
+            if interp.shared {
+                "shared libpython"
+            } else {
+                "executable"
+            }
+        );
+        if let Some(bias) = interp.bias {
+            println!("  load bias:     {bias:#x}");
+        }
+        println!(
+            "  symbols:       {}",
+            if interp.has_symtab {
+                ".symtab (full)"
+            } else {
+                ".dynsym only (stripped)"
+            }
+        );
+        let source = match interp.alloc.source {
+            HookSource::Symtab => "by name from .symtab",
+            HookSource::LiveTable => "from the live allocator tables",
+            HookSource::StaticTable => "from the allocator tables in the file",
+            HookSource::None => "none found",
+        };
+        println!("  allocator:     {source}");
+        for h in &interp.alloc.hooks {
+            let domains: Vec<&str> = h.domains.iter().map(|d| d.name()).collect();
+            println!(
+                "    {:<22} {:?} for {} at file offset {:#x}",
+                h.name,
+                h.op,
+                domains.join("+"),
+                h.file_offset
+            );
+        }
+        for n in &interp.alloc.notes {
+            println!("  note:          {n}");
+        }
+        match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {
+            Some(w) => println!("  coverage:      {w}"),
+            None => println!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
+        }
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}

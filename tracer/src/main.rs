@@ -1,0 +1,80 @@
+//! tracer: an eBPF leak tracer for Python services.
+
+mod collect;
+mod doctor;
+mod error;
+mod launch;
+mod probes;
+mod procfs;
+mod python;
+mod record;
+mod render;
+mod report;
+mod symbolize;
+mod util;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Find memory and descriptor leaks in running Python services (eBPF)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace running CPython processes (-p) or launch one (-- CMD ARGS...), then write reports.
+    Record(RecordArgs),
+    /// Check privileges and kernel features; with -p, what tracer finds in that process.
+    Doctor {
+        /// A process to inspect.
+        #[arg(short, long)]
+        pid: Option<u32>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Process id of a running CPython process (repeatable).
+    #[arg(short, long = "pid")]
+    pub pids: Vec<u32>,
+    /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or every target has exited.
+    #[arg(short, long, value_parser = util::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Output directory (default: a new ./tracer-YYYYMMDD-HHMMSS).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Only report allocations and descriptors outstanding for at least this long.
+    #[arg(long, value_parser = util::parse_duration, default_value = "0s")]
+    pub min_age: Duration,
+    /// Also write a snapshot every interval (into OUTPUT/snapshots/).
+    #[arg(long, value_parser = util::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Command to launch and trace from its first line.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(args) => record::run(args),
+        Command::Doctor { pid } => doctor::run(pid),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("tracer: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Loading the kernel programs and attaching them. Links are owned by the loaded object: dropping
+//! it (or the tracer dying, even by SIGKILL) detaches everything, because aya links are fd-bound.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{RawTracePoint, UProbe};
+use aya::{Ebpf, EbpfLoader};
+use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats};
+
+use crate::error::{one_line, Error, Result};
+use crate::python::{AllocOp, Interpreter};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
+
+const ENTRY_PROGRAMS: [&str; 4] = [
+    "malloc_enter",
+    "calloc_enter",
+    "realloc_enter",
+    "free_enter",
+];
+const EXIT_PROGRAM: &str = "alloc_exit";
+
+fn entry_program(op: AllocOp) -> &'static str {
+    match op {
+        AllocOp::Malloc => "malloc_enter",
+        AllocOp::Calloc => "calloc_enter",
+        AllocOp::Realloc => "realloc_enter",
+        AllocOp::Free => "free_enter",
+    }
+}
+
+/// Checks what the kernel must offer, with a precise message when it does not.
+pub fn check_kernel() -> Result<()> {
+    if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+        return Err(Error::KernelFeature(
+            "no uprobe support (/sys/bus/event_source/devices/uprobe is missing; needs CONFIG_UPROBE_EVENTS)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn load_error(e: impl std::fmt::Display) -> Error {
+    let msg = one_line(&e.to_string());
+    if msg.contains("Operation not permitted") || msg.contains("EPERM") {
+        Error::NotPrivileged
+    } else {
+        Error::KernelFeature(format!("loading the BPF programs failed: {msg}"))
+    }
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+impl Probes {
+    /// Loads every program and attaches the descriptor tracker (raw tracepoint sys_exit).
+    pub fn load() -> Result<Probes> {
+        check_kernel()?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(load_error)?;
+        for name in ENTRY_PROGRAMS.iter().chain([&EXIT_PROGRAM]) {
+            let p: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Other(format!("program {name} missing from the BPF object")))?
+                .try_into()
+                .map_err(load_error)?;
+            p.load().map_err(load_error)?;
+        }
+        let tp: &mut RawTracePoint = ebpf
+            .program_mut("sys_exit")
+            .ok_or_else(|| Error::Other("program sys_exit missing from the BPF object".into()))?
+            .try_into()
+            .map_err(load_error)?;
+        tp.load().map_err(load_error)?;
+        tp.attach("sys_exit").map_err(|e| {
+            Error::KernelFeature(format!(
+                "cannot attach the raw tracepoint sys_exit: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        Ok(Probes {
+            ebpf,
+            links: HashMap::new(),
+        })
+    }
+
+    /// Starts tracing a process: descriptors at once, allocations through uprobes on its
+    /// interpreter's allocator functions. Returns the number of uprobes attached.
+    pub fn add_target(&mut self, pid: u32, interp: &Interpreter) -> Result<usize> {
+        let mut targets: BpfHashMap<&mut MapData, u32, u32> =
+            BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map"))
+                .map_err(load_error)?;
+        targets.insert(pid, 1, 0).map_err(|e| {
+            Error::Other(format!(
+                "cannot add pid {pid} to the target map: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(Error::NoSuchPid(0))?);
+        let mut links = Vec::new();
+        for hook in &interp.alloc.hooks {
+            let mut programs = vec![entry_program(hook.op)];
+            if hook.op != AllocOp::Free {
+                programs.push(EXIT_PROGRAM);
+            }
+            for name in programs {
+                let p: &mut UProbe = self
+                    .ebpf
+                    .program_mut(name)
+                    .expect("loaded")
+                    .try_into()
+                    .map_err(load_error)?;
+                let id = p
+                    .attach(
+                        UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
+                        &interp.open_path,
+                        scope,
+                    )
+                    .map_err(|e| {
+                        Error::Other(format!(
+                            "cannot attach a uprobe to {} at {:#x} ({}) in pid {pid}: {}",
+                            interp.open_path.display(),
+                            hook.file_offset,
+                            hook.name,
+                            one_line(&e.to_string())
+                        ))
+                    })?;
+                links.push((name, id));
+            }
+        }
+        let n = links.len();
+        self.links.entry(pid).or_default().extend(links);
+        Ok(n)
+    }
+
+    /// Stops tracing a process and forgets its entries.
+    pub fn remove_target(&mut self, pid: u32) {
+        for (name, id) in self.links.remove(&pid).unwrap_or_default() {
+            if let Some(p) = self.ebpf.program_mut(name) {
+                let p: std::result::Result<&mut UProbe, _> = p.try_into();
+                if let Ok(p) = p {
+                    let _ = p.detach(id);
+                }
+            }
+        }
+        if let Some(m) = self.ebpf.map_mut("TARGETS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u32>::try_from(m) {
+                let _ = t.remove(&pid);
+            }
+        }
+        let allocs: Vec<AllocKey> = self
+            .allocs()
+            .into_iter()
+            .filter(|(k, _)| k.pid == pid)
+            .map(|(k, _)| k)
+            .collect();
+        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
+                for k in allocs {
+                    let _ = t.remove(&k);
+                }
+            }
+        }
+        let fds: Vec<FdKey> = self
+            .fds()
+            .into_iter()
+            .filter(|(k, _)| k.pid == pid)
+            .map(|(k, _)| k)
+            .collect();
+        for k in fds {
+            self.remove_fd(&k, None);
+        }
+    }
+
+    /// Reads every outstanding allocation. Entries deleted while iterating can make the kernel
+    /// restart the walk; keys are de-duplicated and the walk is bounded.
+    pub fn allocs(&self) -> HashMap<AllocKey, AllocInfo> {
+        read_hash(self.ebpf.map("ALLOCS"))
+    }
+
+    pub fn fds(&self) -> HashMap<FdKey, FdInfo> {
+        read_hash(self.ebpf.map("FDS"))
+    }
+
+    /// Removes a descriptor entry; with `only_if_ts`, only when it is still the same entry.
+    pub fn remove_fd(&mut self, key: &FdKey, only_if_ts: Option<u64>) {
+        let Some(m) = self.ebpf.map_mut("FDS") else {
+            return;
+        };
+        let Ok(mut t) = BpfHashMap::<&mut MapData, FdKey, FdInfo>::try_from(m) else {
+            return;
+        };
+        if let Some(ts) = only_if_ts {
+            match t.get(key, 0) {
+                Ok(cur) if cur.ts_ns == ts => {}
+                _ => return,
+            }
+        }
+        let _ = t.remove(key);
+    }
+
+    /// The user stack for a stack id, leaf first.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let m = StackTraceMap::try_from(self.ebpf.map("STACKS")?).ok()?;
+        let st = m.get(&(id as u32), 0).ok()?;
+        Some(st.frames().iter().map(|f| f.ip).collect())
+    }
+
+    /// Global counters, summed over CPUs.
+    pub fn stats(&self) -> [u64; stat::COUNT as usize] {
+        let mut out = [0u64; stat::COUNT as usize];
+        if let Some(m) = self.ebpf.map("STATS") {
+            if let Ok(a) = PerCpuArray::<&MapData, u64>::try_from(m) {
+                for (i, slot) in out.iter_mut().enumerate() {
+                    if let Ok(v) = a.get(&(i as u32), 0) {
+                        *slot = v.iter().sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn pid_stats(&self, pid: u32) -> PidStats {
+        let mut s = PidStats::default();
+        if let Some(m) = self.ebpf.map("PID_STATS") {
+            if let Ok(h) = PerCpuHashMap::<&MapData, u32, PidStats>::try_from(m) {
+                if let Ok(v) = h.get(&pid, 0) {
+                    for c in v.iter() {
+                        s.alloc_calls += c.alloc_calls;
+                        s.free_calls += c.free_calls;
+                        s.fd_opens += c.fd_opens;
+                        s.fd_closes += c.fd_closes;
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: Option<&aya::maps::Map>,
+) -> HashMap<K, V> {
+    let mut out = HashMap::new();
+    let Some(m) = map else { return out };
+    let Ok(h) = BpfHashMap::<&MapData, K, V>::try_from(m) else {
+        return out;
+    };
+    let limit = 4 * 1024 * 1024;
+    for (n, item) in h.iter().enumerate() {
+        if n >= limit {
+            break;
+        }
+        if let Ok((k, v)) = item {
+            out.insert(k, v);
+        }
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Reading /proc: process maps, state, CPU time, descriptors, and target memory (read-only).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub inode: u64,
+    pub path: Option<String>,
+}
+
+/// Parses the text of /proc/PID/maps.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(off), Some(_dev), Some(inode)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset), Ok(inode)) = (
+            u64::from_str_radix(s, 16),
+            u64::from_str_radix(e, 16),
+            u64::from_str_radix(off, 16),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        // The path is the rest of the line (it may contain spaces).
+        let path = line
+            .splitn(6, |c: char| c.is_ascii_whitespace())
+            .nth(5)
+            .map(|p| p.trim_start().to_string())
+            .filter(|p| !p.is_empty());
+        out.push(MapEntry {
+            start,
+            end,
+            perms: perms.to_string(),
+            offset,
+            inode,
+            path,
+        });
+    }
+    out
+}
+
+pub fn maps(pid: u32) -> io::Result<Vec<MapEntry>> {
+    Ok(parse_maps(&fs::read_to_string(format!(
+        "/proc/{pid}/maps"
+    ))?))
+}
+
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(parse_stat(&s), Some(st) if st.state == 'Z' || st.state == 'X'),
+        Err(_) => false,
+    }
+}
+
+pub fn comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub state: char,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    pub start_ticks: u64,
+}
+
+/// Parses /proc/PID/stat (the comm field may contain spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); utime is field 14, stime 15, starttime 22.
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        start_ticks: f.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+pub fn clock_ticks_per_sec() -> u64 {
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Where each open descriptor of a process points (readlink of /proc/PID/fd/N).
+pub fn fd_targets(pid: u32) -> io::Result<HashMap<u32, String>> {
+    let mut out = HashMap::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let e = e?;
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(t) = fs::read_link(e.path()) {
+            out.insert(fd, t.to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// A path as the process sees it, opened from the host through /proc/PID/root.
+pub fn path_in_root(pid: u32, path: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root{path}"))
+}
+
+/// Reads target memory with process_vm_readv. Never writes.
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "short read of target memory",
+        ));
+    }
+    Ok(buf)
+}
+
+/// Effective capabilities of this process (CapEff from /proc/self/status).
+pub fn effective_caps() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 1234   /usr/bin/python3.11
+7f1c2a000000-7f1c2a021000 rw-p 00000000 00:00 0 
+7f1c2b000000-7f1c2b400000 r-xp 0001c000 fe:01 998877 /opt/my lib/libpython3.11.so.1.0
+7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]
+garbage line
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].start, 0x55d0c0a00000);
+        assert_eq!(m[0].path.as_deref(), Some("/usr/bin/python3.11"));
+        assert_eq!(m[1].path, None);
+        assert_eq!(m[2].offset, 0x1c000);
+        assert_eq!(m[2].inode, 998877);
+        assert_eq!(m[2].perms, "r-xp");
+        assert_eq!(
+            m[2].path.as_deref(),
+            Some("/opt/my lib/libpython3.11.so.1.0")
+        );
+        assert_eq!(m[3].path.as_deref(), Some("[stack]"));
+    }
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let s = "1234 (py (x) 3) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 777 0 0";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.cpu_ticks, 300);
+        assert_eq!(st.start_ticks, 777);
+        assert!(parse_stat("nonsense").is_none());
+    }
+}

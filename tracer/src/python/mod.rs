@@ -1,0 +1,253 @@
+//! CPython introspection: which file holds the interpreter, which version it is, and where its real
+//! allocator functions are. Everything is read from the ELF file and, for a running process, from
+//! its memory (read-only).
+
+pub mod allocator;
+pub mod elf;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::procfs;
+pub use allocator::{AllocOp, AllocatorHooks, HookSource};
+use elf::Elf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+    pub micro: Option<u8>,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.micro {
+            Some(m) => write!(f, "{}.{}.{}", self.major, self.minor, m),
+            None => write!(f, "{}.{}", self.major, self.minor),
+        }
+    }
+}
+
+impl Version {
+    pub fn supported(&self) -> bool {
+        self.major == 3 && self.minor >= 6
+    }
+}
+
+/// The interpreter of one target process.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// The file as the target process names it.
+    pub target_path: String,
+    /// The same file, opened from the tracer (through /proc/PID/root for running processes).
+    pub open_path: PathBuf,
+    /// True for libpython*.so, false for a python executable with the runtime linked in.
+    pub shared: bool,
+    pub version: Version,
+    /// The file has a full symbol table (.symtab).
+    pub has_symtab: bool,
+    /// Load bias of the file in the target (runtime address = ELF address + bias), when mapped.
+    pub bias: Option<u64>,
+    pub alloc: AllocatorHooks,
+}
+
+/// Does this basename look like libpython?
+fn is_libpython(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("libpython") && base.contains(".so")
+}
+
+/// Finds and inspects the interpreter of a running process.
+pub fn inspect_pid(pid: u32) -> Result<Interpreter> {
+    let maps = match procfs::maps(pid) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoSuchPid(pid)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::NotPrivileged)
+        }
+        Err(e) => return Err(Error::Other(format!("cannot read /proc/{pid}/maps: {e}"))),
+    };
+    let not_python = || Error::NotPython {
+        pid,
+        comm: procfs::comm(pid),
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .ok();
+    let lib = maps
+        .iter()
+        .filter_map(|m| m.path.as_deref())
+        .find(|p| is_libpython(p))
+        .map(str::to_string);
+    let candidates: Vec<String> = lib.into_iter().chain(exe).collect();
+    for path in candidates {
+        let open_path = procfs::path_in_root(pid, &path);
+        let Ok(elf) = Elf::open(&open_path) else {
+            continue;
+        };
+        if !elf.looks_like_python() {
+            continue;
+        }
+        let bias = maps
+            .iter()
+            .find(|m| m.path.as_deref() == Some(path.as_str()) && m.offset == 0)
+            .map(|m| m.start.wrapping_sub(elf.first_load_page()));
+        return inspect(&elf, path, open_path, bias, Some(pid));
+    }
+    Err(not_python())
+}
+
+/// Inspects an interpreter file before it is mapped (launch mode).
+pub fn inspect_file(target_path: &str, open_path: &Path) -> Result<Option<Interpreter>> {
+    let elf = Elf::open(open_path)
+        .map_err(|e| Error::Other(format!("cannot read {}: {e}", open_path.display())))?;
+    if !elf.looks_like_python() {
+        return Ok(None);
+    }
+    inspect(
+        &elf,
+        target_path.to_string(),
+        open_path.to_path_buf(),
+        None,
+        None,
+    )
+    .map(Some)
+}
+
+fn inspect(
+    elf: &Elf,
+    target_path: String,
+    open_path: PathBuf,
+    bias: Option<u64>,
+    pid: Option<u32>,
+) -> Result<Interpreter> {
+    let version = elf
+        .py_version()
+        .or_else(|| version_from_name(&target_path))
+        .or_else(|| elf.version_string())
+        .ok_or_else(|| Error::Other(format!("cannot tell the Python version of {target_path}")))?;
+    if !version.supported() {
+        let what = match pid {
+            Some(pid) => format!("pid {pid} ({})", procfs::comm(pid)),
+            None => target_path.clone(),
+        };
+        return Err(Error::Unsupported {
+            what,
+            version: version.to_string(),
+        });
+    }
+    let live = match (pid, bias) {
+        (Some(pid), Some(bias)) => Some((pid, bias)),
+        _ => None,
+    };
+    let alloc = allocator::resolve(elf, live);
+    Ok(Interpreter {
+        shared: is_libpython(&target_path),
+        target_path,
+        open_path,
+        version,
+        has_symtab: elf.has_symtab(),
+        bias,
+        alloc,
+    })
+}
+
+/// "libpython3.11.so.1.0", "python3.8", "python3.12d" -> version.
+pub fn version_from_name(path: &str) -> Option<Version> {
+    let base = path.rsplit('/').next()?;
+    let idx = base.find("python")? + "python".len();
+    let rest = &base[idx..];
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major: u8 = parts.next()?.parse().ok()?;
+    let minor: u8 = parts.next()?.parse().ok()?;
+    Some(Version {
+        major,
+        minor,
+        micro: None,
+    })
+}
+
+/// Resolves the interpreter a command will run, before it runs: the executable itself when it
+/// links the runtime statically, else the libpython it needs (DT_NEEDED with RUNPATH/RPATH,
+/// LD_LIBRARY_PATH and the usual directories).
+pub fn interpreter_file_of_executable(
+    exe: &Path,
+    ld_library_path: Option<&str>,
+) -> Option<PathBuf> {
+    let elf = Elf::open(exe).ok()?;
+    if elf.looks_like_python() && !elf.needs_libpython() {
+        return Some(exe.to_path_buf());
+    }
+    let (needed, runpaths) = elf.needed_and_runpaths();
+    let lib = needed.into_iter().find(|n| is_libpython(n))?;
+    let origin = exe
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut dirs: Vec<String> = Vec::new();
+    for rp in runpaths {
+        dirs.extend(
+            rp.split(':')
+                .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin)),
+        );
+    }
+    if let Some(llp) = ld_library_path {
+        dirs.extend(llp.split(':').filter(|d| !d.is_empty()).map(str::to_string));
+    }
+    for d in [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+        "/usr/local/lib",
+    ] {
+        dirs.push(d.to_string());
+    }
+    dirs.into_iter()
+        .map(|d| Path::new(&d).join(&lib))
+        .find(|p| p.exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names() {
+        let v = version_from_name("/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0").unwrap();
+        assert_eq!((v.major, v.minor), (3, 11));
+        let v = version_from_name("/usr/bin/python3.8").unwrap();
+        assert_eq!((v.major, v.minor), (3, 8));
+        let v = version_from_name("libpython3.13t.so.1.0").unwrap();
+        assert_eq!((v.major, v.minor), (3, 13));
+        assert!(version_from_name("/usr/bin/python3").is_none());
+        assert!(version_from_name("/bin/bash").is_none());
+        assert!(!Version {
+            major: 2,
+            minor: 7,
+            micro: None
+        }
+        .supported());
+        assert!(Version {
+            major: 3,
+            minor: 6,
+            micro: None
+        }
+        .supported());
+    }
+
+    #[test]
+    fn libpython_names() {
+        assert!(is_libpython("/usr/lib/libpython3.11.so.1.0"));
+        assert!(is_libpython("libpython3.13t.so"));
+        assert!(!is_libpython(
+            "/usr/lib/python3.11/lib-dynload/_json.cpython-311.so"
+        ));
+    }
+}

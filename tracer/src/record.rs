@@ -1,0 +1,152 @@
+//! `tracer record`: resolve targets, attach, collect until the end, write the reports.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::collect::Collector;
+use crate::error::{Error, Result};
+use crate::python::{self, Interpreter};
+use crate::render::summary::coverage_warning;
+use crate::report::{assess_coverage, Coverage};
+use crate::{launch, probes::Probes, render, report, util, RecordArgs};
+
+/// How often the maps are read (liveness, descriptor reconciliation, symbolization).
+const TICK: Duration = Duration::from_secs(1);
+
+fn attach_line(pid: u32, interp: &Interpreter, uprobes: usize) -> String {
+    format!(
+        "tracer: tracing pid {pid} ({}): CPython {} in {}, {uprobes} allocator probes",
+        crate::procfs::comm(pid),
+        interp.version,
+        interp.target_path
+    )
+}
+
+fn static_warning(interp: &Interpreter) {
+    // Before any measurement: say at once when the build hides its allocations.
+    let c = assess_coverage(interp, 0, 0.0);
+    if matches!(c, Coverage::Low { .. } | Coverage::None { .. }) {
+        if let Some(w) = coverage_warning(&c) {
+            eprintln!("tracer: {w}");
+        }
+    }
+}
+
+pub fn run(args: RecordArgs) -> Result<i32> {
+    if args.pids.is_empty() && args.command.is_empty() {
+        return Err(Error::BadArgument(
+            "nothing to trace: give -p PID (repeatable) or a command after --, e.g. `tracer record -- python app.py`".into(),
+        ));
+    }
+    if args.interval.is_some_and(|i| i.is_zero()) {
+        return Err(Error::BadArgument(
+            "--interval must be greater than 0".into(),
+        ));
+    }
+    util::require_privileges()?;
+    let dir = util::prepare_output(args.output.as_deref())?;
+
+    // Resolve running targets before loading anything: bad pids fail fast.
+    let mut running = Vec::new();
+    for &pid in &args.pids {
+        running.push((pid, python::inspect_pid(pid)?));
+    }
+    let probes = Probes::load()?;
+    let mut c = Collector::new(probes, args.min_age);
+    for (pid, interp) in running {
+        static_warning(&interp);
+        c.add(pid, interp)?;
+        let t = c.targets.last().unwrap();
+        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes));
+    }
+    let mut child = None;
+    if !args.command.is_empty() {
+        let l = launch::start(&args.command)?;
+        static_warning(&l.interp);
+        let added = c.add(l.pid, l.interp.clone());
+        launch::resume(&l);
+        let mut l = l;
+        if let Err(e) = added {
+            launch::terminate(&mut l.child);
+            return Err(e);
+        }
+        let t = c.targets.last().unwrap();
+        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes));
+        child = Some(l.child);
+    }
+    eprintln!(
+        "tracer: recording{}; press Ctrl-C to stop and write the reports to {}",
+        args.duration
+            .map(|d| format!(" for {:.0?}", d))
+            .unwrap_or_default(),
+        dir.display()
+    );
+
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(collect_loop(&mut c, &args, &dir, started))?;
+
+    // Final checkpoint and reports.
+    c.tick();
+    let report = report::build(&c, started.elapsed());
+    render::write_all(&report, &dir)?;
+    print!("{}", render::summary::render(&report, Some(&dir)));
+    if let Some(mut ch) = child {
+        launch::terminate(&mut ch);
+    }
+    Ok(0)
+}
+
+async fn collect_loop(
+    c: &mut Collector,
+    args: &RecordArgs,
+    dir: &Path,
+    started: Instant,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_snapshot = args.interval.map(|i| started + i);
+    let mut seq = 0u32;
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => { eprintln!("tracer: interrupted, writing the reports"); break; }
+            _ = sigterm.recv() => { eprintln!("tracer: terminated, writing the reports"); break; }
+            _ = until_deadline => break,
+            _ = tick.tick() => {
+                for pid in c.tick() {
+                    eprintln!("tracer: pid {pid} exited; keeping its last checkpoint");
+                }
+                if c.all_exited() {
+                    eprintln!("tracer: every target has exited");
+                    break;
+                }
+                if let (Some(at), Some(every)) = (next_snapshot, args.interval) {
+                    if Instant::now() >= at {
+                        seq += 1;
+                        let elapsed = started.elapsed();
+                        let sub = dir.join("snapshots").join(format!("{seq:04}-{:.0}s", elapsed.as_secs_f64()));
+                        std::fs::create_dir_all(&sub).map_err(|e| Error::Output { dir: sub.display().to_string(), reason: e.to_string() })?;
+                        render::write_all(&report::build(c, elapsed), &sub)?;
+                        next_snapshot = Some(at + every);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The short human summary printed on stdout (and kept as summary.txt).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::report::{Coverage, Report};
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The innermost frames of a stack, leaf first, for one line of text.
+fn short_stack(frames: &[String], n: usize) -> String {
+    if frames.is_empty() {
+        return "[no stack]".into();
+    }
+    let mut v: Vec<&str> = frames.iter().rev().take(n).map(String::as_str).collect();
+    if frames.len() > n {
+        v.push("...");
+    }
+    v.join(" <- ")
+}
+
+/// The one-line coverage warning for a process, if its allocation view is incomplete.
+pub fn coverage_warning(c: &Coverage) -> Option<String> {
+    match c {
+        Coverage::Good { .. } => None,
+        Coverage::Low { reason } => Some(format!(
+            "WARNING: allocation coverage is LOW: {reason}; outstanding bytes below are a lower bound (descriptors are exact)"
+        )),
+        Coverage::None { reason } => {
+            Some(format!("WARNING: allocations are NOT traced: {reason} (descriptors are exact)"))
+        }
+    }
+}
+
+pub fn render(r: &Report, dir: Option<&Path>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "tracer: traced {} process(es) for {:.1}s{}",
+        r.procs.len(),
+        r.elapsed.as_secs_f64(),
+        if r.min_age.is_zero() {
+            String::new()
+        } else {
+            format!(", reporting what is older than {:?}", r.min_age)
+        }
+    );
+    for p in &r.procs {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{} - {}", p.root_frame(), p.interpreter);
+        if let Some(after) = p.exited_after {
+            let _ = writeln!(
+                o,
+                "  exited after {:.1}s of tracing: figures are from its last checkpoint",
+                after.as_secs_f64()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  outstanding: {} in {} allocations; open descriptors: {}",
+            human_bytes(p.total_bytes),
+            thousands(p.total_allocs),
+            p.open_fds
+        );
+        match coverage_warning(&p.coverage) {
+            Some(w) => {
+                let _ = writeln!(o, "  {w}");
+            }
+            None => {
+                if let Coverage::Good {
+                    calls_per_cpu_s: Some(rate),
+                } = p.coverage
+                {
+                    let _ = writeln!(
+                        o,
+                        "  coverage: good ({} allocator calls in {:.1} CPU-seconds of the target, {rate:.0}/s)",
+                        thousands(p.alloc_calls),
+                        p.cpu_seconds
+                    );
+                }
+            }
+        }
+        if !p.allocs.is_empty() {
+            let _ = writeln!(o, "  top allocation stacks (outstanding):");
+            for a in p.allocs.iter().take(5) {
+                let _ = writeln!(
+                    o,
+                    "    {:>10} {:>9} allocs  oldest {:>5.0}s  {}",
+                    human_bytes(a.bytes),
+                    thousands(a.count),
+                    a.oldest_age.as_secs_f64(),
+                    short_stack(&a.frames, 4)
+                );
+            }
+        }
+        if !p.fds.is_empty() {
+            let _ = writeln!(o, "  open descriptors by stack:");
+            for f in p.fds.iter().take(8) {
+                let _ = writeln!(o, "    {:>6}  {}", f.count, short_stack(&f.frames, 4));
+            }
+        }
+    }
+    let h = &r.health;
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full), {} stacks lost, {} unpaired returns",
+        thousands(h.alloc_calls),
+        thousands(h.free_calls),
+        h.alloc_map_full,
+        h.fd_map_full,
+        h.stacks_lost,
+        h.unpaired_returns
+    );
+    if let Some(d) = dir {
+        let _ = writeln!(
+            o,
+            "reports: {0}/allocs.folded (bytes), {0}/allocs-count.folded (allocations), {0}/fds.folded (descriptors)",
+            d.display()
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn stacks_leaf_first() {
+        let f: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(short_stack(&f, 2), "c <- b <- ...");
+        assert_eq!(short_stack(&[], 2), "[no stack]");
+    }
+}
