@@ -240,12 +240,29 @@ fn duration_and_min_age() {
     );
     // Everything the tracer sees is younger than an hour.
     let t = Tracer::start(
-        &["-p", &pid.to_string(), "-d", "3s", "--min-age", "1h"],
+        &[
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "3500ms",
+            "--min-age",
+            "1h",
+            "--interval",
+            "1s",
+        ],
         &dir.path().join("out"),
     );
     let f = t.finish();
     assert_eq!(total(&f.folded("allocs.folded")), 0);
     assert_eq!(total(&f.folded("fds.folded")), 0);
+    // --interval: snapshots as well as the final report.
+    let snaps: Vec<_> = std::fs::read_dir(f.dir.join("snapshots"))
+        .unwrap()
+        .collect();
+    assert!(snaps.len() >= 2, "snapshots written: {snaps:?}");
+    for s in snaps {
+        assert!(s.unwrap().path().join("fds.folded").exists());
+    }
     drop(w);
 }
 
@@ -310,4 +327,49 @@ fn clean_exit_detaches() {
     assert!(f.dir.join("allocs.folded").exists());
     assert!(w.alive());
     assert!(!loaded_bpf_programs().iter().any(|n| n == "malloc_enter"));
+}
+
+/// exec replaces the program image: the old heap and CLOEXEC descriptors are gone, and the
+/// report must not keep them.
+#[test]
+fn exec_voids_the_old_heap_and_cloexec_descriptors() {
+    let dir = TempDir::new("exec");
+    let ready = dir.path().join("ready");
+    let go = dir.path().join("go");
+    let w = Proc(
+        std::process::Command::new(PY311)
+            .arg(workload("exec_after_leak.py"))
+            .arg(&ready)
+            .arg(&go)
+            .spawn()
+            .unwrap(),
+    );
+    wait_python_mapped(w.pid());
+    let mut t = Tracer::start(&["-p", &w.pid().to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    std::fs::write(go.with_extension("start"), b"").unwrap();
+    wait_for("the leak", Duration::from_secs(60), || ready.exists());
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&go, b"").unwrap();
+    wait_for("the exec", Duration::from_secs(20), || {
+        std::fs::read_to_string(format!("/proc/{}/comm", w.pid()))
+            .is_ok_and(|c| c.trim() == "sleep")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = t.stop();
+    assert!(
+        f.stderr.contains("called execve"),
+        "kernel log forwarded: {}",
+        f.stderr
+    );
+    assert_eq!(
+        total(&f.folded("fds.folded")),
+        0,
+        "CLOEXEC file closed by exec"
+    );
+    let bytes = total(&f.folded("allocs.folded"));
+    assert!(
+        bytes < 100_000,
+        "the 1 MB kept before exec is void, got {bytes} B"
+    );
 }

@@ -145,6 +145,9 @@ pub struct PidStats {
     pub free_calls: u64,
     pub fd_opens: u64,
     pub fd_closes: u64,
+    /// Successful execve/execveat calls, and the time of the last one.
+    pub execs: u64,
+    pub last_exec_ns: u64,
 }
 
 /// x86_64 syscall numbers the descriptor tracker understands.
@@ -183,6 +186,8 @@ pub mod sys {
     pub const OPENAT2: u32 = 437;
     pub const PIDFD_GETFD: u32 = 438;
     pub const MEMFD_SECRET: u32 = 447;
+    pub const EXECVE: u32 = 59;
+    pub const EXECVEAT: u32 = 322;
 
     pub const F_DUPFD: u64 = 0;
     pub const F_DUPFD_CLOEXEC: u64 = 1030;

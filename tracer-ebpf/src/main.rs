@@ -21,6 +21,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{tracing::StackIdContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
+use aya_log_ebpf::warn;
 use tracer_common::{
     stat, sys, AllocInfo, AllocKey, FdInfo, FdKey, FdKind, PendingAlloc, PidStats, NO_STACK,
     PATH_LEN,
@@ -202,6 +203,18 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Benchmark floor: a do-nothing probe, attached where the allocator probes would be.
+#[uprobe]
+pub fn noop_enter(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// Benchmark floor: a do-nothing return probe.
+#[uretprobe]
+pub fn noop_exit(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
 // ---------------------------------------------------------------------------------------------
 // Descriptors
 
@@ -302,6 +315,16 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let fd = ret as u32;
     match nr {
         sys::CLOSE => close_fd(tgid, arg(regs, 0) as u32),
+        sys::EXECVE | sys::EXECVEAT => {
+            // A new program image: the old heap is gone, CLOEXEC descriptors are closed (the user
+            // side reconciles both). Rare enough to log.
+            let now = unsafe { bpf_ktime_get_ns() };
+            bump_pid(tgid, |s| {
+                s.execs += 1;
+                s.last_exec_ns = now;
+            });
+            warn!(&ctx, "traced process {} called execve: its earlier allocations are void", tgid);
+        }
         sys::OPEN | sys::CREAT => open_fd(
             &ctx,
             tgid,

@@ -24,6 +24,8 @@ pub struct Target {
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
     pub uprobes: usize,
+    /// Allocations before this time were voided by an exec and purged.
+    pub purged_before_ns: u64,
 }
 
 /// Stack key: native stack id and Python stack id.
@@ -92,6 +94,7 @@ impl Collector {
             exited_after: None,
             last: None,
             uprobes,
+            purged_before_ns: 0,
         });
         Ok(())
     }
@@ -103,6 +106,14 @@ impl Collector {
     /// Takes a snapshot of every live target, and retires targets that have exited (keeping their
     /// last snapshot). Returns the pids that exited since the last call.
     pub fn tick(&mut self) -> Vec<u32> {
+        self.probes.flush_log();
+        for t in &mut self.targets {
+            let st = self.probes.pid_stats(t.pid);
+            if st.last_exec_ns > t.purged_before_ns {
+                self.probes.purge_allocs(t.pid, st.last_exec_ns);
+                t.purged_before_ns = st.last_exec_ns;
+            }
+        }
         let allocs = self.probes.allocs();
         let fds = self.probes.fds();
         let now = monotonic_ns();

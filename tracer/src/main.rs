@@ -58,6 +58,9 @@ pub struct RecordArgs {
     /// Also write a snapshot every interval (into OUTPUT/snapshots/).
     #[arg(long, value_parser = util::parse_duration)]
     pub interval: Option<Duration>,
+    /// Benchmark floor: attach do-nothing probes at the same places instead of tracing.
+    #[arg(long, hide = true)]
+    pub floor: bool,
     /// Command to launch and trace from its first line.
     #[arg(last = true)]
     pub command: Vec<String>,

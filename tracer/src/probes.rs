@@ -23,6 +23,7 @@ const ENTRY_PROGRAMS: [&str; 4] = [
     "free_enter",
 ];
 const EXIT_PROGRAM: &str = "alloc_exit";
+const FLOOR_PROGRAMS: [&str; 2] = ["noop_enter", "noop_exit"];
 
 fn entry_program(op: AllocOp) -> &'static str {
     match op {
@@ -54,7 +55,10 @@ fn load_error(e: impl std::fmt::Display) -> Error {
 
 pub struct Probes {
     ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<KernelLog>>,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Benchmark floor: attach do-nothing programs instead of the allocator probes.
+    pub floor: bool,
 }
 
 impl Probes {
@@ -62,7 +66,12 @@ impl Probes {
     pub fn load() -> Result<Probes> {
         check_kernel()?;
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(load_error)?;
-        for name in ENTRY_PROGRAMS.iter().chain([&EXIT_PROGRAM]) {
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog).ok();
+        for name in ENTRY_PROGRAMS
+            .iter()
+            .chain([&EXIT_PROGRAM])
+            .chain(FLOOR_PROGRAMS.iter())
+        {
             let p: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error::Other(format!("program {name} missing from the BPF object")))?
@@ -84,7 +93,9 @@ impl Probes {
         })?;
         Ok(Probes {
             ebpf,
+            logger,
             links: HashMap::new(),
+            floor: false,
         })
     }
 
@@ -103,9 +114,14 @@ impl Probes {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(Error::NoSuchPid(0))?);
         let mut links = Vec::new();
         for hook in &interp.alloc.hooks {
-            let mut programs = vec![entry_program(hook.op)];
+            let (entry, exit) = if self.floor {
+                (FLOOR_PROGRAMS[0], FLOOR_PROGRAMS[1])
+            } else {
+                (entry_program(hook.op), EXIT_PROGRAM)
+            };
+            let mut programs = vec![entry];
             if hook.op != AllocOp::Free {
-                programs.push(EXIT_PROGRAM);
+                programs.push(exit);
             }
             for name in programs {
                 let p: &mut UProbe = self
@@ -176,6 +192,31 @@ impl Probes {
         }
     }
 
+    /// Prints what the kernel programs logged since the last call.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Removes a process's allocations made before `before_ns` (its heap was replaced by exec).
+    pub fn purge_allocs(&mut self, pid: u32, before_ns: u64) -> usize {
+        let stale: Vec<AllocKey> = self
+            .allocs()
+            .into_iter()
+            .filter(|(k, v)| k.pid == pid && v.ts_ns < before_ns)
+            .map(|(k, _)| k)
+            .collect();
+        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
+                for k in &stale {
+                    let _ = t.remove(k);
+                }
+            }
+        }
+        stale.len()
+    }
+
     /// Reads every outstanding allocation. Entries deleted while iterating can make the kernel
     /// restart the walk; keys are de-duplicated and the walk is bounded.
     pub fn allocs(&self) -> HashMap<AllocKey, AllocInfo> {
@@ -238,6 +279,8 @@ impl Probes {
                         s.free_calls += c.free_calls;
                         s.fd_opens += c.fd_opens;
                         s.fd_closes += c.fd_closes;
+                        s.execs += c.execs;
+                        s.last_exec_ns = s.last_exec_ns.max(c.last_exec_ns);
                     }
                 }
             }
@@ -264,4 +307,17 @@ fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
         }
     }
     out
+}
+
+/// Kernel-side log records (aya-log), printed as tracer's own stderr lines.
+pub struct KernelLog;
+
+impl log::Log for KernelLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        eprintln!("tracer: [kernel] {}", record.args());
+    }
+    fn flush(&self) {}
 }

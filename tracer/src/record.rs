@@ -51,7 +51,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     for &pid in &args.pids {
         running.push((pid, python::inspect_pid(pid)?));
     }
-    let probes = Probes::load()?;
+    let mut probes = Probes::load()?;
+    probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
     for (pid, interp) in running {
         static_warning(&interp);

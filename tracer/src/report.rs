@@ -62,7 +62,6 @@ pub struct Health {
     pub alloc_map_full: u64,
     pub fd_map_full: u64,
     pub stacks_lost: u64,
-    pub unpaired_returns: u64,
     pub alloc_calls: u64,
     pub free_calls: u64,
 }
@@ -237,7 +236,6 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
             alloc_map_full: s[stat::ALLOC_MAP_FULL as usize],
             fd_map_full: s[stat::FD_MAP_FULL as usize],
             stacks_lost: s[stat::STACK_LOST as usize],
-            unpaired_returns: s[stat::ALLOC_UNPAIRED as usize],
             alloc_calls: s[stat::ALLOC_CALLS as usize],
             free_calls: s[stat::FREE_CALLS as usize],
         },

@@ -242,6 +242,49 @@ mod tests {
         .supported());
     }
 
+    /// The real interpreters of this machine kind, when present.
+    #[test]
+    fn real_interpreter_files() {
+        let lib = Path::new("/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0");
+        if lib.exists() {
+            let i = inspect_file(&lib.to_string_lossy(), lib).unwrap().unwrap();
+            assert_eq!(
+                i.version,
+                Version {
+                    major: 3,
+                    minor: 11,
+                    micro: Some(7)
+                }
+            );
+            assert!(i.has_symtab && i.shared);
+            assert_eq!(i.alloc.source, HookSource::Symtab);
+            assert_eq!(i.alloc.hooks.len(), 8);
+            assert!(!i.alloc.inlined_fast_path);
+            let exe = Path::new("/root/.pyenv/versions/3.11.7/bin/python3.11");
+            assert_eq!(
+                interpreter_file_of_executable(exe, None).as_deref(),
+                Some(lib)
+            );
+        }
+        let deb = Path::new("/usr/bin/python3.11");
+        if deb.exists() {
+            let i = inspect_file("/usr/bin/python3.11", deb).unwrap().unwrap();
+            assert_eq!((i.version.major, i.version.minor), (3, 11));
+            assert!(!i.has_symtab && !i.shared);
+            assert_eq!(i.alloc.source, HookSource::StaticTable);
+            // raw malloc/calloc/realloc/free and pymalloc's four, found through the tables.
+            assert_eq!(i.alloc.hooks.len(), 8);
+            assert!(i.alloc.inlined_fast_path);
+            assert_eq!(
+                interpreter_file_of_executable(deb, None).as_deref(),
+                Some(deb)
+            );
+        }
+        assert!(inspect_file("/bin/sh", Path::new("/bin/sh"))
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn libpython_names() {
         assert!(is_libpython("/usr/lib/libpython3.11.so.1.0"));

@@ -129,13 +129,12 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full), {} stacks lost, {} unpaired returns",
+        "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full); {} stacks lost",
         thousands(h.alloc_calls),
         thousands(h.free_calls),
         h.alloc_map_full,
         h.fd_map_full,
-        h.stacks_lost,
-        h.unpaired_returns
+        h.stacks_lost
     );
     if let Some(d) = dir {
         let _ = writeln!(
