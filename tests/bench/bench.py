@@ -2,6 +2,7 @@
 the same allocator functions (the floor: the cost of the traps alone), and traced by tracer.
 Ratios are computed within one run. Usage: bench.py --tracer BIN --python PY [--iterations N]"""
 import argparse
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,21 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+bpf_ns = {}
+ENTRY_PROGRAMS = ("malloc_enter", "calloc_enter", "realloc_enter")
+
+
+def bpf_cost():
+    """Average run time (ns) of the allocation entry programs, from kernel.bpf_stats_enabled."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
+    ns = cnt = 0
+    for p in json.loads(out or "[]"):
+        if p.get("name") in ENTRY_PROGRAMS:
+            ns += p.get("run_time_ns", 0)
+            cnt += p.get("run_cnt", 0)
+    return ns / cnt if cnt else None
 
 
 def one_run(args, mode, workdir):
@@ -28,6 +44,8 @@ def one_run(args, mode, workdir):
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
             cmd.append("--floor")
+        if mode == "traced-nowalk":
+            cmd.append("--no-python-walk")
         tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:
             line = tracer.stderr.readline()
@@ -39,6 +57,8 @@ def one_run(args, mode, workdir):
     w.wait()
     with open(result) as f:
         loop_s = float(f.read())
+    if tracer and mode.startswith("traced"):
+        bpf_ns[mode] = bpf_cost()
     if tracer:
         tracer.send_signal(signal.SIGINT)
         out, _ = tracer.communicate(timeout=120)
@@ -60,8 +80,10 @@ def main():
     try:
         times = {}
         calls = {}
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("1")
         for rep in range(args.repeat):
-            for mode in ("untraced", "floor", "traced"):
+            for mode in ("untraced", "floor", "traced", "traced-nowalk"):
                 t, c = one_run(args, mode, workdir)
                 times.setdefault(mode, []).append(t)
                 if c is not None:
@@ -70,14 +92,19 @@ def main():
         print("loop: %d iterations of (250-byte string kept, small dict, json.dumps of 50 strings), %s"
               % (args.iterations, args.python))
         print("%-10s %12s %14s %14s" % ("mode", "median loop s", "x untraced", "x floor"))
-        for m in ("untraced", "floor", "traced"):
+        for m in ("untraced", "floor", "traced", "traced-nowalk"):
             print("%-10s %12.3f %14.2f %14.3f" % (m, med[m], med[m] / med["untraced"], med[m] / med["floor"]))
         if "traced" in calls:
             per_hit = (med["floor"] - med["untraced"]) / max(calls["traced"], 1) * 1e6
             print("probe hits: %d; trap cost (floor - untraced) per hit: %.1f us; "
                   "tracer's own work over the floor: %+.1f%%"
                   % (calls["traced"], per_hit, (med["traced"] / med["floor"] - 1) * 100))
+        if bpf_ns.get("traced") and bpf_ns.get("traced-nowalk"):
+            print("BPF run time per allocation entry (kernel.bpf_stats_enabled): %.0f ns with the Python "
+                  "walk, %.0f ns without (native stack only)" % (bpf_ns["traced"], bpf_ns["traced-nowalk"]))
     finally:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("0")
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -21,14 +21,15 @@ pub struct AllocKey {
 /// An outstanding allocation: requested size, birth time and the stack that made it.
 ///
 /// A stack is identified by the pair (`ustack`, `pystack`): the native user stack id in the
-/// `STACKS` map and, once Python frames are walked, a Python stack id. `-1` means none.
+/// `STACKS` map (`NO_STACK` for none) and the key of the Python stack in `PYSTACKS` (0 for none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct AllocInfo {
     pub size: u64,
     pub ts_ns: u64,
+    pub pystack: u64,
     pub ustack: i32,
-    pub pystack: i32,
+    pub _pad: u32,
 }
 
 /// Arguments of an allocator call in flight on one thread, saved at entry for the return probe.
@@ -38,8 +39,66 @@ pub struct PendingAlloc {
     pub size: u64,
     /// For realloc: the block being resized (removed when the call succeeds).
     pub old: u64,
+    pub pystack: u64,
     pub ustack: i32,
-    pub pystack: i32,
+    pub _pad: u32,
+}
+
+/// How the kernel walks one process's Python frames (from its interpreter's layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyConf {
+    /// `FRAMES_*`: which frame structure this interpreter uses.
+    pub kind: u32,
+    /// PyThreadState -> frame (<=3.10), cframe (3.11/3.12) or current_frame (3.13+).
+    pub tstate_frame: u32,
+    /// _PyCFrame -> current_frame (3.11/3.12), else `NO_OFFSET`.
+    pub cframe_current: u32,
+    pub frame_code: u32,
+    pub frame_back: u32,
+    /// f_lasti (an int, legacy frames) or the instruction pointer (3.11+).
+    pub frame_instr: u32,
+    /// `owner` byte of _PyInterpreterFrame (3.12+: 3 = C stack shim, skipped), else `NO_OFFSET`.
+    pub frame_owner: u32,
+    /// PyThreadState -> next.
+    pub tstate_next: u32,
+    /// Address of the interpreter's thread list head (0 until the runtime is known): lets the
+    /// kernel find the thread state of a thread the user side has not published yet.
+    pub threads_head: u64,
+    /// PyThreadState -> native_thread_id (3.11+), else `NO_OFFSET`.
+    pub tstate_tid: u32,
+    /// PyThreadState -> thread_id (pthread_self), used with `pthread_tid` before 3.11.
+    pub tstate_pthread: u32,
+    /// glibc's struct pthread -> tid, `NO_OFFSET` when unknown.
+    pub pthread_tid: u32,
+    pub _pad: u32,
+}
+
+pub const NO_OFFSET: u32 = u32::MAX;
+pub const FRAMES_LEGACY: u32 = 1;
+pub const FRAMES_INTERP: u32 = 2;
+/// Frames owned by the C stack (3.12+: FRAME_OWNED_BY_CSTACK) are not Python code.
+pub const OWNER_CSTACK: u8 = 3;
+
+/// Frames kept per event; deeper stacks keep their innermost frames and are marked truncated.
+pub const PY_MAX_FRAMES: usize = 48;
+
+/// One Python frame: the code object and where in it execution is (f_lasti or an instruction
+/// pointer). Names, files and lines are resolved in user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyFrame {
+    pub code: u64,
+    pub instr: u64,
+}
+
+/// A Python stack, innermost frame first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PyStack {
+    pub len: u32,
+    pub truncated: u32,
+    pub frames: [PyFrame; PY_MAX_FRAMES],
 }
 
 /// Key of an open descriptor.
@@ -101,8 +160,8 @@ impl FdKind {
 #[derive(Clone, Copy, Debug)]
 pub struct FdInfo {
     pub ts_ns: u64,
+    pub pystack: u64,
     pub ustack: i32,
-    pub pystack: i32,
     /// `FdKind` as u16.
     pub kind: u16,
     /// The syscall number that created it.
@@ -134,7 +193,11 @@ pub mod stat {
     pub const FD_MAP_FULL: u32 = 6;
     /// Return probes without a matching entry (nested or missed entries).
     pub const ALLOC_UNPAIRED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Python stacks not recorded because the Python stack map was full.
+    pub const PYSTACK_LOST: u32 = 8;
+    /// Events from a thread whose PyThreadState the user side had not published yet.
+    pub const PY_THREAD_UNKNOWN: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Per-process counters (`PID_STATS`, per CPU).
@@ -202,4 +265,6 @@ mod pod {
     unsafe impl aya::Pod for FdKey {}
     unsafe impl aya::Pod for FdInfo {}
     unsafe impl aya::Pod for PidStats {}
+    unsafe impl aya::Pod for PyConf {}
+    unsafe impl aya::Pod for PyStack {}
 }

@@ -14,8 +14,8 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    stat, sys, AllocInfo, AllocKey, FdInfo, FdKey, FdKind, PendingAlloc, PidStats, NO_STACK,
-    PATH_LEN,
+    stat, sys, AllocInfo, AllocKey, FdInfo, FdKey, FdKind, PendingAlloc, PidStats, PyConf, PyStack,
+    FRAMES_LEGACY, NO_OFFSET, NO_STACK, OWNER_CSTACK, PATH_LEN, PY_MAX_FRAMES,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -50,6 +50,22 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[map]
 static PID_STATS: PerCpuHashMap<u32, PidStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per traced process: how to walk its Python frames.
+#[map]
+static PYCONF: HashMap<u32, PyConf> = HashMap::with_max_entries(4096, 0);
+
+/// pid_tgid -> the thread's PyThreadState address: published by the user side, or found by the
+/// kernel walking the interpreter's thread list the first time it sees a thread.
+#[map]
+static THREADS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Python stacks by hash (the `pystack` of allocations and descriptors).
+#[map]
+static PYSTACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+#[map]
+static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for building an `FdInfo` (too large for comfort on the 512-byte BPF stack).
 #[map]
@@ -90,6 +106,207 @@ fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
 }
 
 #[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    unsafe { bpf_probe_read_user(addr as *const u64).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn mix(h: u64, v: u64) -> u64 {
+    // FNV-1a over 64-bit words, then a final avalanche in `finish`.
+    (h ^ v).wrapping_mul(0x100000001b3)
+}
+
+/// State of one Python stack walk, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct Walk {
+    frame: u64,
+    n: u64,
+    h: u64,
+    kind: u32,
+    code: u32,
+    back: u32,
+    instr: u32,
+    owner: u32,
+    truncated: u32,
+}
+
+/// One step of the walk: records the current frame and moves to the previous one. Returns 1 to
+/// stop. As a `bpf_loop` callback it is verified once, however many frames are walked.
+unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    if w.frame == 0 {
+        return 1;
+    }
+    if w.owner != NO_OFFSET {
+        let owner: u8 =
+            unsafe { bpf_probe_read_user((w.frame + w.owner as u64) as *const u8).unwrap_or(0) };
+        if owner == OWNER_CSTACK {
+            // A shim frame of the C stack, not Python code.
+            w.frame = read_u64(w.frame + w.back as u64);
+            return 0;
+        }
+    }
+    let Some(s) = PY_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let n = w.n as usize;
+    if n >= PY_MAX_FRAMES {
+        w.truncated = 1;
+        return 1;
+    }
+    let code = read_u64(w.frame + w.code as u64);
+    let instr = if w.kind == FRAMES_LEGACY {
+        let v: i32 =
+            unsafe { bpf_probe_read_user((w.frame + w.instr as u64) as *const i32).unwrap_or(-1) };
+        v as u32 as u64
+    } else {
+        read_u64(w.frame + w.instr as u64)
+    };
+    if let Some(f) = s.frames.get_mut(n) {
+        f.code = code;
+        f.instr = instr;
+    }
+    w.h = mix(mix(w.h, code), instr);
+    w.n += 1;
+    w.frame = read_u64(w.frame + w.back as u64);
+    0
+}
+
+/// Search of the interpreter's thread list for the current thread.
+#[repr(C)]
+struct ThreadSearch {
+    tstate: u64,
+    found: u64,
+    tid: u32,
+    next: u32,
+    tstate_tid: u32,
+    tstate_pthread: u32,
+    pthread_tid: u32,
+    _pad: u32,
+}
+
+unsafe extern "C" fn search_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let s = unsafe { &mut *(ctx as *mut ThreadSearch) };
+    if s.tstate == 0 {
+        return 1;
+    }
+    let tid: u32 = if s.tstate_tid != NO_OFFSET {
+        unsafe { bpf_probe_read_user((s.tstate + s.tstate_tid as u64) as *const u32).unwrap_or(0) }
+    } else if s.pthread_tid != NO_OFFSET {
+        let pthread = read_u64(s.tstate + s.tstate_pthread as u64);
+        if pthread == 0 {
+            0
+        } else {
+            unsafe {
+                bpf_probe_read_user((pthread + s.pthread_tid as u64) as *const u32).unwrap_or(0)
+            }
+        }
+    } else {
+        return 1;
+    };
+    if tid == s.tid {
+        s.found = s.tstate;
+        return 1;
+    }
+    s.tstate = read_u64(s.tstate + s.next as u64);
+    0
+}
+
+/// The current thread's PyThreadState.
+#[inline(always)]
+fn thread_state(conf: &PyConf, id: u64) -> u64 {
+    if let Some(t) = unsafe { THREADS.get(id) } {
+        return *t;
+    }
+    if conf.threads_head == 0 {
+        bump(stat::PY_THREAD_UNKNOWN);
+        return 0;
+    }
+    let mut s = ThreadSearch {
+        tstate: read_u64(conf.threads_head),
+        found: 0,
+        tid: id as u32,
+        next: conf.tstate_next,
+        tstate_tid: conf.tstate_tid,
+        tstate_pthread: conf.tstate_pthread,
+        pthread_tid: conf.pthread_tid,
+        _pad: 0,
+    };
+    unsafe {
+        bpf_loop(
+            256,
+            search_step as *mut core::ffi::c_void,
+            &mut s as *mut ThreadSearch as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    if s.found == 0 {
+        bump(stat::PY_THREAD_UNKNOWN);
+        return 0;
+    }
+    let _ = THREADS.insert(id, s.found, 0);
+    s.found
+}
+
+/// Walks the current thread's Python frames into `PYSTACKS`; returns the stack's key, 0 if none.
+#[inline(never)]
+fn py_stack(tgid: u32, id: u64) -> u64 {
+    let Some(conf) = (unsafe { PYCONF.get(tgid) }) else {
+        return 0;
+    };
+    let tstate = thread_state(conf, id);
+    if tstate == 0 {
+        return 0;
+    }
+    let mut frame = read_u64(tstate + conf.tstate_frame as u64);
+    if conf.cframe_current != NO_OFFSET && frame != 0 {
+        frame = read_u64(frame + conf.cframe_current as u64);
+    }
+    let mut w = Walk {
+        frame,
+        n: 0,
+        h: 0xcbf29ce484222325,
+        kind: conf.kind,
+        code: conf.frame_code,
+        back: conf.frame_back,
+        instr: conf.frame_instr,
+        owner: conf.frame_owner,
+        truncated: 0,
+    };
+    // Shim frames are skipped without counting: allow a few extra steps.
+    unsafe {
+        bpf_loop(
+            (PY_MAX_FRAMES + 16) as u32,
+            walk_step as *mut core::ffi::c_void,
+            &mut w as *mut Walk as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    if w.n == 0 {
+        return 0;
+    }
+    let Some(s) = PY_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let s = unsafe { &mut *s };
+    s.len = w.n as u32;
+    s.truncated = w.truncated;
+    let mut h = mix(w.h, w.truncated as u64);
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x7fb5d329728ea185);
+    h ^= h >> 27;
+    if h == 0 {
+        h = 1;
+    }
+    if unsafe { PYSTACKS.get(h) }.is_none() && PYSTACKS.insert(h, &*s, 0).is_err() {
+        bump(stat::PYSTACK_LOST);
+        return 0;
+    }
+    h
+}
+
+#[inline(always)]
 fn alloc_entry(ctx: &ProbeContext, size: u64, old: u64) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
@@ -101,8 +318,9 @@ fn alloc_entry(ctx: &ProbeContext, size: u64, old: u64) -> u32 {
     let pending = PendingAlloc {
         size,
         old,
+        pystack: py_stack(tgid, id),
         ustack: user_stack(ctx),
-        pystack: NO_STACK,
+        _pad: 0,
     };
     let _ = PENDING.insert(id, pending, 0);
     0
@@ -162,8 +380,9 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let info = AllocInfo {
         size: pending.size,
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        ustack: pending.ustack,
         pystack: pending.pystack,
+        ustack: pending.ustack,
+        _pad: 0,
     };
     if ALLOCS
         .insert(
@@ -270,7 +489,7 @@ fn open_fd(
     let info = unsafe { &mut *info };
     info.ts_ns = unsafe { bpf_ktime_get_ns() };
     info.ustack = user_stack(ctx);
-    info.pystack = NO_STACK;
+    info.pystack = py_stack(tgid, ((tgid as u64) << 32) | tid as u64);
     info.kind = kind as u16;
     info.syscall = nr as u16;
     info.a = a;
@@ -289,7 +508,7 @@ fn open_fd(
         let _ =
             unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut info.path[..PATH_LEN]) };
     }
-    if FDS.insert(FdKey { pid: tgid, fd }, *info, 0).is_err() {
+    if FDS.insert(FdKey { pid: tgid, fd }, &*info, 0).is_err() {
         bump(stat::FD_MAP_FULL);
         return;
     }
@@ -323,7 +542,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 s.execs += 1;
                 s.last_exec_ns = now;
             });
-            warn!(&ctx, "traced process {} called execve: its earlier allocations are void", tgid);
+            warn!(
+                &ctx,
+                "traced process {} called execve: its earlier allocations are void", tgid
+            );
         }
         sys::OPEN | sys::CREAT => open_fd(
             &ctx,

@@ -8,8 +8,20 @@ use tracer_common::{FdInfo, FdKey, PidStats};
 
 use crate::probes::Probes;
 use crate::procfs;
+use crate::python::frames::{self, Runtime};
 use crate::python::Interpreter;
 use crate::symbolize::Symbolizer;
+
+/// Which native frames join the Python ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NativeMode {
+    /// Only the native frames below the innermost Python frame (the C path to the allocation or
+    /// syscall); all native frames when there is no Python stack.
+    #[default]
+    Leaf,
+    All,
+    None,
+}
 
 /// A traced process.
 pub struct Target {
@@ -26,10 +38,14 @@ pub struct Target {
     pub uprobes: usize,
     /// Allocations before this time were voided by an exec and purged.
     pub purged_before_ns: u64,
+    /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
+    pub runtime: Option<Runtime>,
+    /// Thread ids published to the kernel, with their thread state.
+    pub published: HashMap<u32, u64>,
 }
 
-/// Stack key: native stack id and Python stack id.
-pub type StackKey = (i32, i32);
+/// Stack key: native stack id and Python stack key.
+pub type StackKey = (i32, u64);
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllocGroup {
@@ -51,8 +67,8 @@ pub struct ProcSnapshot {
     pub allocs: HashMap<StackKey, AllocGroup>,
     pub fds: Vec<OpenFd>,
     pub stats: PidStats,
-    /// Native frames of every stack in this snapshot, root first (symbolized while alive).
-    pub frames: HashMap<i32, Vec<String>>,
+    /// Frames of every stack in this snapshot, root first (resolved while the process lives).
+    pub frames: HashMap<StackKey, Vec<String>>,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -69,6 +85,9 @@ pub struct Collector {
     pub targets: Vec<Target>,
     pub symbolizer: Symbolizer,
     pub min_age: Duration,
+    pub native: NativeMode,
+    /// Walk Python frames in the kernel (off only to measure its cost).
+    pub python_walk: bool,
 }
 
 impl Collector {
@@ -78,11 +97,16 @@ impl Collector {
             targets: Vec::new(),
             symbolizer: Symbolizer::default(),
             min_age,
+            native: NativeMode::Leaf,
+            python_walk: true,
         }
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
         let uprobes = self.probes.add_target(pid, &interp)?;
+        if let Some(layout) = interp.layout() {
+            self.probes.set_pyconf(pid, frames::pyconf(layout))?;
+        }
         let ticks = procfs::stat(pid).map(|s| s.cpu_ticks).unwrap_or(0);
         self.targets.push(Target {
             pid,
@@ -95,8 +119,63 @@ impl Collector {
             last: None,
             uprobes,
             purged_before_ns: 0,
+            runtime: None,
+            published: HashMap::new(),
         });
+        self.refresh_threads();
         Ok(())
+    }
+
+    /// Publishes each live target's threads (tid -> PyThreadState) to the kernel. Cheap: a few
+    /// reads of target memory per thread; run often so new threads get Python stacks quickly.
+    pub fn refresh_threads(&mut self) {
+        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            let fresh = t.runtime.is_none();
+            if fresh {
+                let (Some(layout), Some(rt), Some(ct)) = (
+                    t.interp.layout(),
+                    t.interp.runtime_vaddr,
+                    t.interp.code_type_vaddr,
+                ) else {
+                    continue;
+                };
+                let Some(bias) = t.interp.bias_in(t.pid) else {
+                    continue;
+                };
+                t.runtime = Some(Runtime::new(
+                    t.pid,
+                    layout,
+                    rt.wrapping_add(bias),
+                    ct.wrapping_add(bias),
+                ));
+            }
+            let rt = t.runtime.as_mut().unwrap();
+            let now: HashMap<u32, u64> = rt.threads().into_iter().collect();
+            if now.is_empty() {
+                // Not initialised yet (launch mode): try again next time.
+                t.runtime = None;
+                continue;
+            }
+            if fresh && self.python_walk {
+                // Now that the thread list is known, the kernel can find new threads by itself.
+                let _ = self.probes.set_pyconf(t.pid, rt.conf());
+            }
+            if now != t.published {
+                self.probes.set_threads(t.pid, &now);
+                t.published = now;
+            }
+        }
+    }
+
+    /// Frames of one stack, root first: Python frames with the native frames chosen by `native`.
+    fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<String> {
+        let pid = self.targets[i].pid;
+        let native = self.symbolizer.native(&self.probes, pid, key.0);
+        let py = match (self.probes.pystack(key.1), self.targets[i].runtime.as_mut()) {
+            (Some(stack), Some(rt)) => rt.labels(key.1, &stack),
+            _ => Vec::new(),
+        };
+        merge_frames(py, native, self.native)
     }
 
     pub fn all_exited(&self) -> bool {
@@ -131,6 +210,8 @@ impl Collector {
                     t.comm = "python".into();
                 }
                 exited.push(pid);
+                t.published.clear();
+                self.probes.set_threads(pid, &HashMap::new());
                 self.probes.remove_target(pid);
                 self.symbolizer.forget(pid);
                 continue;
@@ -168,14 +249,16 @@ impl Collector {
                 }
             }
             let mut frames = HashMap::new();
-            for id in groups
+            let keys: Vec<StackKey> = groups
                 .keys()
-                .map(|k| k.0)
-                .chain(open.iter().map(|f| f.info.ustack))
-            {
-                frames
-                    .entry(id)
-                    .or_insert_with(|| self.symbolizer.native(&self.probes, pid, id));
+                .copied()
+                .chain(open.iter().map(|f| (f.info.ustack, f.info.pystack)))
+                .collect();
+            for k in keys {
+                if !frames.contains_key(&k) {
+                    let f = self.frames_of(i, k);
+                    frames.insert(k, f);
+                }
             }
             let t = &mut self.targets[i];
             if let Some(st) = procfs::stat(pid) {
@@ -189,5 +272,101 @@ impl Collector {
             });
         }
         exited
+    }
+}
+
+/// Is this native frame part of the interpreter's own machinery (where Python frames take over)?
+fn is_interpreter_frame(name: &str) -> bool {
+    name.starts_with('[')
+        || name.contains("EvalFrame")
+        || name.starts_with("_PyEval_")
+        || name.starts_with("PyEval_")
+        || name.starts_with("_PyObject_Vectorcall")
+        || name.starts_with("_PyFunction_Vectorcall")
+        || name.starts_with("PyObject_Call")
+        || name.starts_with("_PyObject_Call")
+        || name.starts_with("method_vectorcall")
+        || name.starts_with("cfunction_")
+        || name.ends_with("_Type")
+}
+
+/// Joins Python frames (root first) and native frames (root first).
+pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> Vec<String> {
+    if py.is_empty() {
+        return match mode {
+            NativeMode::None => vec!["[no Python stack]".into()],
+            _ => native,
+        };
+    }
+    let mut out = py;
+    match mode {
+        NativeMode::None => {}
+        NativeMode::All => out.extend(native),
+        NativeMode::Leaf => {
+            // From the leaf up to the first interpreter frame, at most four.
+            let leaf: Vec<String> = native
+                .iter()
+                .rev()
+                .take_while(|n| !is_interpreter_frame(n))
+                .take(4)
+                .cloned()
+                .collect();
+            out.extend(leaf.into_iter().rev());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn native_frames_join_python_ones() {
+        let py = v(&["main (app.py:10)", "leak (app.py:3)"]);
+        let native = v(&[
+            "_start",
+            "_PyEval_EvalFrameDefault",
+            "list_append",
+            "_PyObject_Malloc",
+        ]);
+        assert_eq!(
+            merge_frames(py.clone(), native.clone(), NativeMode::Leaf),
+            v(&[
+                "main (app.py:10)",
+                "leak (app.py:3)",
+                "list_append",
+                "_PyObject_Malloc"
+            ])
+        );
+        assert_eq!(
+            merge_frames(py.clone(), native.clone(), NativeMode::None),
+            py
+        );
+        assert_eq!(
+            merge_frames(py.clone(), native.clone(), NativeMode::All).len(),
+            6
+        );
+        assert_eq!(
+            merge_frames(vec![], native.clone(), NativeMode::Leaf),
+            native
+        );
+        assert_eq!(
+            merge_frames(vec![], native, NativeMode::None),
+            v(&["[no Python stack]"])
+        );
+        // garbage from frame-pointer-less unwinding stops the leaf part
+        assert_eq!(
+            merge_frames(
+                py.clone(),
+                v(&["PyType_Type", "_PyObject_Malloc"]),
+                NativeMode::Leaf
+            ),
+            v(&["main (app.py:10)", "leak (app.py:3)", "_PyObject_Malloc"])
+        );
     }
 }

@@ -58,6 +58,15 @@ pub struct RecordArgs {
     /// Also write a snapshot every interval (into OUTPUT/snapshots/).
     #[arg(long, value_parser = util::parse_duration)]
     pub interval: Option<Duration>,
+    /// Show every native frame below the Python ones.
+    #[arg(long, conflicts_with = "no_native")]
+    pub native: bool,
+    /// Show Python frames only.
+    #[arg(long)]
+    pub no_native: bool,
+    /// Benchmark: do not walk Python frames (native stacks only).
+    #[arg(long, hide = true)]
+    pub no_python_walk: bool,
     /// Benchmark floor: attach do-nothing probes at the same places instead of tracing.
     #[arg(long, hide = true)]
     pub floor: bool,

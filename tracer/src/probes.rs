@@ -9,7 +9,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, Stac
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats};
+use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack};
 
 use crate::error::{one_line, Error, Result};
 use crate::python::{AllocOp, Interpreter};
@@ -45,7 +45,19 @@ pub fn check_kernel() -> Result<()> {
 }
 
 fn load_error(e: impl std::fmt::Display) -> Error {
-    let msg = one_line(&e.to_string());
+    let mut msg = one_line(&e.to_string());
+    // Keep the verifier's conclusion (its last words), not its whole log.
+    if let Some(i) = msg.find("Verifier output:") {
+        let tail: String = msg[i..]
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        msg = format!("{} ... {}", &msg[..i], tail);
+    }
     if msg.contains("Operation not permitted") || msg.contains("EPERM") {
         Error::NotPrivileged
     } else {
@@ -168,6 +180,11 @@ impl Probes {
                 let _ = t.remove(&pid);
             }
         }
+        if let Some(m) = self.ebpf.map_mut("PYCONF") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, PyConf>::try_from(m) {
+                let _ = t.remove(&pid);
+            }
+        }
         let allocs: Vec<AllocKey> = self
             .allocs()
             .into_iter()
@@ -190,6 +207,55 @@ impl Probes {
         for k in fds {
             self.remove_fd(&k, None);
         }
+    }
+
+    /// Tells the kernel how to walk a process's Python frames.
+    pub fn set_pyconf(&mut self, pid: u32, conf: PyConf) -> Result<()> {
+        let m = self.ebpf.map_mut("PYCONF").expect("PYCONF map");
+        let mut t = BpfHashMap::<&mut MapData, u32, PyConf>::try_from(m).map_err(load_error)?;
+        t.insert(pid, conf, 0).map_err(|e| {
+            Error::Other(format!(
+                "cannot configure Python stacks for pid {pid}: {}",
+                one_line(&e.to_string())
+            ))
+        })
+    }
+
+    /// Makes the kernel's thread map for `pid` exactly `now` (tid -> PyThreadState), including
+    /// entries the kernel added itself for threads that are gone since.
+    pub fn set_threads(&mut self, pid: u32, now: &HashMap<u32, u64>) {
+        let Some(m) = self.ebpf.map_mut("THREADS") else {
+            return;
+        };
+        let Ok(mut t) = BpfHashMap::<&mut MapData, u64, u64>::try_from(m) else {
+            return;
+        };
+        let key = |tid: u32| ((pid as u64) << 32) | tid as u64;
+        let existing: Vec<(u64, u64)> = t
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, _)| (k >> 32) as u32 == pid)
+            .collect();
+        for (k, v) in &existing {
+            if now.get(&(*k as u32)) != Some(v) {
+                let _ = t.remove(k);
+            }
+        }
+        for (tid, tstate) in now {
+            if !existing.contains(&(key(*tid), *tstate)) {
+                let _ = t.insert(key(*tid), *tstate, 0);
+            }
+        }
+    }
+
+    /// A Python stack recorded by the kernel.
+    pub fn pystack(&self, key: u64) -> Option<PyStack> {
+        if key == 0 {
+            return None;
+        }
+        let m = self.ebpf.map("PYSTACKS")?;
+        let t = BpfHashMap::<&MapData, u64, PyStack>::try_from(m).ok()?;
+        t.get(&key, 0).ok()
     }
 
     /// Prints what the kernel programs logged since the last call.

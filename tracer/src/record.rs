@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::collect::Collector;
+use crate::collect::{Collector, NativeMode};
 use crate::error::{Error, Result};
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
@@ -12,6 +12,8 @@ use crate::{launch, probes::Probes, render, report, util, RecordArgs};
 
 /// How often the maps are read (liveness, descriptor reconciliation, symbolization).
 const TICK: Duration = Duration::from_secs(1);
+/// How often new Python threads are published to the kernel.
+const THREAD_REFRESH: Duration = Duration::from_millis(100);
 
 fn attach_line(pid: u32, interp: &Interpreter, uprobes: usize) -> String {
     format!(
@@ -54,6 +56,14 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let mut probes = Probes::load()?;
     probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
+    c.python_walk = !args.no_python_walk;
+    c.native = if args.native {
+        NativeMode::All
+    } else if args.no_native {
+        NativeMode::None
+    } else {
+        NativeMode::Leaf
+    };
     for (pid, interp) in running {
         static_warning(&interp);
         c.add(pid, interp)?;
@@ -113,6 +123,8 @@ async fn collect_loop(
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut threads = tokio::time::interval(THREAD_REFRESH);
+    threads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_snapshot = args.interval.map(|i| started + i);
@@ -128,6 +140,7 @@ async fn collect_loop(
             _ = sigint.recv() => { eprintln!("tracer: interrupted, writing the reports"); break; }
             _ = sigterm.recv() => { eprintln!("tracer: terminated, writing the reports"); break; }
             _ = until_deadline => break,
+            _ = threads.tick() => c.refresh_threads(),
             _ = tick.tick() => {
                 for pid in c.tick() {
                     eprintln!("tracer: pid {pid} exited; keeping its last checkpoint");

@@ -185,12 +185,12 @@ pub fn socket_kind(family: u32, ty: u32) -> String {
 fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
-    let frames_of = |id: i32| snap.frames.get(&id).cloned().unwrap_or_default();
+    let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();
     let mut allocs: Vec<AllocStack> = snap
         .allocs
         .iter()
         .map(|(k, g)| AllocStack {
-            frames: frames_of(k.0),
+            frames: frames_of(*k),
             bytes: g.bytes,
             count: g.count,
             oldest_age: Duration::from_nanos(now.saturating_sub(g.oldest_ts)),
@@ -199,7 +199,7 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
     allocs.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.frames.cmp(&b.frames)));
     let mut fds: Vec<FdStack> = Vec::new();
     for f in &snap.fds {
-        let mut frames = frames_of(f.info.ustack);
+        let mut frames = frames_of((f.info.ustack, f.info.pystack));
         frames.push(fd_label(f));
         match fds.iter_mut().find(|s| s.frames == frames) {
             Some(s) => s.count += 1,

@@ -4,6 +4,8 @@
 
 pub mod allocator;
 pub mod elf;
+pub mod frames;
+pub mod layouts;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,31 @@ pub struct Interpreter {
     /// Load bias of the file in the target (runtime address = ELF address + bias), when mapped.
     pub bias: Option<u64>,
     pub alloc: AllocatorHooks,
+    /// ELF addresses of `_PyRuntime` and `PyCode_Type` (for walking threads and checking code
+    /// objects), when exported.
+    pub runtime_vaddr: Option<u64>,
+    pub code_type_vaddr: Option<u64>,
+    /// The first PT_LOAD page, to compute the load bias from /proc/PID/maps.
+    pub first_load_page: u64,
+}
+
+impl Interpreter {
+    /// The struct layouts of this version, if tracer knows them.
+    pub fn layout(&self) -> Option<&'static layouts::Layout> {
+        layouts::layout_for(self.version.major, self.version.minor)
+    }
+
+    /// Load bias of the interpreter file in a process (None until it is mapped).
+    pub fn bias_in(&self, pid: u32) -> Option<u64> {
+        if let Some(b) = self.bias {
+            return Some(b);
+        }
+        procfs::maps(pid)
+            .ok()?
+            .iter()
+            .find(|m| m.path.as_deref() == Some(self.target_path.as_str()) && m.offset == 0)
+            .map(|m| m.start.wrapping_sub(self.first_load_page))
+    }
 }
 
 /// Does this basename look like libpython?
@@ -153,6 +180,9 @@ fn inspect(
         has_symtab: elf.has_symtab(),
         bias,
         alloc,
+        runtime_vaddr: elf.dynsym("_PyRuntime").map(|s| s.addr),
+        code_type_vaddr: elf.dynsym("PyCode_Type").map(|s| s.addr),
+        first_load_page: elf.first_load_page(),
     })
 }
 

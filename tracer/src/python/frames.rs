@@ -1,0 +1,444 @@
+//! Reading a live interpreter from outside (read-only): its thread states, and the code objects
+//! behind the kernel's (code, instruction) frames, turned into `function (file.py:LINE)`.
+
+use std::collections::HashMap;
+
+use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
+
+use super::layouts::{FrameKind, Layout, LineTable};
+use crate::procfs;
+
+/// What the kernel needs to walk this interpreter's frames.
+pub fn pyconf(l: &Layout) -> PyConf {
+    let opt = |o: Option<u64>| o.map(|v| v as u32).unwrap_or(NO_OFFSET);
+    PyConf {
+        kind: if l.frame_kind == FrameKind::Legacy {
+            FRAMES_LEGACY
+        } else {
+            FRAMES_INTERP
+        },
+        tstate_frame: l.tstate_frame as u32,
+        cframe_current: opt(l.cframe_current_frame),
+        frame_code: l.frame_code as u32,
+        frame_back: l.frame_back as u32,
+        frame_instr: l.frame_instr as u32,
+        // 3.11 has no C-stack shim frames; its owner values mean something else.
+        frame_owner: if matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313) {
+            opt(l.frame_owner)
+        } else {
+            NO_OFFSET
+        },
+        tstate_next: l.tstate_next as u32,
+        threads_head: 0,
+        tstate_tid: opt(l.tstate_native_thread_id),
+        tstate_pthread: l.tstate_thread_id as u32,
+        pthread_tid: NO_OFFSET,
+        _pad: 0,
+    }
+}
+
+fn u64_at(b: &[u8], off: u64) -> u64 {
+    let o = off as usize;
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+fn i32_at(b: &[u8], off: u64) -> i32 {
+    let o = off as usize;
+    b.get(o..o + 4)
+        .map(|s| i32::from_le_bytes(s.try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+/// A live CPython runtime in one process.
+pub struct Runtime {
+    pub pid: u32,
+    pub layout: &'static Layout,
+    /// Runtime address of `_PyRuntime`.
+    pub runtime: u64,
+    /// Runtime address of `PyCode_Type`, to validate code objects.
+    pub code_type: u64,
+    /// glibc: offset of `tid` inside `struct pthread` (for <= 3.10, where thread states only
+    /// know pthread_self()).
+    pthread_tid_off: Option<u64>,
+    codes: HashMap<(u64, u64, u64), Option<CodeInfo>>,
+    stacks: HashMap<u64, Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct CodeInfo {
+    name: String,
+    filename: String,
+    firstlineno: i32,
+    linetable: Vec<u8>,
+    /// Where instructions start (3.11+: the code object's co_code_adaptive).
+    code_start: u64,
+}
+
+impl Runtime {
+    pub fn new(pid: u32, layout: &'static Layout, runtime: u64, code_type: u64) -> Runtime {
+        Runtime {
+            pid,
+            layout,
+            runtime,
+            code_type,
+            pthread_tid_off: None,
+            codes: HashMap::new(),
+            stacks: HashMap::new(),
+        }
+    }
+
+    fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        if addr == 0 {
+            return None;
+        }
+        procfs::read_mem(self.pid, addr, len).ok()
+    }
+
+    fn ptr(&self, addr: u64) -> u64 {
+        self.read(addr, 8).map(|b| u64_at(&b, 0)).unwrap_or(0)
+    }
+
+    /// The kernel's walking configuration, complete with this process's thread list address.
+    pub fn conf(&self) -> PyConf {
+        let l = self.layout;
+        let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
+        PyConf {
+            threads_head: if interp == 0 {
+                0
+            } else {
+                interp + l.interp_threads_head
+            },
+            pthread_tid: self.pthread_tid_off.map(|o| o as u32).unwrap_or(NO_OFFSET),
+            ..pyconf(l)
+        }
+    }
+
+    /// Every thread state of the main interpreter, with the kernel thread id it runs on.
+    pub fn threads(&mut self) -> Vec<(u32, u64)> {
+        let l = self.layout;
+        let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
+        let mut tstate = self.ptr(interp + l.interp_threads_head);
+        let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for _ in 0..4096 {
+            if tstate == 0 {
+                break;
+            }
+            let Some(b) = self.read(tstate, 512) else {
+                break;
+            };
+            let tid = match l.tstate_native_thread_id {
+                Some(off) => u64_at(&b, off) as u32,
+                None => self
+                    .tid_of_pthread(u64_at(&b, l.tstate_thread_id), &tids)
+                    .unwrap_or(0),
+            };
+            if tid != 0 && tids.contains(&tid) {
+                out.push((tid, tstate));
+            }
+            tstate = u64_at(&b, l.tstate_next);
+        }
+        out
+    }
+
+    /// The kernel tid of a thread from its pthread_t (the address of glibc's struct pthread).
+    fn tid_of_pthread(&mut self, pthread: u64, tids: &[u32]) -> Option<u32> {
+        let b = self.read(pthread, 0x800)?;
+        if let Some(off) = self.pthread_tid_off {
+            return Some(i32_at(&b, off) as u32);
+        }
+        // Find the offset once: the first int in the plausible range that is one of our tids.
+        let off = (0x100..0x7fc).step_by(4).find(|&o| {
+            let v = i32_at(&b, o);
+            v > 0 && tids.contains(&(v as u32))
+        })?;
+        self.pthread_tid_off = Some(off);
+        Some(i32_at(&b, off) as u32)
+    }
+
+    /// Reads a str object (compact ASCII or compact UCS1/2/4).
+    fn string(&self, addr: u64) -> Option<String> {
+        let l = self.layout;
+        let head = self.read(addr, l.compact_data as usize)?;
+        let len = u64_at(&head, l.unicode_length) as usize;
+        if len > 4096 {
+            return None;
+        }
+        let state = u32::from_le_bytes(
+            head.get(l.unicode_state as usize..l.unicode_state as usize + 4)?
+                .try_into()
+                .ok()?,
+        );
+        // state: interned (2 bits), kind (3 bits), compact (1), ascii (1).
+        let kind = ((state >> 2) & 7) as usize;
+        let compact = (state >> 5) & 1 == 1;
+        let ascii = (state >> 6) & 1 == 1;
+        if !compact || kind == 0 {
+            return None;
+        }
+        let data_off = if ascii { l.ascii_data } else { l.compact_data };
+        let raw = self.read(addr + data_off, len * kind)?;
+        Some(match kind {
+            1 => raw.iter().map(|&c| c as char).collect(),
+            2 => String::from_utf16_lossy(
+                &raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => raw
+                .chunks_exact(4)
+                .filter_map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+        })
+    }
+
+    fn bytes(&self, addr: u64) -> Option<Vec<u8>> {
+        let l = self.layout;
+        let head = self.read(addr, l.bytes_data as usize)?;
+        let n = u64_at(&head, l.bytes_size) as usize;
+        if n > 1 << 20 {
+            return None;
+        }
+        self.read(addr + l.bytes_data, n)
+    }
+
+    fn code(&mut self, addr: u64) -> Option<CodeInfo> {
+        let l = self.layout;
+        let span = [
+            l.code_filename,
+            l.code_name,
+            l.code_firstlineno,
+            l.code_linetable,
+        ]
+        .into_iter()
+        .max()
+        .unwrap()
+            + 8;
+        let b = self.read(addr, span as usize)?;
+        if u64_at(&b, 8) != self.code_type {
+            return None; // not a code object (stale pointer, or a non-code executable)
+        }
+        // Address plus immutable fields: a new code object at a recycled address is a new key.
+        let key = (addr, u64_at(&b, l.code_name), u64_at(&b, l.code_filename));
+        if let Some(c) = self.codes.get(&key) {
+            return c.clone();
+        }
+        let info = (|| {
+            Some(CodeInfo {
+                name: self.string(u64_at(&b, l.code_name))?,
+                filename: self.string(u64_at(&b, l.code_filename))?,
+                firstlineno: i32_at(&b, l.code_firstlineno),
+                linetable: self.bytes(u64_at(&b, l.code_linetable)).unwrap_or_default(),
+                code_start: match l.code_adaptive {
+                    Some(off) => addr + off,
+                    None => 0,
+                },
+            })
+        })();
+        self.codes.insert(key, info.clone());
+        info
+    }
+
+    /// Labels of a kernel Python stack, root first (`function (file:LINE)`), cached by its key.
+    pub fn labels(&mut self, key: u64, stack: &PyStack) -> Vec<String> {
+        if let Some(v) = self.stacks.get(&key) {
+            return v.clone();
+        }
+        let n = (stack.len as usize).min(stack.frames.len());
+        let mut out: Vec<String> = Vec::with_capacity(n + 1);
+        if stack.truncated != 0 {
+            out.push("[truncated]".into());
+        }
+        for f in stack.frames[..n].iter().rev() {
+            out.push(match self.code(f.code) {
+                Some(c) => {
+                    let line = self.line(&c, f.instr);
+                    match line {
+                        Some(line) => format!("{} ({}:{line})", c.name, c.filename),
+                        None => format!("{} ({})", c.name, c.filename),
+                    }
+                }
+                None => "[unknown python frame]".into(),
+            });
+        }
+        self.stacks.insert(key, out.clone());
+        out
+    }
+
+    fn line(&self, c: &CodeInfo, instr: u64) -> Option<i32> {
+        let l = self.layout;
+        match l.line_table {
+            LineTable::Lnotab => lnotab_line(&c.linetable, c.firstlineno, instr as u32 as i32),
+            LineTable::Pep626 => pep626_line(
+                &c.linetable,
+                c.firstlineno,
+                (instr as u32 as i32).saturating_mul(2),
+            ),
+            LineTable::Locations => {
+                if instr < c.code_start {
+                    return None;
+                }
+                let mut index = (instr - c.code_start) / 2;
+                // 3.13's instr_ptr of a calling frame already points past the call.
+                if l.frame_kind == FrameKind::Interp313 && index > 0 {
+                    index -= 1;
+                }
+                location_line(&c.linetable, c.firstlineno, index as usize)
+            }
+        }
+    }
+}
+
+/// 3.8/3.9 co_lnotab: (byte offset increment, signed line increment) pairs.
+pub fn lnotab_line(tab: &[u8], first: i32, lasti: i32) -> Option<i32> {
+    if lasti < 0 {
+        return None;
+    }
+    let mut line = first;
+    let mut addr = 0i32;
+    for pair in tab.chunks_exact(2) {
+        addr += pair[0] as i32;
+        if addr > lasti {
+            break;
+        }
+        line += pair[1] as i8 as i32;
+    }
+    Some(line)
+}
+
+/// 3.10 co_linetable (PEP 626): (byte length, signed line delta; -128 = no line) pairs.
+pub fn pep626_line(tab: &[u8], first: i32, offset: i32) -> Option<i32> {
+    if offset < 0 {
+        return None;
+    }
+    let mut line = first;
+    let mut start = 0i32;
+    for pair in tab.chunks_exact(2) {
+        let end = start + pair[0] as i32;
+        let delta = pair[1] as i8;
+        if delta != -128 {
+            line += delta as i32;
+        }
+        if offset >= start && offset < end {
+            return (delta != -128).then_some(line);
+        }
+        start = end;
+    }
+    None
+}
+
+/// 3.11+ location table: entries covering (n & 7) + 1 code units each.
+pub fn location_line(tab: &[u8], first: i32, index: usize) -> Option<i32> {
+    let mut p = 0usize;
+    let mut line = first;
+    let mut unit = 0usize;
+    let varint = |p: &mut usize| -> u32 {
+        let mut v = 0u32;
+        let mut shift = 0;
+        while let Some(&b) = tab.get(*p) {
+            *p += 1;
+            v |= ((b & 63) as u32) << shift;
+            shift += 6;
+            if b & 64 == 0 {
+                break;
+            }
+        }
+        v
+    };
+    let svarint = |p: &mut usize| -> i32 {
+        let v = varint(p);
+        if v & 1 != 0 {
+            -((v >> 1) as i32)
+        } else {
+            (v >> 1) as i32
+        }
+    };
+    while p < tab.len() {
+        let head = tab[p];
+        p += 1;
+        let code = (head >> 3) & 15;
+        let len = (head & 7) as usize + 1;
+        let has_line = match code {
+            15 => false,
+            14 => {
+                line += svarint(&mut p);
+                varint(&mut p);
+                varint(&mut p);
+                varint(&mut p);
+                true
+            }
+            13 => {
+                line += svarint(&mut p);
+                true
+            }
+            10..=12 => {
+                line += (code - 10) as i32;
+                p += 2;
+                true
+            }
+            _ => {
+                p += 1;
+                true
+            }
+        };
+        if index >= unit && index < unit + len {
+            return has_line.then_some(line);
+        }
+        unit += len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lnotab() {
+        // line 10 at 0; +6 bytes -> line 11; +4 bytes -> line 13; negative delta -> line 12
+        let tab = [6u8, 1, 4, 2, 8, (-1i8) as u8];
+        assert_eq!(lnotab_line(&tab, 10, 0), Some(10));
+        assert_eq!(lnotab_line(&tab, 10, 5), Some(10));
+        assert_eq!(lnotab_line(&tab, 10, 6), Some(11));
+        assert_eq!(lnotab_line(&tab, 10, 10), Some(13));
+        assert_eq!(lnotab_line(&tab, 10, 18), Some(12));
+        assert_eq!(lnotab_line(&tab, 10, -1), None);
+    }
+
+    #[test]
+    fn pep626() {
+        // [0,4): line 5 (+0 from first=5); [4,10): line 7; [10,12): no line; [12,14): line 8
+        let tab = [4u8, 0, 6, 2, 2, 0x80, 2, 1];
+        assert_eq!(pep626_line(&tab, 5, 0), Some(5));
+        assert_eq!(pep626_line(&tab, 5, 4), Some(7));
+        assert_eq!(pep626_line(&tab, 5, 9), Some(7));
+        assert_eq!(pep626_line(&tab, 5, 10), None);
+        assert_eq!(pep626_line(&tab, 5, 12), Some(8));
+        assert_eq!(pep626_line(&tab, 5, 14), None);
+    }
+
+    #[test]
+    fn locations() {
+        // entry 1: no-columns (13), 1 unit, line +1  -> 0b1_1101_000 = 0xe8, svarint(+1)=2
+        // entry 2: short form (0), 3 units, same line -> 0b1_0000_010 = 0x82, one column byte
+        // entry 3: one-line form code 12 (+2 lines), 2 units -> 0b1_1100_001 = 0xe1, two bytes
+        // entry 4: long form (14), 1 unit, line -3 -> 0xf0, svarint(-3)=7, end, col, endcol
+        // entry 5: no location (15), 2 units -> 0xf9
+        let tab = [0xe8, 2, 0x82, 5, 0xe1, 1, 9, 0xf0, 7, 0, 1, 1, 0xf9];
+        assert_eq!(location_line(&tab, 20, 0), Some(21));
+        assert_eq!(location_line(&tab, 20, 1), Some(21));
+        assert_eq!(location_line(&tab, 20, 3), Some(21));
+        assert_eq!(location_line(&tab, 20, 4), Some(23));
+        assert_eq!(location_line(&tab, 20, 5), Some(23));
+        assert_eq!(location_line(&tab, 20, 6), Some(20));
+        assert_eq!(location_line(&tab, 20, 7), None);
+        assert_eq!(location_line(&tab, 20, 9), None);
+    }
+}
