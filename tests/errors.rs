@@ -41,7 +41,7 @@ fn unsupported_interpreter() {
     );
     wait_for("python2 to start", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{}/maps", py2.pid()))
-            .is_ok_and(|m| m.contains("python2"))
+            .is_ok_and(|m| m.contains("libpython2.7"))
     });
     let out = run_tracer(&["record", "-p", &py2.pid().to_string(), "-o", &out_dir(&d)]);
     assert_one_line_error(&out, "runs Python 2.7, which tracer does not support");
@@ -164,6 +164,7 @@ fn doctor_reports_a_process() {
     assert!(stdout.contains("CPython 3.11.7"), "{stdout}");
     assert!(stdout.contains("_PyObject_Malloc"), "{stdout}");
     assert!(stdout.contains("_PyMem_RawFree"), "{stdout}");
+    assert!(stdout.contains("python stacks: yes (CPython 3.11 layout"), "{stdout}");
     let out = run_tracer(&["doctor", "-p", "999999999"]);
     assert!(!out.status.success());
 }

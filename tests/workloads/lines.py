@@ -74,12 +74,26 @@ def nested(depth, n):
     return nested(depth - 1, n)
 
 
-def thread_leak(n, out):
+def thread_leak(n, out, barrier):
+    barrier.wait()
     for i in range(n):
         out.append(b"T" * 600 + str(i).encode())  # LEAK:thread
 
 
+def thread_leak2(n, out, barrier):
+    barrier.wait()
+    for i in range(n):
+        out.append(("u%07d" % i) * 40)  # LEAK:thread2
+
+
 THREAD_LIST = []
+THREAD_LIST2 = []
+
+
+def deep(depth, n):
+    if depth == 0:
+        return [bytes(3000 + i) for i in range(n)]  # LEAK:deep
+    return deep(depth - 1, n)
 
 
 def gen_leak(n):
@@ -96,6 +110,7 @@ async def async_leak(n, out):
 
 ASYNC_LIST = []
 GEN_LIST = []
+DEEP = []
 
 
 def leak_descriptors(tmpdir, n):
@@ -113,10 +128,18 @@ def work(args):
     nested(5, args.n)
     leak_dict(args.n)
     build_graph(args.n // 2)
-    t = threading.Thread(target=thread_leak, args=(args.n // 2, THREAD_LIST))
-    t.start()
-    t.join()
-    GEN_LIST.extend(gen_leak(args.n // 2))
+    # Two threads leaking at the same time, from different lines.
+    barrier = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=thread_leak, args=(args.n // 2, THREAD_LIST, barrier)),
+        threading.Thread(target=thread_leak2, args=(args.n // 2, THREAD_LIST2, barrier)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    DEEP.extend(deep(80, 20))  # LEAK:deeplist
+    GEN_LIST.extend(gen_leak(args.n // 2))  # LEAK:genlist
     asyncio.run(async_leak(args.n // 2, ASYNC_LIST))
     churn(args.churn)
     leak_descriptors(args.tmpdir, args.fds)
