@@ -164,7 +164,10 @@ fn doctor_reports_a_process() {
     assert!(stdout.contains("CPython 3.11.7"), "{stdout}");
     assert!(stdout.contains("_PyObject_Malloc"), "{stdout}");
     assert!(stdout.contains("_PyMem_RawFree"), "{stdout}");
-    assert!(stdout.contains("python stacks: yes (CPython 3.11 layout"), "{stdout}");
+    assert!(
+        stdout.contains("python stacks: yes (CPython 3.11 layout"),
+        "{stdout}"
+    );
     let out = run_tracer(&["doctor", "-p", "999999999"]);
     assert!(!out.status.success());
 }

@@ -225,7 +225,11 @@ fn check(py: &str) {
         .find(|(s, _)| innermost(s).is_some_and(|(_, l)| l == deep_line))
         .expect("a stack for the deep leak");
     assert_eq!(deep.0[1], "[truncated]", "{:?}", deep.0);
-    assert!(deep.0.iter().filter(|f| f.starts_with("deep (")).count() >= 40, "{:?}", deep.0);
+    assert!(
+        deep.0.iter().filter(|f| f.starts_with("deep (")).count() >= 40,
+        "{:?}",
+        deep.0
+    );
 
     check_descriptors(&r, &leaks);
 }
@@ -297,9 +301,17 @@ fn debian_static_descriptor_lines() {
     let r = traced_run(DEBIAN_PY311, &[]);
     check_descriptors(&r, &leaks);
     // What the allocator hooks still see on this PGO/LTO build, against tracemalloc.
-    let ours: u64 = r.allocs.iter().filter(|(s, _)| innermost(s).is_some()).map(|(_, w)| w).sum();
+    let ours: u64 = r
+        .allocs
+        .iter()
+        .filter(|(s, _)| innermost(s).is_some())
+        .map(|(_, w)| w)
+        .sum();
     let theirs: i64 = r.tracemalloc.values().sum();
-    eprintln!("Debian python3.11 allocation coverage: {ours} of {theirs} B ({:.1}%)", 100.0 * ours as f64 / theirs as f64);
+    eprintln!(
+        "Debian python3.11 allocation coverage: {ours} of {theirs} B ({:.1}%)",
+        100.0 * ours as f64 / theirs as f64
+    );
 }
 
 /// --no-native keeps Python frames only; --native keeps every native frame too.

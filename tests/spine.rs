@@ -249,13 +249,14 @@ fn duration_and_min_age() {
             "1h",
             "--interval",
             "1s",
+            "--snapshots",
         ],
         &dir.path().join("out"),
     );
     let f = t.finish();
     assert_eq!(total(&f.folded("allocs.folded")), 0);
     assert_eq!(total(&f.folded("fds.folded")), 0);
-    // --interval: snapshots as well as the final report.
+    // --snapshots: the reports at every checkpoint (--interval) as well as the final ones.
     let snaps: Vec<_> = std::fs::read_dir(f.dir.join("snapshots"))
         .unwrap()
         .collect();

@@ -1,6 +1,15 @@
-"""cargo xtask bench: wall time of an allocation-heavy loop, untraced, under do-nothing uprobes on
-the same allocator functions (the floor: the cost of the traps alone), and traced by tracer.
-Ratios are computed within one run. Usage: bench.py --tracer BIN --python PY [--iterations N]"""
+"""cargo xtask bench: wall time of an allocation-heavy loop (time of the loop only, start-up
+excluded), as ratios to untraced within one run:
+  A. exact mode: untraced, under do-nothing uprobes on the same allocator functions (the floor:
+     the cost of the traps alone), traced, traced without the Python walk (short loop: exact mode
+     costs a trap per allocation);
+  B. the issue's loop (20,000 iterations): untraced, watch mode (its first window opens at attach,
+     right when the loop starts: the worst case), watch mode between two windows, tracemalloc (1
+     and 25 frames), memray (installed from PyPI into a venv under target/ by this script);
+  C. a long loop (about 40 s: watch mode's first window, opened at attach, amortized as in a
+     service; at the default 2% budget the next one comes ~45 s later): untraced vs watch mode;
+  D. requests per second of a Flask app under gunicorn driven by wrk: untraced, watch, exact.
+Usage: bench.py --tracer BIN --python PY --venv DIR"""
 import argparse
 import json
 import os
@@ -30,22 +39,32 @@ def bpf_cost():
     return ns / cnt if cnt else None
 
 
-def one_run(args, mode, workdir):
+def one_run(args, mode, workdir, iterations):
     go = os.path.join(workdir, "go")
     result = os.path.join(workdir, "result")
     for p in (go, result):
         if os.path.exists(p):
             os.remove(p)
-    w = subprocess.Popen([args.python, os.path.join(HERE, "alloc_loop.py"), go, result, str(args.iterations)])
+    loop = [os.path.join(HERE, "alloc_loop.py"), go, result, str(iterations)]
+    if mode.startswith("tracemalloc-"):
+        cmd = [args.python, "-X", "tracemalloc=" + mode.split("-")[1]] + loop
+    elif mode == "memray":
+        cmd = [os.path.join(args.venv, "bin", "memray"), "run", "-f", "-q", "-o",
+               os.path.join(workdir, "memray.bin")] + loop
+    else:
+        cmd = [args.python] + loop
+    w = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     tracer = None
     calls = None
-    if mode != "untraced":
+    if mode in ("floor", "traced", "traced-nowalk", "watch", "watch-between"):
         time.sleep(0.5)  # the interpreter is up and waiting
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
             cmd.append("--floor")
         if mode == "traced-nowalk":
             cmd.append("--no-python-walk")
+        if mode.startswith("watch"):
+            cmd += ["--mode", "watch"]
         tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:
             line = tracer.stderr.readline()
@@ -53,6 +72,11 @@ def one_run(args, mode, workdir):
                 raise SystemExit("tracer exited early")
             if "tracer: recording" in line:
                 break
+        if mode == "watch-between":
+            time.sleep(1.5)  # after the first window: the loop runs between two windows
+    else:
+        # Let the tool start (memray, tracemalloc) before the loop: start-up is not measured.
+        time.sleep(1.5 if mode == "memray" else 0.5)
     open(go, "w").close()
     w.wait()
     with open(result) as f:
@@ -69,39 +93,121 @@ def one_run(args, mode, workdir):
     return loop_s, calls
 
 
+def ensure_venv(args):
+    """memray from PyPI, in a venv of the benchmarked interpreter."""
+    memray = os.path.join(args.venv, "bin", "memray")
+    if not os.path.exists(memray):
+        subprocess.run([args.python, "-m", "venv", args.venv], check=True)
+    if not os.path.exists(os.path.join(args.venv, "bin", "gunicorn")):
+        subprocess.run([os.path.join(args.venv, "bin", "pip"), "install", "-q", "memray", "flask",
+                        "gunicorn"], check=True)
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return memray
+
+
+def wsgi_run(args, mode, workdir, seconds):
+    """Requests per second of a Flask app under gunicorn (one sync worker), driven by wrk over
+    loopback; `mode` attaches tracer to the worker."""
+    port = "18765"
+    g = subprocess.Popen([os.path.join(args.venv, "bin", "gunicorn"), "-w", "1", "-b", "127.0.0.1:" + port,
+                          "--chdir", HERE, "wsgi_app:app"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The tracer attaches right before the measured load: its first window (opened at once)
+    # falls inside the measurement, the worst case.
+    tracer = None
+    try:
+        url = "http://127.0.0.1:%s/items/7?q=x" % port
+        for _ in range(100):
+            if subprocess.run(["curl", "-sf", url], stdout=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
+        subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", "2s", url], capture_output=True)  # warm-up
+        worker = subprocess.run(["pgrep", "-P", str(g.pid)], capture_output=True, text=True).stdout.split()[0]
+        if mode != "untraced":
+            cmd = [args.tracer, "record", "-p", worker, "-o", os.path.join(workdir, "wsgi-" + mode)]
+            if mode == "watch":
+                cmd += ["--mode", "watch"]
+            tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while "tracer: recording" not in (tracer.stderr.readline() or "tracer: recording"):
+                pass
+        out = subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", "%ds" % seconds, url],
+                             capture_output=True, text=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    finally:
+        if tracer:
+            tracer.send_signal(signal.SIGINT)
+            tracer.communicate(timeout=120)
+        g.send_signal(signal.SIGTERM)
+        g.wait(timeout=30)
+    return rps
+
+
+def table(title, med, modes, base="untraced", extra=None):
+    print(title)
+    print("%-14s %14s %12s%s" % ("mode", "median loop s", "x untraced", "" if not extra else "  x floor"))
+    for m in modes:
+        if m in med:
+            x = "" if not extra else "  %7.3f" % (med[m] / med[extra])
+            print("%-14s %14.3f %12.3f%s" % (m, med[m], med[m] / med[base], x))
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tracer", required=True)
     ap.add_argument("--python", required=True)
-    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--iterations", type=int, default=1000, help="part A")
+    ap.add_argument("--long", type=int, default=3000000, help="part C")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--wsgi-seconds", type=int, default=45)
     args = ap.parse_args()
+    ensure_venv(args)
     workdir = tempfile.mkdtemp(prefix="tracer-bench-")
     try:
-        times = {}
+        parts = {"A": {}, "B": {}, "C": {}}
+        rps = {}
         calls = {}
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("1")
+        plan = [("A", args.iterations, ("untraced", "floor", "traced", "traced-nowalk")),
+                ("B", 20000, ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25",
+                              "memray")),
+                ("C", args.long, ("untraced", "watch"))]
         for rep in range(args.repeat):
-            for mode in ("untraced", "floor", "traced", "traced-nowalk"):
-                t, c = one_run(args, mode, workdir)
-                times.setdefault(mode, []).append(t)
-                if c is not None:
-                    calls[mode] = c
-        med = {m: statistics.median(v) for m, v in times.items()}
-        print("loop: %d iterations of (250-byte string kept, small dict, json.dumps of 50 strings), %s"
-              % (args.iterations, args.python))
-        print("%-10s %12s %14s %14s" % ("mode", "median loop s", "x untraced", "x floor"))
-        for m in ("untraced", "floor", "traced", "traced-nowalk"):
-            print("%-10s %12.3f %14.2f %14.3f" % (m, med[m], med[m] / med["untraced"], med[m] / med["floor"]))
+            for part, n, modes in plan:
+                for mode in modes:
+                    t, c = one_run(args, mode, workdir, n)
+                    parts[part].setdefault(mode, []).append(t)
+                    if c is not None and part == "A":
+                        calls[mode] = c
+            for mode in ("untraced", "watch", "exact"):
+                rps.setdefault(mode, []).append(wsgi_run(args, mode, workdir, args.wsgi_seconds))
+        med = {p: {m: statistics.median(v) for m, v in d.items()} for p, d in parts.items()}
+        print("loop: iterations of (250-byte string kept, small dict, json.dumps of 50 strings), "
+              "10 Python frames deep, %s; median of %d runs\n" % (args.python, args.repeat))
+        table("A. exact mode, %d iterations" % args.iterations, med["A"],
+              ("untraced", "floor", "traced", "traced-nowalk"), extra="floor")
+        a = med["A"]
         if "traced" in calls:
-            per_hit = (med["floor"] - med["untraced"]) / max(calls["traced"], 1) * 1e6
+            per_hit = (a["floor"] - a["untraced"]) / max(calls["traced"], 1) * 1e6
             print("probe hits: %d; trap cost (floor - untraced) per hit: %.1f us; "
                   "tracer's own work over the floor: %+.1f%%"
-                  % (calls["traced"], per_hit, (med["traced"] / med["floor"] - 1) * 100))
+                  % (calls["traced"], per_hit, (a["traced"] / a["floor"] - 1) * 100))
         if bpf_ns.get("traced") and bpf_ns.get("traced-nowalk"):
             print("BPF run time per allocation entry (kernel.bpf_stats_enabled): %.0f ns with the Python "
                   "walk, %.0f ns without (native stack only)" % (bpf_ns["traced"], bpf_ns["traced-nowalk"]))
+        print()
+        table("B. the issue's loop, 20000 iterations", med["B"],
+              ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25", "memray"))
+        table("C. long loop, %d iterations" % args.long, med["C"],
+              ("untraced", "watch"))
+        r = {m: statistics.median(v) for m, v in rps.items()}
+        print("D. WSGI throughput: Flask under gunicorn (1 sync worker), wrk -t1 -c8 -d%ds on loopback"
+              % args.wsgi_seconds)
+        print("%-14s %14s %12s" % ("mode", "median req/s", "x untraced"))
+        for m in ("untraced", "watch", "exact"):
+            print("%-14s %14.0f %12.3f" % (m, r[m], r[m] / r["untraced"]))
     finally:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("0")

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Helpers for the end-to-end tests: run the real tracer binary against real Python processes.
 
 use std::collections::BTreeMap;

@@ -37,6 +37,10 @@ pub struct AllocInfo {
 #[derive(Clone, Copy, Debug)]
 pub struct PendingAlloc {
     pub size: u64,
+    /// Stack pointer at entry: the return probe of the same call sees it 8 bytes higher. A
+    /// return that does not match (the entry probe was not armed yet, or a nested call) ignores
+    /// this entry instead of taking its stack.
+    pub sp: u64,
     /// For realloc: the block being resized (removed when the call succeeds).
     pub old: u64,
     pub pystack: u64,

@@ -317,6 +317,7 @@ fn alloc_entry(ctx: &ProbeContext, size: u64, old: u64) -> u32 {
     bump_pid(tgid, |s| s.alloc_calls += 1);
     let pending = PendingAlloc {
         size,
+        sp: unsafe { bpf_probe_read_kernel(&(*ctx.regs).rsp).unwrap_or(0) },
         old,
         pystack: py_stack(tgid, id),
         ustack: user_stack(ctx),
@@ -366,6 +367,12 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         }
     };
     let _ = PENDING.remove(id);
+    let sp: u64 = unsafe { bpf_probe_read_kernel(&(*ctx.regs).rsp).unwrap_or(0) };
+    if pending.sp.wrapping_add(8) != sp {
+        // Not this call's entry (an entry armed after the call began, or a nested call).
+        bump(stat::ALLOC_UNPAIRED);
+        return 0;
+    }
     let addr: u64 = ctx.ret();
     if addr == 0 {
         return 0;

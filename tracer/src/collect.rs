@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdInfo, FdKey, PidStats};
+use tracer_common::{FdInfo, FdKey, FdKind, PidStats};
 
 use crate::probes::Probes;
 use crate::procfs;
 use crate::python::frames::{self, Runtime};
 use crate::python::Interpreter;
+use crate::sampling::{self, Fingerprint};
 use crate::symbolize::Symbolizer;
 
 /// Which native frames join the Python ones.
@@ -21,6 +22,29 @@ pub enum NativeMode {
     Leaf,
     All,
     None,
+}
+
+/// How allocations are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Every allocation and free, through uprobes on the allocator (a short-window debugging
+    /// mode: each probe hit costs microseconds).
+    #[default]
+    Exact,
+    /// Allocator probes in short budgeted windows; what they saw is then followed from outside
+    /// the process (for production, continuously).
+    Watch,
+}
+
+/// Outstanding values per stack (frames, root first) at one checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    /// Seconds since tracing began.
+    pub at: f64,
+    /// Bytes and objects (allocations, or heap ranges in watch mode) per stack.
+    pub allocs: HashMap<Vec<String>, (u64, u64)>,
+    /// Open descriptors per site: the stack and the kind of resource, without its name.
+    pub fds: HashMap<Vec<String>, u64>,
 }
 
 /// A traced process.
@@ -42,7 +66,41 @@ pub struct Target {
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
     pub published: HashMap<u32, u64>,
+    /// Watch mode: live samples by address, the window's state, when the next one opens, how
+    /// many windows ran and for how long the probes were armed in all.
+    pub samples: HashMap<u64, Sample>,
+    pub window: Window,
+    pub next_window: Instant,
+    pub windows: u64,
+    pub armed: Duration,
+    /// Runtime address of PyType_Type, and addresses already checked for being a type.
+    type_type: Option<u64>,
+    types: HashMap<u64, bool>,
+    /// Checkpoints, oldest first.
+    pub history: Vec<Checkpoint>,
 }
+
+/// Where a target's watch window stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Closed,
+    /// Probes attached at this time.
+    Open(Instant),
+    /// Probes being released (since the window opened at this time).
+    Closing(Instant),
+}
+
+/// An allocation seen by a watch window and still alive at its end.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub stack: StackKey,
+    pub size: u64,
+    pub ts_ns: u64,
+    pub fp: Fingerprint,
+}
+
+/// Most samples kept per process (a leak adds a few per window).
+const MAX_SAMPLES: usize = 200_000;
 
 /// Stack key: native stack id and Python stack key.
 pub type StackKey = (i32, u64);
@@ -88,6 +146,17 @@ pub struct Collector {
     pub native: NativeMode,
     /// Walk Python frames in the kernel (off only to measure its cost).
     pub python_walk: bool,
+    pub mode: Mode,
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Watch mode: how long each window lasts, and the share of time (percent) the probes may
+    /// be armed, release included.
+    pub window: Duration,
+    pub budget: f64,
+    /// A window was harvested since the last call to `take_harvested` (watch mode takes its
+    /// checkpoints then).
+    harvested: bool,
+    started: Instant,
 }
 
 impl Collector {
@@ -99,11 +168,21 @@ impl Collector {
             min_age,
             native: NativeMode::Leaf,
             python_walk: true,
+            mode: Mode::Exact,
+            interval: Duration::from_secs(10),
+            window: Duration::from_millis(200),
+            budget: 2.0,
+            harvested: false,
+            started: Instant::now(),
         }
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
-        let uprobes = self.probes.add_target(pid, &interp)?;
+        let exact = self.mode == Mode::Exact;
+        let uprobes = self.probes.add_target(pid, &interp, exact)?;
+        let type_type = interp
+            .type_type_vaddr
+            .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
         if let Some(layout) = interp.layout() {
             self.probes.set_pyconf(pid, frames::pyconf(layout))?;
         }
@@ -121,6 +200,15 @@ impl Collector {
             purged_before_ns: 0,
             runtime: None,
             published: HashMap::new(),
+            samples: HashMap::new(),
+            window: Window::Closed,
+            // The first window opens at once: a short run still gets samples.
+            next_window: Instant::now(),
+            windows: 0,
+            armed: Duration::ZERO,
+            type_type,
+            types: HashMap::new(),
+            history: Vec::new(),
         });
         self.refresh_threads();
         Ok(())
@@ -167,6 +255,158 @@ impl Collector {
         }
     }
 
+    /// Watch mode: opens and closes the allocator windows. Run every ~10 ms.
+    ///
+    /// A window's cost is the time its probes are armed: the window itself plus their release
+    /// (see `Probes::release_allocator`). The next window opens when that time is `budget`
+    /// percent of the time since this one opened.
+    pub fn windows(&mut self) {
+        if self.mode != Mode::Watch {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.targets.len() {
+            if self.targets[i].exited_after.is_some() {
+                continue;
+            }
+            let pid = self.targets[i].pid;
+            match self.targets[i].window {
+                Window::Open(since) if now.duration_since(since) >= self.window => {
+                    self.probes.release_allocator(pid);
+                    self.targets[i].window = Window::Closing(since);
+                }
+                Window::Closing(since) if self.probes.released(pid) => {
+                    self.harvest(i);
+                    let t = &mut self.targets[i];
+                    let armed = since.elapsed();
+                    t.armed += armed;
+                    t.window = Window::Closed;
+                    t.next_window = since + armed.mul_f64(100.0 / self.budget);
+                    self.harvested = true;
+                }
+                Window::Closed if now >= self.targets[i].next_window => {
+                    let t = &mut self.targets[i];
+                    let hooks = crate::probes::watch_hooks(&t.interp.alloc.hooks);
+                    match self.probes.attach_allocator(t.pid, &t.interp, &hooks) {
+                        Ok(_) => {
+                            t.window = Window::Open(now);
+                            t.windows += 1;
+                        }
+                        Err(e) => {
+                            eprintln!("tracer: pid {}: {e}; retrying later", t.pid);
+                            t.next_window = now + self.window.mul_f64(100.0 / self.budget);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Was a window harvested since the last call?
+    pub fn take_harvested(&mut self) -> bool {
+        std::mem::take(&mut self.harvested)
+    }
+
+    /// After a window's probes are gone: keeps what it saw and is still alive as samples.
+    fn harvest(&mut self, i: usize) {
+        let pid = self.targets[i].pid;
+        let seen = self.probes.take_allocs(pid);
+        let t = &mut self.targets[i];
+        for (k, a) in seen {
+            if t.samples.len() >= MAX_SAMPLES {
+                break;
+            }
+            let Ok(bytes) =
+                procfs::read_mem(pid, k.addr, (a.size as usize).min(8 * sampling::WORDS))
+            else {
+                continue;
+            };
+            // The type candidates (words 1, 3, 5), checked against the target's memory.
+            let w = sampling::words_of(&bytes);
+            let known: HashMap<u64, bool> = [w[1], w[3], w[5]]
+                .into_iter()
+                .map(|c| (c, is_type_object(pid, t.type_type, &mut t.types, c)))
+                .collect();
+            if let Some(fp) =
+                sampling::fingerprint(&bytes, a.size, |c| known.get(&c).copied().unwrap_or(false))
+            {
+                t.samples.insert(
+                    k.addr,
+                    Sample {
+                        stack: (a.ustack, a.pystack),
+                        size: a.size,
+                        ts_ns: a.ts_ns,
+                        fp,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Closes every window (before the final report), waiting for the probes to go.
+    pub fn close_windows(&mut self) {
+        for i in 0..self.targets.len() {
+            let pid = self.targets[i].pid;
+            match self.targets[i].window {
+                Window::Open(since) | Window::Closing(since) => {
+                    if matches!(self.targets[i].window, Window::Open(_)) {
+                        self.probes.release_allocator(pid);
+                    }
+                    while !self.probes.released(pid) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    self.harvest(i);
+                    let t = &mut self.targets[i];
+                    t.armed += since.elapsed();
+                    t.window = Window::Closed;
+                }
+                Window::Closed => {}
+            }
+        }
+    }
+
+    /// Drops the samples whose block no longer holds what was sampled.
+    fn verify_samples(&mut self, i: usize) {
+        let t = &mut self.targets[i];
+        let pid = t.pid;
+        t.samples.retain(|addr, s| {
+            match procfs::read_mem(pid, *addr, 8 * s.fp.n) {
+                Ok(b) => sampling::alive(&s.fp, &sampling::words_of(&b)),
+                Err(_) => false, // unmapped
+            }
+        });
+    }
+
+    /// Records every live target's last snapshot as a checkpoint, grouped by frames.
+    pub fn checkpoint(&mut self) {
+        let at = self.started.elapsed().as_secs_f64();
+        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            let Some(snap) = &t.last else { continue };
+            let mut cp = Checkpoint {
+                at,
+                ..Default::default()
+            };
+            for (k, g) in &snap.allocs {
+                let frames = verdict_key(snap.frames.get(k).cloned().unwrap_or_default());
+                let e = cp.allocs.entry(frames).or_default();
+                e.0 += g.bytes;
+                e.1 += g.count;
+            }
+            for f in &snap.fds {
+                let mut frames = verdict_key(
+                    snap.frames
+                        .get(&(f.info.ustack, f.info.pystack))
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                frames.push(fd_site_label(f));
+                *cp.fds.entry(frames).or_default() += 1;
+            }
+            t.history.push(cp);
+        }
+    }
+
     /// Frames of one stack, root first: Python frames with the native frames chosen by `native`.
     fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<String> {
         let pid = self.targets[i].pid;
@@ -190,6 +430,7 @@ impl Collector {
             let st = self.probes.pid_stats(t.pid);
             if st.last_exec_ns > t.purged_before_ns {
                 self.probes.purge_allocs(t.pid, st.last_exec_ns);
+                t.samples.retain(|_, s| s.ts_ns >= st.last_exec_ns);
                 t.purged_before_ns = st.last_exec_ns;
             }
         }
@@ -216,6 +457,9 @@ impl Collector {
                 self.symbolizer.forget(pid);
                 continue;
             }
+            if self.mode == Mode::Watch {
+                self.verify_samples(i);
+            }
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
@@ -237,15 +481,24 @@ impl Collector {
             }
             open.sort_by_key(|f| f.fd);
             let mut groups: HashMap<StackKey, AllocGroup> = HashMap::new();
-            for (_, a) in allocs.iter().filter(|(k, _)| k.pid == pid) {
-                if now.saturating_sub(a.ts_ns) < min_age {
-                    continue;
+            let mut group = |stack: StackKey, size: u64, ts: u64| {
+                if now.saturating_sub(ts) < min_age {
+                    return;
                 }
-                let g = groups.entry((a.ustack, a.pystack)).or_default();
-                g.bytes += a.size;
+                let g = groups.entry(stack).or_default();
+                g.bytes += size;
                 g.count += 1;
-                if g.oldest_ts == 0 || a.ts_ns < g.oldest_ts {
-                    g.oldest_ts = a.ts_ns;
+                if g.oldest_ts == 0 || ts < g.oldest_ts {
+                    g.oldest_ts = ts;
+                }
+            };
+            if self.mode == Mode::Watch {
+                for s in self.targets[i].samples.values() {
+                    group(s.stack, s.size, s.ts_ns);
+                }
+            } else {
+                for (_, a) in allocs.iter().filter(|(k, _)| k.pid == pid) {
+                    group((a.ustack, a.pystack), a.size, a.ts_ns);
                 }
             }
             let mut frames = HashMap::new();
@@ -255,9 +508,8 @@ impl Collector {
                 .chain(open.iter().map(|f| (f.info.ustack, f.info.pystack)))
                 .collect();
             for k in keys {
-                if !frames.contains_key(&k) {
-                    let f = self.frames_of(i, k);
-                    frames.insert(k, f);
+                if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
+                    e.insert(self.frames_of(i, k));
                 }
             }
             let t = &mut self.targets[i];
@@ -272,6 +524,73 @@ impl Collector {
             });
         }
         exited
+    }
+}
+
+/// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?
+fn is_type_object(
+    pid: u32,
+    type_type: Option<u64>,
+    cache: &mut HashMap<u64, bool>,
+    addr: u64,
+) -> bool {
+    let Some(tt) = type_type else { return false };
+    if addr < 0x1000 {
+        return false;
+    }
+    if let Some(v) = cache.get(&addr) {
+        return *v;
+    }
+    let ty = |a: u64| -> Option<u64> {
+        procfs::read_mem(pid, a + 8, 8)
+            .ok()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
+    };
+    let v = match ty(addr) {
+        Some(m) if m == tt => true,
+        Some(m) if m > 0x1000 => ty(m) == Some(tt),
+        _ => false,
+    };
+    if cache.len() < 100_000 {
+        cache.insert(addr, v);
+    }
+    v
+}
+
+/// Is this a Python frame label ("function (file:LINE)")?
+pub fn is_python_frame(f: &str) -> bool {
+    f.ends_with(')')
+        && f.contains(" (")
+        && f.rsplit(':')
+            .next()
+            .is_some_and(|l| l.trim_end_matches(')').parse::<u32>().is_ok())
+}
+
+/// Verdicts judge Python call paths: the native frames below them (which C routine allocated,
+/// or first touched a page in watch mode) would split one line's growth into several stacks.
+pub fn verdict_key(frames: Vec<String>) -> Vec<String> {
+    if frames.iter().any(|f| is_python_frame(f)) {
+        frames
+            .into_iter()
+            .filter(|f| is_python_frame(f) || f == "[truncated]")
+            .collect()
+    } else {
+        frames
+    }
+}
+
+/// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
+/// place count as one site whatever file they name.
+pub fn fd_site_label(f: &OpenFd) -> String {
+    let label = crate::report::fd_label(f);
+    match FdKind::from_u16(f.info.kind) {
+        FdKind::File | FdKind::Memfd | FdKind::Dup | FdKind::Unknown => {
+            match label.split_once(' ') {
+                Some((kind, _)) => format!("{kind}]"),
+                None => label,
+            }
+        }
+        _ => label,
     }
 }
 

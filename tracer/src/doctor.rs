@@ -120,9 +120,19 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
         for n in &interp.alloc.notes {
             println!("  note:          {n}");
         }
-        match (interp.layout(), interp.runtime_vaddr, interp.code_type_vaddr) {
-            (Some(l), Some(_), Some(_)) => println!("  python stacks: yes (CPython 3.{} layout; frames walked in the kernel)", l.minor),
-            (None, _, _) => println!("  python stacks: no layout for CPython {} (native stacks only)", interp.version),
+        match (
+            interp.layout(),
+            interp.runtime_vaddr,
+            interp.code_type_vaddr,
+        ) {
+            (Some(l), Some(_), Some(_)) => println!(
+                "  python stacks: yes (CPython 3.{} layout; frames walked in the kernel)",
+                l.minor
+            ),
+            (None, _, _) => println!(
+                "  python stacks: no layout for CPython {} (native stacks only)",
+                interp.version
+            ),
             _ => println!("  python stacks: no (_PyRuntime or PyCode_Type not exported)"),
         }
         match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {

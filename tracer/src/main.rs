@@ -10,7 +10,9 @@ mod python;
 mod record;
 mod render;
 mod report;
+mod sampling;
 mod symbolize;
+mod trend;
 mod util;
 
 use std::path::PathBuf;
@@ -55,9 +57,25 @@ pub struct RecordArgs {
     /// Only report allocations and descriptors outstanding for at least this long.
     #[arg(long, value_parser = util::parse_duration, default_value = "0s")]
     pub min_age: Duration,
-    /// Also write a snapshot every interval (into OUTPUT/snapshots/).
-    #[arg(long, value_parser = util::parse_duration)]
-    pub interval: Option<Duration>,
+    /// exact: every allocation through allocator probes (for short debugging windows: slows
+    /// allocation-heavy code many times). watch: allocator probes in short windows within a CPU
+    /// budget, what they saw followed from outside (for production). Descriptors: exact in both.
+    #[arg(long, value_enum, default_value_t = collect::Mode::Exact)]
+    pub mode: collect::Mode,
+    /// Watch mode: share of the time the allocator probes may be armed, in percent (windows and
+    /// the kernel's time to remove the probes after each, both counted).
+    #[arg(long, default_value_t = 2.0, value_parser = util::parse_percent)]
+    pub budget: f64,
+    /// Watch mode: how long each window of allocator probes lasts.
+    #[arg(long, value_parser = util::parse_duration, default_value = "200ms")]
+    pub window: Duration,
+    /// Time between checkpoints: verdicts (growing / stable / freed) compare them. (Watch mode
+    /// takes one after each window instead.)
+    #[arg(long, value_parser = util::parse_duration, default_value = "10s")]
+    pub interval: Duration,
+    /// Also write the reports at every checkpoint (into OUTPUT/snapshots/).
+    #[arg(long)]
+    pub snapshots: bool,
     /// Show every native frame below the Python ones.
     #[arg(long, conflicts_with = "no_native")]
     pub native: bool,

@@ -12,6 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack};
 
 use crate::error::{one_line, Error, Result};
+use crate::python::allocator::{Domain, Hook};
 use crate::python::{AllocOp, Interpreter};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
@@ -69,6 +70,8 @@ pub struct Probes {
     ebpf: Ebpf,
     logger: Option<aya_log::EbpfLogger<KernelLog>>,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Threads dropping detached links (see `detach_allocator`).
+    releasing: HashMap<u32, std::thread::JoinHandle<()>>,
     /// Benchmark floor: attach do-nothing programs instead of the allocator probes.
     pub floor: bool,
 }
@@ -107,13 +110,19 @@ impl Probes {
             ebpf,
             logger,
             links: HashMap::new(),
+            releasing: HashMap::new(),
             floor: false,
         })
     }
 
-    /// Starts tracing a process: descriptors at once, allocations through uprobes on its
-    /// interpreter's allocator functions. Returns the number of uprobes attached.
-    pub fn add_target(&mut self, pid: u32, interp: &Interpreter) -> Result<usize> {
+    /// Starts tracing a process: descriptors at once; with `alloc_probes`, allocations too
+    /// (uprobes on its interpreter's allocator functions). Returns the number of uprobes attached.
+    pub fn add_target(
+        &mut self,
+        pid: u32,
+        interp: &Interpreter,
+        alloc_probes: bool,
+    ) -> Result<usize> {
         let mut targets: BpfHashMap<&mut MapData, u32, u32> =
             BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map"))
                 .map_err(load_error)?;
@@ -123,9 +132,23 @@ impl Probes {
                 one_line(&e.to_string())
             ))
         })?;
+        if alloc_probes {
+            self.attach_allocator(pid, interp, &interp.alloc.hooks)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Attaches allocator probes (`hooks`, a subset of the interpreter's) for a traced process.
+    pub fn attach_allocator(
+        &mut self,
+        pid: u32,
+        interp: &Interpreter,
+        hooks: &[Hook],
+    ) -> Result<usize> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(Error::NoSuchPid(0))?);
         let mut links = Vec::new();
-        for hook in &interp.alloc.hooks {
+        for hook in hooks {
             let (entry, exit) = if self.floor {
                 (FLOOR_PROGRAMS[0], FLOOR_PROGRAMS[1])
             } else {
@@ -142,22 +165,26 @@ impl Probes {
                     .expect("loaded")
                     .try_into()
                     .map_err(load_error)?;
-                let id = p
-                    .attach(
-                        UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
-                        &interp.open_path,
-                        scope,
-                    )
-                    .map_err(|e| {
-                        Error::Other(format!(
+                let attached = p.attach(
+                    UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
+                    &interp.open_path,
+                    scope,
+                );
+                match attached {
+                    Ok(id) => links.push((name, id)),
+                    Err(e) => {
+                        // Leave nothing half-attached.
+                        self.links.entry(pid).or_default().extend(links);
+                        self.detach_allocator(pid);
+                        return Err(Error::Other(format!(
                             "cannot attach a uprobe to {} at {:#x} ({}) in pid {pid}: {}",
                             interp.open_path.display(),
                             hook.file_offset,
                             hook.name,
                             one_line(&e.to_string())
-                        ))
-                    })?;
-                links.push((name, id));
+                        )));
+                    }
+                }
             }
         }
         let n = links.len();
@@ -165,8 +192,8 @@ impl Probes {
         Ok(n)
     }
 
-    /// Stops tracing a process and forgets its entries.
-    pub fn remove_target(&mut self, pid: u32) {
+    /// Detaches a process's allocator probes (its descriptors stay traced), at once.
+    pub fn detach_allocator(&mut self, pid: u32) {
         for (name, id) in self.links.remove(&pid).unwrap_or_default() {
             if let Some(p) = self.ebpf.program_mut(name) {
                 let p: std::result::Result<&mut UProbe, _> = p.try_into();
@@ -175,6 +202,82 @@ impl Probes {
                 }
             }
         }
+    }
+
+    /// Detaches a process's allocator probes off the caller's thread; `released(pid)` tells when
+    /// they are all gone.
+    ///
+    /// The kernel removes one perf uprobe at a time (each waits for an RCU grace period under a
+    /// global mutex, ~100 ms here), and a probe traps until its turn: entry probes go first, so
+    /// that nothing new is recorded, then the return probes that complete what they started,
+    /// then the free probes, which keep removing what dies meanwhile.
+    pub fn release_allocator(&mut self, pid: u32) {
+        let mut links: Vec<(u8, aya::programs::uprobe::UProbeLink)> = Vec::new();
+        for (name, id) in self.links.remove(&pid).unwrap_or_default() {
+            let rank = match name {
+                "alloc_exit" | "noop_exit" => 1,
+                "free_enter" => 2,
+                _ => 0,
+            };
+            if let Some(p) = self.ebpf.program_mut(name) {
+                let p: std::result::Result<&mut UProbe, _> = p.try_into();
+                if let Ok(p) = p {
+                    if let Ok(link) = p.take_link(id) {
+                        links.push((rank, link));
+                    }
+                }
+            }
+        }
+        links.sort_by_key(|(r, _)| *r);
+        let h = std::thread::spawn(move || {
+            for (_, l) in links {
+                drop(l);
+            }
+        });
+        self.releasing.insert(pid, h);
+    }
+
+    /// Are the probes that `release_allocator` let go of gone?
+    pub fn released(&mut self, pid: u32) -> bool {
+        match self.releasing.get(&pid) {
+            Some(h) if !h.is_finished() => false,
+            Some(_) => {
+                if let Some(h) = self.releasing.remove(&pid) {
+                    let _ = h.join();
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Waits until every released probe is gone (before exiting).
+    pub fn settle(&mut self) {
+        for (_, h) in self.releasing.drain() {
+            let _ = h.join();
+        }
+    }
+
+    /// Removes and returns a process's outstanding allocations.
+    pub fn take_allocs(&mut self, pid: u32) -> Vec<(AllocKey, AllocInfo)> {
+        let mine: Vec<(AllocKey, AllocInfo)> = self
+            .allocs()
+            .into_iter()
+            .filter(|(k, _)| k.pid == pid)
+            .collect();
+        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
+                for (k, _) in &mine {
+                    let _ = t.remove(k);
+                }
+            }
+        }
+        mine
+    }
+
+    /// Stops tracing a process and forgets its entries.
+    pub fn remove_target(&mut self, pid: u32) {
+        self.release_allocator(pid);
         if let Some(m) = self.ebpf.map_mut("TARGETS") {
             if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u32>::try_from(m) {
                 let _ = t.remove(&pid);
@@ -185,19 +288,7 @@ impl Probes {
                 let _ = t.remove(&pid);
             }
         }
-        let allocs: Vec<AllocKey> = self
-            .allocs()
-            .into_iter()
-            .filter(|(k, _)| k.pid == pid)
-            .map(|(k, _)| k)
-            .collect();
-        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
-            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
-                for k in allocs {
-                    let _ = t.remove(&k);
-                }
-            }
-        }
+        self.take_allocs(pid);
         let fds: Vec<FdKey> = self
             .fds()
             .into_iter()
@@ -353,6 +444,24 @@ impl Probes {
         }
         s
     }
+}
+
+/// The probes of a watch window: what the object domain (else the raw domain) allocates and
+/// frees. Not calloc (rare) and not a second domain: every probe costs a grace period to remove.
+pub fn watch_hooks(hooks: &[Hook]) -> Vec<Hook> {
+    let mut out = Vec::new();
+    for op in [AllocOp::Malloc, AllocOp::Realloc, AllocOp::Free] {
+        let of_op: Vec<&Hook> = hooks.iter().filter(|h| h.op == op).collect();
+        let pick = of_op
+            .iter()
+            .find(|h| h.domains.contains(&Domain::Obj))
+            .or_else(|| of_op.iter().find(|h| h.domains.contains(&Domain::Mem)))
+            .or_else(|| of_op.first());
+        if let Some(h) = pick {
+            out.push((*h).clone());
+        }
+    }
+    out
 }
 
 fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::collect::{Collector, NativeMode};
+use crate::collect::{Collector, Mode, NativeMode};
 use crate::error::{Error, Result};
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
@@ -15,12 +15,26 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often new Python threads are published to the kernel.
 const THREAD_REFRESH: Duration = Duration::from_millis(100);
 
-fn attach_line(pid: u32, interp: &Interpreter, uprobes: usize) -> String {
+fn attach_line(pid: u32, interp: &Interpreter, uprobes: usize, mode: Mode) -> String {
     format!(
-        "tracer: tracing pid {pid} ({}): CPython {} in {}, {uprobes} allocator probes",
+        "tracer: tracing pid {pid} ({}): CPython {} in {}, {}",
         crate::procfs::comm(pid),
         interp.version,
-        interp.target_path
+        interp.target_path,
+        match mode {
+            Mode::Exact => format!("{uprobes} allocator probes (exact mode)"),
+            Mode::Watch => {
+                let hooks = crate::probes::watch_hooks(&interp.alloc.hooks);
+                let free = hooks
+                    .iter()
+                    .filter(|h| h.op == crate::python::AllocOp::Free)
+                    .count();
+                format!(
+                    "watch mode ({} allocator probes in windows)",
+                    2 * hooks.len() - free
+                )
+            }
+        }
     )
 }
 
@@ -40,7 +54,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             "nothing to trace: give -p PID (repeatable) or a command after --, e.g. `tracer record -- python app.py`".into(),
         ));
     }
-    if args.interval.is_some_and(|i| i.is_zero()) {
+    if args.interval.is_zero() {
         return Err(Error::BadArgument(
             "--interval must be greater than 0".into(),
         ));
@@ -57,6 +71,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
+    c.mode = args.mode;
+    c.interval = args.interval;
+    c.window = args.window;
+    c.budget = args.budget;
     c.native = if args.native {
         NativeMode::All
     } else if args.no_native {
@@ -65,15 +83,19 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         NativeMode::Leaf
     };
     for (pid, interp) in running {
-        static_warning(&interp);
+        if args.mode == Mode::Exact {
+            static_warning(&interp);
+        }
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes));
+        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes, args.mode));
     }
     let mut child = None;
     if !args.command.is_empty() {
         let l = launch::start(&args.command)?;
-        static_warning(&l.interp);
+        if args.mode == Mode::Exact {
+            static_warning(&l.interp);
+        }
         let added = c.add(l.pid, l.interp.clone());
         launch::resume(&l);
         let mut l = l;
@@ -82,8 +104,13 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             return Err(e);
         }
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes));
+        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes, args.mode));
         child = Some(l.child);
+    }
+    if args.mode == Mode::Exact && !args.pids.is_empty() && !args.floor {
+        eprintln!(
+            "tracer: exact mode traps every allocation (microseconds each): allocation-heavy code runs many times slower while traced; for a production service use --mode watch"
+        );
     }
     eprintln!(
         "tracer: recording{}; press Ctrl-C to stop and write the reports to {}",
@@ -101,13 +128,16 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     rt.block_on(collect_loop(&mut c, &args, &dir, started))?;
 
     // Final checkpoint and reports.
+    c.close_windows();
     c.tick();
+    c.checkpoint();
     let report = report::build(&c, started.elapsed());
     render::write_all(&report, &dir)?;
     print!("{}", render::summary::render(&report, Some(&dir)));
     if let Some(mut ch) = child {
         launch::terminate(&mut ch);
     }
+    c.probes.settle();
     Ok(0)
 }
 
@@ -125,9 +155,16 @@ async fn collect_loop(
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut threads = tokio::time::interval(THREAD_REFRESH);
     threads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Watch mode: windows open and close on time (a late close costs the target).
+    let mut window_clock = tokio::time::interval(if c.mode == Mode::Watch {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(3600)
+    });
+    window_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_snapshot = args.interval.map(|i| started + i);
+    let mut next_checkpoint = started + args.interval;
     let mut seq = 0u32;
     loop {
         let until_deadline = async {
@@ -141,6 +178,7 @@ async fn collect_loop(
             _ = sigterm.recv() => { eprintln!("tracer: terminated, writing the reports"); break; }
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
+            _ = window_clock.tick() => c.windows(),
             _ = tick.tick() => {
                 for pid in c.tick() {
                     eprintln!("tracer: pid {pid} exited; keeping its last checkpoint");
@@ -149,14 +187,21 @@ async fn collect_loop(
                     eprintln!("tracer: every target has exited");
                     break;
                 }
-                if let (Some(at), Some(every)) = (next_snapshot, args.interval) {
-                    if Instant::now() >= at {
+                // Watch mode takes a checkpoint after each window (when its samples change);
+                // exact mode every interval.
+                let due = match c.mode {
+                    Mode::Watch => c.take_harvested(),
+                    Mode::Exact => Instant::now() >= next_checkpoint,
+                };
+                if due {
+                    c.checkpoint();
+                    next_checkpoint += args.interval;
+                    if args.snapshots {
                         seq += 1;
                         let elapsed = started.elapsed();
                         let sub = dir.join("snapshots").join(format!("{seq:04}-{:.0}s", elapsed.as_secs_f64()));
                         std::fs::create_dir_all(&sub).map_err(|e| Error::Output { dir: sub.display().to_string(), reason: e.to_string() })?;
                         render::write_all(&report::build(c, elapsed), &sub)?;
-                        next_snapshot = Some(at + every);
                     }
                 }
             }

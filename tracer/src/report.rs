@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use tracer_common::{stat, FdKind, PATH_LEN};
 
-use crate::collect::{monotonic_ns, Collector, OpenFd, Target};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::collect::{fd_site_label, monotonic_ns, verdict_key, Collector, Mode, OpenFd, Target};
 use crate::python::{HookSource, Interpreter};
+use crate::trend::{judge, judge_rate, Trend, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct AllocStack {
@@ -24,8 +27,47 @@ pub struct FdStack {
     pub count: u64,
 }
 
+/// What a suspect holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// Bytes (outstanding allocations, or heap growth in watch mode).
+    Memory,
+    Descriptors,
+}
+
+/// A stack (or descriptor site) judged over the checkpoints.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    pub resource: Resource,
+    /// Frames root first; for descriptors the last one is the kind of resource.
+    pub frames: Vec<String>,
+    /// Outstanding bytes or open descriptors at the last checkpoint.
+    pub now: u64,
+    /// Objects (allocations or heap ranges) at the last checkpoint; descriptors: = now.
+    pub count: u64,
+    pub trend: Trend,
+    pub oldest_age: Option<Duration>,
+}
+
+/// Smallest net gain over the recent window that counts as growth.
+const MIN_GAIN_BYTES: f64 = 64.0 * 1024.0;
+const MIN_GAIN_FDS: f64 = 2.0;
+/// Watch mode: smallest gain in live samples over the recent window.
+const MIN_GAIN_SAMPLES: f64 = 8.0;
+/// Suspects kept per process.
+const MAX_SUSPECTS: usize = 50;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Coverage {
+    /// Watch mode: allocations sampled in windows, then followed from outside.
+    Sampled {
+        windows: u64,
+        samples: u64,
+        /// Share of the target's traced time (percent) its allocator probes were armed.
+        armed_pct: f64,
+        /// Why the windows see only part of the allocations (an inlining build), if they do.
+        partial: Option<String>,
+    },
     /// The hooks see the allocator's calls.
     Good { calls_per_cpu_s: Option<f64> },
     /// The hooks see a fraction of the allocations only.
@@ -48,6 +90,9 @@ pub struct ProcReport {
     pub coverage: Coverage,
     pub alloc_calls: u64,
     pub cpu_seconds: f64,
+    /// Ranked: growing first (fastest first), then by size.
+    pub suspects: Vec<Suspect>,
+    pub checkpoints: usize,
 }
 
 impl ProcReport {
@@ -68,6 +113,10 @@ pub struct Health {
 
 #[derive(Debug, Clone)]
 pub struct Report {
+    pub mode: Mode,
+    pub interval: Duration,
+    /// Watch mode: window length and budget (percent of the time the probes may be armed).
+    pub budget: Option<(Duration, f64)>,
     pub elapsed: Duration,
     pub min_age: Duration,
     pub procs: Vec<ProcReport>,
@@ -182,6 +231,124 @@ pub fn socket_kind(family: u32, ty: u32) -> String {
     format!("{fam}/{t}")
 }
 
+/// Judges every stack and descriptor site seen at any checkpoint.
+/// Watch mode on a build that inlines pymalloc: the windows see only the allocations that miss the
+/// inlined fast path, which favour whatever code carves fresh blocks, not what keeps them.
+fn watch_biased(t: &Target) -> bool {
+    t.windows > 0 && t.interp.alloc.inlined_fast_path
+}
+
+/// `biased`: the memory samples are not a fair sample of the allocations (see `watch_biased`):
+/// memory suspects are listed but not judged.
+fn suspects(
+    t: &Target,
+    allocs: &[AllocStack],
+    now_ns: u64,
+    sampled: bool,
+    biased: bool,
+) -> Vec<Suspect> {
+    let h = &t.history;
+    let mut out = Vec::new();
+    let alloc_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
+    for k in alloc_keys {
+        let series: Vec<(f64, f64)> = h
+            .iter()
+            .map(|c| (c.at, c.allocs.get(k).map(|v| v.0).unwrap_or(0) as f64))
+            .collect();
+        let last = h
+            .last()
+            .and_then(|c| c.allocs.get(k))
+            .copied()
+            .unwrap_or((0, 0));
+        let trend = if biased {
+            Trend {
+                verdict: Verdict::Unknown,
+                ..judge(&series, MIN_GAIN_BYTES)
+            }
+        } else if sampled {
+            // Samples are a small share of the allocations: judge their number, not their bytes.
+            let counts: Vec<(f64, f64)> = h
+                .iter()
+                .map(|c| (c.at, c.allocs.get(k).map(|v| v.1).unwrap_or(0) as f64))
+                .collect();
+            judge_rate(&counts, MIN_GAIN_SAMPLES, &series)
+        } else {
+            judge(&series, MIN_GAIN_BYTES)
+        };
+        out.push(Suspect {
+            resource: Resource::Memory,
+            frames: k.clone(),
+            now: last.0,
+            count: last.1,
+            trend,
+            oldest_age: allocs
+                .iter()
+                .filter(|a| &verdict_key(a.frames.clone()) == k)
+                .map(|a| a.oldest_age)
+                .max(),
+        });
+    }
+    let snap_fds = t
+        .last
+        .as_ref()
+        .map(|s| s.fds.as_slice())
+        .unwrap_or_default();
+    let mut oldest_fd: HashMap<String, u64> = HashMap::new();
+    for f in snap_fds {
+        let e = oldest_fd.entry(fd_site_label(f)).or_insert(f.info.ts_ns);
+        *e = (*e).min(f.info.ts_ns);
+    }
+    let fd_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.fds.keys()).collect();
+    for k in fd_keys {
+        let series: Vec<(f64, f64)> = h
+            .iter()
+            .map(|c| (c.at, c.fds.get(k).copied().unwrap_or(0) as f64))
+            .collect();
+        let now = h.last().and_then(|c| c.fds.get(k)).copied().unwrap_or(0);
+        let oldest = t.last.as_ref().and_then(|s| {
+            s.fds
+                .iter()
+                .filter(|f| {
+                    let mut fr = verdict_key(
+                        s.frames
+                            .get(&(f.info.ustack, f.info.pystack))
+                            .cloned()
+                            .unwrap_or_default(),
+                    );
+                    fr.push(fd_site_label(f));
+                    &fr == k
+                })
+                .map(|f| f.info.ts_ns)
+                .min()
+        });
+        out.push(Suspect {
+            resource: Resource::Descriptors,
+            frames: k.clone(),
+            now,
+            count: now,
+            trend: judge(&series, MIN_GAIN_FDS),
+            oldest_age: oldest.map(|ts| Duration::from_nanos(now_ns.saturating_sub(ts))),
+        });
+    }
+    out.sort_by(|a, b| {
+        let growing = |s: &Suspect| s.trend.verdict == Verdict::Growing;
+        growing(b)
+            .cmp(&growing(a))
+            .then_with(|| match (growing(a), a.resource == b.resource) {
+                // Growing: fastest first (bytes and descriptors are not comparable: bytes first).
+                (true, true) => b.trend.per_min.total_cmp(&a.trend.per_min),
+                (true, false) => (a.resource == Resource::Descriptors)
+                    .cmp(&(b.resource == Resource::Descriptors)),
+                (false, true) => b.now.cmp(&a.now),
+                (false, false) => (a.resource == Resource::Descriptors)
+                    .cmp(&(b.resource == Resource::Descriptors)),
+            })
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
+    out.truncate(MAX_SUSPECTS);
+    out
+}
+
 fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
@@ -217,9 +384,27 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
-        coverage: assess_coverage(&t.interp, snap.stats.alloc_calls, cpu_seconds),
+        coverage: if t.windows > 0 {
+            Coverage::Sampled {
+                windows: t.windows,
+                samples: t.samples.len() as u64,
+                armed_pct: 100.0 * t.armed.as_secs_f64()
+                    / t.exited_after
+                        .unwrap_or_else(|| t.attached_at.elapsed())
+                        .as_secs_f64()
+                        .max(1e-9),
+                partial: match assess_coverage(&t.interp, 0, 0.0) {
+                    Coverage::Low { reason } | Coverage::None { reason } => Some(reason),
+                    _ => None,
+                },
+            }
+        } else {
+            assess_coverage(&t.interp, snap.stats.alloc_calls, cpu_seconds)
+        },
         alloc_calls: snap.stats.alloc_calls,
         cpu_seconds,
+        suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
+        checkpoints: t.history.len(),
         allocs,
         fds,
     }
@@ -229,6 +414,9 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
     let ticks = crate::procfs::clock_ticks_per_sec();
     let s = c.probes.stats();
     Report {
+        mode: c.mode,
+        interval: c.interval,
+        budget: (c.mode == Mode::Watch).then_some((c.window, c.budget)),
         elapsed,
         min_age: c.min_age,
         procs: c.targets.iter().map(|t| process_report(t, ticks)).collect(),

@@ -88,9 +88,32 @@ pub fn prepare_output(dir: Option<&Path>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// "2", "2%", "0.5" -> percent in (0, 100].
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage (e.g. 2 or 2%)"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be more than 0 and at most 100"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("2"), Ok(2.0));
+        assert_eq!(parse_percent("0.5%"), Ok(0.5));
+        assert!(parse_percent("0").is_err());
+        assert!(parse_percent("150").is_err());
+        assert!(parse_percent("lots").is_err());
+    }
 
     #[test]
     fn durations() {

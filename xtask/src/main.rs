@@ -162,5 +162,7 @@ fn bench() -> Result<(), String> {
         .arg("--tracer")
         .arg(tracer_bin())
         .arg("--python")
-        .arg(python))
+        .arg(python)
+        .arg("--venv")
+        .arg(root().join("target/bench-venv")))
 }

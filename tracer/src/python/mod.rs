@@ -55,6 +55,8 @@ pub struct Interpreter {
     /// objects), when exported.
     pub runtime_vaddr: Option<u64>,
     pub code_type_vaddr: Option<u64>,
+    /// ELF address of `PyType_Type` (watch mode tells objects from buffers with it).
+    pub type_type_vaddr: Option<u64>,
     /// The first PT_LOAD page, to compute the load bias from /proc/PID/maps.
     pub first_load_page: u64,
 }
@@ -182,6 +184,7 @@ fn inspect(
         alloc,
         runtime_vaddr: elf.dynsym("_PyRuntime").map(|s| s.addr),
         code_type_vaddr: elf.dynsym("PyCode_Type").map(|s| s.addr),
+        type_type_vaddr: elf.dynsym("PyType_Type").map(|s| s.addr),
         first_load_page: elf.first_load_page(),
     })
 }

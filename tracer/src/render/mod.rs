@@ -1,6 +1,7 @@
 //! Renderers: each turns the report model into bytes of one format.
 
 pub mod folded;
+pub mod json;
 pub mod summary;
 
 use std::path::Path;
@@ -21,5 +22,6 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<()> {
     out("allocs-count.folded", folded::allocs_count(report))?;
     out("fds.folded", folded::fds(report))?;
     out("summary.txt", summary::render(report, Some(dir)))?;
+    out("report.json", json::render(report))?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::report::{Coverage, Report};
+use crate::collect::Mode;
+use crate::report::{Coverage, Report, Resource, Suspect};
+use crate::trend::{Verdict, MIN_CHECKPOINTS};
 
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -44,10 +46,58 @@ fn short_stack(frames: &[String], n: usize) -> String {
     v.join(" <- ")
 }
 
+/// The innermost Python frame of a stack ("function (file.py:LINE)"), or its leaf.
+pub fn python_line(frames: &[String]) -> &str {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.contains(".py:") && f.ends_with(')'))
+        .or_else(|| frames.last())
+        .map(String::as_str)
+        .unwrap_or("[no stack]")
+}
+
+fn amount(resource: Resource, v: f64) -> String {
+    match resource {
+        Resource::Memory => human_bytes(v.max(0.0) as u64),
+        Resource::Descriptors => format!("{:.0} fds", v),
+    }
+}
+
+fn suspect_line(s: &Suspect) -> String {
+    let rate = if s.trend.verdict == Verdict::Growing {
+        format!("+{}/min", amount(s.resource, s.trend.per_min))
+    } else {
+        "-".into()
+    };
+    let what = match s.resource {
+        Resource::Memory => python_line(&s.frames).to_string(),
+        Resource::Descriptors => {
+            let kind = s.frames.last().map(String::as_str).unwrap_or("");
+            let site = python_line(&s.frames[..s.frames.len().saturating_sub(1)]);
+            format!("{site} {kind}")
+        }
+    };
+    format!(
+        "    {:<8} {:>14} {:>11} {:>9} {:>7}  {}",
+        s.trend.verdict.to_string(),
+        rate,
+        amount(s.resource, s.now as f64),
+        match s.resource {
+            Resource::Memory => thousands(s.count),
+            Resource::Descriptors => "-".into(),
+        },
+        s.oldest_age
+            .map(|a| format!("{:.0}s", a.as_secs_f64()))
+            .unwrap_or_else(|| "-".into()),
+        what
+    )
+}
+
 /// The one-line coverage warning for a process, if its allocation view is incomplete.
 pub fn coverage_warning(c: &Coverage) -> Option<String> {
     match c {
-        Coverage::Good { .. } => None,
+        Coverage::Good { .. } | Coverage::Sampled { .. } => None,
         Coverage::Low { reason } => Some(format!(
             "WARNING: allocation coverage is LOW: {reason}; outstanding bytes below are a lower bound (descriptors are exact)"
         )),
@@ -105,8 +155,74 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                 }
             }
         }
+        if let Coverage::Sampled {
+            windows,
+            samples,
+            armed_pct,
+            partial,
+        } = &p.coverage
+        {
+            let _ = writeln!(
+                o,
+                "  watch mode: memory figures are SAMPLES: allocations seen in {windows} windows{} and still alive now ({} samples); probes armed {armed_pct:.1}% of the time{}",
+                r.budget
+                    .map(|(w, _)| format!(" of {w:.0?}"))
+                    .unwrap_or_default(),
+                thousands(*samples),
+                r.budget
+                    .map(|(_, b)| format!(" (budget {b}%)"))
+                    .unwrap_or_default(),
+            );
+            if let Some(reason) = partial {
+                let _ = writeln!(
+                    o,
+                    "  WARNING: the windows see part of the allocations only: {reason}; memory is not judged (verdict unknown), descriptors are exact"
+                );
+            }
+        }
+        if p.checkpoints < MIN_CHECKPOINTS {
+            let _ = writeln!(
+                o,
+                "  verdicts need {MIN_CHECKPOINTS} checkpoints ({}): record longer for growing/stable verdicts",
+                match r.mode {
+                    Mode::Exact => format!("one every {:.0?}", r.interval),
+                    Mode::Watch => "one after each window".into(),
+                }
+            );
+        } else if !p.suspects.is_empty() {
+            let growing = p
+                .suspects
+                .iter()
+                .filter(|s| s.trend.verdict == Verdict::Growing)
+                .count();
+            let _ = writeln!(
+                o,
+                "  leak suspects ({growing} growing, over {} checkpoints{}):",
+                p.checkpoints,
+                match r.mode {
+                    Mode::Exact => format!(" every {:.0?}", r.interval),
+                    Mode::Watch => ", one after each window".into(),
+                }
+            );
+            let _ = writeln!(
+                o,
+                "    {:<8} {:>14} {:>11} {:>9} {:>7}  where",
+                "verdict", "growth", "now", "objects", "oldest"
+            );
+            for s in p.suspects.iter().take(8) {
+                let _ = writeln!(o, "{}", suspect_line(s));
+            }
+        }
         if !p.allocs.is_empty() {
-            let _ = writeln!(o, "  top allocation stacks (outstanding):");
+            let _ = writeln!(
+                o,
+                "  top {} stacks (outstanding):",
+                if r.mode == Mode::Watch {
+                    "heap growth"
+                } else {
+                    "allocation"
+                }
+            );
             for a in p.allocs.iter().take(5) {
                 let _ = writeln!(
                     o,
@@ -127,19 +243,33 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     }
     let h = &r.health;
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full); {} stacks lost",
-        thousands(h.alloc_calls),
-        thousands(h.free_calls),
-        h.alloc_map_full,
-        h.fd_map_full,
-        h.stacks_lost
-    );
+    match r.mode {
+        Mode::Exact => {
+            let _ = writeln!(
+                o,
+                "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full); {} stacks lost",
+                thousands(h.alloc_calls),
+                thousands(h.free_calls),
+                h.alloc_map_full,
+                h.fd_map_full,
+                h.stacks_lost
+            );
+        }
+        Mode::Watch => {
+            let _ = writeln!(
+                o,
+                "health: {} allocator calls seen in windows; dropped: {} allocations, {} descriptors (map full); {} stacks lost",
+                thousands(h.alloc_calls),
+                h.alloc_map_full,
+                h.fd_map_full,
+                h.stacks_lost
+            );
+        }
+    }
     if let Some(d) = dir {
         let _ = writeln!(
             o,
-            "reports: {0}/allocs.folded (bytes), {0}/allocs-count.folded (allocations), {0}/fds.folded (descriptors)",
+            "reports: {0}/allocs.folded (bytes), {0}/allocs-count.folded (allocations), {0}/fds.folded (descriptors), {0}/report.json",
             d.display()
         );
     }

@@ -1,0 +1,73 @@
+//! report.json: the report model for programs. Schema `tracer-report/1`:
+//!
+//! ```text
+//! { "schema": "tracer-report/1", "mode": "exact"|"watch", "elapsed_s", "interval_s",
+//!   "budget": null | { "window_ms", "percent" },
+//!   "processes": [ { "pid", "comm", "interpreter", "exited_after_s" (null while alive),
+//!       "checkpoints", "outstanding_bytes", "outstanding_allocations", "open_fds",
+//!       "sampled" (watch mode: memory figures are samples),
+//!       "suspects": [ { "resource": "memory"|"descriptors", "verdict":
+//!           "growing"|"stable"|"freed"|"unknown", "growth_per_min", "now", "objects",
+//!           "oldest_age_s" (null if unknown), "line" (innermost Python frame),
+//!           "stack" (frames, root first) } ] } ] }
+//! ```
+//! Memory amounts are bytes; descriptor amounts are descriptors.
+
+use serde_json::{json, Value};
+
+use crate::collect::Mode;
+use crate::render::summary::python_line;
+use crate::report::{Coverage, Report, Resource};
+
+pub fn render(r: &Report) -> String {
+    let procs: Vec<Value> = r
+        .procs
+        .iter()
+        .map(|p| {
+            let suspects: Vec<Value> = p
+                .suspects
+                .iter()
+                .map(|s| {
+                    let frames = match s.resource {
+                        Resource::Memory => &s.frames[..],
+                        Resource::Descriptors => &s.frames[..s.frames.len().saturating_sub(1)],
+                    };
+                    json!({
+                        "resource": match s.resource {
+                            Resource::Memory => "memory",
+                            Resource::Descriptors => "descriptors",
+                        },
+                        "verdict": s.trend.verdict.to_string(),
+                        "growth_per_min": s.trend.per_min,
+                        "now": s.now,
+                        "objects": s.count,
+                        "oldest_age_s": s.oldest_age.map(|a| a.as_secs_f64()),
+                        "line": python_line(frames),
+                        "stack": s.frames,
+                    })
+                })
+                .collect();
+            json!({
+                "pid": p.pid,
+                "comm": p.comm,
+                "interpreter": p.interpreter,
+                "exited_after_s": p.exited_after.map(|d| d.as_secs_f64()),
+                "checkpoints": p.checkpoints,
+                "outstanding_bytes": p.total_bytes,
+                "outstanding_allocations": p.total_allocs,
+                "open_fds": p.open_fds,
+                "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
+                "suspects": suspects,
+            })
+        })
+        .collect();
+    let v = json!({
+        "schema": "tracer-report/1",
+        "mode": match r.mode { Mode::Exact => "exact", Mode::Watch => "watch" },
+        "elapsed_s": r.elapsed.as_secs_f64(),
+        "interval_s": r.interval.as_secs_f64(),
+        "budget": r.budget.map(|(w, b)| json!({"window_ms": w.as_millis() as u64, "percent": b})),
+        "processes": procs,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
