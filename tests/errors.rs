@@ -171,3 +171,18 @@ fn doctor_reports_a_process() {
     let out = run_tracer(&["doctor", "-p", "999999999"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn top_without_a_terminal() {
+    // Test processes have no terminal: the live view says so and exits non-zero.
+    let out = run_tracer(&["top", "-p", "1"]);
+    assert_one_line_error(&out, "tracer top needs a terminal");
+}
+
+#[test]
+fn metrics_address_in_use() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = run_tracer(&["record", "-p", "1", "--metrics-addr", &addr]);
+    assert_one_line_error(&out, "for --metrics-addr");
+}

@@ -12,6 +12,7 @@ mod render;
 mod report;
 mod sampling;
 mod symbolize;
+mod top;
 mod trend;
 mod util;
 
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Trace running CPython processes (-p) or launch one (-- CMD ARGS...), then write reports.
     Record(RecordArgs),
+    /// A live view of what grows, refreshed every second (watch mode by default); q quits.
+    Top(RecordArgs),
     /// Check privileges and kernel features; with -p, what tracer finds in that process.
     Doctor {
         /// A process to inspect.
@@ -51,7 +54,7 @@ pub struct RecordArgs {
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or every target has exited.
     #[arg(short, long, value_parser = util::parse_duration)]
     pub duration: Option<Duration>,
-    /// Output directory (default: a new ./tracer-YYYYMMDD-HHMMSS).
+    /// Output directory (default: a new ./tracer-YYYYMMDD-HHMMSS; top writes reports only with -o).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Only report allocations and descriptors outstanding for at least this long.
@@ -60,8 +63,9 @@ pub struct RecordArgs {
     /// exact: every allocation through allocator probes (for short debugging windows: slows
     /// allocation-heavy code many times). watch: allocator probes in short windows within a CPU
     /// budget, what they saw followed from outside (for production). Descriptors: exact in both.
-    #[arg(long, value_enum, default_value_t = collect::Mode::Exact)]
-    pub mode: collect::Mode,
+    /// [default: exact for record, watch for top]
+    #[arg(long, value_enum)]
+    pub mode: Option<collect::Mode>,
     /// Watch mode: share of the time the allocator probes may be armed, in percent (windows and
     /// the kernel's time to remove the probes after each, both counted).
     #[arg(long, default_value_t = 2.0, value_parser = util::parse_percent)]
@@ -76,6 +80,13 @@ pub struct RecordArgs {
     /// Also write the reports at every checkpoint (into OUTPUT/snapshots/).
     #[arg(long)]
     pub snapshots: bool,
+    /// Serve live metrics at http://ADDR/metrics in the Prometheus text format (PORT alone
+    /// listens on 127.0.0.1).
+    #[arg(long, value_parser = util::parse_listen_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Report formats, comma-separated (summary.txt is always written).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = render::DEFAULT_FORMATS)]
+    pub format: Vec<render::Format>,
     /// Show every native frame below the Python ones.
     #[arg(long, conflicts_with = "no_native")]
     pub native: bool,
@@ -91,6 +102,19 @@ pub struct RecordArgs {
     /// Command to launch and trace from its first line.
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// The live view (`tracer top`).
+    #[arg(skip)]
+    pub live: bool,
+}
+
+impl RecordArgs {
+    pub fn mode(&self) -> collect::Mode {
+        self.mode.unwrap_or(if self.live {
+            collect::Mode::Watch
+        } else {
+            collect::Mode::Exact
+        })
+    }
 }
 
 fn main() {
@@ -98,6 +122,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => record::run(args),
+        Command::Top(mut args) => {
+            args.live = true;
+            record::run(args)
+        }
         Command::Doctor { pid } => doctor::run(pid),
     };
     match result {

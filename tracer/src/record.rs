@@ -1,6 +1,7 @@
 //! `tracer record`: resolve targets, attach, collect until the end, write the reports.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::collect::{Collector, Mode, NativeMode};
@@ -59,8 +60,24 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             "--interval must be greater than 0".into(),
         ));
     }
+    if args.live {
+        crate::top::Terminal::check()?;
+    }
     util::require_privileges()?;
-    let dir = util::prepare_output(args.output.as_deref())?;
+    // Bind before anything else: a busy port fails fast.
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            Error::BadArgument(format!("cannot listen on {addr} for --metrics-addr: {e}"))
+        })?),
+        None => None,
+    };
+    let mode = args.mode();
+    // top writes reports only when asked where.
+    let dir = if args.live && args.output.is_none() {
+        None
+    } else {
+        Some(util::prepare_output(args.output.as_deref())?)
+    };
 
     // Resolve running targets before loading anything: bad pids fail fast.
     let mut running = Vec::new();
@@ -71,7 +88,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
-    c.mode = args.mode;
+    c.mode = mode;
     c.interval = args.interval;
     c.window = args.window;
     c.budget = args.budget;
@@ -83,17 +100,17 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         NativeMode::Leaf
     };
     for (pid, interp) in running {
-        if args.mode == Mode::Exact {
+        if mode == Mode::Exact {
             static_warning(&interp);
         }
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes, args.mode));
+        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes, mode));
     }
     let mut child = None;
     if !args.command.is_empty() {
         let l = launch::start(&args.command)?;
-        if args.mode == Mode::Exact {
+        if mode == Mode::Exact {
             static_warning(&l.interp);
         }
         let added = c.add(l.pid, l.interp.clone());
@@ -104,36 +121,58 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             return Err(e);
         }
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes, args.mode));
+        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes, mode));
         child = Some(l.child);
     }
-    if args.mode == Mode::Exact && !args.pids.is_empty() && !args.floor {
+    if mode == Mode::Exact && !args.pids.is_empty() && !args.floor {
         eprintln!(
             "tracer: exact mode traps every allocation (microseconds each): allocation-heavy code runs many times slower while traced; for a production service use --mode watch"
         );
     }
     eprintln!(
-        "tracer: recording{}; press Ctrl-C to stop and write the reports to {}",
+        "tracer: recording{}; press Ctrl-C to stop{}",
         args.duration
             .map(|d| format!(" for {:.0?}", d))
             .unwrap_or_default(),
-        dir.display()
+        dir.as_ref()
+            .map(|d| format!(" and write the reports to {}", d.display()))
+            .unwrap_or_default()
     );
+    // The live view owns the terminal until the end (restored on every way out).
+    let terminal = if args.live {
+        Some(crate::top::Terminal::enter()?)
+    } else {
+        None
+    };
 
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(collect_loop(&mut c, &args, &dir, started))?;
+    let looped = rt.block_on(collect_loop(
+        &mut c,
+        &args,
+        dir.as_deref(),
+        started,
+        metrics_listener,
+    ));
+    drop(terminal);
+    looped?;
 
     // Final checkpoint and reports.
     c.close_windows();
     c.tick();
     c.checkpoint();
     let report = report::build(&c, started.elapsed());
-    render::write_all(&report, &dir)?;
-    print!("{}", render::summary::render(&report, Some(&dir)));
+    if let Some(dir) = &dir {
+        render::write_all(&report, dir, &args.format)?;
+        if !args.live {
+            print!("{}", render::summary::render(&report, Some(dir)));
+        } else {
+            eprintln!("tracer: reports written to {}", dir.display());
+        }
+    }
     if let Some(mut ch) = child {
         launch::terminate(&mut ch);
     }
@@ -141,12 +180,57 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Serves the latest metrics text to every client of `listener` (GET /metrics).
+async fn serve_metrics(listener: tokio::net::TcpListener, text: Arc<Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let text = text.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&req);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+                ("200 OK", text.lock().map(|t| t.clone()).unwrap_or_default())
+            } else {
+                ("404 Not Found", "tracer serves /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
 async fn collect_loop(
     c: &mut Collector,
     args: &RecordArgs,
-    dir: &Path,
+    dir: Option<&Path>,
     started: Instant,
+    metrics_listener: Option<std::net::TcpListener>,
 ) -> Result<()> {
+    let metrics = Arc::new(Mutex::new(String::new()));
+    if let Some(l) = metrics_listener {
+        let l = l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(l))
+            .map_err(|e| Error::Other(format!("metrics listener: {e}")))?;
+        *metrics.lock().unwrap() = render::prometheus::render(&report::build(c, started.elapsed()));
+        tokio::spawn(serve_metrics(l, metrics.clone()));
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
@@ -166,6 +250,11 @@ async fn collect_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_checkpoint = started + args.interval;
     let mut seq = 0u32;
+    let mut quit = if args.live {
+        crate::top::quit_key()
+    } else {
+        tokio::sync::mpsc::unbounded_channel().1
+    };
     loop {
         let until_deadline = async {
             match deadline {
@@ -174,7 +263,8 @@ async fn collect_loop(
             }
         };
         tokio::select! {
-            _ = sigint.recv() => { eprintln!("tracer: interrupted, writing the reports"); break; }
+            Some(()) = quit.recv() => break,
+            _ = sigint.recv() => { if !args.live { eprintln!("tracer: interrupted, writing the reports"); } break; }
             _ = sigterm.recv() => { eprintln!("tracer: terminated, writing the reports"); break; }
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
@@ -182,6 +272,19 @@ async fn collect_loop(
             _ = tick.tick() => {
                 for pid in c.tick() {
                     eprintln!("tracer: pid {pid} exited; keeping its last checkpoint");
+                }
+                if args.live {
+                    let (w, h) = crate::top::Terminal::size();
+                    let screen = crate::top::screen(&report::build(c, started.elapsed()), w, h);
+                    let mut out = std::io::stdout();
+                    let _ = std::io::Write::write_all(&mut out, screen.as_bytes());
+                    let _ = std::io::Write::flush(&mut out);
+                }
+                if args.metrics_addr.is_some() {
+                    let text = render::prometheus::render(&report::build(c, started.elapsed()));
+                    if let Ok(mut m) = metrics.lock() {
+                        *m = text;
+                    }
                 }
                 if c.all_exited() {
                     eprintln!("tracer: every target has exited");
@@ -196,12 +299,12 @@ async fn collect_loop(
                 if due {
                     c.checkpoint();
                     next_checkpoint += args.interval;
-                    if args.snapshots {
+                    if let (true, Some(dir)) = (args.snapshots, dir) {
                         seq += 1;
                         let elapsed = started.elapsed();
                         let sub = dir.join("snapshots").join(format!("{seq:04}-{:.0}s", elapsed.as_secs_f64()));
                         std::fs::create_dir_all(&sub).map_err(|e| Error::Output { dir: sub.display().to_string(), reason: e.to_string() })?;
-                        render::write_all(&report::build(c, elapsed), &sub)?;
+                        render::write_all(&report::build(c, elapsed), &sub, &args.format)?;
                     }
                 }
             }

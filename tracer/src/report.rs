@@ -93,6 +93,9 @@ pub struct ProcReport {
     /// Ranked: growing first (fastest first), then by size.
     pub suspects: Vec<Suspect>,
     pub checkpoints: usize,
+    /// Memory stacks (Python call paths) that grew since the first checkpoint, with the bytes
+    /// gained.
+    pub growth: Vec<(Vec<String>, u64)>,
 }
 
 impl ProcReport {
@@ -349,6 +352,23 @@ fn suspects(
     out
 }
 
+/// Bytes gained by each memory stack between the first and the last checkpoint.
+fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
+    let (Some(first), Some(last)) = (t.history.first(), t.history.last()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Vec<String>, u64)> = last
+        .allocs
+        .iter()
+        .filter_map(|(k, now)| {
+            let before = first.allocs.get(k).map(|v| v.0).unwrap_or(0);
+            (now.0 > before).then(|| (k.clone(), now.0 - before))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
 fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
@@ -405,6 +425,7 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
         cpu_seconds,
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
         checkpoints: t.history.len(),
+        growth: growth(t),
         allocs,
         fds,
     }

@@ -102,9 +102,25 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// "9464" -> 127.0.0.1:9464 (loopback unless a host is given); "0.0.0.0:9464" as written.
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an address to listen on (e.g. 127.0.0.1:9464 or 9464)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_addr("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_listen_addr("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert!(parse_listen_addr("nowhere").is_err());
+    }
 
     #[test]
     fn percentages() {

@@ -9,8 +9,18 @@ const DEBIAN_PACKAGES: [&str; 4] = [
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
 ];
-/// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian).
-const TEST_PACKAGES: [&str; 1] = ["bpftool"];
+/// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian): bpftool,
+/// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
+/// Prometheus server, tmux for the live view).
+const TEST_PACKAGES: [&str; 7] = [
+    "bpftool",
+    "golang-go",
+    "python3-jsonschema",
+    "chromium",
+    "curl",
+    "prometheus",
+    "tmux",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn root() -> PathBuf {

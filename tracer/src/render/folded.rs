@@ -84,6 +84,16 @@ pub fn fds(r: &Report) -> String {
     }))
 }
 
+/// Bytes gained since the first checkpoint, for the stacks that grew.
+pub fn growth(r: &Report) -> String {
+    render(r.procs.iter().flat_map(|p| {
+        let root = p.root_frame();
+        p.growth
+            .iter()
+            .map(move |(frames, gained)| (with_root(&root, frames), *gained))
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ fn amount(resource: Resource, v: f64) -> String {
     }
 }
 
-fn suspect_line(s: &Suspect) -> String {
+pub fn suspect_line(s: &Suspect) -> String {
     let rate = if s.trend.verdict == Verdict::Growing {
         format!("+{}/min", amount(s.resource, s.trend.per_min))
     } else {
@@ -267,11 +267,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
         }
     }
     if let Some(d) = dir {
-        let _ = writeln!(
-            o,
-            "reports: {0}/allocs.folded (bytes), {0}/allocs-count.folded (allocations), {0}/fds.folded (descriptors), {0}/report.json",
-            d.display()
-        );
+        let _ = writeln!(o, "reports in {}", d.display());
     }
     o
 }

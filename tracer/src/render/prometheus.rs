@@ -1,0 +1,101 @@
+//! /metrics in the Prometheus text exposition format (version 0.0.4): outstanding bytes, objects
+//! and open descriptors per process (and descriptor kind), the top growing stacks as a bounded
+//! label set, and the tracer's own health.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::render::summary::python_line;
+use crate::report::{Report, Resource};
+use crate::trend::Verdict;
+
+/// Growing stacks exported per process (bounded label cardinality).
+const TOP_GROWING: usize = 10;
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let proc_labels =
+        |p: &crate::report::ProcReport| format!("pid=\"{}\",comm=\"{}\"", p.pid, esc(&p.comm));
+    family(&mut o, "tracer_outstanding_bytes", "gauge", "Outstanding bytes (sampled in watch mode).");
+    for p in &r.procs {
+        let _ = writeln!(o, "tracer_outstanding_bytes{{{}}} {}", proc_labels(p), p.total_bytes);
+    }
+    family(&mut o, "tracer_outstanding_objects", "gauge", "Outstanding allocations (sampled in watch mode).");
+    for p in &r.procs {
+        let _ = writeln!(o, "tracer_outstanding_objects{{{}}} {}", proc_labels(p), p.total_allocs);
+    }
+    family(&mut o, "tracer_open_fds", "gauge", "Open descriptors created while traced, by kind.");
+    for p in &r.procs {
+        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        for f in &p.fds {
+            let leaf = f.frames.last().map(String::as_str).unwrap_or("[fd]");
+            let kind = leaf
+                .trim_start_matches('[')
+                .split([' ', ']'])
+                .next()
+                .unwrap_or("fd")
+                .to_string();
+            *kinds.entry(kind).or_default() += f.count;
+        }
+        for (k, n) in kinds {
+            let _ = writeln!(o, "tracer_open_fds{{{},kind=\"{}\"}} {n}", proc_labels(p), esc(&k));
+        }
+    }
+    family(
+        &mut o,
+        "tracer_growing_stack_bytes_per_minute",
+        "gauge",
+        "Growth rate of the fastest-growing stacks (top 10 per process), by innermost Python line.",
+    );
+    for p in &r.procs {
+        let growing = p
+            .suspects
+            .iter()
+            .filter(|s| s.resource == Resource::Memory && s.trend.verdict == Verdict::Growing)
+            .take(TOP_GROWING);
+        for (rank, s) in growing.enumerate() {
+            let _ = writeln!(
+                o,
+                "tracer_growing_stack_bytes_per_minute{{{},rank=\"{}\",line=\"{}\"}} {:.0}",
+                proc_labels(p),
+                rank + 1,
+                esc(python_line(&s.frames)),
+                s.trend.per_min
+            );
+        }
+    }
+    let h = &r.health;
+    family(&mut o, "tracer_allocator_calls_total", "counter", "Allocator probe hits.");
+    let _ = writeln!(o, "tracer_allocator_calls_total {}", h.alloc_calls);
+    family(&mut o, "tracer_dropped_total", "counter", "Events dropped because a map was full, by map.");
+    let _ = writeln!(o, "tracer_dropped_total{{map=\"allocations\"}} {}", h.alloc_map_full);
+    let _ = writeln!(o, "tracer_dropped_total{{map=\"descriptors\"}} {}", h.fd_map_full);
+    family(&mut o, "tracer_stacks_lost_total", "counter", "Stacks the kernel could not record.");
+    let _ = writeln!(o, "tracer_stacks_lost_total {}", h.stacks_lost);
+    family(&mut o, "tracer_traced_processes", "gauge", "Processes traced (alive).");
+    let _ = writeln!(
+        o,
+        "tracer_traced_processes {}",
+        r.procs.iter().filter(|p| p.exited_after.is_none()).count()
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
