@@ -55,17 +55,21 @@ fn speedscope_schema() -> PathBuf {
     let schema = dir.join("package/dist/release/file-format-schema.json");
     if !schema.exists() {
         std::fs::create_dir_all(&dir).unwrap();
-        tool(Command::new("curl")
-            .args([
-                "-sSfL",
-                "-o",
-                "speedscope-1.25.0.tgz",
-                "https://registry.npmjs.org/speedscope/-/speedscope-1.25.0.tgz",
-            ])
-            .current_dir(&dir));
-        tool(Command::new("tar")
-            .args(["xzf", "speedscope-1.25.0.tgz"])
-            .current_dir(&dir));
+        tool(
+            Command::new("curl")
+                .args([
+                    "-sSfL",
+                    "-o",
+                    "speedscope-1.25.0.tgz",
+                    "https://registry.npmjs.org/speedscope/-/speedscope-1.25.0.tgz",
+                ])
+                .current_dir(&dir),
+        );
+        tool(
+            Command::new("tar")
+                .args(["xzf", "speedscope-1.25.0.tgz"])
+                .current_dir(&dir),
+        );
     }
     assert!(schema.exists(), "no schema in the speedscope package");
     schema
@@ -138,18 +142,19 @@ fn every_format_is_read_by_its_tool() {
     );
 
     // pprof: go tool pprof reads it and shows the leaking function.
-    let top = tool(Command::new("go").args([
-        "tool",
-        "pprof",
-        "-top",
-        "-sample_index=inuse_space",
-    ])
-    .arg(dir.join("profile.pb.gz"))
-    .env("HOME", &f.dir));
+    let top = tool(
+        Command::new("go")
+            .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+            .arg(dir.join("profile.pb.gz"))
+            .env("HOME", &f.dir),
+    );
     assert!(top.contains("handle_leak"), "{top}");
-    let fds = tool(Command::new("go").args(["tool", "pprof", "-top", "-sample_index=open_fds"])
-        .arg(dir.join("profile.pb.gz"))
-        .env("HOME", &f.dir));
+    let fds = tool(
+        Command::new("go")
+            .args(["tool", "pprof", "-top", "-sample_index=open_fds"])
+            .arg(dir.join("profile.pb.gz"))
+            .env("HOME", &f.dir),
+    );
     assert!(fds.contains("open_report"), "{fds}");
 
     // speedscope: valid against the format's schema.
@@ -164,38 +169,54 @@ fn every_format_is_read_by_its_tool() {
 
     // SVG: headless Chromium renders it with the leaking function, and the picture has ink.
     let svg = dir.join("allocs.svg");
-    let dom = tool(Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", svg.display())));
-    assert!(dom.contains("handle_leak"), "the rendered SVG lacks the leak");
+    let dom = tool(
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("file://{}", svg.display())),
+    );
+    assert!(
+        dom.contains("handle_leak"),
+        "the rendered SVG lacks the leak"
+    );
     let png = dir.join("allocs.png");
-    tool(Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1200,800",
-        ])
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", svg.display())));
-    let ink: f64 = tool(Command::new("/usr/bin/python3").args(["-c", PNG_INK]).arg(&png))
-        .trim()
-        .parse()
-        .unwrap();
+    tool(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1200,800",
+            ])
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!("file://{}", svg.display())),
+    );
+    let ink: f64 = tool(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PNG_INK])
+            .arg(&png),
+    )
+    .trim()
+    .parse()
+    .unwrap();
     assert!(ink > 0.02, "the flame graph screenshot is blank ({ink})");
 }
 
 #[test]
 fn default_formats_and_exact_verdicts() {
     let (f, _d) = record(&["--interval", "3s"], 30);
-    for name in ["allocs.folded", "allocs.svg", "fds.svg", "report.json", "summary.txt"] {
+    for name in [
+        "allocs.folded",
+        "allocs.svg",
+        "fds.svg",
+        "report.json",
+        "summary.txt",
+    ] {
         assert!(f.dir.join(name).exists(), "{name} missing");
     }
     assert!(!f.dir.join("profile.pb.gz").exists());
     assert!(!f.dir.join("speedscope.json").exists());
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["mode"], "exact");
     let suspects = report["processes"][0]["suspects"].as_array().unwrap();
     let mem: Vec<&serde_json::Value> = suspects
@@ -211,7 +232,12 @@ fn default_formats_and_exact_verdicts() {
     );
     let cache: Vec<_> = mem
         .iter()
-        .filter(|s| s["line"].as_str().unwrap_or("").starts_with("handle_cache ("))
+        .filter(|s| {
+            s["line"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("handle_cache (")
+        })
         .collect();
     assert!(!cache.is_empty(), "the cache is reported");
     for c in cache {
@@ -240,7 +266,16 @@ fn prometheus_scrapes_the_metrics() {
     });
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
-        &["-p", &pid, "--mode", "watch", "--metrics-addr", "127.0.0.1:19464", "-d", "40s"],
+        &[
+            "-p",
+            &pid,
+            "--mode",
+            "watch",
+            "--metrics-addr",
+            "127.0.0.1:19464",
+            "-d",
+            "40s",
+        ],
         &d.0.join("out"),
     );
     t.wait_recording();
@@ -253,7 +288,10 @@ fn prometheus_scrapes_the_metrics() {
     let prom = Proc(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", d.0.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                d.0.join("tsdb").display()
+            ))
             .arg("--web.listen-address=127.0.0.1:19090")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -262,20 +300,33 @@ fn prometheus_scrapes_the_metrics() {
     );
     let query = "http://127.0.0.1:19090/api/v1/query?query=tracer_outstanding_bytes";
     let mut last = String::new();
-    wait_for("Prometheus to have the series", Duration::from_secs(30), || {
-        last = Command::new("curl")
-            .args(["-sf", query])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        last.contains(&format!("\"pid\":\"{pid}\""))
-    });
+    wait_for(
+        "Prometheus to have the series",
+        Duration::from_secs(30),
+        || {
+            last = Command::new("curl")
+                .args(["-sf", query])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            last.contains(&format!("\"pid\":\"{pid}\""))
+        },
+    );
     assert!(last.contains("\"status\":\"success\""), "{last}");
     // The endpoint itself: the text format, the fd kinds, the tracer's health.
     let text = tool(Command::new("curl").args(["-sf", "http://127.0.0.1:19464/metrics"]));
-    assert!(text.contains("# TYPE tracer_outstanding_bytes gauge"), "{text}");
-    assert!(text.contains(&format!("tracer_open_fds{{pid=\"{pid}\"")), "{text}");
-    assert!(text.contains("tracer_dropped_total{map=\"allocations\"}"), "{text}");
+    assert!(
+        text.contains("# TYPE tracer_outstanding_bytes gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tracer_open_fds{{pid=\"{pid}\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains("tracer_dropped_total{map=\"allocations\"}"),
+        "{text}"
+    );
     drop(prom);
     t.stop();
 }
@@ -306,7 +357,17 @@ fn top_shows_the_leak_and_quits_on_q() {
         svc.pid(),
         status.display()
     );
-    tool(Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd]));
+    tool(Command::new("tmux").args([
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd,
+    ]));
     let capture = || {
         Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &session])
@@ -320,8 +381,12 @@ fn top_shows_the_leak_and_quits_on_q() {
         screen.contains("handle_leak (") && screen.contains("tracer top")
     });
     tool(Command::new("tmux").args(["send-keys", "-t", &session, "q"]));
-    wait_for("tracer top to quit", Duration::from_secs(30), || status.exists());
+    wait_for("tracer top to quit", Duration::from_secs(30), || {
+        status.exists()
+    });
     let code = std::fs::read_to_string(&status).unwrap();
-    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
     assert_eq!(code.trim(), "0", "exit status; last screen:\n{screen}");
 }

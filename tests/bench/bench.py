@@ -161,6 +161,7 @@ def main():
     ap.add_argument("--long", type=int, default=3000000, help="part C")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--wsgi-seconds", type=int, default=45)
+    ap.add_argument("--parts", default="ABCD", help="which parts to run")
     args = ap.parse_args()
     ensure_venv(args)
     workdir = tempfile.mkdtemp(prefix="tracer-bench-")
@@ -176,18 +177,21 @@ def main():
                 ("C", args.long, ("untraced", "watch"))]
         for rep in range(args.repeat):
             for part, n, modes in plan:
+                if part not in args.parts:
+                    continue
                 for mode in modes:
                     t, c = one_run(args, mode, workdir, n)
                     parts[part].setdefault(mode, []).append(t)
                     if c is not None and part == "A":
                         calls[mode] = c
-            for mode in ("untraced", "watch", "exact"):
+            for mode in ("untraced", "watch", "exact") if "D" in args.parts else ():
                 rps.setdefault(mode, []).append(wsgi_run(args, mode, workdir, args.wsgi_seconds))
         med = {p: {m: statistics.median(v) for m, v in d.items()} for p, d in parts.items()}
         print("loop: iterations of (250-byte string kept, small dict, json.dumps of 50 strings), "
               "10 Python frames deep, %s; median of %d runs\n" % (args.python, args.repeat))
-        table("A. exact mode, %d iterations" % args.iterations, med["A"],
-              ("untraced", "floor", "traced", "traced-nowalk"), extra="floor")
+        if "A" in args.parts:
+            table("A. exact mode, %d iterations" % args.iterations, med["A"],
+                  ("untraced", "floor", "traced", "traced-nowalk"), extra="floor")
         a = med["A"]
         if "traced" in calls:
             per_hit = (a["floor"] - a["untraced"]) / max(calls["traced"], 1) * 1e6
@@ -198,11 +202,14 @@ def main():
             print("BPF run time per allocation entry (kernel.bpf_stats_enabled): %.0f ns with the Python "
                   "walk, %.0f ns without (native stack only)" % (bpf_ns["traced"], bpf_ns["traced-nowalk"]))
         print()
-        table("B. the issue's loop, 20000 iterations", med["B"],
-              ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25", "memray"))
-        table("C. long loop, %d iterations" % args.long, med["C"],
-              ("untraced", "watch"))
+        if "B" in args.parts:
+            table("B. the issue's loop, 20000 iterations", med["B"],
+                  ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25", "memray"))
+        if "C" in args.parts:
+            table("C. long loop, %d iterations" % args.long, med["C"], ("untraced", "watch"))
         r = {m: statistics.median(v) for m, v in rps.items()}
+        if not r:
+            return
         print("D. WSGI throughput: Flask under gunicorn (1 sync worker), wrk -t1 -c8 -d%ds on loopback"
               % args.wsgi_seconds)
         print("%-14s %14s %12s" % ("mode", "median req/s", "x untraced"))

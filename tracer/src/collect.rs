@@ -156,6 +156,8 @@ pub struct Collector {
     /// A window was harvested since the last call to `take_harvested` (watch mode takes its
     /// checkpoints then).
     harvested: bool,
+    /// Entries in the allocation and descriptor maps at the last tick.
+    pub map_entries: (u64, u64),
     started: Instant,
 }
 
@@ -173,6 +175,7 @@ impl Collector {
             window: Duration::from_millis(200),
             budget: 2.0,
             harvested: false,
+            map_entries: (0, 0),
             started: Instant::now(),
         }
     }
@@ -301,6 +304,23 @@ impl Collector {
                 _ => {}
             }
         }
+    }
+
+    /// When `windows` next has something to do (None outside watch mode).
+    pub fn next_window_event(&self) -> Option<Instant> {
+        if self.mode != Mode::Watch {
+            return None;
+        }
+        let poll = Instant::now() + Duration::from_millis(10);
+        self.targets
+            .iter()
+            .filter(|t| t.exited_after.is_none())
+            .map(|t| match t.window {
+                Window::Open(since) => since + self.window,
+                Window::Closing(_) => poll,
+                Window::Closed => t.next_window,
+            })
+            .min()
     }
 
     /// Was a window harvested since the last call?
@@ -436,6 +456,7 @@ impl Collector {
         }
         let allocs = self.probes.allocs();
         let fds = self.probes.fds();
+        self.map_entries = (allocs.len() as u64, fds.len() as u64);
         let now = monotonic_ns();
         let min_age = self.min_age.as_nanos() as u64;
         let mut exited = Vec::new();

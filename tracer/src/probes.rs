@@ -447,10 +447,12 @@ impl Probes {
 }
 
 /// The probes of a watch window: what the object domain (else the raw domain) allocates and
-/// frees. Not calloc (rare) and not a second domain: every probe costs a grace period to remove.
+/// frees. Every probe costs the target a grace period to remove (see `release_allocator`), so
+/// not calloc (rare), not realloc (it mostly resizes buffers, which are not sampled) and not a
+/// second domain.
 pub fn watch_hooks(hooks: &[Hook]) -> Vec<Hook> {
     let mut out = Vec::new();
-    for op in [AllocOp::Malloc, AllocOp::Realloc, AllocOp::Free] {
+    for op in [AllocOp::Malloc, AllocOp::Free] {
         let of_op: Vec<&Hook> = hooks.iter().filter(|h| h.op == op).collect();
         let pick = of_op
             .iter()

@@ -180,6 +180,36 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Erases the progress line (when there is one) before a message.
+fn clear(progress: bool) -> &'static str {
+    if progress {
+        "\r\x1b[K"
+    } else {
+        ""
+    }
+}
+
+/// One line of progress: time, totals, suspects growing so far.
+fn progress_line(r: &report::Report) -> String {
+    let bytes: u64 = r.procs.iter().map(|p| p.total_bytes).sum();
+    let fds: u64 = r.procs.iter().map(|p| p.open_fds).sum();
+    let growing = r
+        .procs
+        .iter()
+        .flat_map(|p| &p.suspects)
+        .filter(|s| s.trend.verdict == crate::trend::Verdict::Growing)
+        .count();
+    format!(
+        "tracer: {:.0}s, {} process(es): {} outstanding{}, {} open descriptors, {} growing",
+        r.elapsed.as_secs_f64(),
+        r.procs.len(),
+        render::summary::human_bytes(bytes),
+        if r.budget.is_some() { " (sampled)" } else { "" },
+        fds,
+        growing
+    )
+}
+
 /// Serves the latest metrics text to every client of `listener` (GET /metrics).
 async fn serve_metrics(listener: tokio::net::TcpListener, text: Arc<Mutex<String>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -239,17 +269,12 @@ async fn collect_loop(
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut threads = tokio::time::interval(THREAD_REFRESH);
     threads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Watch mode: windows open and close on time (a late close costs the target).
-    let mut window_clock = tokio::time::interval(if c.mode == Mode::Watch {
-        Duration::from_millis(10)
-    } else {
-        Duration::from_secs(3600)
-    });
-    window_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_checkpoint = started + args.interval;
     let mut seq = 0u32;
+    // A progress line on stderr when it is a terminal (not in the live view, which has the screen).
+    let progress = !args.live && unsafe { libc::isatty(2) == 1 };
     let mut quit = if args.live {
         crate::top::quit_key()
     } else {
@@ -262,32 +287,46 @@ async fn collect_loop(
                 None => std::future::pending().await,
             }
         };
+        // Watch mode: windows open and close on time (a late close costs the target); no
+        // wake-ups in between.
+        let next_window = c.next_window_event();
+        let window_due = async {
+            match next_window {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some(()) = quit.recv() => break,
-            _ = sigint.recv() => { if !args.live { eprintln!("tracer: interrupted, writing the reports"); } break; }
-            _ = sigterm.recv() => { eprintln!("tracer: terminated, writing the reports"); break; }
+            _ = sigint.recv() => { if !args.live { eprintln!("{}tracer: interrupted, writing the reports", clear(progress)); } break; }
+            _ = sigterm.recv() => { eprintln!("{}tracer: terminated, writing the reports", clear(progress)); break; }
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
-            _ = window_clock.tick() => c.windows(),
+            _ = window_due => c.windows(),
             _ = tick.tick() => {
                 for pid in c.tick() {
-                    eprintln!("tracer: pid {pid} exited; keeping its last checkpoint");
+                    eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress));
                 }
-                if args.live {
+                let report_now = (args.live || args.metrics_addr.is_some() || progress)
+                    .then(|| report::build(c, started.elapsed()));
+                if let (true, Some(r)) = (progress, &report_now) {
+                    eprint!("\r\x1b[K{}", progress_line(r));
+                }
+                if let (true, Some(r)) = (args.live, &report_now) {
                     let (w, h) = crate::top::Terminal::size();
-                    let screen = crate::top::screen(&report::build(c, started.elapsed()), w, h);
+                    let screen = crate::top::screen(r, w, h);
                     let mut out = std::io::stdout();
                     let _ = std::io::Write::write_all(&mut out, screen.as_bytes());
                     let _ = std::io::Write::flush(&mut out);
                 }
-                if args.metrics_addr.is_some() {
-                    let text = render::prometheus::render(&report::build(c, started.elapsed()));
+                if let (true, Some(r)) = (args.metrics_addr.is_some(), &report_now) {
+                    let text = render::prometheus::render(r);
                     if let Ok(mut m) = metrics.lock() {
                         *m = text;
                     }
                 }
                 if c.all_exited() {
-                    eprintln!("tracer: every target has exited");
+                    eprintln!("{}tracer: every target has exited", clear(progress));
                     break;
                 }
                 // Watch mode takes a checkpoint after each window (when its samples change);
@@ -309,6 +348,9 @@ async fn collect_loop(
                 }
             }
         }
+    }
+    if progress {
+        eprint!("\r\x1b[K");
     }
     Ok(())
 }

@@ -112,7 +112,14 @@ pub struct Health {
     pub stacks_lost: u64,
     pub alloc_calls: u64,
     pub free_calls: u64,
+    /// Entries in the allocation and descriptor maps, and their capacities.
+    pub alloc_entries: u64,
+    pub fd_entries: u64,
 }
+
+/// Capacities of the kernel's allocation and descriptor maps (tracer-ebpf).
+pub const ALLOC_MAP_CAPACITY: u64 = 1 << 20;
+pub const FD_MAP_CAPACITY: u64 = 1 << 17;
 
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -447,6 +454,8 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
             stacks_lost: s[stat::STACK_LOST as usize],
             alloc_calls: s[stat::ALLOC_CALLS as usize],
             free_calls: s[stat::FREE_CALLS as usize],
+            alloc_entries: c.map_entries.0,
+            fd_entries: c.map_entries.1,
         },
     }
 }

@@ -91,7 +91,9 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
     for p in &r.procs {
         let _ = writeln!(o);
         let armed = match &p.coverage {
-            Coverage::Sampled { armed_pct, windows, .. } => {
+            Coverage::Sampled {
+                armed_pct, windows, ..
+            } => {
                 format!(", {windows} windows, probes armed {armed_pct:.1}%")
             }
             _ => String::new(),
@@ -100,14 +102,22 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
             o,
             "{}{} - {}{}",
             p.root_frame(),
-            if p.exited_after.is_some() { " (exited)" } else { "" },
+            if p.exited_after.is_some() {
+                " (exited)"
+            } else {
+                ""
+            },
             p.interpreter,
             armed
         );
         let _ = writeln!(
             o,
             "  {}: {} in {} objects; open descriptors: {}",
-            if r.budget.is_some() { "memory (sampled)" } else { "memory" },
+            if r.budget.is_some() {
+                "memory (sampled)"
+            } else {
+                "memory"
+            },
             human_bytes(p.total_bytes),
             thousands(p.total_allocs),
             p.open_fds

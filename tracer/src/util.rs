@@ -117,8 +117,14 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_addr("9464").unwrap().to_string(), "127.0.0.1:9464");
-        assert_eq!(parse_listen_addr("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(
+            parse_listen_addr("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:80").unwrap().to_string(),
+            "[::1]:80"
+        );
         assert!(parse_listen_addr("nowhere").is_err());
     }
 

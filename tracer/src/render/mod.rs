@@ -46,7 +46,10 @@ pub fn write_all(report: &Report, dir: &Path, formats: &[Format]) -> Result<()> 
     let fds = folded::fds(report);
     if want(Format::Folded) {
         out("allocs.folded", allocs.clone().into_bytes())?;
-        out("allocs-count.folded", folded::allocs_count(report).into_bytes())?;
+        out(
+            "allocs-count.folded",
+            folded::allocs_count(report).into_bytes(),
+        )?;
         out("fds.folded", fds.clone().into_bytes())?;
         out("growth.folded", folded::growth(report).into_bytes())?;
     }
@@ -56,7 +59,10 @@ pub fn write_all(report: &Report, dir: &Path, formats: &[Format]) -> Result<()> 
         } else {
             "Outstanding bytes by stack"
         };
-        out("allocs.svg", svg::render(&allocs, what, "bytes").into_bytes())?;
+        out(
+            "allocs.svg",
+            svg::render(&allocs, what, "bytes").into_bytes(),
+        )?;
         out(
             "fds.svg",
             svg::render(&fds, "Open descriptors by stack", "descriptors").into_bytes(),
@@ -71,6 +77,9 @@ pub fn write_all(report: &Report, dir: &Path, formats: &[Format]) -> Result<()> 
     if want(Format::Speedscope) {
         out("speedscope.json", speedscope::render(report).into_bytes())?;
     }
-    out("summary.txt", summary::render(report, Some(dir)).into_bytes())?;
+    out(
+        "summary.txt",
+        summary::render(report, Some(dir)).into_bytes(),
+    )?;
     Ok(())
 }

@@ -86,7 +86,11 @@ pub fn split_frame(f: &str) -> (String, String, i64) {
 pub fn encode(r: &Report) -> Vec<u8> {
     let mut s = Strings::default();
     let mut prof = Buf::default();
-    for (ty, unit) in [("inuse_space", "bytes"), ("inuse_objects", "count"), ("open_fds", "count")] {
+    for (ty, unit) in [
+        ("inuse_space", "bytes"),
+        ("inuse_objects", "count"),
+        ("open_fds", "count"),
+    ] {
         let mut vt = Buf::default();
         vt.int(1, s.id(ty));
         vt.int(2, s.id(unit));
@@ -164,6 +168,9 @@ mod tests {
             split_frame("leak (/srv/app.py:12)"),
             ("leak".into(), "/srv/app.py".into(), 12)
         );
-        assert_eq!(split_frame("_PyObject_Malloc"), ("_PyObject_Malloc".into(), String::new(), 0));
+        assert_eq!(
+            split_frame("_PyObject_Malloc"),
+            ("_PyObject_Malloc".into(), String::new(), 0)
+        );
     }
 }

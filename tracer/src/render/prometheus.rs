@@ -13,7 +13,9 @@ use crate::trend::Verdict;
 const TOP_GROWING: usize = 10;
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -25,15 +27,40 @@ pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let proc_labels =
         |p: &crate::report::ProcReport| format!("pid=\"{}\",comm=\"{}\"", p.pid, esc(&p.comm));
-    family(&mut o, "tracer_outstanding_bytes", "gauge", "Outstanding bytes (sampled in watch mode).");
+    family(
+        &mut o,
+        "tracer_outstanding_bytes",
+        "gauge",
+        "Outstanding bytes (sampled in watch mode).",
+    );
     for p in &r.procs {
-        let _ = writeln!(o, "tracer_outstanding_bytes{{{}}} {}", proc_labels(p), p.total_bytes);
+        let _ = writeln!(
+            o,
+            "tracer_outstanding_bytes{{{}}} {}",
+            proc_labels(p),
+            p.total_bytes
+        );
     }
-    family(&mut o, "tracer_outstanding_objects", "gauge", "Outstanding allocations (sampled in watch mode).");
+    family(
+        &mut o,
+        "tracer_outstanding_objects",
+        "gauge",
+        "Outstanding allocations (sampled in watch mode).",
+    );
     for p in &r.procs {
-        let _ = writeln!(o, "tracer_outstanding_objects{{{}}} {}", proc_labels(p), p.total_allocs);
+        let _ = writeln!(
+            o,
+            "tracer_outstanding_objects{{{}}} {}",
+            proc_labels(p),
+            p.total_allocs
+        );
     }
-    family(&mut o, "tracer_open_fds", "gauge", "Open descriptors created while traced, by kind.");
+    family(
+        &mut o,
+        "tracer_open_fds",
+        "gauge",
+        "Open descriptors created while traced, by kind.",
+    );
     for p in &r.procs {
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for f in &p.fds {
@@ -47,7 +74,12 @@ pub fn render(r: &Report) -> String {
             *kinds.entry(kind).or_default() += f.count;
         }
         for (k, n) in kinds {
-            let _ = writeln!(o, "tracer_open_fds{{{},kind=\"{}\"}} {n}", proc_labels(p), esc(&k));
+            let _ = writeln!(
+                o,
+                "tracer_open_fds{{{},kind=\"{}\"}} {n}",
+                proc_labels(p),
+                esc(&k)
+            );
         }
     }
     family(
@@ -74,14 +106,58 @@ pub fn render(r: &Report) -> String {
         }
     }
     let h = &r.health;
-    family(&mut o, "tracer_allocator_calls_total", "counter", "Allocator probe hits.");
+    family(
+        &mut o,
+        "tracer_allocator_calls_total",
+        "counter",
+        "Allocator probe hits.",
+    );
     let _ = writeln!(o, "tracer_allocator_calls_total {}", h.alloc_calls);
-    family(&mut o, "tracer_dropped_total", "counter", "Events dropped because a map was full, by map.");
-    let _ = writeln!(o, "tracer_dropped_total{{map=\"allocations\"}} {}", h.alloc_map_full);
-    let _ = writeln!(o, "tracer_dropped_total{{map=\"descriptors\"}} {}", h.fd_map_full);
-    family(&mut o, "tracer_stacks_lost_total", "counter", "Stacks the kernel could not record.");
+    family(
+        &mut o,
+        "tracer_dropped_total",
+        "counter",
+        "Events dropped because a map was full, by map.",
+    );
+    let _ = writeln!(
+        o,
+        "tracer_dropped_total{{map=\"allocations\"}} {}",
+        h.alloc_map_full
+    );
+    let _ = writeln!(
+        o,
+        "tracer_dropped_total{{map=\"descriptors\"}} {}",
+        h.fd_map_full
+    );
+    family(
+        &mut o,
+        "tracer_map_fullness_ratio",
+        "gauge",
+        "Entries over capacity of the kernel maps, by map.",
+    );
+    let _ = writeln!(
+        o,
+        "tracer_map_fullness_ratio{{map=\"allocations\"}} {:.6}",
+        h.alloc_entries as f64 / crate::report::ALLOC_MAP_CAPACITY as f64
+    );
+    let _ = writeln!(
+        o,
+        "tracer_map_fullness_ratio{{map=\"descriptors\"}} {:.6}",
+        h.fd_entries as f64 / crate::report::FD_MAP_CAPACITY as f64
+    );
+    family(
+        &mut o,
+        "tracer_stacks_lost_total",
+        "counter",
+        "Stacks the kernel could not record.",
+    );
     let _ = writeln!(o, "tracer_stacks_lost_total {}", h.stacks_lost);
-    family(&mut o, "tracer_traced_processes", "gauge", "Processes traced (alive).");
+    family(
+        &mut o,
+        "tracer_traced_processes",
+        "gauge",
+        "Processes traced (alive).",
+    );
     let _ = writeln!(
         o,
         "tracer_traced_processes {}",

@@ -21,7 +21,9 @@ pub fn render(folded: &str, title: &str, count_name: &str) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn empty(title: &str) -> String {
@@ -37,7 +39,11 @@ mod tests {
 
     #[test]
     fn renders_frames_and_title() {
-        let svg = render("p (pid 1);main (a.py:3);leak (a.py:9) 4096\n", "Outstanding bytes", "bytes");
+        let svg = render(
+            "p (pid 1);main (a.py:3);leak (a.py:9) 4096\n",
+            "Outstanding bytes",
+            "bytes",
+        );
         assert!(svg.contains("<svg"));
         assert!(svg.contains("leak (a.py:9)"));
         assert!(svg.contains("Outstanding bytes"));
