@@ -78,6 +78,8 @@ pub struct Target {
     types: HashMap<u64, bool>,
     /// Checkpoints, oldest first.
     pub history: Vec<Checkpoint>,
+    /// Short id of the container the process runs in (None on the host).
+    pub container: Option<String>,
 }
 
 /// Where a target's watch window stands.
@@ -212,6 +214,7 @@ impl Collector {
             type_type,
             types: HashMap::new(),
             history: Vec::new(),
+            container: procfs::container(pid),
         });
         self.refresh_threads();
         Ok(())

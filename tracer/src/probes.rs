@@ -446,13 +446,13 @@ impl Probes {
     }
 }
 
-/// The probes of a watch window: what the object domain (else the raw domain) allocates and
-/// frees. Every probe costs the target a grace period to remove (see `release_allocator`), so
-/// not calloc (rare), not realloc (it mostly resizes buffers, which are not sampled) and not a
-/// second domain.
+/// The probes of a watch window: what the object domain (else the raw domain) allocates,
+/// resizes and frees. Every probe costs the target a grace period to remove (see
+/// `release_allocator`), so not calloc (rare) and not a second domain. Realloc stays: strings
+/// built by formatting (`"%d" % i`, f-strings) get their final address from it.
 pub fn watch_hooks(hooks: &[Hook]) -> Vec<Hook> {
     let mut out = Vec::new();
-    for op in [AllocOp::Malloc, AllocOp::Free] {
+    for op in [AllocOp::Malloc, AllocOp::Realloc, AllocOp::Free] {
         let of_op: Vec<&Hook> = hooks.iter().filter(|h| h.op == op).collect();
         let pick = of_op
             .iter()

@@ -74,6 +74,27 @@ pub fn comm(pid: u32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The container a process runs in, from its cgroup path: the 64-hex id that docker,
+/// containerd (cri), cri-o and podman put in it (`docker-<id>.scope`, `cri-containerd-<id>`,
+/// `crio-<id>`, `libpod-<id>`, `/docker/<id>`), shortened to 12 characters. None on the host.
+pub fn container_of_cgroup(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        for part in path.split('/').rev() {
+            let part = part.trim_end_matches(".scope");
+            let id = part.rsplit(['-', ':']).next().unwrap_or(part);
+            if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(id[..12].to_string());
+            }
+        }
+    }
+    None
+}
+
+pub fn container(pid: u32) -> Option<String> {
+    container_of_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stat {
     pub state: char,
@@ -166,6 +187,25 @@ pub fn effective_caps() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_from_cgroups() {
+        let id = "4f1e2d3c4b5a69788796a5b4c3d2e1f0a1b2c3d4e5f60718293a4b5c6d7e8f90";
+        let short = Some(id[..12].to_string());
+        for text in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n"),
+            format!("0::/machine.slice/libpod-{id}.scope/container\n"),
+            format!("12:memory:/docker/{id}\n"),
+            format!("0::/kubepods/besteffort/pod1/crio-{id}\n"),
+        ] {
+            assert_eq!(container_of_cgroup(&text), short, "{text}");
+        }
+        assert_eq!(
+            container_of_cgroup("0::/user.slice/user-0.slice/session-3.scope\n"),
+            None
+        );
+    }
 
     #[test]
     fn maps_lines() {

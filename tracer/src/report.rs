@@ -80,6 +80,8 @@ pub enum Coverage {
 pub struct ProcReport {
     pub pid: u32,
     pub comm: String,
+    /// Short id of the container the process runs in (None on the host).
+    pub container: Option<String>,
     pub interpreter: String,
     pub exited_after: Option<Duration>,
     pub allocs: Vec<AllocStack>,
@@ -406,6 +408,7 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
     ProcReport {
         pid: t.pid,
         comm: t.comm.clone(),
+        container: t.container.clone(),
         interpreter: format!("CPython {} ({})", t.interp.version, t.interp.target_path),
         exited_after: t.exited_after,
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),

@@ -3,7 +3,8 @@
 //! ```text
 //! { "schema": "tracer-report/1", "mode": "exact"|"watch", "elapsed_s", "interval_s",
 //!   "budget": null | { "window_ms", "percent" },
-//!   "processes": [ { "pid", "comm", "interpreter", "exited_after_s" (null while alive),
+//!   "processes": [ { "pid", "comm", "container" (short id, null on the host), "interpreter",
+//!       "exited_after_s" (null while alive),
 //!       "checkpoints", "outstanding_bytes", "outstanding_allocations", "open_fds",
 //!       "sampled" (watch mode: memory figures are samples),
 //!       "suspects": [ { "resource": "memory"|"descriptors", "verdict":
@@ -50,6 +51,7 @@ pub fn render(r: &Report) -> String {
             json!({
                 "pid": p.pid,
                 "comm": p.comm,
+                "container": p.container,
                 "interpreter": p.interpreter,
                 "exited_after_s": p.exited_after.map(|d| d.as_secs_f64()),
                 "checkpoints": p.checkpoints,

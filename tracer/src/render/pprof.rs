@@ -1,7 +1,8 @@
 //! profile.pb.gz: the pprof format (github.com/google/pprof/proto/profile.proto), gzipped.
 //!
 //! Sample types: inuse_space/bytes, inuse_objects/count, open_fds/count; each stack is one
-//! sample with the three values (zero where it does not apply), labelled with the process id.
+//! sample with the three values (zero where it does not apply), labelled with the process id
+//! and, for a process in a container, the container's short id.
 //! Python frames `function (file:LINE)` become functions with their file and line; native
 //! frames, functions with a name only. The protobuf is written by hand: a few message types.
 
@@ -123,6 +124,7 @@ pub fn encode(r: &Report) -> Vec<u8> {
         id
     };
     let pid_key = s.id("pid");
+    let container_key = s.id("container");
     for p in &r.procs {
         let root = p.root_frame();
         let stacks = p
@@ -141,6 +143,12 @@ pub fn encode(r: &Report) -> Vec<u8> {
             label.int(1, pid_key);
             label.int(3, p.pid as i64);
             sample.bytes(3, &label.0);
+            if let Some(c) = &p.container {
+                let mut label = Buf::default();
+                label.int(1, container_key);
+                label.int(2, s.id(c));
+                sample.bytes(3, &label.0);
+            }
             prof.bytes(2, &sample.0);
         }
     }

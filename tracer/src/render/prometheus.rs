@@ -25,35 +25,32 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
-    let proc_labels =
-        |p: &crate::report::ProcReport| format!("pid=\"{}\",comm=\"{}\"", p.pid, esc(&p.comm));
-    family(
-        &mut o,
-        "tracer_outstanding_bytes",
-        "gauge",
-        "Outstanding bytes (sampled in watch mode).",
-    );
-    for p in &r.procs {
-        let _ = writeln!(
-            o,
-            "tracer_outstanding_bytes{{{}}} {}",
-            proc_labels(p),
-            p.total_bytes
-        );
-    }
-    family(
-        &mut o,
-        "tracer_outstanding_objects",
-        "gauge",
-        "Outstanding allocations (sampled in watch mode).",
-    );
-    for p in &r.procs {
-        let _ = writeln!(
-            o,
-            "tracer_outstanding_objects{{{}}} {}",
-            proc_labels(p),
-            p.total_allocs
-        );
+    let proc_labels = |p: &crate::report::ProcReport| {
+        format!(
+            "pid=\"{}\",comm=\"{}\",container=\"{}\"",
+            p.pid,
+            esc(&p.comm),
+            esc(p.container.as_deref().unwrap_or(""))
+        )
+    };
+    type Total = fn(&crate::report::ProcReport) -> u64;
+    let totals: [(&str, &str, Total); 2] = [
+        (
+            "tracer_outstanding_bytes",
+            "Outstanding bytes (sampled in watch mode).",
+            |p| p.total_bytes,
+        ),
+        (
+            "tracer_outstanding_objects",
+            "Outstanding allocations (sampled in watch mode).",
+            |p| p.total_allocs,
+        ),
+    ];
+    for (name, help, value) in totals {
+        family(&mut o, name, "gauge", help);
+        for p in &r.procs {
+            let _ = writeln!(o, "{name}{{{}}} {}", proc_labels(p), value(p));
+        }
     }
     family(
         &mut o,
