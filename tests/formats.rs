@@ -147,21 +147,17 @@ fn every_format_is_read_by_its_tool() {
         "{growth:?}"
     );
 
-    // pprof: go tool pprof reads it and shows the leaking function.
-    let top = tool(
-        Command::new("go")
-            .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
-            .arg(dir.join("profile.pb.gz"))
-            .env("HOME", &f.dir),
-    );
-    assert!(top.contains("handle_leak"), "{top}");
-    let fds = tool(
-        Command::new("go")
-            .args(["tool", "pprof", "-top", "-sample_index=open_fds"])
-            .arg(dir.join("profile.pb.gz"))
-            .env("HOME", &f.dir),
-    );
-    assert!(fds.contains("open_report"), "{fds}");
+    // pprof: go tool pprof reads it and shows the leaking function, per sample type.
+    for (index, function) in [("inuse_space", "handle_leak"), ("open_fds", "open_report")] {
+        let top = tool(
+            Command::new("go")
+                .args(["tool", "pprof", "-top"])
+                .arg(format!("-sample_index={index}"))
+                .arg(dir.join("profile.pb.gz"))
+                .env("HOME", &f.dir),
+        );
+        assert!(top.contains(function), "{index}: {top}");
+    }
 
     // speedscope: valid against the format's schema.
     let schema = speedscope_schema();

@@ -136,11 +136,16 @@ impl Tracer {
 
     /// Waits until the tracer says it is recording (probes attached).
     pub fn wait_recording(&mut self) {
+        self.wait_stderr("tracer: recording", Duration::from_secs(60));
+    }
+
+    /// Waits until a line of stderr contains `needle`.
+    pub fn wait_stderr(&mut self, needle: &str, limit: Duration) {
         let t = Instant::now();
         loop {
             match self.lines.recv_timeout(Duration::from_millis(200)) {
                 Ok(l) => {
-                    let done = l.contains("tracer: recording");
+                    let done = l.contains(needle);
                     self.stderr.push(l);
                     if done {
                         return;
@@ -148,12 +153,12 @@ impl Tracer {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("tracer exited before recording: {:?}", self.stderr)
+                    panic!("tracer exited before saying {needle:?}: {:?}", self.stderr)
                 }
             }
             assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "tracer did not start: {:?}",
+                t.elapsed() < limit,
+                "tracer did not say {needle:?}: {:?}",
                 self.stderr
             );
         }

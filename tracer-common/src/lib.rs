@@ -9,6 +9,10 @@ pub const PATH_LEN: usize = 96;
 /// "No stack": the kernel could not record one (or, for Python stacks, none was walked).
 pub const NO_STACK: i32 = -1;
 
+/// Capacities of the kernel's outstanding-allocation and open-descriptor maps.
+pub const ALLOC_MAP_CAPACITY: u32 = 1 << 20;
+pub const FD_MAP_CAPACITY: u32 = 1 << 17;
+
 /// Key of an outstanding allocation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

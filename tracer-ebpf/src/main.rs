@@ -23,6 +23,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
+    ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY,
     stat, sys, AllocInfo, AllocKey, FdInfo, FdKey, FdKind, PendingAlloc, PidStats, PyConf, PyStack,
     FRAMES_LEGACY, NO_OFFSET, NO_STACK, OWNER_CSTACK, PATH_LEN, PY_MAX_FRAMES,
 };
@@ -34,13 +35,13 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 #[map]
-static ALLOCS: HashMap<AllocKey, AllocInfo> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
+static ALLOCS: HashMap<AllocKey, AllocInfo> = HashMap::with_max_entries(ALLOC_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
 static PENDING: HashMap<u64, PendingAlloc> = HashMap::with_max_entries(16384, 0);
 
 #[map]
-static FDS: HashMap<FdKey, FdInfo> = HashMap::with_max_entries(1 << 17, BPF_F_NO_PREALLOC);
+static FDS: HashMap<FdKey, FdInfo> = HashMap::with_max_entries(FD_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(32768, 0);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracer_common::{FdInfo, FdKey, FdKind, PidStats};
 
-use crate::probes::Probes;
+use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::frames::{self, Runtime};
 use crate::python::Interpreter;
@@ -41,7 +41,7 @@ pub enum Mode {
 pub struct Checkpoint {
     /// Seconds since tracing began.
     pub at: f64,
-    /// Bytes and objects (allocations, or heap ranges in watch mode) per stack.
+    /// Bytes and objects (allocations, or live samples in watch mode) per stack.
     pub allocs: HashMap<Vec<String>, (u64, u64)>,
     /// Open descriptors per site: the stack and the kind of resource, without its name.
     pub fds: HashMap<Vec<String>, u64>,
@@ -56,6 +56,8 @@ pub struct Target {
     /// utime+stime (ticks) when tracing started.
     pub cpu_ticks_at_start: u64,
     pub cpu_ticks_last: u64,
+    /// Start time (clock ticks after boot): a reused pid is another process.
+    pub start_ticks: u64,
     pub exited_after: Option<Duration>,
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
@@ -66,11 +68,14 @@ pub struct Target {
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
     pub published: HashMap<u32, u64>,
-    /// Watch mode: live samples by address, the window's state, when the next one opens, how
-    /// many windows ran and for how long the probes were armed in all.
+    /// Watch mode: live samples by address, how many windows ran and for how long the probes
+    /// were armed in all (windows belong to the process's `ProbeGroup`).
     pub samples: HashMap<u64, Sample>,
-    pub window: Window,
-    pub next_window: Instant,
+    /// When the last window opened (monotonic ns): samples from before it have survived at
+    /// least one period, and only those count in checkpoints.
+    pub window_opened_ns: u64,
+    /// Fingerprints of what the closing window saw, by address, taken while frees are traced.
+    pending: HashMap<u64, Sample>,
     pub windows: u64,
     pub armed: Duration,
     /// Runtime address of PyType_Type, and addresses already checked for being a type.
@@ -78,18 +83,32 @@ pub struct Target {
     types: HashMap<u64, bool>,
     /// Checkpoints, oldest first.
     pub history: Vec<Checkpoint>,
-    /// Short id of the container the process runs in (None on the host).
+    /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
+    /// Its pid in its own pid namespace, when that is not the host's.
+    pub nspid: Option<u32>,
 }
 
-/// Where a target's watch window stands.
+/// The allocator probes of one interpreter file, shared by every target that maps it (the
+/// programs keep the traced pids only). In watch mode the group's targets share its windows.
+pub struct ProbeGroup {
+    pub file: FileId,
+    pub window: Window,
+    pub next_window: Instant,
+    /// Probes attached (exact mode: for as long as a target maps the file).
+    pub probes: usize,
+}
+
+/// Where a group's watch window stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
     Closed,
     /// Probes attached at this time.
     Open(Instant),
-    /// Probes being released (since the window opened at this time).
+    /// Allocation probes being released, frees still traced (the window opened at this time).
     Closing(Instant),
+    /// What the window saw is fingerprinted; the free probes are being released.
+    Freeing(Instant),
 }
 
 /// An allocation seen by a watch window and still alive at its end.
@@ -131,6 +150,21 @@ pub struct ProcSnapshot {
     pub frames: HashMap<StackKey, Vec<String>>,
 }
 
+impl ProcSnapshot {
+    /// The descriptor site of an open descriptor, as verdicts group it: its Python call path
+    /// and the kind of resource.
+    pub fn fd_site(&self, f: &OpenFd) -> Vec<String> {
+        let mut frames = verdict_key(
+            self.frames
+                .get(&(f.info.ustack, f.info.pystack))
+                .cloned()
+                .unwrap_or_default(),
+        );
+        frames.push(fd_site_label(f));
+        frames
+    }
+}
+
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -143,6 +177,7 @@ pub fn monotonic_ns() -> u64 {
 pub struct Collector {
     pub probes: Probes,
     pub targets: Vec<Target>,
+    pub groups: Vec<ProbeGroup>,
     pub symbolizer: Symbolizer,
     pub min_age: Duration,
     pub native: NativeMode,
@@ -168,6 +203,7 @@ impl Collector {
         Collector {
             probes,
             targets: Vec::new(),
+            groups: Vec::new(),
             symbolizer: Symbolizer::default(),
             min_age,
             native: NativeMode::Leaf,
@@ -183,15 +219,22 @@ impl Collector {
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
-        let exact = self.mode == Mode::Exact;
-        let uprobes = self.probes.add_target(pid, &interp, exact)?;
+        self.probes.add_target(pid)?;
+        let uprobes = match self.join_group(&interp) {
+            Ok(n) => n,
+            Err(e) => {
+                self.probes.remove_target(pid);
+                return Err(e);
+            }
+        };
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
         if let Some(layout) = interp.layout() {
             self.probes.set_pyconf(pid, frames::pyconf(layout))?;
         }
-        let ticks = procfs::stat(pid).map(|s| s.cpu_ticks).unwrap_or(0);
+        let st = procfs::stat(pid);
+        let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
         self.targets.push(Target {
             pid,
             comm: procfs::comm(pid),
@@ -199,6 +242,7 @@ impl Collector {
             attached_at: Instant::now(),
             cpu_ticks_at_start: ticks,
             cpu_ticks_last: ticks,
+            start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
             exited_after: None,
             last: None,
             uprobes,
@@ -206,18 +250,64 @@ impl Collector {
             runtime: None,
             published: HashMap::new(),
             samples: HashMap::new(),
-            window: Window::Closed,
-            // The first window opens at once: a short run still gets samples.
-            next_window: Instant::now(),
+            window_opened_ns: 0,
+            pending: HashMap::new(),
             windows: 0,
             armed: Duration::ZERO,
             type_type,
             types: HashMap::new(),
             history: Vec::new(),
             container: procfs::container(pid),
+            nspid: procfs::nspid(pid),
         });
         self.refresh_threads();
         Ok(())
+    }
+
+    /// The probe group of an interpreter file, created (and in exact mode attached) for its
+    /// first target. Returns the number of probes attached for good.
+    fn join_group(&mut self, interp: &Interpreter) -> crate::error::Result<usize> {
+        if let Some(g) = self.groups.iter().find(|g| g.file == interp.file_id) {
+            return Ok(g.probes);
+        }
+        let probes = match self.mode {
+            Mode::Exact => self.probes.attach_allocator(interp, &interp.alloc.hooks)?,
+            Mode::Watch => 0,
+        };
+        self.groups.push(ProbeGroup {
+            file: interp.file_id,
+            window: Window::Closed,
+            // The first window opens at once: a short run still gets samples.
+            next_window: Instant::now(),
+            probes,
+        });
+        Ok(probes)
+    }
+
+    /// The live targets that map an interpreter file.
+    fn members(&self, file: FileId) -> Vec<usize> {
+        (0..self.targets.len())
+            .filter(|&i| {
+                self.targets[i].exited_after.is_none() && self.targets[i].interp.file_id == file
+            })
+            .collect()
+    }
+
+    /// Exact mode: detaches the probes of files that no live target maps any more.
+    fn retire_groups(&mut self) {
+        if self.mode != Mode::Exact {
+            return;
+        }
+        let idle: Vec<FileId> = self
+            .groups
+            .iter()
+            .map(|g| g.file)
+            .filter(|&f| self.members(f).is_empty())
+            .collect();
+        for f in idle {
+            self.probes.release_allocator(f, false);
+            self.groups.retain(|g| g.file != f);
+        }
     }
 
     /// Publishes each live target's threads (tid -> PyThreadState) to the kernel. Cheap: a few
@@ -261,7 +351,8 @@ impl Collector {
         }
     }
 
-    /// Watch mode: opens and closes the allocator windows. Run every ~10 ms.
+    /// Watch mode: opens and closes the allocator windows, one per probe group. Run every
+    /// ~10 ms.
     ///
     /// A window's cost is the time its probes are armed: the window itself plus their release
     /// (see `Probes::release_allocator`). The next window opens when that time is `budget`
@@ -271,42 +362,54 @@ impl Collector {
             return;
         }
         let now = Instant::now();
-        for i in 0..self.targets.len() {
-            if self.targets[i].exited_after.is_some() {
-                continue;
-            }
-            let pid = self.targets[i].pid;
-            match self.targets[i].window {
-                Window::Open(since) if now.duration_since(since) >= self.window => {
-                    self.probes.release_allocator(pid);
-                    self.targets[i].window = Window::Closing(since);
+        for g in 0..self.groups.len() {
+            let file = self.groups[g].file;
+            let members = self.members(file);
+            match self.groups[g].window {
+                Window::Open(since)
+                    if members.is_empty() || now.duration_since(since) >= self.window =>
+                {
+                    self.probes.release_allocator(file, true);
+                    self.groups[g].window = Window::Closing(since);
                 }
-                Window::Closing(since) if self.probes.released(pid) => {
-                    self.harvest(i);
-                    let t = &mut self.targets[i];
-                    let armed = since.elapsed();
-                    t.armed += armed;
-                    t.window = Window::Closed;
-                    t.next_window = since + armed.mul_f64(100.0 / self.budget);
-                    self.harvested = true;
+                Window::Closing(since) | Window::Freeing(since) => {
+                    if let Some(armed) = self.close_step(g) {
+                        self.groups[g].next_window = since + armed.mul_f64(100.0 / self.budget);
+                        self.harvested = true;
+                    }
                 }
-                Window::Closed if now >= self.targets[i].next_window => {
-                    let t = &mut self.targets[i];
-                    let hooks = crate::probes::watch_hooks(&t.interp.alloc.hooks);
-                    match self.probes.attach_allocator(t.pid, &t.interp, &hooks) {
+                Window::Closed if !members.is_empty() && now >= self.groups[g].next_window => {
+                    // Attached through a live process's view of the file.
+                    let interp = &self.targets[members[0]].interp;
+                    let hooks = crate::probes::watch_hooks(&interp.alloc.hooks);
+                    match self.probes.attach_allocator(interp, &hooks) {
                         Ok(_) => {
-                            t.window = Window::Open(now);
-                            t.windows += 1;
+                            self.groups[g].window = Window::Open(now);
+                            let opened = monotonic_ns();
+                            for i in members {
+                                self.targets[i].windows += 1;
+                                self.targets[i].window_opened_ns = opened;
+                            }
                         }
                         Err(e) => {
-                            eprintln!("tracer: pid {}: {e}; retrying later", t.pid);
-                            t.next_window = now + self.window.mul_f64(100.0 / self.budget);
+                            eprintln!("tracer: {e}; retrying later");
+                            self.groups[g].next_window =
+                                now + self.window.mul_f64(100.0 / self.budget);
                         }
                     }
                 }
                 _ => {}
             }
         }
+        // Groups whose processes all exited, once their window is closed.
+        let idle: Vec<FileId> = self
+            .groups
+            .iter()
+            .filter(|g| g.window == Window::Closed)
+            .map(|g| g.file)
+            .filter(|&f| self.members(f).is_empty())
+            .collect();
+        self.groups.retain(|g| !idle.contains(&g.file));
     }
 
     /// When `windows` next has something to do (None outside watch mode).
@@ -315,13 +418,12 @@ impl Collector {
             return None;
         }
         let poll = Instant::now() + Duration::from_millis(10);
-        self.targets
+        self.groups
             .iter()
-            .filter(|t| t.exited_after.is_none())
-            .map(|t| match t.window {
+            .map(|g| match g.window {
                 Window::Open(since) => since + self.window,
-                Window::Closing(_) => poll,
-                Window::Closed => t.next_window,
+                Window::Closing(_) | Window::Freeing(_) => poll,
+                Window::Closed => g.next_window,
             })
             .min()
     }
@@ -331,13 +433,48 @@ impl Collector {
         std::mem::take(&mut self.harvested)
     }
 
-    /// After a window's probes are gone: keeps what it saw and is still alive as samples.
-    fn harvest(&mut self, i: usize) {
+    /// One step in closing a group's window, once the probes released by the previous step are
+    /// gone. The window's allocations are fingerprinted while the free probes still remove what
+    /// dies (a block freed unseen and reused by another object would otherwise be fingerprinted
+    /// as that object, and live on under the window's stack); the free probes go next, and what
+    /// is still in the map then becomes samples. Returns the time the probes were armed when
+    /// done.
+    fn close_step(&mut self, g: usize) -> Option<Duration> {
+        let file = self.groups[g].file;
+        if !self.probes.released(file) {
+            return None;
+        }
+        let members = self.members(file);
+        match self.groups[g].window {
+            Window::Closing(since) => {
+                for &i in &members {
+                    self.fingerprint_window(i);
+                }
+                self.probes.release_allocator(file, false);
+                self.groups[g].window = Window::Freeing(since);
+                None
+            }
+            Window::Freeing(since) => {
+                let armed = since.elapsed();
+                for &i in &members {
+                    self.harvest(i);
+                    self.targets[i].armed += armed;
+                }
+                self.groups[g].window = Window::Closed;
+                Some(armed)
+            }
+            _ => None,
+        }
+    }
+
+    /// Fingerprints the allocations the window saw that hold a Python object.
+    fn fingerprint_window(&mut self, i: usize) {
         let pid = self.targets[i].pid;
-        let seen = self.probes.take_allocs(pid);
+        let seen = self.probes.allocs();
         let t = &mut self.targets[i];
-        for (k, a) in seen {
-            if t.samples.len() >= MAX_SAMPLES {
+        t.pending.clear();
+        for (k, a) in seen.into_iter().filter(|(k, _)| k.pid == pid) {
+            if t.samples.len() + t.pending.len() >= MAX_SAMPLES {
                 break;
             }
             let Ok(bytes) =
@@ -354,7 +491,7 @@ impl Collector {
             if let Some(fp) =
                 sampling::fingerprint(&bytes, a.size, |c| known.get(&c).copied().unwrap_or(false))
             {
-                t.samples.insert(
+                t.pending.insert(
                     k.addr,
                     Sample {
                         stack: (a.ustack, a.pystack),
@@ -367,24 +504,38 @@ impl Collector {
         }
     }
 
+    /// After the free probes are gone: the fingerprinted allocations that were not freed
+    /// meanwhile (still in the map, same entry) become samples.
+    fn harvest(&mut self, i: usize) {
+        let pid = self.targets[i].pid;
+        let left: HashMap<u64, u64> = self
+            .probes
+            .take_allocs(pid)
+            .into_iter()
+            .map(|(k, a)| (k.addr, a.ts_ns))
+            .collect();
+        let t = &mut self.targets[i];
+        for (addr, s) in t.pending.drain() {
+            if left.get(&addr) == Some(&s.ts_ns) {
+                t.samples.insert(addr, s);
+            }
+        }
+    }
+
     /// Closes every window (before the final report), waiting for the probes to go.
     pub fn close_windows(&mut self) {
-        for i in 0..self.targets.len() {
-            let pid = self.targets[i].pid;
-            match self.targets[i].window {
-                Window::Open(since) | Window::Closing(since) => {
-                    if matches!(self.targets[i].window, Window::Open(_)) {
-                        self.probes.release_allocator(pid);
-                    }
-                    while !self.probes.released(pid) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    self.harvest(i);
-                    let t = &mut self.targets[i];
-                    t.armed += since.elapsed();
-                    t.window = Window::Closed;
+        for g in 0..self.groups.len() {
+            if let Window::Open(since) = self.groups[g].window {
+                self.probes.release_allocator(self.groups[g].file, true);
+                self.groups[g].window = Window::Closing(since);
+            }
+            while matches!(
+                self.groups[g].window,
+                Window::Closing(_) | Window::Freeing(_)
+            ) {
+                if self.close_step(g).is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                Window::Closed => {}
             }
         }
     }
@@ -410,21 +561,30 @@ impl Collector {
                 at,
                 ..Default::default()
             };
-            for (k, g) in &snap.allocs {
-                let frames = verdict_key(snap.frames.get(k).cloned().unwrap_or_default());
+            // Watch mode counts the samples of earlier windows only: the ones the last window
+            // just took are alive by construction, and their number is noise, not growth.
+            let mut by_stack: HashMap<StackKey, (u64, u64)> = HashMap::new();
+            if self.mode == Mode::Watch {
+                let now = monotonic_ns();
+                let min_age = self.min_age.as_nanos() as u64;
+                for s in t.samples.values().filter(|s| {
+                    s.ts_ns < t.window_opened_ns && now.saturating_sub(s.ts_ns) >= min_age
+                }) {
+                    let e = by_stack.entry(s.stack).or_default();
+                    e.0 += s.size;
+                    e.1 += 1;
+                }
+            } else {
+                by_stack.extend(snap.allocs.iter().map(|(k, g)| (*k, (g.bytes, g.count))));
+            }
+            for (k, (bytes, count)) in by_stack {
+                let frames = verdict_key(snap.frames.get(&k).cloned().unwrap_or_default());
                 let e = cp.allocs.entry(frames).or_default();
-                e.0 += g.bytes;
-                e.1 += g.count;
+                e.0 += bytes;
+                e.1 += count;
             }
             for f in &snap.fds {
-                let mut frames = verdict_key(
-                    snap.frames
-                        .get(&(f.info.ustack, f.info.pystack))
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-                frames.push(fd_site_label(f));
-                *cp.fds.entry(frames).or_default() += 1;
+                *cp.fds.entry(snap.fd_site(f)).or_default() += 1;
             }
             t.history.push(cp);
         }
@@ -468,7 +628,11 @@ impl Collector {
             if self.targets[i].exited_after.is_some() {
                 continue;
             }
-            if !procfs::alive(pid) {
+            // Gone, a zombie, or its pid already reused by another process.
+            let alive = procfs::stat(pid).is_some_and(|s| {
+                !matches!(s.state, 'Z' | 'X') && s.start_ticks == self.targets[i].start_ticks
+            });
+            if !alive {
                 let t = &mut self.targets[i];
                 t.exited_after = Some(t.attached_at.elapsed());
                 if t.comm == "?" || t.comm.is_empty() {
@@ -546,6 +710,9 @@ impl Collector {
                 stats: self.probes.pid_stats(pid),
                 frames,
             });
+        }
+        if !exited.is_empty() {
+            self.retire_groups();
         }
         exited
     }

@@ -1,6 +1,7 @@
 //! tracer: an eBPF leak tracer for Python services.
 
 mod collect;
+mod discover;
 mod doctor;
 mod error;
 mod launch;
@@ -51,6 +52,21 @@ pub struct RecordArgs {
     /// Process id of a running CPython process (repeatable).
     #[arg(short, long = "pid")]
     pub pids: Vec<u32>,
+    /// The Python processes of a container (repeatable): full or short id of a docker,
+    /// containerd, cri-o or podman container, or a runc/crun container name. Processes that
+    /// start in it later are traced too.
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+    /// The Python processes of a cgroup (v2 path, e.g. /system.slice/app.service) and below it
+    /// (repeatable), including ones that start later.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
+    /// Every Python process on the host, including ones that start while tracing.
+    #[arg(long)]
+    pub all_python: bool,
+    /// Also trace the Python processes that the targets start (workers, subprocesses).
+    #[arg(long)]
+    pub children: bool,
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or every target has exited.
     #[arg(short, long, value_parser = util::parse_duration)]
     pub duration: Option<Duration>,

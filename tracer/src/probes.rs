@@ -2,7 +2,6 @@
 //! it (or the tracer dying, even by SIGKILL) detaches everything, because aya links are fd-bound.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
@@ -66,12 +65,16 @@ fn load_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// An interpreter file: device and inode.
+pub type FileId = (u64, u64);
+
 pub struct Probes {
     ebpf: Ebpf,
     logger: Option<aya_log::EbpfLogger<KernelLog>>,
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
-    /// Threads dropping detached links (see `detach_allocator`).
-    releasing: HashMap<u32, std::thread::JoinHandle<()>>,
+    /// Allocator probes by interpreter file.
+    links: HashMap<FileId, Vec<(&'static str, UProbeLinkId)>>,
+    /// Threads dropping detached links (see `release_allocator`).
+    releasing: HashMap<FileId, Vec<std::thread::JoinHandle<()>>>,
     /// Benchmark floor: attach do-nothing programs instead of the allocator probes.
     pub floor: bool,
 }
@@ -115,14 +118,9 @@ impl Probes {
         })
     }
 
-    /// Starts tracing a process: descriptors at once; with `alloc_probes`, allocations too
-    /// (uprobes on its interpreter's allocator functions). Returns the number of uprobes attached.
-    pub fn add_target(
-        &mut self,
-        pid: u32,
-        interp: &Interpreter,
-        alloc_probes: bool,
-    ) -> Result<usize> {
+    /// Starts tracing a process: its descriptors at once, and its allocations wherever the
+    /// allocator probes of its interpreter file are attached (they filter by pid in the kernel).
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
         let mut targets: BpfHashMap<&mut MapData, u32, u32> =
             BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map"))
                 .map_err(load_error)?;
@@ -131,22 +129,14 @@ impl Probes {
                 "cannot add pid {pid} to the target map: {}",
                 one_line(&e.to_string())
             ))
-        })?;
-        if alloc_probes {
-            self.attach_allocator(pid, interp, &interp.alloc.hooks)
-        } else {
-            Ok(0)
-        }
+        })
     }
 
-    /// Attaches allocator probes (`hooks`, a subset of the interpreter's) for a traced process.
-    pub fn attach_allocator(
-        &mut self,
-        pid: u32,
-        interp: &Interpreter,
-        hooks: &[Hook],
-    ) -> Result<usize> {
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or(Error::NoSuchPid(0))?);
+    /// Attaches allocator probes (`hooks`, a subset of the interpreter's) to one interpreter
+    /// file, for every process that maps it: one probe per file however many processes share
+    /// it, the programs keep the traced pids only. Returns the number of probes.
+    pub fn attach_allocator(&mut self, interp: &Interpreter, hooks: &[Hook]) -> Result<usize> {
+        let file = interp.file_id;
         let mut links = Vec::new();
         for hook in hooks {
             let (entry, exit) = if self.floor {
@@ -168,16 +158,16 @@ impl Probes {
                 let attached = p.attach(
                     UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
                     &interp.open_path,
-                    scope,
+                    UProbeScope::AllProcesses,
                 );
                 match attached {
                     Ok(id) => links.push((name, id)),
                     Err(e) => {
                         // Leave nothing half-attached.
-                        self.links.entry(pid).or_default().extend(links);
-                        self.detach_allocator(pid);
+                        self.links.entry(file).or_default().extend(links);
+                        self.detach_allocator(file);
                         return Err(Error::Other(format!(
-                            "cannot attach a uprobe to {} at {:#x} ({}) in pid {pid}: {}",
+                            "cannot attach a uprobe to {} at {:#x} ({}): {}",
                             interp.open_path.display(),
                             hook.file_offset,
                             hook.name,
@@ -188,13 +178,13 @@ impl Probes {
             }
         }
         let n = links.len();
-        self.links.entry(pid).or_default().extend(links);
+        self.links.entry(file).or_default().extend(links);
         Ok(n)
     }
 
-    /// Detaches a process's allocator probes (its descriptors stay traced), at once.
-    pub fn detach_allocator(&mut self, pid: u32) {
-        for (name, id) in self.links.remove(&pid).unwrap_or_default() {
+    /// Detaches the allocator probes of an interpreter file, at once.
+    pub fn detach_allocator(&mut self, file: FileId) {
+        for (name, id) in self.links.remove(&file).unwrap_or_default() {
             if let Some(p) = self.ebpf.program_mut(name) {
                 let p: std::result::Result<&mut UProbe, _> = p.try_into();
                 if let Ok(p) = p {
@@ -204,21 +194,28 @@ impl Probes {
         }
     }
 
-    /// Detaches a process's allocator probes off the caller's thread; `released(pid)` tells when
-    /// they are all gone.
+    /// Detaches the allocator probes of an interpreter file off the caller's thread;
+    /// `released(file)` tells when
+    /// they are all gone. With `keep_frees`, the free probes stay attached (a watch window reads
+    /// what it saw while frees are still removed from the map; see `Collector::windows`).
     ///
     /// The kernel removes one perf uprobe at a time (each waits for an RCU grace period under a
     /// global mutex, ~100 ms here), and a probe traps until its turn: entry probes go first, so
     /// that nothing new is recorded, then the return probes that complete what they started,
     /// then the free probes, which keep removing what dies meanwhile.
-    pub fn release_allocator(&mut self, pid: u32) {
+    pub fn release_allocator(&mut self, file: FileId, keep_frees: bool) {
         let mut links: Vec<(u8, aya::programs::uprobe::UProbeLink)> = Vec::new();
-        for (name, id) in self.links.remove(&pid).unwrap_or_default() {
+        let mut kept = Vec::new();
+        for (name, id) in self.links.remove(&file).unwrap_or_default() {
             let rank = match name {
                 "alloc_exit" | "noop_exit" => 1,
                 "free_enter" => 2,
                 _ => 0,
             };
+            if keep_frees && rank == 2 {
+                kept.push((name, id));
+                continue;
+            }
             if let Some(p) = self.ebpf.program_mut(name) {
                 let p: std::result::Result<&mut UProbe, _> = p.try_into();
                 if let Ok(p) = p {
@@ -228,42 +225,54 @@ impl Probes {
                 }
             }
         }
+        if !kept.is_empty() {
+            self.links.insert(file, kept);
+        }
         links.sort_by_key(|(r, _)| *r);
         let h = std::thread::spawn(move || {
             for (_, l) in links {
                 drop(l);
             }
         });
-        self.releasing.insert(pid, h);
+        self.releasing.entry(file).or_default().push(h);
     }
 
     /// Are the probes that `release_allocator` let go of gone?
-    pub fn released(&mut self, pid: u32) -> bool {
-        match self.releasing.get(&pid) {
-            Some(h) if !h.is_finished() => false,
-            Some(_) => {
-                if let Some(h) = self.releasing.remove(&pid) {
-                    let _ = h.join();
-                }
-                true
-            }
-            None => true,
+    pub fn released(&mut self, file: FileId) -> bool {
+        let Some(hs) = self.releasing.get(&file) else {
+            return true;
+        };
+        if hs.iter().any(|h| !h.is_finished()) {
+            return false;
         }
+        for h in self.releasing.remove(&file).unwrap_or_default() {
+            let _ = h.join();
+        }
+        true
     }
 
     /// Waits until every released probe is gone (before exiting).
     pub fn settle(&mut self) {
-        for (_, h) in self.releasing.drain() {
+        for h in self.releasing.drain().flat_map(|(_, hs)| hs) {
             let _ = h.join();
         }
     }
 
     /// Removes and returns a process's outstanding allocations.
     pub fn take_allocs(&mut self, pid: u32) -> Vec<(AllocKey, AllocInfo)> {
+        self.take_allocs_where(pid, |_| true)
+    }
+
+    /// Removes and returns a process's allocations that `keep` selects.
+    fn take_allocs_where(
+        &mut self,
+        pid: u32,
+        keep: impl Fn(&AllocInfo) -> bool,
+    ) -> Vec<(AllocKey, AllocInfo)> {
         let mine: Vec<(AllocKey, AllocInfo)> = self
             .allocs()
             .into_iter()
-            .filter(|(k, _)| k.pid == pid)
+            .filter(|(k, v)| k.pid == pid && keep(v))
             .collect();
         if let Some(m) = self.ebpf.map_mut("ALLOCS") {
             if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
@@ -277,7 +286,6 @@ impl Probes {
 
     /// Stops tracing a process and forgets its entries.
     pub fn remove_target(&mut self, pid: u32) {
-        self.release_allocator(pid);
         if let Some(m) = self.ebpf.map_mut("TARGETS") {
             if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u32>::try_from(m) {
                 let _ = t.remove(&pid);
@@ -358,20 +366,7 @@ impl Probes {
 
     /// Removes a process's allocations made before `before_ns` (its heap was replaced by exec).
     pub fn purge_allocs(&mut self, pid: u32, before_ns: u64) -> usize {
-        let stale: Vec<AllocKey> = self
-            .allocs()
-            .into_iter()
-            .filter(|(k, v)| k.pid == pid && v.ts_ns < before_ns)
-            .map(|(k, _)| k)
-            .collect();
-        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
-            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
-                for k in &stale {
-                    let _ = t.remove(k);
-                }
-            }
-        }
-        stale.len()
+        self.take_allocs_where(pid, |v| v.ts_ns < before_ns).len()
     }
 
     /// Reads every outstanding allocation. Entries deleted while iterating can make the kernel

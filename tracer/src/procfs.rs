@@ -60,14 +60,6 @@ pub fn maps(pid: u32) -> io::Result<Vec<MapEntry>> {
     ))?))
 }
 
-/// True while the process exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(parse_stat(&s), Some(st) if st.state == 'Z' || st.state == 'X'),
-        Err(_) => false,
-    }
-}
-
 pub fn comm(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
@@ -95,9 +87,26 @@ pub fn container(pid: u32) -> Option<String> {
     container_of_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
 }
 
+/// The pid of a process inside its own pid namespace (the last `NSpid:` entry of its status),
+/// when it runs in another namespace than the host's.
+pub fn nspid_of_status(text: &str) -> Option<u32> {
+    let ids: Vec<u32> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_ascii_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (ids.len() > 1).then(|| *ids.last().unwrap())
+}
+
+pub fn nspid(pid: u32) -> Option<u32> {
+    nspid_of_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stat {
     pub state: char,
+    pub ppid: u32,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
     pub start_ticks: u64,
@@ -110,6 +119,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     // f[0] is field 3 (state); utime is field 14, stime 15, starttime 22.
     Some(Stat {
         state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
         cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
         start_ticks: f.get(19)?.parse().ok()?,
     })

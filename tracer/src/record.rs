@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::collect::{Collector, Mode, NativeMode};
+use crate::discover::{self, Discovery};
 use crate::error::{Error, Result};
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
@@ -16,10 +17,19 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often new Python threads are published to the kernel.
 const THREAD_REFRESH: Duration = Duration::from_millis(100);
 
-fn attach_line(pid: u32, interp: &Interpreter, uprobes: usize, mode: Mode) -> String {
+fn attach_line(
+    pid: u32,
+    container: Option<&str>,
+    interp: &Interpreter,
+    uprobes: usize,
+    mode: Mode,
+) -> String {
     format!(
-        "tracer: tracing pid {pid} ({}): CPython {} in {}, {}",
+        "tracer: tracing pid {pid} ({}{}): CPython {} in {}, {}",
         crate::procfs::comm(pid),
+        container
+            .map(|c| format!(", container {c}"))
+            .unwrap_or_default(),
         interp.version,
         interp.target_path,
         match mode {
@@ -50,9 +60,14 @@ fn static_warning(interp: &Interpreter) {
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
-    if args.pids.is_empty() && args.command.is_empty() {
+    if args.pids.is_empty()
+        && args.command.is_empty()
+        && args.containers.is_empty()
+        && args.cgroups.is_empty()
+        && !args.all_python
+    {
         return Err(Error::BadArgument(
-            "nothing to trace: give -p PID (repeatable) or a command after --, e.g. `tracer record -- python app.py`".into(),
+            "nothing to trace: give -p PID, --container ID, --cgroup PATH, --all-python, or a command after --, e.g. `tracer record -- python app.py`".into(),
         ));
     }
     if args.interval.is_zero() {
@@ -79,7 +94,19 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         Some(util::prepare_output(args.output.as_deref())?)
     };
 
-    // Resolve running targets before loading anything: bad pids fail fast.
+    // Resolve running targets before loading anything: bad pids and containers fail fast.
+    let mut selectors = Vec::new();
+    for id in &args.containers {
+        selectors.push(discover::container_selector(id)?);
+    }
+    for path in &args.cgroups {
+        selectors.push(discover::cgroup_selector(path)?);
+    }
+    if args.all_python {
+        selectors.push(discover::Selector::AllPython);
+    }
+    let mut discovery = Discovery::new(selectors, args.children);
+    discovery.check_nonempty()?;
     let mut running = Vec::new();
     for &pid in &args.pids {
         running.push((pid, python::inspect_pid(pid)?));
@@ -105,7 +132,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(pid, &t.interp, t.uprobes, mode));
+        eprintln!(
+            "{}",
+            attach_line(pid, t.container.as_deref(), &t.interp, t.uprobes, mode)
+        );
     }
     let mut child = None;
     if !args.command.is_empty() {
@@ -121,10 +151,17 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             return Err(e);
         }
         let t = c.targets.last().unwrap();
-        eprintln!("{}", attach_line(l.pid, &t.interp, t.uprobes, mode));
+        eprintln!(
+            "{}",
+            attach_line(l.pid, t.container.as_deref(), &t.interp, t.uprobes, mode)
+        );
         child = Some(l.child);
     }
-    if mode == Mode::Exact && !args.pids.is_empty() && !args.floor {
+    adopt(&mut c, &mut discovery, false);
+    if discovery.follows() && c.targets.is_empty() {
+        eprintln!("tracer: no Python process yet; waiting for one to start");
+    }
+    if mode == Mode::Exact && args.command.is_empty() && !args.floor {
         eprintln!(
             "tracer: exact mode traps every allocation (microseconds each): allocation-heavy code runs many times slower while traced; for a production service use --mode watch"
         );
@@ -156,6 +193,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         dir.as_deref(),
         started,
         metrics_listener,
+        &mut discovery,
     ));
     drop(terminal);
     looped?;
@@ -178,6 +216,43 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
     c.probes.settle();
     Ok(0)
+}
+
+/// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
+fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
+    let traced: std::collections::HashSet<u32> = c
+        .targets
+        .iter()
+        .filter(|t| t.exited_after.is_none())
+        .map(|t| t.pid)
+        .collect();
+    for found in discovery.scan(&traced) {
+        let pid = found.pid;
+        let interp = match python::inspect_pid(pid) {
+            Ok(i) => i,
+            Err(Error::NotPython { .. } | Error::NoSuchPid(_)) => continue,
+            Err(e) => {
+                eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+                continue;
+            }
+        };
+        if c.mode == Mode::Exact {
+            static_warning(&interp);
+        }
+        if let Err(e) = c.add(pid, interp) {
+            eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+            continue;
+        }
+        let t = c.targets.last_mut().unwrap();
+        if t.container.is_none() {
+            t.container = found.label;
+        }
+        eprintln!(
+            "{}{}",
+            clear(progress),
+            attach_line(pid, t.container.as_deref(), &t.interp, t.uprobes, c.mode)
+        );
+    }
 }
 
 /// Erases the progress line (when there is one) before a message.
@@ -251,6 +326,7 @@ async fn collect_loop(
     dir: Option<&Path>,
     started: Instant,
     metrics_listener: Option<std::net::TcpListener>,
+    discovery: &mut Discovery,
 ) -> Result<()> {
     let metrics = Arc::new(Mutex::new(String::new()));
     if let Some(l) = metrics_listener {
@@ -325,7 +401,8 @@ async fn collect_loop(
                         *m = text;
                     }
                 }
-                if c.all_exited() {
+                adopt(c, discovery, progress);
+                if c.all_exited() && !discovery.follows() {
                     eprintln!("{}tracer: every target has exited", clear(progress));
                     break;
                 }

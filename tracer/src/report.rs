@@ -7,7 +7,7 @@ use tracer_common::{stat, FdKind, PATH_LEN};
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::collect::{fd_site_label, monotonic_ns, verdict_key, Collector, Mode, OpenFd, Target};
+use crate::collect::{monotonic_ns, verdict_key, Checkpoint, Collector, Mode, OpenFd, Target};
 use crate::python::{HookSource, Interpreter};
 use crate::trend::{judge, judge_rate, Trend, Verdict};
 
@@ -30,7 +30,7 @@ pub struct FdStack {
 /// What a suspect holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
-    /// Bytes (outstanding allocations, or heap growth in watch mode).
+    /// Bytes (outstanding allocations, or live samples in watch mode).
     Memory,
     Descriptors,
 }
@@ -43,7 +43,7 @@ pub struct Suspect {
     pub frames: Vec<String>,
     /// Outstanding bytes or open descriptors at the last checkpoint.
     pub now: u64,
-    /// Objects (allocations or heap ranges) at the last checkpoint; descriptors: = now.
+    /// Objects (allocations or live samples) at the last checkpoint; descriptors: = now.
     pub count: u64,
     pub trend: Trend,
     pub oldest_age: Option<Duration>,
@@ -80,8 +80,10 @@ pub enum Coverage {
 pub struct ProcReport {
     pub pid: u32,
     pub comm: String,
-    /// Short id of the container the process runs in (None on the host).
+    /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
+    /// Its pid inside its own pid namespace, when that differs from the host's.
+    pub nspid: Option<u32>,
     pub interpreter: String,
     pub exited_after: Option<Duration>,
     pub allocs: Vec<AllocStack>,
@@ -101,9 +103,27 @@ pub struct ProcReport {
 }
 
 impl ProcReport {
-    /// The root frame of every stack of this process.
-    pub fn root_frame(&self) -> String {
-        format!("{} (pid {})", self.comm, self.pid)
+    /// The root frames of every stack of this process: its container, if any, then the
+    /// process.
+    pub fn root_frames(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .container
+            .iter()
+            .map(|c| format!("container {c}"))
+            .collect();
+        v.push(format!("{} (pid {})", self.comm, self.pid));
+        v
+    }
+
+    /// The process as the summary names it: host pid, and the pid inside its namespace.
+    pub fn title(&self) -> String {
+        let inner = match (self.nspid, &self.container) {
+            (Some(n), Some(c)) => format!(", pid {n} in container {c}"),
+            (Some(n), None) => format!(", pid {n} in its namespace"),
+            (None, Some(c)) => format!(", container {c}"),
+            (None, None) => String::new(),
+        };
+        format!("{} (pid {}{inner})", self.comm, self.pid)
     }
 }
 
@@ -118,10 +138,6 @@ pub struct Health {
     pub alloc_entries: u64,
     pub fd_entries: u64,
 }
-
-/// Capacities of the kernel's allocation and descriptor maps (tracer-ebpf).
-pub const ALLOC_MAP_CAPACITY: u64 = 1 << 20;
-pub const FD_MAP_CAPACITY: u64 = 1 << 17;
 
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -243,13 +259,14 @@ pub fn socket_kind(family: u32, ty: u32) -> String {
     format!("{fam}/{t}")
 }
 
-/// Judges every stack and descriptor site seen at any checkpoint.
 /// Watch mode on a build that inlines pymalloc: the windows see only the allocations that miss the
 /// inlined fast path, which favour whatever code carves fresh blocks, not what keeps them.
 fn watch_biased(t: &Target) -> bool {
     t.windows > 0 && t.interp.alloc.inlined_fast_path
 }
 
+/// Judges every stack and descriptor site seen at any checkpoint.
+///
 /// `biased`: the memory samples are not a fair sample of the allocations (see `watch_biased`):
 /// memory suspects are listed but not judged.
 fn suspects(
@@ -260,13 +277,30 @@ fn suspects(
     biased: bool,
 ) -> Vec<Suspect> {
     let h = &t.history;
+    // One value per checkpoint, 0 where the key is absent.
+    let series = |value: &dyn Fn(&Checkpoint) -> u64| -> Vec<(f64, f64)> {
+        h.iter().map(|c| (c.at, value(c) as f64)).collect()
+    };
     let mut out = Vec::new();
+    // The oldest allocation of each memory site, and the oldest descriptor of each descriptor
+    // site (computed once: thousands of stacks map to hundreds of sites).
+    let mut oldest_alloc: HashMap<Vec<String>, Duration> = HashMap::new();
+    for a in allocs {
+        let e = oldest_alloc
+            .entry(verdict_key(a.frames.clone()))
+            .or_default();
+        *e = (*e).max(a.oldest_age);
+    }
+    let mut oldest_fd: HashMap<Vec<String>, u64> = HashMap::new();
+    if let Some(s) = &t.last {
+        for f in &s.fds {
+            let e = oldest_fd.entry(s.fd_site(f)).or_insert(u64::MAX);
+            *e = (*e).min(f.info.ts_ns);
+        }
+    }
     let alloc_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
     for k in alloc_keys {
-        let series: Vec<(f64, f64)> = h
-            .iter()
-            .map(|c| (c.at, c.allocs.get(k).map(|v| v.0).unwrap_or(0) as f64))
-            .collect();
+        let bytes = series(&|c| c.allocs.get(k).map(|v| v.0).unwrap_or(0));
         let last = h
             .last()
             .and_then(|c| c.allocs.get(k))
@@ -275,17 +309,14 @@ fn suspects(
         let trend = if biased {
             Trend {
                 verdict: Verdict::Unknown,
-                ..judge(&series, MIN_GAIN_BYTES)
+                ..judge(&bytes, MIN_GAIN_BYTES)
             }
         } else if sampled {
             // Samples are a small share of the allocations: judge their number, not their bytes.
-            let counts: Vec<(f64, f64)> = h
-                .iter()
-                .map(|c| (c.at, c.allocs.get(k).map(|v| v.1).unwrap_or(0) as f64))
-                .collect();
-            judge_rate(&counts, MIN_GAIN_SAMPLES, &series)
+            let counts = series(&|c| c.allocs.get(k).map(|v| v.1).unwrap_or(0));
+            judge_rate(&counts, MIN_GAIN_SAMPLES, &bytes)
         } else {
-            judge(&series, MIN_GAIN_BYTES)
+            judge(&bytes, MIN_GAIN_BYTES)
         };
         out.push(Suspect {
             resource: Resource::Memory,
@@ -293,67 +324,37 @@ fn suspects(
             now: last.0,
             count: last.1,
             trend,
-            oldest_age: allocs
-                .iter()
-                .filter(|a| &verdict_key(a.frames.clone()) == k)
-                .map(|a| a.oldest_age)
-                .max(),
+            oldest_age: oldest_alloc.get(k).copied(),
         });
-    }
-    let snap_fds = t
-        .last
-        .as_ref()
-        .map(|s| s.fds.as_slice())
-        .unwrap_or_default();
-    let mut oldest_fd: HashMap<String, u64> = HashMap::new();
-    for f in snap_fds {
-        let e = oldest_fd.entry(fd_site_label(f)).or_insert(f.info.ts_ns);
-        *e = (*e).min(f.info.ts_ns);
     }
     let fd_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.fds.keys()).collect();
     for k in fd_keys {
-        let series: Vec<(f64, f64)> = h
-            .iter()
-            .map(|c| (c.at, c.fds.get(k).copied().unwrap_or(0) as f64))
-            .collect();
+        let open = series(&|c| c.fds.get(k).copied().unwrap_or(0));
         let now = h.last().and_then(|c| c.fds.get(k)).copied().unwrap_or(0);
-        let oldest = t.last.as_ref().and_then(|s| {
-            s.fds
-                .iter()
-                .filter(|f| {
-                    let mut fr = verdict_key(
-                        s.frames
-                            .get(&(f.info.ustack, f.info.pystack))
-                            .cloned()
-                            .unwrap_or_default(),
-                    );
-                    fr.push(fd_site_label(f));
-                    &fr == k
-                })
-                .map(|f| f.info.ts_ns)
-                .min()
-        });
+        let oldest = oldest_fd.get(k).copied();
         out.push(Suspect {
             resource: Resource::Descriptors,
             frames: k.clone(),
             now,
             count: now,
-            trend: judge(&series, MIN_GAIN_FDS),
+            trend: judge(&open, MIN_GAIN_FDS),
             oldest_age: oldest.map(|ts| Duration::from_nanos(now_ns.saturating_sub(ts))),
         });
     }
+    // Growing first; bytes and descriptors are not comparable: memory before descriptors; then
+    // growing ones fastest first, the others largest first.
     out.sort_by(|a, b| {
         let growing = |s: &Suspect| s.trend.verdict == Verdict::Growing;
+        let fds = |s: &Suspect| s.resource == Resource::Descriptors;
         growing(b)
             .cmp(&growing(a))
-            .then_with(|| match (growing(a), a.resource == b.resource) {
-                // Growing: fastest first (bytes and descriptors are not comparable: bytes first).
-                (true, true) => b.trend.per_min.total_cmp(&a.trend.per_min),
-                (true, false) => (a.resource == Resource::Descriptors)
-                    .cmp(&(b.resource == Resource::Descriptors)),
-                (false, true) => b.now.cmp(&a.now),
-                (false, false) => (a.resource == Resource::Descriptors)
-                    .cmp(&(b.resource == Resource::Descriptors)),
+            .then_with(|| fds(a).cmp(&fds(b)))
+            .then_with(|| {
+                if growing(a) {
+                    b.trend.per_min.total_cmp(&a.trend.per_min)
+                } else {
+                    b.now.cmp(&a.now)
+                }
             })
             .then_with(|| a.frames.cmp(&b.frames))
     });
@@ -409,6 +410,7 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
         pid: t.pid,
         comm: t.comm.clone(),
         container: t.container.clone(),
+        nspid: t.nspid,
         interpreter: format!("CPython {} ({})", t.interp.version, t.interp.target_path),
         exited_after: t.exited_after,
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),

@@ -101,7 +101,7 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
         let _ = writeln!(
             o,
             "{}{} - {}{}",
-            p.root_frame(),
+            p.title(),
             if p.exited_after.is_some() {
                 " (exited)"
             } else {

@@ -11,8 +11,9 @@ const DEBIAN_PACKAGES: [&str; 4] = [
 ];
 /// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian): bpftool,
 /// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
-/// Prometheus server, tmux for the live view).
-const TEST_PACKAGES: [&str; 7] = [
+/// Prometheus server, tmux for the live view), and the container tests' root file system builder and
+/// OCI runtimes (debootstrap, runc, podman).
+const TEST_PACKAGES: [&str; 10] = [
     "bpftool",
     "golang-go",
     "python3-jsonschema",
@@ -20,6 +21,9 @@ const TEST_PACKAGES: [&str; 7] = [
     "curl",
     "prometheus",
     "tmux",
+    "debootstrap",
+    "runc",
+    "podman",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -62,6 +62,9 @@ pub struct Runtime {
     /// glibc: offset of `tid` inside `struct pthread` (for <= 3.10, where thread states only
     /// know pthread_self()).
     pthread_tid_off: Option<u64>,
+    /// The process runs in another pid namespace (a container): its thread ids differ from
+    /// the kernel's.
+    in_pid_namespace: bool,
     codes: HashMap<(u64, u64, u64), Option<CodeInfo>>,
     stacks: HashMap<u64, Vec<String>>,
 }
@@ -84,6 +87,7 @@ impl Runtime {
             runtime,
             code_type,
             pthread_tid_off: None,
+            in_pid_namespace: procfs::nspid(pid).is_some(),
             codes: HashMap::new(),
             stacks: HashMap::new(),
         }
@@ -120,12 +124,21 @@ impl Runtime {
         let l = self.layout;
         let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
         let mut tstate = self.ptr(interp + l.interp_threads_head);
-        let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+        // Thread ids as the kernel sees them, and as the process sees them (its own pid
+        // namespace in a container: that is what the thread states hold).
+        let host: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
             .map(|d| {
                 d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                     .collect()
             })
             .unwrap_or_default();
+        let own: Vec<u32> = if self.in_pid_namespace {
+            host.iter()
+                .map(|&t| procfs::nspid(t).unwrap_or(t))
+                .collect()
+        } else {
+            host.clone()
+        };
         let mut out = Vec::new();
         for _ in 0..4096 {
             if tstate == 0 {
@@ -137,11 +150,11 @@ impl Runtime {
             let tid = match l.tstate_native_thread_id {
                 Some(off) => u64_at(&b, off) as u32,
                 None => self
-                    .tid_of_pthread(u64_at(&b, l.tstate_thread_id), &tids)
+                    .tid_of_pthread(u64_at(&b, l.tstate_thread_id), &own)
                     .unwrap_or(0),
             };
-            if tid != 0 && tids.contains(&tid) {
-                out.push((tid, tstate));
+            if let Some(i) = own.iter().position(|&t| t == tid && tid != 0) {
+                out.push((host[i], tstate));
             }
             tstate = u64_at(&b, l.tstate_next);
         }

@@ -7,6 +7,7 @@ pub mod elf;
 pub mod frames;
 pub mod layouts;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -41,8 +42,11 @@ impl Version {
 pub struct Interpreter {
     /// The file as the target process names it.
     pub target_path: String,
-    /// The same file, opened from the tracer (through /proc/PID/root for running processes).
+    /// The same file, opened from the tracer (through /proc/PID/root, or /proc/PID/map_files
+    /// when that path now names another file, for running processes).
     pub open_path: PathBuf,
+    /// Device and inode of the file: processes that map the same file share its probes.
+    pub file_id: (u64, u64),
     /// True for libpython*.so, false for a python executable with the runtime linked in.
     pub shared: bool,
     pub version: Version,
@@ -114,7 +118,18 @@ pub fn inspect_pid(pid: u32) -> Result<Interpreter> {
         .map(str::to_string);
     let candidates: Vec<String> = lib.into_iter().chain(exe).collect();
     for path in candidates {
-        let open_path = procfs::path_in_root(pid, &path);
+        let mut open_path = procfs::path_in_root(pid, &path);
+        // The file the process maps, even if the path now names another one (upgraded in
+        // place, or a mount namespace the tracer cannot see through).
+        if let Some(m) = maps
+            .iter()
+            .find(|m| m.path.as_deref() == Some(path.as_str()) && m.offset == 0)
+        {
+            let same = std::fs::metadata(&open_path).is_ok_and(|md| md.ino() == m.inode);
+            if !same {
+                open_path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end).into();
+            }
+        }
         let Ok(elf) = Elf::open(&open_path) else {
             continue;
         };
@@ -174,10 +189,14 @@ fn inspect(
         _ => None,
     };
     let alloc = allocator::resolve(elf, live);
+    let file_id = std::fs::metadata(&open_path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| Error::Other(format!("cannot stat {}: {e}", open_path.display())))?;
     Ok(Interpreter {
         shared: is_libpython(&target_path),
         target_path,
         open_path,
+        file_id,
         version,
         has_symtab: elf.has_symtab(),
         bias,

@@ -46,9 +46,9 @@ pub fn render(stacks: impl IntoIterator<Item = (Vec<String>, u64)>) -> String {
     out
 }
 
-fn with_root(root: &str, frames: &[String]) -> Vec<String> {
-    let mut v = Vec::with_capacity(frames.len() + 1);
-    v.push(root.to_string());
+fn with_root(root: &[String], frames: &[String]) -> Vec<String> {
+    let mut v = Vec::with_capacity(frames.len() + root.len());
+    v.extend(root.iter().cloned());
     if frames.is_empty() {
         v.push("[no stack]".into());
     } else {
@@ -59,7 +59,7 @@ fn with_root(root: &str, frames: &[String]) -> Vec<String> {
 
 pub fn allocs_bytes(r: &Report) -> String {
     render(r.procs.iter().flat_map(|p| {
-        let root = p.root_frame();
+        let root = p.root_frames();
         p.allocs
             .iter()
             .map(move |a| (with_root(&root, &a.frames), a.bytes))
@@ -68,7 +68,7 @@ pub fn allocs_bytes(r: &Report) -> String {
 
 pub fn allocs_count(r: &Report) -> String {
     render(r.procs.iter().flat_map(|p| {
-        let root = p.root_frame();
+        let root = p.root_frames();
         p.allocs
             .iter()
             .map(move |a| (with_root(&root, &a.frames), a.count))
@@ -77,7 +77,7 @@ pub fn allocs_count(r: &Report) -> String {
 
 pub fn fds(r: &Report) -> String {
     render(r.procs.iter().flat_map(|p| {
-        let root = p.root_frame();
+        let root = p.root_frames();
         p.fds
             .iter()
             .map(move |f| (with_root(&root, &f.frames), f.count))
@@ -87,7 +87,7 @@ pub fn fds(r: &Report) -> String {
 /// Bytes gained since the first checkpoint, for the stacks that grew.
 pub fn growth(r: &Report) -> String {
     render(r.procs.iter().flat_map(|p| {
-        let root = p.root_frame();
+        let root = p.root_frames();
         p.growth
             .iter()
             .map(move |(frames, gained)| (with_root(&root, frames), *gained))
@@ -122,7 +122,7 @@ mod tests {
     fn empty_frames_are_named() {
         assert_eq!(sanitize(""), "[unknown]");
         assert_eq!(
-            with_root("r", &[]),
+            with_root(&["r".to_string()], &[]),
             vec!["r".to_string(), "[no stack]".to_string()]
         );
     }

@@ -126,16 +126,20 @@ pub fn encode(r: &Report) -> Vec<u8> {
     let pid_key = s.id("pid");
     let container_key = s.id("container");
     for p in &r.procs {
-        let root = p.root_frame();
+        let root = p.root_frames();
         let stacks = p
             .allocs
             .iter()
             .map(|a| (&a.frames, [a.bytes, a.count, 0]))
             .chain(p.fds.iter().map(|f| (&f.frames, [0, 0, f.count])));
         for (frames, values) in stacks {
-            // Leaf first, the process frame last.
-            let mut ids: Vec<u64> = frames.iter().rev().map(|f| loc_of(f, &mut s)).collect();
-            ids.push(loc_of(&root, &mut s));
+            // Leaf first, the process (and container) frames last.
+            let ids: Vec<u64> = frames
+                .iter()
+                .rev()
+                .chain(root.iter().rev())
+                .map(|f| loc_of(f, &mut s))
+                .collect();
             let mut sample = Buf::default();
             sample.packed(1, &ids);
             sample.packed(2, &values);

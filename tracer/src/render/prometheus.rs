@@ -135,12 +135,12 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         o,
         "tracer_map_fullness_ratio{{map=\"allocations\"}} {:.6}",
-        h.alloc_entries as f64 / crate::report::ALLOC_MAP_CAPACITY as f64
+        h.alloc_entries as f64 / tracer_common::ALLOC_MAP_CAPACITY as f64
     );
     let _ = writeln!(
         o,
         "tracer_map_fullness_ratio{{map=\"descriptors\"}} {:.6}",
-        h.fd_entries as f64 / crate::report::FD_MAP_CAPACITY as f64
+        h.fd_entries as f64 / tracer_common::FD_MAP_CAPACITY as f64
     );
     family(
         &mut o,

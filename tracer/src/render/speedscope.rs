@@ -28,13 +28,13 @@ fn profile(
     frames: &mut Frames,
     name: String,
     unit: &str,
-    root: &str,
+    root: &[String],
     stacks: impl Iterator<Item = (Vec<String>, u64)>,
 ) -> Option<Value> {
     let mut samples = Vec::new();
     let mut weights = Vec::new();
     for (stack, w) in stacks.filter(|(_, w)| *w > 0) {
-        let mut ids = vec![frames.id(root)];
+        let mut ids: Vec<usize> = root.iter().map(|r| frames.id(r)).collect();
         ids.extend(stack.iter().map(|f| frames.id(f)));
         samples.push(ids);
         weights.push(w);
@@ -61,7 +61,8 @@ pub fn render(r: &Report) -> String {
     };
     let mut profiles = Vec::new();
     for p in &r.procs {
-        let root = p.root_frame();
+        let root = p.root_frames();
+        let title = p.title();
         let what = if r.budget.is_some() {
             "sampled bytes (watch mode)"
         } else {
@@ -69,21 +70,21 @@ pub fn render(r: &Report) -> String {
         };
         profiles.extend(profile(
             &mut frames,
-            format!("{root}: {what}"),
+            format!("{title}: {what}"),
             "bytes",
             &root,
             p.allocs.iter().map(|a| (a.frames.clone(), a.bytes)),
         ));
         profiles.extend(profile(
             &mut frames,
-            format!("{root}: outstanding allocations"),
+            format!("{title}: outstanding allocations"),
             "none",
             &root,
             p.allocs.iter().map(|a| (a.frames.clone(), a.count)),
         ));
         profiles.extend(profile(
             &mut frames,
-            format!("{root}: open descriptors"),
+            format!("{title}: open descriptors"),
             "none",
             &root,
             p.fds.iter().map(|f| (f.frames.clone(), f.count)),

@@ -122,7 +122,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     );
     for p in &r.procs {
         let _ = writeln!(o);
-        let _ = writeln!(o, "{} - {}", p.root_frame(), p.interpreter);
+        let _ = writeln!(o, "{} - {}", p.title(), p.interpreter);
         if let Some(after) = p.exited_after {
             let _ = writeln!(
                 o,
