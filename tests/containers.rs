@@ -503,28 +503,38 @@ fn podman_container_watch_mode() {
         .all(|(s, _)| s[0] == format!("container {}", &c.id[..12])));
 }
 
-/// `--all-python` traces Python processes that start after tracing began; two processes of
-/// one interpreter share one set of probes (per file, filtered by pid in the kernel).
+/// `--all-python` traces Python processes that start after tracing began, one of them a shell
+/// that execs python; both processes of one interpreter share one set of probes (per file,
+/// filtered by pid in the kernel).
 #[test]
 fn all_python_picks_up_new_processes() {
     let d = TempDir::new("allpy");
     let out = d.0.join("out");
     let mut t = Tracer::start(&["--all-python", "-d", "20s"], &out);
     t.wait_recording();
-    let start = |name: &str| {
-        let work = d.0.join(name);
-        std::fs::create_dir_all(&work).unwrap();
-        Proc(
-            Command::new(PY311)
-                .arg(workload("service.py"))
-                .arg(&work)
-                .args(["--rate", "100"])
-                .spawn()
-                .unwrap(),
-        )
+    let work = |name: &str| {
+        let w = d.0.join(name);
+        std::fs::create_dir_all(&w).unwrap();
+        w.to_string_lossy().into_owned()
     };
-    let a = start("a");
-    let b = start("b");
+    let service = workload("service.py").to_string_lossy().into_owned();
+    let a = Proc(
+        Command::new(PY311)
+            .args([&service, &work("a"), "--rate", "100"])
+            .spawn()
+            .unwrap(),
+    );
+    // Seen first as a shell, then as python after its exec.
+    let b = Proc(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 1.5; exec {PY311} {service} {} --rate 100",
+                work("b")
+            ))
+            .spawn()
+            .unwrap(),
+    );
     for p in [&a, &b] {
         t.wait_stderr(
             &format!("tracing pid {} ", p.pid()),
@@ -552,6 +562,36 @@ fn all_python_picks_up_new_processes() {
             fds.iter()
                 .any(|(s, _)| s[0] == root && s.iter().any(|fr| fr.starts_with("open_report ("))),
             "{root}: {fds:?}"
+        );
+    }
+}
+
+/// In a container, thread ids differ from the host's: threads that live for a moment (less than
+/// the tracer's thread refresh) still get their Python frames (the kernel finds their thread
+/// state by the thread id of the container's pid namespace).
+#[test]
+fn container_threads_get_python_frames() {
+    let name = format!("tracer-threads-{}", std::process::id());
+    let c = Runc::start(
+        &name,
+        &hex_id(3),
+        &["/opt/python/bin/python3", "/work/thread_files.py", "/tmp"],
+    );
+    wait_ready(c.pid);
+    let d = TempDir::new("threads");
+    let out = d.0.join("out");
+    let f = Tracer::start(&["--container", &name, "-d", "8s"], &out).finish();
+    let leaked: Vec<(Vec<String>, u64)> = f
+        .folded("fds.folded")
+        .into_iter()
+        .filter(|(s, _)| s.last().is_some_and(|l| l.starts_with("[file /tmp/t-")))
+        .collect();
+    assert!(leaked.len() >= 15, "{leaked:?}");
+    for (s, _) in &leaked {
+        assert!(
+            s.iter()
+                .any(|fr| fr.starts_with("leak_in_thread (/work/thread_files.py:")),
+            "a thread's descriptor without its Python frames: {s:?}"
         );
     }
 }

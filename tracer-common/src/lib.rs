@@ -80,6 +80,10 @@ pub struct PyConf {
     /// glibc's struct pthread -> tid, `NO_OFFSET` when unknown.
     pub pthread_tid: u32,
     pub _pad: u32,
+    /// The process's pid namespace (device and inode of /proc/PID/ns/pid) when it is not the
+    /// host's (a container), else 0: thread states hold thread ids of that namespace.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;

@@ -12,9 +12,9 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{bpf_pidns_info, BPF_F_USER_STACK},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
@@ -224,10 +224,29 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
         bump(stat::PY_THREAD_UNKNOWN);
         return 0;
     }
+    // Thread states hold the thread id of the process's own pid namespace (a container's).
+    let tid = if conf.pidns_ino != 0 {
+        let mut ns = bpf_pidns_info { pid: 0, tgid: 0 };
+        let r = unsafe {
+            bpf_get_ns_current_pid_tgid(
+                conf.pidns_dev,
+                conf.pidns_ino,
+                &mut ns,
+                core::mem::size_of::<bpf_pidns_info>() as u32,
+            )
+        };
+        if r != 0 {
+            bump(stat::PY_THREAD_UNKNOWN);
+            return 0;
+        }
+        ns.pid
+    } else {
+        id as u32
+    };
     let mut s = ThreadSearch {
         tstate: read_u64(conf.threads_head),
         found: 0,
-        tid: id as u32,
+        tid,
         next: conf.tstate_next,
         tstate_tid: conf.tstate_tid,
         tstate_pthread: conf.tstate_pthread,

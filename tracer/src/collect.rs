@@ -231,7 +231,7 @@ impl Collector {
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
         if let Some(layout) = interp.layout() {
-            self.probes.set_pyconf(pid, frames::pyconf(layout))?;
+            self.probes.set_pyconf(pid, frames::pyconf(layout, pid))?;
         }
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);

@@ -116,11 +116,20 @@ pub fn cgroup_selector(arg: &str) -> Result<Selector> {
 /// A `--container` argument: a hex id (full or a prefix of at least 4 digits) found in cgroup
 /// paths (docker, containerd, cri-o, podman), or the name of a runc/crun container.
 pub fn container_selector(arg: &str) -> Result<Selector> {
-    for state_dir in ["/run/runc", "/run/crun"] {
-        let state = format!("{state_dir}/{arg}/state.json");
-        let pid = fs::read_to_string(&state).ok().and_then(|s| {
-            serde_json::from_str::<serde_json::Value>(&s).ok()?["init_process_pid"].as_u64()
-        });
+    if arg.is_empty() || arg.contains('/') || arg.starts_with('.') {
+        return Err(Error::BadArgument(format!(
+            "--container {arg:?}: give a container id or name"
+        )));
+    }
+    // runc's state (tested), crun's status file (crun does not run on the test machines).
+    for (file, field) in [
+        ("/run/runc/{}/state.json", "init_process_pid"),
+        ("/run/crun/{}/status", "pid"),
+    ] {
+        let state = file.replace("{}", arg);
+        let pid = fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()?[field].as_u64());
         if let Some(pid) = pid {
             let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| {
                 Error::BadArgument(format!(
@@ -148,14 +157,9 @@ pub fn container_selector(arg: &str) -> Result<Selector> {
     )))
 }
 
-/// Does this process look like a Python interpreter (cheap checks before a full inspection)?
-fn looks_like_python(pid: u32) -> bool {
-    let exe = fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if exe.is_empty() {
-        return false; // a kernel thread, or gone
-    }
+/// Does this process (running `exe`) look like a Python interpreter (cheap checks before a full
+/// inspection)?
+fn looks_like_python(pid: u32, exe: &str) -> bool {
     let base = exe.rsplit('/').next().unwrap_or("");
     if base.starts_with("python") {
         return true;
@@ -176,8 +180,9 @@ pub struct Discovery {
     pub selectors: Vec<Selector>,
     /// Also the children of traced processes.
     pub children: bool,
-    /// Processes (pid, start time) already considered: each is looked at once.
-    seen: HashSet<(u32, u64)>,
+    /// Processes (pid, start time, executable) already considered: each program a process runs
+    /// is looked at once (a shell that execs python is looked at again).
+    seen: HashSet<(u32, u64, String)>,
 }
 
 impl Discovery {
@@ -225,13 +230,17 @@ impl Discovery {
             let Some(st) = procfs::stat(pid) else {
                 continue;
             };
-            if !self.seen.insert((pid, st.start_ticks)) {
+            let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+                continue; // a kernel thread, or gone
+            };
+            let exe = exe.to_string_lossy().into_owned();
+            if !self.seen.insert((pid, st.start_ticks, exe.clone())) {
                 continue;
             }
             let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
             let selected = self.selectors.iter().find(|s| s.matches(&cgroup));
             let child = self.children && traced.contains(&st.ppid);
-            if (selected.is_some() || child) && looks_like_python(pid) {
+            if (selected.is_some() || child) && looks_like_python(pid, &exe) {
                 out.push(Found {
                     pid,
                     label: selected.and_then(Selector::label),
@@ -241,7 +250,7 @@ impl Discovery {
         // Forget processes that are gone (pids are reused).
         if self.seen.len() > 4096 {
             let live: HashSet<u32> = pids().into_iter().collect();
-            self.seen.retain(|(p, _)| live.contains(p));
+            self.seen.retain(|(p, _, _)| live.contains(p));
         }
         out
     }

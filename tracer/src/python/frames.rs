@@ -9,8 +9,10 @@ use super::layouts::{FrameKind, Layout, LineTable};
 use crate::procfs;
 
 /// What the kernel needs to walk this interpreter's frames.
-pub fn pyconf(l: &Layout) -> PyConf {
+/// What the kernel needs to walk the frames of `pid`, an interpreter with layout `l`.
+pub fn pyconf(l: &Layout, pid: u32) -> PyConf {
     let opt = |o: Option<u64>| o.map(|v| v as u32).unwrap_or(NO_OFFSET);
+    let pidns = pid_namespace(pid);
     PyConf {
         kind: if l.frame_kind == FrameKind::Legacy {
             FRAMES_LEGACY
@@ -34,7 +36,20 @@ pub fn pyconf(l: &Layout) -> PyConf {
         tstate_pthread: l.tstate_thread_id as u32,
         pthread_tid: NO_OFFSET,
         _pad: 0,
+        pidns_dev: pidns.0,
+        pidns_ino: pidns.1,
     }
+}
+
+/// Device and inode of a process's pid namespace when it is not the host's, else (0, 0).
+fn pid_namespace(pid: u32) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    if procfs::nspid(pid).is_none() {
+        return (0, 0);
+    }
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map(|m| (m.dev(), m.ino()))
+        .unwrap_or((0, 0))
 }
 
 fn u64_at(b: &[u8], off: u64) -> u64 {
@@ -115,7 +130,7 @@ impl Runtime {
                 interp + l.interp_threads_head
             },
             pthread_tid: self.pthread_tid_off.map(|o| o as u32).unwrap_or(NO_OFFSET),
-            ..pyconf(l)
+            ..pyconf(l, self.pid)
         }
     }
 
