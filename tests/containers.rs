@@ -568,19 +568,31 @@ fn all_python_picks_up_new_processes() {
 
 /// In a container, thread ids differ from the host's: threads that live for a moment (less than
 /// the tracer's thread refresh) still get their Python frames (the kernel finds their thread
-/// state by the thread id of the container's pid namespace).
+/// state by the thread id of the container's pid namespace). Selected by its cgroup, given as a
+/// file system path.
 #[test]
 fn container_threads_get_python_frames() {
     let name = format!("tracer-threads-{}", std::process::id());
+    let id = hex_id(3);
     let c = Runc::start(
         &name,
-        &hex_id(3),
+        &id,
         &["/opt/python/bin/python3", "/work/thread_files.py", "/tmp"],
     );
     wait_ready(c.pid);
     let d = TempDir::new("threads");
     let out = d.0.join("out");
-    let f = Tracer::start(&["--container", &name, "-d", "8s"], &out).finish();
+    let cgroup = format!("/sys/fs/cgroup/unified/docker/{id}");
+    let f = Tracer::start(&["--cgroup", &cgroup, "-d", "8s"], &out).finish();
+    assert!(
+        f.stderr.contains(&format!(
+            "tracing pid {} (python3, container {})",
+            c.pid,
+            &id[..12]
+        )),
+        "{}",
+        f.stderr
+    );
     let leaked: Vec<(Vec<String>, u64)> = f
         .folded("fds.folded")
         .into_iter()
@@ -596,18 +608,30 @@ fn container_threads_get_python_frames() {
     }
 }
 
-/// A container that does not exist: one line, non-zero exit.
+/// A container or cgroup that does not exist, a malformed name: one line, non-zero exit.
 #[test]
 fn unknown_container_is_an_error() {
-    let out = Command::new(tracer_bin())
-        .args(["record", "--container", "0123456789ab", "-d", "1s"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("no process runs in container 0123456789ab"),
-        "{err}"
-    );
+    for (args, expected) in [
+        (
+            ["--container", "0123456789ab"],
+            "no process runs in container 0123456789ab",
+        ),
+        (
+            ["--cgroup", "/no/such/cgroup"],
+            "no process runs in cgroup /no/such/cgroup",
+        ),
+        (["--container", "../x"], "give a container id or name"),
+        (["--container", "abc"], "not a hex container id"),
+    ] {
+        let out = Command::new(tracer_bin())
+            .arg("record")
+            .args(args)
+            .args(["-d", "1s"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
 }
