@@ -171,7 +171,10 @@ fn main() -> ExitCode {
 fn bench() -> Result<(), String> {
     build()?;
     let python = "/root/.pyenv/versions/3.11.7/bin/python3";
-    run(Command::new(python)
+    // The driver runs on Debian's python (stdlib only): another interpreter file than the
+    // targets', so the tracer's probes (one set per file, for every process mapping it) never
+    // trap in the driver.
+    run(Command::new("/usr/bin/python3")
         .arg(root().join("tests/bench/bench.py"))
         .arg("--tracer")
         .arg(tracer_bin())
