@@ -2,7 +2,8 @@
 //! budget: about six windows) on a
 //! service-like workload: one growing leak, a cache that fills and plateaus, gc-collected cycles,
 //! transient work, leaked and closed descriptors. The verdicts in report.json must name the
-//! leaking lines as growing and must not call the cache, the cycles or the churn growing.
+//! leaking lines as growing and must not call the cache, the cycles or the churn growing; the
+//! heap census must name the growing list (with its line) and the stable cache, on every build.
 
 mod common;
 
@@ -116,6 +117,38 @@ fn watch(python: &str, memory_lines: bool) {
             }
         }
     }
+    // The heap census (no probe, every build): the growing list is named, with the line that
+    // appends to it; the filled cache is named and not growing; the leaked file objects grow.
+    let census = &p["census"];
+    let containers = census["containers"].as_array().expect("a census");
+    let named = |n: &str| {
+        containers
+            .iter()
+            .find(|k| k["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not in the census: {census}"))
+    };
+    let log = named("__main__.REQUEST_LOG");
+    assert_eq!(log["verdict"], "growing", "{log}");
+    assert_eq!(log["holds"]["types"][0][0], "dict", "{log}");
+    let log_line = tagged("LEAK:log")[0];
+    assert!(
+        log["uses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| service_line(u.as_str().unwrap()) == Some(log_line)),
+        "REQUEST_LOG used at line {log_line}: {log}"
+    );
+    let cache = named("__main__.CACHE");
+    assert_ne!(cache["verdict"], "growing", "{cache}");
+    assert!(
+        census["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "_io.TextIOWrapper" && t["verdict"] == "growing"),
+        "leaked file objects growing: {census}"
+    );
     // Descriptors are exact: the leaked files grow, the closed ones are not there.
     let fd_leak = tagged("LEAK:fd")[0];
     let fd = suspects

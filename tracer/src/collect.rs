@@ -8,6 +8,7 @@ use tracer_common::{FdInfo, FdKey, FdKind, PidStats};
 
 use crate::probes::{FileId, Probes};
 use crate::procfs;
+use crate::python::census::Census;
 use crate::python::frames::{self, Runtime};
 use crate::python::Interpreter;
 use crate::sampling::{self, Fingerprint};
@@ -83,6 +84,8 @@ pub struct Target {
     types: HashMap<u64, bool>,
     /// Checkpoints, oldest first.
     pub history: Vec<Checkpoint>,
+    /// The heap census (once the runtime is known).
+    pub census: Option<Census>,
     /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
     /// Its pid in its own pid namespace, when that is not the host's.
@@ -183,6 +186,8 @@ pub struct Collector {
     pub native: NativeMode,
     /// Walk Python frames in the kernel (off only to measure its cost).
     pub python_walk: bool,
+    /// Take heap censuses.
+    pub census: bool,
     pub mode: Mode,
     /// Time between checkpoints.
     pub interval: Duration,
@@ -208,6 +213,7 @@ impl Collector {
             min_age,
             native: NativeMode::Leaf,
             python_walk: true,
+            census: true,
             mode: Mode::Exact,
             interval: Duration::from_secs(10),
             window: Duration::from_millis(200),
@@ -257,6 +263,7 @@ impl Collector {
             type_type,
             types: HashMap::new(),
             history: Vec::new(),
+            census: None,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
         });
@@ -332,6 +339,9 @@ impl Collector {
                     rt.wrapping_add(bias),
                     ct.wrapping_add(bias),
                 ));
+                if self.census && t.census.is_none() {
+                    t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias)));
+                }
             }
             let rt = t.runtime.as_mut().unwrap();
             let now: HashMap<u32, u64> = rt.threads().into_iter().collect();
@@ -587,6 +597,16 @@ impl Collector {
                 *cp.fds.entry(snap.fd_site(f)).or_default() += 1;
             }
             t.history.push(cp);
+        }
+    }
+
+    /// A heap census pass of every live target (read from outside; the targets run on).
+    pub fn census(&mut self) {
+        let at = self.started.elapsed().as_secs_f64();
+        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if let Some(c) = t.census.as_mut() {
+                c.pass(at, t.runtime.as_mut());
+            }
         }
     }
 

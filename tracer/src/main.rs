@@ -93,6 +93,10 @@ pub struct RecordArgs {
     /// takes one after each window instead.)
     #[arg(long, value_parser = util::parse_duration, default_value = "10s")]
     pub interval: Duration,
+    /// Do not take the heap census (every INTERVAL: the gc-tracked objects read from outside, to
+    /// name the lists, dicts and sets that keep growing).
+    #[arg(long)]
+    pub no_census: bool,
     /// Also write the reports at every checkpoint (into OUTPUT/snapshots/).
     #[arg(long)]
     pub snapshots: bool,

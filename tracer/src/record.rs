@@ -115,6 +115,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
+    c.census = !args.no_census;
     c.mode = mode;
     c.interval = args.interval;
     c.window = args.window;
@@ -348,6 +349,12 @@ async fn collect_loop(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_checkpoint = started + args.interval;
+    // Heap census: a first pass soon after attaching, then every interval.
+    let mut census = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        args.interval,
+    );
+    census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u32;
     // A progress line on stderr when it is a terminal (not in the live view, which has the screen).
     let progress = !args.live && unsafe { libc::isatty(2) == 1 };
@@ -379,6 +386,7 @@ async fn collect_loop(
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
             _ = window_due => c.windows(),
+            _ = census.tick() => c.census(),
             _ = tick.tick() => {
                 for pid in c.tick() {
                     eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress));

@@ -100,6 +100,8 @@ pub struct ProcReport {
     /// Memory stacks (Python call paths) that grew since the first checkpoint, with the bytes
     /// gained.
     pub growth: Vec<(Vec<String>, u64)>,
+    /// The heap census (None when disabled or the interpreter's layout is unknown).
+    pub census: Option<crate::python::census::CensusReport>,
 }
 
 impl ProcReport {
@@ -438,6 +440,7 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
         checkpoints: t.history.len(),
         growth: growth(t),
+        census: t.census.as_ref().map(|c| c.report()),
         allocs,
         fds,
     }

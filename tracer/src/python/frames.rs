@@ -274,6 +274,63 @@ impl Runtime {
         info
     }
 
+    /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized
+    /// forms), as `function (file:LINE)` labels.
+    pub fn global_uses(&mut self, code: u64, name: &str) -> Vec<String> {
+        let l = self.layout;
+        let Some(info) = self.code(code) else {
+            return Vec::new();
+        };
+        let names = self.ptr(code + l.code_names);
+        let n = self.ptr(names + 16);
+        if names == 0 || n == 0 || n > 4096 {
+            return Vec::new();
+        }
+        let Some(items) = self.read(names + 24, 8 * n as usize) else {
+            return Vec::new();
+        };
+        let Some(index) =
+            (0..n).find(|i| self.string(u64_at(&items, 8 * i)).as_deref() == Some(name))
+        else {
+            return Vec::new();
+        };
+        let bytecode = match (l.code_code, l.code_adaptive) {
+            (Some(off), _) => self.bytes(self.ptr(code + off)),
+            (None, Some(adaptive)) => {
+                let units = self.ptr(code + 16);
+                (units <= 1 << 20)
+                    .then(|| self.read(code + adaptive, 2 * units as usize))
+                    .flatten()
+            }
+            _ => None,
+        };
+        let mut out = Vec::new();
+        let mut ext = 0u64;
+        for (i, unit) in bytecode.unwrap_or_default().chunks_exact(2).enumerate() {
+            let (op, arg) = (unit[0], ext << 8 | unit[1] as u64);
+            if op == l.op_extended_arg {
+                ext = arg;
+                continue;
+            }
+            ext = 0;
+            if !l.op_load_global.contains(&op) || arg >> l.global_arg_shift != index {
+                continue;
+            }
+            let line = match l.line_table {
+                LineTable::Lnotab => lnotab_line(&info.linetable, info.firstlineno, 2 * i as i32),
+                LineTable::Pep626 => pep626_line(&info.linetable, info.firstlineno, 2 * i as i32),
+                LineTable::Locations => location_line(&info.linetable, info.firstlineno, i),
+            };
+            if let Some(line) = line {
+                let label = format!("{} ({}:{line})", info.name, info.filename);
+                if !out.contains(&label) {
+                    out.push(label);
+                }
+            }
+        }
+        out
+    }
+
     /// Labels of a kernel Python stack, root first (`function (file:LINE)`), cached by its key.
     pub fn labels(&mut self, key: u64, stack: &PyStack) -> Vec<String> {
         if let Some(v) = self.stacks.get(&key) {

@@ -10,6 +10,11 @@
 //! PyASCIIObject.state (all versions here): interned bits 0-1, kind bits 2-4, compact bit 5,
 //! ascii bit 6. Frame owner values (3.11-3.13): FRAME_OWNED_BY_THREAD = 0, GENERATOR = 1,
 //! FRAME_OBJECT = 2; 3.12 and 3.13 add FRAME_OWNED_BY_CSTACK = 3 (shim frames, skipped).
+//!
+//! Offsets the same in every version here (heap census): PyGC_Head is 16 bytes before the object;
+//! ob_type 8; list ob_size 16, ob_item 24; dict ma_used 16, ma_keys 32, ma_values 40; set used
+//! 24; module md_dict 16, md_name 48; type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict
+//! 264, tp_dictoffset 288 (gdb on the same builds).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
@@ -74,6 +79,40 @@ pub struct Layout {
     pub compact_data: u64,
     pub bytes_size: u64,
     pub bytes_data: u64,
+    /// The gc's generation heads (3 x `struct gc_generation`, 24 bytes each): offset inside
+    /// `_PyRuntimeState` (3.8) or `PyInterpreterState` (3.9+), for the heap census.
+    pub gc_generations: u64,
+    pub gc_in_runtime: bool,
+    pub dict: DictLayout,
+    /// offsetof(PyHeapTypeObject, ht_cached_keys) (3.11+: attribute names of inline values)
+    pub ht_cached_keys: Option<u64>,
+    /// Where code uses a global (census: the lines that name a growing container):
+    /// PyCodeObject co_names, co_code (a bytes object, <= 3.10; 3.11+ code is inline at
+    /// `code_adaptive`, ob_size code units), PyFunctionObject func_code and func_globals.
+    pub code_names: u64,
+    pub code_code: Option<u64>,
+    pub func_code: u64,
+    pub func_globals: u64,
+    /// LOAD_GLOBAL and its specialized forms, EXTENDED_ARG, and the shift from LOAD_GLOBAL's
+    /// argument to its co_names index (3.11+: the low bit says "push NULL").
+    pub op_load_global: &'static [u8],
+    pub op_extended_arg: u8,
+    pub global_arg_shift: u8,
+}
+
+/// How dicts and instance attributes are laid out (heap census, naming by reachability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictLayout {
+    /// 3.8-3.10: dk_size, 24-byte entries; instance dicts at tp_dictoffset.
+    Legacy,
+    /// 3.11: dk_log2_size/dk_log2_index_bytes/dk_kind, 16-byte unicode entries; managed dict
+    /// pointer at obj-24, inline values pointer at obj-32.
+    Log2Prevalues,
+    /// 3.12: as 3.11, with one tagged word at obj-24 (the dict, or the values' address - 1).
+    Log2Tagged,
+    /// 3.13: managed dict at obj-24, inline values after the object (tp_basicsize) with a
+    /// 4-byte header (capacity, size, embedded, valid).
+    Log2Inline,
 }
 
 const LEGACY: Layout = Layout {
@@ -102,13 +141,33 @@ const LEGACY: Layout = Layout {
     compact_data: 72,
     bytes_size: 16,
     bytes_data: 32,
+    gc_generations: 368,
+    gc_in_runtime: true,
+    dict: DictLayout::Legacy,
+    ht_cached_keys: None,
+    code_names: 64,
+    code_code: Some(48),
+    func_code: 16,
+    func_globals: 24,
+    op_load_global: &[116],
+    op_extended_arg: 144,
+    global_arg_shift: 0,
 };
 
 pub static LAYOUTS: &[Layout] = &[
     LEGACY,
-    Layout { minor: 9, ..LEGACY },
+    Layout {
+        minor: 9,
+        gc_generations: 640,
+        gc_in_runtime: false,
+        ..LEGACY
+    },
     Layout {
         minor: 10,
+        gc_generations: 640,
+        gc_in_runtime: false,
+        func_code: 48,
+        func_globals: 16,
         line_table: LineTable::Pep626,
         frame_instr: 96,
         ..LEGACY
@@ -139,6 +198,17 @@ pub static LAYOUTS: &[Layout] = &[
         compact_data: 72,
         bytes_size: 16,
         bytes_data: 32,
+        gc_generations: 672,
+        gc_in_runtime: false,
+        dict: DictLayout::Log2Prevalues,
+        ht_cached_keys: Some(872),
+        code_names: 32,
+        code_code: None,
+        func_code: 48,
+        func_globals: 16,
+        op_load_global: &[116, 47, 48, 55],
+        op_extended_arg: 144,
+        global_arg_shift: 1,
     },
     Layout {
         minor: 12,
@@ -166,6 +236,17 @@ pub static LAYOUTS: &[Layout] = &[
         compact_data: 56,
         bytes_size: 16,
         bytes_data: 32,
+        gc_generations: 136,
+        gc_in_runtime: false,
+        dict: DictLayout::Log2Tagged,
+        ht_cached_keys: Some(880),
+        code_names: 32,
+        code_code: None,
+        func_code: 48,
+        func_globals: 16,
+        op_load_global: &[116, 111, 112],
+        op_extended_arg: 144,
+        global_arg_shift: 1,
     },
     Layout {
         minor: 13,
@@ -193,6 +274,17 @@ pub static LAYOUTS: &[Layout] = &[
         compact_data: 56,
         bytes_size: 16,
         bytes_data: 32,
+        gc_generations: 7424,
+        gc_in_runtime: false,
+        dict: DictLayout::Log2Inline,
+        ht_cached_keys: Some(880),
+        code_names: 32,
+        code_code: None,
+        func_code: 48,
+        func_globals: 16,
+        op_load_global: &[91, 203, 204],
+        op_extended_arg: 71,
+        global_arg_shift: 1,
     },
 ];
 

@@ -3,6 +3,7 @@
 //! its memory (read-only).
 
 pub mod allocator;
+pub mod census;
 pub mod elf;
 pub mod frames;
 pub mod layouts;

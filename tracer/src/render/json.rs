@@ -10,15 +10,57 @@
 //!       "suspects": [ { "resource": "memory"|"descriptors", "verdict":
 //!           "growing"|"stable"|"freed"|"unknown", "growth_per_min", "now", "objects",
 //!           "oldest_age_s" (null if unknown), "line" (innermost Python frame),
-//!           "stack" (frames, root first) } ] } ] }
+//!           "stack" (frames, root first) } ],
+//!       "census": null | { "passes", "partial_passes", "last_pass_ms", "objects" (gc-tracked),
+//!           "error" (null, or why the last pass failed),
+//!           "containers": [ { "name" (`module.global`, `module.global["key"]`,
+//!               `module.Class.attr`, or `TYPE at 0xADDR` when not reachable from a module
+//!               within two steps), "named", "type", "len", "verdict", "growth_per_min" (items),
+//!               "uses" (growing ones: `function (file:LINE)` of the code that loads the
+//!               module global it hangs from),
+//!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
+//!                   "mean_deep_bytes" (with the str/bytes/int/float each item holds) } } ],
+//!           "types": [ { "name", "count", "verdict", "growth_per_min" } ] } } ] }
 //! ```
 //! Memory amounts are bytes; descriptor amounts are descriptors.
 
 use serde_json::{json, Value};
 
 use crate::collect::Mode;
+use crate::python::census::CensusReport;
 use crate::render::summary::python_line;
 use crate::report::{Coverage, Report, Resource};
+
+fn census(c: &CensusReport) -> Value {
+    json!({
+        "passes": c.passes,
+        "partial_passes": c.partial,
+        "last_pass_ms": c.last_ms,
+        "objects": c.objects,
+        "error": c.error,
+        "containers": c.containers.iter().map(|k| json!({
+            "name": k.name,
+            "named": k.named,
+            "type": k.type_name,
+            "len": k.len,
+            "verdict": k.trend.verdict.to_string(),
+            "growth_per_min": k.trend.per_min,
+            "uses": k.uses,
+            "holds": k.holds.as_ref().map(|h| json!({
+                "sampled": h.sampled,
+                "types": h.types,
+                "mean_bytes": h.mean_bytes,
+                "mean_deep_bytes": h.mean_deep_bytes,
+            })),
+        })).collect::<Vec<_>>(),
+        "types": c.types.iter().map(|t| json!({
+            "name": t.name,
+            "count": t.count,
+            "verdict": t.trend.verdict.to_string(),
+            "growth_per_min": t.trend.per_min,
+        })).collect::<Vec<_>>(),
+    })
+}
 
 pub fn render(r: &Report) -> String {
     let procs: Vec<Value> = r
@@ -60,6 +102,7 @@ pub fn render(r: &Report) -> String {
                 "open_fds": p.open_fds,
                 "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
                 "suspects": suspects,
+                "census": p.census.as_ref().map(census),
             })
         })
         .collect();

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::collect::Mode;
+use crate::python::census::{CensusReport, Holds};
 use crate::report::{Coverage, Report, Resource, Suspect};
 use crate::trend::{Verdict, MIN_CHECKPOINTS};
 
@@ -107,6 +108,105 @@ pub fn coverage_warning(c: &Coverage) -> Option<String> {
     }
 }
 
+/// What a container holds, in a few words: "dict x16, ~232 B each".
+pub fn holds_text(h: &Holds) -> String {
+    let types: Vec<String> = h
+        .types
+        .iter()
+        .take(3)
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
+    let deep = if h.mean_deep_bytes > h.mean_bytes {
+        format!(
+            ", ~{} with the str/bytes/numbers they hold",
+            human_bytes(h.mean_deep_bytes as u64)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "newest {}: {}, ~{} each{deep}",
+        h.sampled,
+        types.join(", "),
+        human_bytes(h.mean_bytes as u64)
+    )
+}
+
+fn census(o: &mut String, c: &CensusReport) {
+    if let Some(e) = &c.error {
+        let _ = writeln!(o, "  heap census: not taken: {e}");
+        return;
+    }
+    if c.passes == 0 {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  heap census (gc-tracked objects read from outside; {} passes{}, the last took {:.0} ms): {} objects",
+        c.passes,
+        if c.partial > 0 {
+            format!(", {} partial", c.partial)
+        } else {
+            String::new()
+        },
+        c.last_ms,
+        thousands(c.objects)
+    );
+    // What grows, and the named others (module globals: the caches a reader knows).
+    for k in c
+        .containers
+        .iter()
+        .filter(|k| k.named || k.trend.verdict == Verdict::Growing)
+        .take(5)
+    {
+        let growth = if k.trend.verdict == Verdict::Growing {
+            format!("+{} items/min", thousands(k.trend.per_min.max(0.0) as u64))
+        } else {
+            String::new()
+        };
+        let rate = match (&k.holds, k.trend.verdict) {
+            (Some(h), Verdict::Growing) => format!(
+                " (~{}/min)",
+                human_bytes((k.trend.per_min.max(0.0) * h.mean_deep_bytes) as u64)
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "    {:<8} {:>18}  {} ({}, {} items){rate}{}",
+            k.trend.verdict.to_string(),
+            growth,
+            k.name,
+            k.type_name,
+            thousands(k.len),
+            k.holds
+                .as_ref()
+                .map(|h| format!("; {}", holds_text(h)))
+                .unwrap_or_default()
+        );
+        for u in k.uses.iter().take(3) {
+            let _ = writeln!(o, "    {:>29}used at {u}", "");
+        }
+    }
+    let growing: Vec<String> = c
+        .types
+        .iter()
+        .filter(|t| t.trend.verdict == Verdict::Growing)
+        .take(5)
+        .map(|t| {
+            format!(
+                "{} {:+.0}/min (now {})",
+                t.name,
+                t.trend.per_min,
+                thousands(t.count)
+            )
+        })
+        .collect();
+    if !growing.is_empty() {
+        let _ = writeln!(o, "    objects growing by type: {}", growing.join(", "));
+    }
+}
+
 pub fn render(r: &Report, dir: Option<&Path>) -> String {
     let mut o = String::new();
     let _ = writeln!(
@@ -176,7 +276,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             if let Some(reason) = partial {
                 let _ = writeln!(
                     o,
-                    "  WARNING: the windows see part of the allocations only: {reason}; memory is not judged (verdict unknown), descriptors are exact"
+                    "  WARNING: the windows see part of the allocations only: {reason}; memory is not judged (verdict unknown), descriptors are exact; the heap census below names what grows"
                 );
             }
         }
@@ -212,6 +312,9 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             for s in p.suspects.iter().take(8) {
                 let _ = writeln!(o, "{}", suspect_line(s));
             }
+        }
+        if let Some(c) = &p.census {
+            census(&mut o, c);
         }
         if !p.allocs.is_empty() {
             let _ = writeln!(
