@@ -146,6 +146,28 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
                 let _ = writeln!(o, "{}", suspect_line(s));
             }
         }
+        // The heap census: the containers that grow, by name.
+        if let Some(c) = &p.census {
+            for k in c
+                .containers
+                .iter()
+                .filter(|k| k.trend.verdict == crate::trend::Verdict::Growing)
+                .take(3)
+            {
+                let _ = writeln!(
+                    o,
+                    "    census: {} ({}) {} items, +{}/min{}",
+                    k.name,
+                    k.type_name,
+                    thousands(k.len),
+                    thousands(k.trend.per_min.max(0.0) as u64),
+                    k.uses
+                        .first()
+                        .map(|u| format!(", used at {u}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
     }
     let h = &r.health;
     let _ = writeln!(o);
