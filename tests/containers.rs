@@ -400,6 +400,14 @@ fn runc_containers_by_name_and_id() {
         .filter(|s| s["verdict"] == "growing")
         .collect();
     assert!(grows.is_empty(), "the healthy container grows: {grows:?}");
+    // The heap census (read through the container's pid, as any other): the leaking list, named
+    // and growing in the leaking container; nothing growing in the healthy one.
+    assert!(
+        census_growing(p).contains(&"__main__.REQUEST_LOG".to_string()),
+        "{}",
+        p["census"]
+    );
+    assert!(census_growing(q).is_empty(), "{}", q["census"]);
 
     // Root frames: the container, then the process.
     let leaky_root = [
@@ -442,7 +450,8 @@ fn runc_containers_by_name_and_id() {
 }
 
 /// A podman container with Debian's static python3.11, traced in watch mode by its short id:
-/// descriptor leaks exact on their line, memory left unjudged with the build's warning; the
+/// descriptor leaks exact on their line, window stacks left unjudged with the build's warning,
+/// the memory leak named by the heap census with its line; the
 /// container is removed while traced: its process is reported as exited with what it held, and
 /// the tracer carries on to the end.
 #[test]
@@ -466,6 +475,8 @@ fn podman_container_watch_mode() {
             "watch",
             "--budget",
             "10",
+            "--interval",
+            "5s",
             "-d",
             "50s",
         ],
@@ -501,6 +512,36 @@ fn podman_container_watch_mode() {
     assert!(stacks
         .iter()
         .all(|(s, _)| s[0] == format!("container {}", &c.id[..12])));
+    // On this build the memory leak is named by the heap census, with the line that uses it.
+    let log = p["census"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "__main__.REQUEST_LOG")
+        .unwrap_or_else(|| panic!("no REQUEST_LOG in the census: {}", p["census"]));
+    assert_eq!(log["verdict"], "growing", "{log}");
+    let line = marked("LEAK:log")[0];
+    assert!(
+        log["uses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| service_line(u.as_str().unwrap()) == Some(line)),
+        "{log}"
+    );
+}
+
+/// Names of the containers the census calls growing.
+fn census_growing(p: &serde_json::Value) -> Vec<String> {
+    p["census"]["containers"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|k| k["verdict"] == "growing")
+                .filter_map(|k| k["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `--all-python` traces Python processes that start after tracing began, one of them a shell

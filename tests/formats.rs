@@ -249,7 +249,7 @@ fn default_formats_and_exact_verdicts() {
 }
 
 /// A real Prometheus server scrapes --metrics-addr; its query API returns the target's
-/// outstanding bytes.
+/// outstanding bytes and the census's containers.
 #[test]
 fn prometheus_scrapes_the_metrics() {
     let d = TempDir::new("prom");
@@ -316,6 +316,20 @@ fn prometheus_scrapes_the_metrics() {
     assert!(
         text.contains("tracer_dropped_total{map=\"allocations\"}"),
         "{text}"
+    );
+    // The heap census's containers, by name, through Prometheus too.
+    let query = "http://127.0.0.1:19090/api/v1/query?query=tracer_census_container_items";
+    wait_for(
+        "Prometheus to have the census series",
+        Duration::from_secs(30),
+        || {
+            last = Command::new("curl")
+                .args(["-sf", query])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            last.contains("\"name\":\"__main__.REQUEST_LOG\"")
+        },
     );
     drop(prom);
     t.stop();

@@ -1,6 +1,7 @@
 //! /metrics in the Prometheus text exposition format (version 0.0.4): outstanding bytes, objects
 //! and open descriptors per process (and descriptor kind), the top growing stacks as a bounded
-//! label set, and the tracer's own health.
+//! label set, the heap census (tracked objects, the reported containers' lengths), and the
+//! tracer's own health.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -99,6 +100,41 @@ pub fn render(r: &Report) -> String {
                 rank + 1,
                 esc(python_line(&s.frames)),
                 s.trend.per_min
+            );
+        }
+    }
+    family(
+        &mut o,
+        "tracer_census_objects",
+        "gauge",
+        "Objects tracked by the gc at the last heap census.",
+    );
+    for p in &r.procs {
+        if let Some(c) = p.census.as_ref().filter(|c| c.passes > 0) {
+            let _ = writeln!(
+                o,
+                "tracer_census_objects{{{}}} {}",
+                proc_labels(p),
+                c.objects
+            );
+        }
+    }
+    family(
+        &mut o,
+        "tracer_census_container_items",
+        "gauge",
+        "Length of the lists, dicts and sets the heap census reports (at most 12 per process), by name.",
+    );
+    for p in &r.procs {
+        for k in p.census.iter().flat_map(|c| &c.containers) {
+            let _ = writeln!(
+                o,
+                "tracer_census_container_items{{{},name=\"{}\",type=\"{}\",verdict=\"{}\"}} {}",
+                proc_labels(p),
+                esc(&k.name),
+                esc(&k.type_name),
+                k.trend.verdict,
+                k.len
             );
         }
     }
