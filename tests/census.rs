@@ -2,7 +2,7 @@
 //! static python included: the growing containers are named by how they are reachable (instance
 //! attribute of a module global, key of a global dict, class attribute), with the lines that load
 //! their global; a bounded cache on the same instance is stable; what the leak is made of is
-//! said.
+//! said. Locals of a running frame are roots too (a worker's state in its loop).
 
 mod common;
 
@@ -23,12 +23,12 @@ fn uses() -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn census_of(python: &str) -> serde_json::Value {
+fn census_of(python: &str, script: &str) -> serde_json::Value {
     let d = TempDir::new("census");
     let ready = d.0.join("ready");
     let w = Proc(
         std::process::Command::new(python)
-            .arg(workload("registry.py"))
+            .arg(workload(script))
             .arg(&ready)
             .spawn()
             .unwrap(),
@@ -59,7 +59,7 @@ fn census_of(python: &str) -> serde_json::Value {
 }
 
 fn check(python: &str) {
-    let c = census_of(python);
+    let c = census_of(python, "registry.py");
     assert!(c["error"].is_null(), "{python}: {c}");
     assert!(c["passes"].as_u64().unwrap() >= 6, "{python}: {c}");
     let containers = c["containers"].as_array().unwrap();
@@ -104,24 +104,53 @@ fn check(python: &str) {
     }
 }
 
-/// All builds at once (the census costs the targets nothing; the run is ~30 s).
-#[test]
-fn census_names_growing_containers() {
-    let builds: [&'static str; 7] = [
-        PY38,
-        "/root/.pyenv/versions/3.9.18/bin/python3",
-        "/root/.pyenv/versions/3.10.13/bin/python3",
-        PY311,
-        PY312,
-        "/root/.pyenv/versions/3.13.0/bin/python3",
-        DEBIAN_PY311,
-    ];
-    let handles: Vec<_> = builds
+/// Locals of a running frame are roots too: a worker's state kept in its loop's locals.
+fn check_locals(python: &str) {
+    let c = census_of(python, "worker.py");
+    let containers = c["containers"].as_array().unwrap();
+    let find = |name: &str| {
+        containers
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
+    };
+    for (name, ty) in [
+        ("run() local seen", "dict"),
+        ("run() local state.pending", "list"),
+    ] {
+        let k = find(name);
+        assert_eq!(k["verdict"], "growing", "{python}: {k}");
+        assert_eq!(k["type"], ty, "{python}: {k}");
+        // Where the frame runs: a line of run() in worker.py.
+        let at = k["uses"][0].as_str().unwrap_or("");
+        assert!(
+            at.starts_with("run (") && at.contains("worker.py:"),
+            "{python}: {k}"
+        );
+    }
+    let recent = find("run() local recent");
+    assert_ne!(recent["verdict"], "growing", "{python}: {recent}");
+}
+
+const BUILDS: [&str; 7] = [
+    PY38,
+    "/root/.pyenv/versions/3.9.18/bin/python3",
+    "/root/.pyenv/versions/3.10.13/bin/python3",
+    PY311,
+    PY312,
+    "/root/.pyenv/versions/3.13.0/bin/python3",
+    DEBIAN_PY311,
+];
+
+/// Runs `f` on every build at once (the census costs the targets nothing; ~30 s) and reports
+/// every build that failed.
+fn on_all_builds(f: fn(&str)) {
+    let handles: Vec<_> = BUILDS
         .iter()
-        .map(|&py| std::thread::spawn(move || check(py)))
+        .map(|&py| std::thread::spawn(move || f(py)))
         .collect();
     let mut failed = Vec::new();
-    for (h, py) in handles.into_iter().zip(builds) {
+    for (h, py) in handles.into_iter().zip(BUILDS) {
         if let Err(e) = h.join() {
             let msg = e
                 .downcast_ref::<String>()
@@ -132,4 +161,14 @@ fn census_names_growing_containers() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn census_names_growing_containers() {
+    on_all_builds(check);
+}
+
+#[test]
+fn census_names_locals_of_running_frames() {
+    on_all_builds(check_locals);
 }

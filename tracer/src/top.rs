@@ -163,7 +163,11 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
                     thousands(k.trend.per_min.max(0.0) as u64),
                     k.uses
                         .first()
-                        .map(|u| format!(", used at {u}"))
+                        .map(|u| if k.root == "local" {
+                            format!(", in the frame running {u}")
+                        } else {
+                            format!(", used at {u}")
+                        })
                         .unwrap_or_default()
                 );
             }

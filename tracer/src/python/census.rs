@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::frames::Runtime;
+use super::frames::{FrameLocals, Runtime};
 use super::layouts::{DictLayout, Layout};
 use crate::procfs;
 use crate::trend::{self, Trend, Verdict};
@@ -187,8 +187,8 @@ struct Followed {
     series: Vec<(f64, u64)>,
     /// How it is reachable (None: not looked for yet; Some(None): not found from a module).
     name: Option<Option<String>>,
-    /// The module global it hangs from: (module dict, global name).
-    root: Option<(u64, String)>,
+    /// What holds it: a module global, or a local of a running frame.
+    root: Option<Root>,
     /// The lines that load that global (once growing).
     uses: Option<Vec<String>>,
     holds: Option<Holds>,
@@ -205,7 +205,11 @@ pub struct ContainerReport {
     /// Items per minute.
     pub trend: Trend,
     pub holds: Option<Holds>,
-    /// Where the code loads the module global it hangs from: `function (file:LINE)`.
+    /// "global" (hangs from a module global), "local" (from a local of a running frame), or
+    /// "unreached" (not reached from either within two steps).
+    pub root: &'static str,
+    /// For a global: where the code loads it, `function (file:LINE)`. For a local: the line
+    /// its frame is running.
     pub uses: Vec<String>,
 }
 
@@ -273,9 +277,9 @@ impl Census {
         }
     }
 
-    /// One census pass at `at` (seconds since tracing began). `rt` reads code objects (the
-    /// lines that use a growing container).
-    pub fn pass(&mut self, at: f64, rt: Option<&mut Runtime>) {
+    /// One census pass at `at` (seconds since tracing began). `rt` reads frames and code
+    /// objects (locals as roots, the lines that use a growing container).
+    pub fn pass(&mut self, at: f64, mut rt: Option<&mut Runtime>) {
         let t0 = Instant::now();
         let mut mem = Mem::new(self.pid);
         let mut types = TypeCache::default();
@@ -312,8 +316,9 @@ impl Census {
                 }
             }
         }
-        // Big containers held by module globals, tracked by the gc or not (a dict of strings
-        // is not: the classic cache), named on the way.
+        // Big containers held by module globals or by the locals of running frames, tracked by
+        // the gc or not (a dict of strings is not: the classic cache), named on the way.
+        let frames = rt.as_mut().map(|rt| rt.frame_locals()).unwrap_or_default();
         let mut lens = pass.lens;
         let mut globals_named = HashMap::new();
         {
@@ -323,7 +328,9 @@ impl Census {
                 layout: self.layout,
             };
             let known: HashSet<u64> = lens.iter().map(|l| l.0).collect();
-            for (named, obj, ty, len) in r.module_containers(&pass.modules) {
+            let mut held = r.module_containers(&pass.modules);
+            held.extend(r.local_containers(&frames));
+            for (named, obj, ty, len) in held {
                 if len >= MIN_LEN || self.followed.contains_key(&(obj, ty)) {
                     if !known.contains(&obj) {
                         lens.push((obj, ty, len));
@@ -507,15 +514,20 @@ impl Census {
     }
 
     /// For each container hanging from a module global: the lines of the functions of that
-    /// module that load the global (found once).
+    /// module that load the global (found once). For a local: the line its frame runs.
     fn find_uses(&mut self, mem: &mut Mem, rt: &mut Runtime, functions: &[u64]) {
         let l = self.layout;
         for f in self.followed.values_mut() {
             if f.uses.is_some() {
                 continue;
             }
-            let Some((dict, global)) = &f.root else {
-                continue;
+            let (dict, global) = match &f.root {
+                Some(Root::Global(d, g)) => (d, g),
+                Some(Root::Local(frame)) => {
+                    f.uses = Some(vec![frame.clone()]);
+                    continue;
+                }
+                None => continue,
             };
             let mut uses = Vec::new();
             for &func in functions {
@@ -551,6 +563,11 @@ impl Census {
                         trend: judge(&f.series),
                         holds: f.holds.clone(),
                         uses: f.uses.clone().unwrap_or_default(),
+                        root: match f.root {
+                            Some(Root::Global(..)) => "global",
+                            Some(Root::Local(_)) => "local",
+                            None => "unreached",
+                        },
                     },
                     *addr,
                 )
@@ -652,7 +669,16 @@ fn read_type(mem: &mut Mem, ty: u64) -> Option<TypeInfo> {
 }
 
 /// A name from a module, and the module global it hangs from (module dict, global name).
-type Named = (String, (u64, String));
+type Named = (String, Root);
+
+/// Where a named container hangs from.
+#[derive(Debug, Clone, PartialEq)]
+enum Root {
+    /// A module global: (module dict, global name).
+    Global(u64, String),
+    /// A local variable of a running frame (`function (file:LINE)`, the line it runs).
+    Local(String),
+}
 
 /// Reads objects of one pass.
 struct Reader<'a> {
@@ -913,58 +939,90 @@ impl Reader<'_> {
         mods
     }
 
-    /// The lists, dicts and sets that module globals hold: (`module.name`, (module dict,
-    /// name), object, type, len).
+    /// The lists, dicts and sets that module globals hold, and one step below them (an
+    /// object's attributes, a dict's values): ((name, root), object, type, len).
     fn module_containers(&mut self, modules: &[u64]) -> Vec<(Named, u64, u64, u64)> {
         let mut out = Vec::new();
         let mut budget = MAX_SECOND_LEVEL;
         let mut looked = HashSet::new();
         for (mname, d) in self.module_dicts(modules) {
             for (k, v) in self.dict_items(d) {
-                let Some(t) = self.type_of(v) else { continue };
-                let kind = t.kind();
-                let len = self.len_of(v, kind);
-                if len.is_none() && !matches!(kind, Kind::Other | Kind::Dict) {
-                    continue;
-                }
                 let Some(k) = self.string(k) else { continue };
-                let label = format!("{mname}.{k}");
-                if let Some(len) = len {
-                    out.push((
-                        (label.clone(), (d, k.clone())),
-                        v,
-                        self.mem.u64(v + 8).unwrap_or(0),
-                        len,
-                    ));
-                }
-                // One level below: containers held by an object's attributes or a dict's
-                // values. (The walk finds the tracked ones; a dict of strings is not tracked.)
-                if k.starts_with("__") || budget == 0 || !looked.insert(v) {
-                    continue;
-                }
-                let (items, dot) = match kind {
-                    Kind::Dict => (self.dict_items(v), false),
-                    Kind::Other => (self.attributes(v, &t), true),
-                    _ => continue,
-                };
-                for (ck, c) in items.into_iter().take(budget) {
-                    budget -= 1;
-                    let Some(ct) = self.type_of(c) else { continue };
-                    let Some(clen) = self.len_of(c, ct.kind()) else {
-                        continue;
-                    };
-                    let Some(ck) = self.string(ck) else { continue };
-                    let name = if dot {
-                        format!("{label}.{ck}")
-                    } else {
-                        format!("{label}[{ck:?}]")
-                    };
-                    let cty = self.mem.u64(c + 8).unwrap_or(0);
-                    out.push(((name, (d, k.clone())), c, cty, clen));
-                }
+                let below = !k.starts_with("__");
+                let root = Root::Global(d, k.clone());
+                self.held(
+                    &format!("{mname}.{k}"),
+                    &root,
+                    v,
+                    below,
+                    &mut budget,
+                    &mut looked,
+                    &mut out,
+                );
             }
         }
         out
+    }
+
+    /// The same for the locals of running frames: `function() local name`.
+    fn local_containers(&mut self, frames: &[FrameLocals]) -> Vec<(Named, u64, u64, u64)> {
+        let mut out = Vec::new();
+        let mut budget = MAX_SECOND_LEVEL;
+        let mut looked = HashSet::new();
+        for f in frames {
+            let root = Root::Local(f.label.clone());
+            for (name, v) in &f.locals {
+                let label = format!("{}() local {name}", f.function);
+                self.held(&label, &root, *v, true, &mut budget, &mut looked, &mut out);
+            }
+        }
+        out
+    }
+
+    /// `v`, named `label`, if it is a container; and, with `below`, the containers its
+    /// attributes or values hold.
+    #[allow(clippy::too_many_arguments)]
+    fn held(
+        &mut self,
+        label: &str,
+        root: &Root,
+        v: u64,
+        below: bool,
+        budget: &mut usize,
+        looked: &mut HashSet<u64>,
+        out: &mut Vec<(Named, u64, u64, u64)>,
+    ) {
+        let Some(t) = self.type_of(v) else { return };
+        let kind = t.kind();
+        let ty = self.mem.u64(v + 8).unwrap_or(0);
+        if let Some(len) = self.len_of(v, kind) {
+            out.push(((label.to_string(), root.clone()), v, ty, len));
+        }
+        // One level below: containers held by an object's attributes or a dict's values. (The
+        // walk finds the tracked ones; a dict of strings is not tracked.)
+        if !below || *budget == 0 || !looked.insert(v) {
+            return;
+        }
+        let (items, dot) = match kind {
+            Kind::Dict => (self.dict_items(v), false),
+            Kind::Other => (self.attributes(v, &t), true),
+            _ => return,
+        };
+        for (ck, c) in items.into_iter().take(*budget) {
+            *budget -= 1;
+            let Some(ct) = self.type_of(c) else { continue };
+            let Some(clen) = self.len_of(c, ct.kind()) else {
+                continue;
+            };
+            let Some(ck) = self.string(ck) else { continue };
+            let name = if dot {
+                format!("{label}.{ck}")
+            } else {
+                format!("{label}[{ck:?}]")
+            };
+            let cty = self.mem.u64(c + 8).unwrap_or(0);
+            out.push(((name, root.clone()), c, cty, clen));
+        }
     }
 
     /// The length of a list, dict or set.
@@ -988,9 +1046,9 @@ impl Reader<'_> {
                 let Some(k) = self.string(k) else { continue };
                 let label = format!("{mname}.{k}");
                 if wanted.contains(&v) {
-                    found.entry(v).or_insert((label, (*d, k)));
+                    found.entry(v).or_insert((label, Root::Global(*d, k)));
                 } else if below.len() < MAX_SECOND_LEVEL && !k.starts_with("__") {
-                    below.push((label, (*d, k), v));
+                    below.push((label, Root::Global(*d, k), v));
                 }
             }
         }

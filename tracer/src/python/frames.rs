@@ -84,6 +84,15 @@ pub struct Runtime {
     stacks: HashMap<u64, Vec<String>>,
 }
 
+/// A running frame and its local variables (name, object).
+#[derive(Debug, Clone)]
+pub struct FrameLocals {
+    /// `function (file:LINE)`, the line it is executing.
+    pub label: String,
+    pub function: String,
+    pub locals: Vec<(String, u64)>,
+}
+
 #[derive(Debug, Clone)]
 struct CodeInfo {
     name: String,
@@ -272,6 +281,98 @@ impl Runtime {
         })();
         self.codes.insert(key, info.clone());
         info
+    }
+
+    /// The frames running on every thread, innermost first, with their local variables
+    /// (census roots: what a long-running function keeps in its locals stays alive).
+    pub fn frame_locals(&mut self) -> Vec<FrameLocals> {
+        let l = self.layout;
+        let mut out = Vec::new();
+        for (_, tstate) in self.threads() {
+            let mut frame = match (l.frame_kind, l.cframe_current_frame) {
+                (FrameKind::Legacy | FrameKind::Interp313, _) => self.ptr(tstate + l.tstate_frame),
+                (_, Some(off)) => match self.ptr(tstate + l.tstate_frame) {
+                    0 => 0,
+                    cf => self.ptr(cf + off),
+                },
+                _ => 0,
+            };
+            let span = [
+                l.frame_code,
+                l.frame_back,
+                l.frame_instr,
+                l.frame_owner.unwrap_or(0),
+            ]
+            .into_iter()
+            .max()
+            .unwrap()
+                + 8;
+            for _ in 0..64 {
+                if frame == 0 {
+                    break;
+                }
+                let Some(b) = self.read(frame, span as usize) else {
+                    break;
+                };
+                let (code, back) = (u64_at(&b, l.frame_code), u64_at(&b, l.frame_back));
+                let shim = matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313)
+                    && l.frame_owner.and_then(|o| b.get(o as usize)) == Some(&3);
+                if !shim {
+                    if let Some(f) = self.locals_of(frame, code, &b) {
+                        out.push(f);
+                    }
+                }
+                frame = back;
+            }
+        }
+        out
+    }
+
+    fn locals_of(&mut self, frame: u64, code: u64, head: &[u8]) -> Option<FrameLocals> {
+        let l = self.layout;
+        let c = self.code(code)?;
+        let instr = match l.frame_kind {
+            FrameKind::Legacy => i32_at(head, l.frame_instr) as u32 as u64,
+            _ => u64_at(head, l.frame_instr),
+        };
+        let label = match self.line(&c, instr) {
+            Some(line) => format!("{} ({}:{line})", c.name, c.filename),
+            None => format!("{} ({})", c.name, c.filename),
+        };
+        let n = i32_at(&self.read(code + l.code_nlocals, 4)?, 0);
+        if !(0..=1024).contains(&n) {
+            return None;
+        }
+        let n = n as usize;
+        let names = self.ptr(code + l.code_localnames);
+        let names = self.read(names + 24, 8 * n)?;
+        let values = self.read(frame + l.frame_localsplus, 8 * n)?;
+        let kinds = match l.code_localkinds {
+            Some(off) => self.bytes(self.ptr(code + off)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut locals = Vec::new();
+        for i in 0..n {
+            let mut v = u64_at(&values, 8 * i as u64);
+            if v == 0 {
+                continue;
+            }
+            // A cell or free variable: the slot holds a cell (ob_ref after the header).
+            if kinds.get(i).is_some_and(|k| k & 0xc0 != 0) {
+                v = self.ptr(v + 16);
+                if v == 0 {
+                    continue;
+                }
+            }
+            if let Some(name) = self.string(u64_at(&names, 8 * i as u64)) {
+                locals.push((name, v));
+            }
+        }
+        Some(FrameLocals {
+            label,
+            function: c.name,
+            locals,
+        })
     }
 
     /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized

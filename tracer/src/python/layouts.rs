@@ -98,6 +98,14 @@ pub struct Layout {
     pub op_load_global: &'static [u8],
     pub op_extended_arg: u8,
     pub global_arg_shift: u8,
+    /// A running frame's local variables (census roots): where they start in the frame
+    /// (f_localsplus, or _PyInterpreterFrame.localsplus), how many (co_nlocals, an int; 3.11+
+    /// co_nlocalsplus), their names (co_varnames; 3.11+ co_localsplusnames) and kinds (3.11+
+    /// co_localspluskinds: 0x40 cell, 0x80 free variable: the slot holds a cell).
+    pub frame_localsplus: u64,
+    pub code_nlocals: u64,
+    pub code_localnames: u64,
+    pub code_localkinds: Option<u64>,
 }
 
 /// How dicts and instance attributes are laid out (heap census, naming by reachability).
@@ -152,6 +160,10 @@ const LEGACY: Layout = Layout {
     op_load_global: &[116],
     op_extended_arg: 144,
     global_arg_shift: 0,
+    frame_localsplus: 360,
+    code_nlocals: 28,
+    code_localnames: 72,
+    code_localkinds: None,
 };
 
 pub static LAYOUTS: &[Layout] = &[
@@ -170,6 +182,7 @@ pub static LAYOUTS: &[Layout] = &[
         func_globals: 16,
         line_table: LineTable::Pep626,
         frame_instr: 96,
+        frame_localsplus: 352,
         ..LEGACY
     },
     Layout {
@@ -209,6 +222,10 @@ pub static LAYOUTS: &[Layout] = &[
         op_load_global: &[116, 47, 48, 55],
         op_extended_arg: 144,
         global_arg_shift: 1,
+        frame_localsplus: 72,
+        code_nlocals: 76,
+        code_localnames: 96,
+        code_localkinds: Some(104),
     },
     Layout {
         minor: 12,
@@ -247,6 +264,10 @@ pub static LAYOUTS: &[Layout] = &[
         op_load_global: &[116, 111, 112],
         op_extended_arg: 144,
         global_arg_shift: 1,
+        frame_localsplus: 72,
+        code_nlocals: 72,
+        code_localnames: 96,
+        code_localkinds: Some(104),
     },
     Layout {
         minor: 13,
@@ -285,6 +306,10 @@ pub static LAYOUTS: &[Layout] = &[
         op_load_global: &[91, 203, 204],
         op_extended_arg: 71,
         global_arg_shift: 1,
+        frame_localsplus: 72,
+        code_nlocals: 72,
+        code_localnames: 96,
+        code_localkinds: Some(104),
     },
 ];
 

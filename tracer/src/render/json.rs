@@ -14,10 +14,12 @@
 //!       "census": null | { "passes", "partial_passes", "last_pass_ms", "objects" (gc-tracked),
 //!           "error" (null, or why the last pass failed),
 //!           "containers": [ { "name" (`module.global`, `module.global["key"]`,
-//!               `module.Class.attr`, or `TYPE at 0xADDR` when not reachable from a module
-//!               within two steps), "named", "type", "len", "verdict", "growth_per_min" (items),
-//!               "uses" (growing ones: `function (file:LINE)` of the code that loads the
-//!               module global it hangs from),
+//!               `module.Class.attr`, `function() local name[.attr]`, or `TYPE at 0xADDR`
+//!               when not reachable from a module or a running frame within two steps),
+//!               "named", "type", "len", "verdict", "growth_per_min" (items),
+//!               "root" ("global" | "local" (a local of a running frame) | "unreached"),
+//!               "uses" (`function (file:LINE)`: for a global, the code that loads it; for
+//!               a local, the line its frame is running),
 //!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
 //!                   "mean_deep_bytes" (with the str/bytes/int/float each item holds) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min" } ] } } ] }
@@ -45,6 +47,7 @@ fn census(c: &CensusReport) -> Value {
             "len": k.len,
             "verdict": k.trend.verdict.to_string(),
             "growth_per_min": k.trend.per_min,
+            "root": k.root,
             "uses": k.uses,
             "holds": k.holds.as_ref().map(|h| json!({
                 "sampled": h.sampled,

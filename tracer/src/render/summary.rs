@@ -184,8 +184,13 @@ fn census(o: &mut String, c: &CensusReport) {
                 .map(|h| format!("; {}", holds_text(h)))
                 .unwrap_or_default()
         );
+        let verb = if k.root == "local" {
+            "in the frame running"
+        } else {
+            "used at"
+        };
         for u in k.uses.iter().take(3) {
-            let _ = writeln!(o, "    {:>29}used at {u}", "");
+            let _ = writeln!(o, "    {:>29}{verb} {u}", "");
         }
     }
     let growing: Vec<String> = c
