@@ -121,10 +121,18 @@ fn check_locals(python: &str) {
         let k = find(name);
         assert_eq!(k["verdict"], "growing", "{python}: {k}");
         assert_eq!(k["type"], ty, "{python}: {k}");
-        // Where the frame runs: a line of run() in worker.py.
+        // Where the frame runs: a line of run() in worker.py, and the stack down to it.
         let at = k["uses"][0].as_str().unwrap_or("");
         assert!(
             at.starts_with("run (") && at.contains("worker.py:"),
+            "{python}: {k}"
+        );
+        let frames: Vec<&str> = k["stacks"][0]["frames"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            frames.len() == 2 && frames[0].starts_with("<module> (") && frames[1] == at,
             "{python}: {k}"
         );
     }

@@ -3,12 +3,15 @@ excluded), as ratios to untraced within one run:
   A. exact mode: untraced, under do-nothing uprobes on the same allocator functions (the floor:
      the cost of the traps alone), traced, traced without the Python walk (short loop: exact mode
      costs a trap per allocation);
-  B. the issue's loop (20,000 iterations): untraced, watch mode (its first window opens at attach,
-     right when the loop starts: the worst case), watch mode between two windows, tracemalloc (1
-     and 25 frames), memray (installed from PyPI into a venv under target/ by this script);
-  C. a long loop (about 40 s: watch mode's first window, opened at attach, amortized as in a
-     service; at the default 2% budget the next one comes ~45 s later): untraced vs watch mode;
-  D. requests per second of a Flask app under gunicorn driven by wrk: untraced, watch, exact.
+  B. the issue's loop (20,000 iterations): untraced, watch mode (the default: no allocator probe;
+     heap census, stack samples, descriptors), watch mode with --budget 2 (allocator windows; the
+     first opens at attach, right when the loop starts: the worst case), the same between two
+     windows, tracemalloc (1 and 25 frames), memray (installed from PyPI into a venv under target/
+     by this script);
+  C. a long loop (about 40 s; with --budget 2 the first window, opened at attach, is amortized as
+     in a service, the next one comes ~45 s later): untraced, watch, watch --budget 2;
+  D. requests per second of a Flask app under gunicorn driven by wrk: untraced, watch, watch
+     --budget 2, exact.
 Usage: bench.py --tracer BIN --python PY --venv DIR"""
 import argparse
 import json
@@ -56,7 +59,7 @@ def one_run(args, mode, workdir, iterations):
     w = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     tracer = None
     calls = None
-    if mode in ("floor", "traced", "traced-nowalk", "watch", "watch-between"):
+    if mode in ("floor", "traced", "traced-nowalk", "watch", "watch-windows", "watch-windows-between"):
         time.sleep(0.5)  # the interpreter is up and waiting
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
@@ -65,6 +68,8 @@ def one_run(args, mode, workdir, iterations):
             cmd.append("--no-python-walk")
         if mode.startswith("watch"):
             cmd += ["--mode", "watch"]
+        if mode.startswith("watch-windows"):
+            cmd += ["--budget", "2"]
         tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:
             line = tracer.stderr.readline()
@@ -72,7 +77,7 @@ def one_run(args, mode, workdir, iterations):
                 raise SystemExit("tracer exited early")
             if "tracer: recording" in line:
                 break
-        if mode == "watch-between":
+        if mode == "watch-windows-between":
             time.sleep(1.5)  # after the first window: the loop runs between two windows
     else:
         # Let the tool start (memray, tracemalloc) before the loop: start-up is not measured.
@@ -125,8 +130,10 @@ def wsgi_run(args, mode, workdir, seconds):
         worker = subprocess.run(["pgrep", "-P", str(g.pid)], capture_output=True, text=True).stdout.split()[0]
         if mode != "untraced":
             cmd = [args.tracer, "record", "-p", worker, "-o", os.path.join(workdir, "wsgi-" + mode)]
-            if mode == "watch":
+            if mode.startswith("watch"):
                 cmd += ["--mode", "watch"]
+            if mode == "watch-windows":
+                cmd += ["--budget", "2"]
             tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             while "tracer: recording" not in (tracer.stderr.readline() or "tracer: recording"):
                 pass
@@ -144,11 +151,11 @@ def wsgi_run(args, mode, workdir, seconds):
 
 def table(title, med, modes, base="untraced", extra=None):
     print(title)
-    print("%-14s %14s %12s%s" % ("mode", "median loop s", "x untraced", "" if not extra else "  x floor"))
+    print("%-22s %14s %12s%s" % ("mode", "median loop s", "x untraced", "" if not extra else "  x floor"))
     for m in modes:
         if m in med:
             x = "" if not extra else "  %7.3f" % (med[m] / med[extra])
-            print("%-14s %14.3f %12.3f%s" % (m, med[m], med[m] / med[base], x))
+            print("%-22s %14.3f %12.3f%s" % (m, med[m], med[m] / med[base], x))
     print()
 
 
@@ -172,9 +179,9 @@ def main():
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("1")
         plan = [("A", args.iterations, ("untraced", "floor", "traced", "traced-nowalk")),
-                ("B", 20000, ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25",
-                              "memray")),
-                ("C", args.long, ("untraced", "watch"))]
+                ("B", 20000, ("untraced", "watch", "watch-windows", "watch-windows-between",
+                              "tracemalloc-1", "tracemalloc-25", "memray")),
+                ("C", args.long, ("untraced", "watch", "watch-windows"))]
         for rep in range(args.repeat):
             for part, n, modes in plan:
                 if part not in args.parts:
@@ -184,7 +191,7 @@ def main():
                     parts[part].setdefault(mode, []).append(t)
                     if c is not None and part == "A":
                         calls[mode] = c
-            for mode in ("untraced", "watch", "exact") if "D" in args.parts else ():
+            for mode in ("untraced", "watch", "watch-windows", "exact") if "D" in args.parts else ():
                 rps.setdefault(mode, []).append(wsgi_run(args, mode, workdir, args.wsgi_seconds))
         med = {p: {m: statistics.median(v) for m, v in d.items()} for p, d in parts.items()}
         print("loop: iterations of (250-byte string kept, small dict, json.dumps of 50 strings), "
@@ -204,17 +211,18 @@ def main():
         print()
         if "B" in args.parts:
             table("B. the issue's loop, 20000 iterations", med["B"],
-                  ("untraced", "watch", "watch-between", "tracemalloc-1", "tracemalloc-25", "memray"))
+                  ("untraced", "watch", "watch-windows", "watch-windows-between", "tracemalloc-1",
+                   "tracemalloc-25", "memray"))
         if "C" in args.parts:
-            table("C. long loop, %d iterations" % args.long, med["C"], ("untraced", "watch"))
+            table("C. long loop, %d iterations" % args.long, med["C"], ("untraced", "watch", "watch-windows"))
         r = {m: statistics.median(v) for m, v in rps.items()}
         if not r:
             return
         print("D. WSGI throughput: Flask under gunicorn (1 sync worker), wrk -t1 -c8 -d%ds on loopback"
               % args.wsgi_seconds)
-        print("%-14s %14s %12s" % ("mode", "median req/s", "x untraced"))
-        for m in ("untraced", "watch", "exact"):
-            print("%-14s %14.0f %12.3f" % (m, r[m], r[m] / r["untraced"]))
+        print("%-22s %14s %12s" % ("mode", "median req/s", "x untraced"))
+        for m in ("untraced", "watch", "watch-windows", "exact"):
+            print("%-22s %14.0f %12.3f" % (m, r[m], r[m] / r["untraced"]))
     finally:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("0")

@@ -217,7 +217,7 @@ impl Collector {
             mode: Mode::Exact,
             interval: Duration::from_secs(10),
             window: Duration::from_millis(200),
-            budget: 2.0,
+            budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
             started: Instant::now(),
@@ -368,7 +368,7 @@ impl Collector {
     /// (see `Probes::release_allocator`). The next window opens when that time is `budget`
     /// percent of the time since this one opened.
     pub fn windows(&mut self) {
-        if self.mode != Mode::Watch {
+        if !self.windowed() {
             return;
         }
         let now = Instant::now();
@@ -422,9 +422,15 @@ impl Collector {
         self.groups.retain(|g| !idle.contains(&g.file));
     }
 
+    /// Watch mode with a budget: allocator probes in windows. (`--budget 0`: none at all; the
+    /// heap census and the descriptors only.)
+    pub fn windowed(&self) -> bool {
+        self.mode == Mode::Watch && self.budget > 0.0
+    }
+
     /// When `windows` next has something to do (None outside watch mode).
     pub fn next_window_event(&self) -> Option<Instant> {
-        if self.mode != Mode::Watch {
+        if !self.windowed() {
             return None;
         }
         let poll = Instant::now() + Duration::from_millis(10);
@@ -597,6 +603,22 @@ impl Collector {
                 *cp.fds.entry(snap.fd_site(f)).or_default() += 1;
             }
             t.history.push(cp);
+        }
+    }
+
+    /// Samples the Python stacks every live target's threads are running (read from outside,
+    /// the thread states already published): the census attributes its growing containers to
+    /// the call paths that reach the lines using them.
+    pub fn sample_stacks(&mut self) {
+        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            let (Some(c), Some(rt)) = (t.census.as_mut(), t.runtime.as_mut()) else {
+                continue;
+            };
+            if !c.wants_stacks {
+                continue;
+            }
+            let tstates: Vec<u64> = t.published.values().copied().collect();
+            c.add_stacks(rt.stacks(&tstates));
         }
     }
 

@@ -77,14 +77,16 @@ pub struct RecordArgs {
     #[arg(long, value_parser = util::parse_duration, default_value = "0s")]
     pub min_age: Duration,
     /// exact: every allocation through allocator probes (for short debugging windows: slows
-    /// allocation-heavy code many times). watch: allocator probes in short windows within a CPU
-    /// budget, what they saw followed from outside (for production). Descriptors: exact in both.
-    /// [default: exact for record, watch for top]
+    /// allocation-heavy code many times). watch: for production: the heap census and stack
+    /// samples read from outside, no allocator probe (unless --budget). Descriptors: exact in
+    /// both. [default: exact for record, watch for top]
     #[arg(long, value_enum)]
     pub mode: Option<collect::Mode>,
-    /// Watch mode: share of the time the allocator probes may be armed, in percent (windows and
-    /// the kernel's time to remove the probes after each, both counted).
-    #[arg(long, default_value_t = 2.0, value_parser = util::parse_percent)]
+    /// Watch mode: also attach the allocator probes in short windows (allocation stacks), armed
+    /// this share of the time, in percent (windows and the kernel's time to remove the probes,
+    /// both counted; e.g. 2). A window stalls allocation-heavy code while armed (~0.8 s here).
+    /// 0: no allocator probe at all.
+    #[arg(long, default_value_t = 0.0, value_parser = util::parse_percent)]
     pub budget: f64,
     /// Watch mode: how long each window of allocator probes lasts.
     #[arg(long, value_parser = util::parse_duration, default_value = "200ms")]

@@ -182,6 +182,58 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Resident memory of a process, in bytes (/proc/PID/statm).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64)
+}
+
+/// Reads several ranges of target memory in one process_vm_readv (one near-instant copy: a
+/// consistent view of memory that changes while it is read piece by piece), concatenated.
+pub fn read_mem_many(pid: u32, parts: &[(u64, usize)]) -> io::Result<Vec<u8>> {
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    let mut buf = vec![0u8; total];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: total,
+    };
+    let remote: Vec<libc::iovec> = parts
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    if remote.len() > 1024 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many ranges",
+        ));
+    }
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid as libc::pid_t,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != total {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "short read of target memory",
+        ));
+    }
+    Ok(buf)
+}
+
 /// Effective capabilities of this process (CapEff from /proc/self/status).
 pub fn effective_caps() -> u64 {
     fs::read_to_string("/proc/self/status")

@@ -16,6 +16,9 @@ use crate::{launch, probes::Probes, render, report, util, RecordArgs};
 const TICK: Duration = Duration::from_secs(1);
 /// How often new Python threads are published to the kernel.
 const THREAD_REFRESH: Duration = Duration::from_millis(100);
+/// Python stacks sampled from outside while the census has a growing container to place (the
+/// call paths to the lines that use it).
+const STACK_SAMPLE: Duration = Duration::from_millis(10);
 
 fn attach_line(
     pid: u32,
@@ -23,6 +26,7 @@ fn attach_line(
     interp: &Interpreter,
     uprobes: usize,
     mode: Mode,
+    budget: f64,
 ) -> String {
     format!(
         "tracer: tracing pid {pid} ({}{}): CPython {} in {}, {}",
@@ -34,6 +38,9 @@ fn attach_line(
         interp.target_path,
         match mode {
             Mode::Exact => format!("{uprobes} allocator probes (exact mode)"),
+            Mode::Watch if budget == 0.0 => {
+                "watch mode: no allocator probe (heap census, stack samples, descriptors; --budget 2 adds allocation windows)".into()
+            }
             Mode::Watch => {
                 let hooks = crate::probes::watch_hooks(&interp.alloc.hooks);
                 let free = hooks
@@ -135,7 +142,14 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         let t = c.targets.last().unwrap();
         eprintln!(
             "{}",
-            attach_line(pid, t.container.as_deref(), &t.interp, t.uprobes, mode)
+            attach_line(
+                pid,
+                t.container.as_deref(),
+                &t.interp,
+                t.uprobes,
+                mode,
+                c.budget
+            )
         );
     }
     let mut child = None;
@@ -154,7 +168,14 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         let t = c.targets.last().unwrap();
         eprintln!(
             "{}",
-            attach_line(l.pid, t.container.as_deref(), &t.interp, t.uprobes, mode)
+            attach_line(
+                l.pid,
+                t.container.as_deref(),
+                &t.interp,
+                t.uprobes,
+                mode,
+                c.budget
+            )
         );
         child = Some(l.child);
     }
@@ -251,7 +272,14 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
         eprintln!(
             "{}{}",
             clear(progress),
-            attach_line(pid, t.container.as_deref(), &t.interp, t.uprobes, c.mode)
+            attach_line(
+                pid,
+                t.container.as_deref(),
+                &t.interp,
+                t.uprobes,
+                c.mode,
+                c.budget
+            )
         );
     }
 }
@@ -355,6 +383,8 @@ async fn collect_loop(
         args.interval,
     );
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stack_samples = tokio::time::interval(STACK_SAMPLE);
+    stack_samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u32;
     // A progress line on stderr when it is a terminal (not in the live view, which has the screen).
     let progress = !args.live && unsafe { libc::isatty(2) == 1 };
@@ -387,6 +417,7 @@ async fn collect_loop(
             _ = threads.tick() => c.refresh_threads(),
             _ = window_due => c.windows(),
             _ = census.tick() => c.census(),
+            _ = stack_samples.tick(), if c.census => c.sample_stacks(),
             _ = tick.tick() => {
                 for pid in c.tick() {
                     eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress));
@@ -416,9 +447,10 @@ async fn collect_loop(
                 }
                 // Watch mode takes a checkpoint after each window (when its samples change);
                 // exact mode every interval.
-                let due = match c.mode {
-                    Mode::Watch => c.take_harvested(),
-                    Mode::Exact => Instant::now() >= next_checkpoint,
+                let due = if c.windowed() {
+                    c.take_harvested()
+                } else {
+                    Instant::now() >= next_checkpoint
                 };
                 if due {
                     c.checkpoint();

@@ -74,6 +74,8 @@ pub enum Coverage {
     Low { reason: String },
     /// No allocator functions could be hooked.
     None { reason: String },
+    /// Watch mode without a budget: no allocator probe by choice; the heap census reports.
+    CensusOnly,
 }
 
 #[derive(Debug, Clone)]
@@ -381,7 +383,7 @@ fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
     out
 }
 
-fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
+fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport {
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
     let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();
@@ -418,7 +420,9 @@ fn process_report(t: &Target, ticks_per_s: u64) -> ProcReport {
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
-        coverage: if t.windows > 0 {
+        coverage: if probes_off {
+            Coverage::CensusOnly
+        } else if t.windows > 0 {
             Coverage::Sampled {
                 windows: t.windows,
                 samples: t.samples.len() as u64,
@@ -455,7 +459,11 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
         budget: (c.mode == Mode::Watch).then_some((c.window, c.budget)),
         elapsed,
         min_age: c.min_age,
-        procs: c.targets.iter().map(|t| process_report(t, ticks)).collect(),
+        procs: c
+            .targets
+            .iter()
+            .map(|t| process_report(t, ticks, c.mode == Mode::Watch && !c.windowed()))
+            .collect(),
         health: Health {
             alloc_map_full: s[stat::ALLOC_MAP_FULL as usize],
             fd_map_full: s[stat::FD_MAP_FULL as usize],

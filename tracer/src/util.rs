@@ -95,10 +95,10 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         .trim_end_matches('%')
         .parse()
         .map_err(|_| format!("'{s}' is not a percentage (e.g. 2 or 2%)"))?;
-    if v > 0.0 && v <= 100.0 {
+    if (0.0..=100.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("'{s}' must be more than 0 and at most 100"))
+        Err(format!("'{s}' must be between 0 and 100"))
     }
 }
 
@@ -132,7 +132,8 @@ mod tests {
     fn percentages() {
         assert_eq!(parse_percent("2"), Ok(2.0));
         assert_eq!(parse_percent("0.5%"), Ok(0.5));
-        assert!(parse_percent("0").is_err());
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert!(parse_percent("-1").is_err());
         assert!(parse_percent("150").is_err());
         assert!(parse_percent("lots").is_err());
     }

@@ -36,6 +36,8 @@ const HOLD_SAMPLE: u64 = 16;
 /// Containers named and described (growing first, then the largest), and reported.
 const DESCRIBED: usize = 16;
 const REPORTED: usize = 12;
+/// Distinct sampled stacks kept per process.
+const MAX_STACK_SAMPLES: usize = 20_000;
 /// Values looked into, one level below the modules' globals, when naming.
 const MAX_SECOND_LEVEL: usize = 50_000;
 
@@ -211,6 +213,9 @@ pub struct ContainerReport {
     /// For a global: where the code loads it, `function (file:LINE)`. For a local: the line
     /// its frame is running.
     pub uses: Vec<String>,
+    /// Python stacks (root first) that reach those lines, with how many stack samples saw them
+    /// (for a local: the stack of its frame, 0 samples).
+    pub stacks: Vec<(Vec<String>, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,12 +226,17 @@ pub struct TypeReport {
 }
 
 /// What the census found, for the reports.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CensusReport {
     pub passes: u64,
     pub partial: u64,
     pub last_ms: f64,
     pub objects: u64,
+    /// Python stacks sampled from outside so far.
+    pub stack_samples: u64,
+    /// The process's resident memory (bytes) at the last pass, and its trend (bytes/min).
+    pub rss: u64,
+    pub rss_trend: Trend,
     /// Growing containers first (fastest first), then the largest others.
     pub containers: Vec<ContainerReport>,
     /// Types whose count grows, fastest first, then the most numerous.
@@ -246,6 +256,13 @@ pub struct Census {
     objects: u64,
     types: HashMap<String, Vec<(f64, u64)>>,
     followed: HashMap<(u64, u64), Followed>,
+    /// Python stacks sampled from outside (root first), with how often each was seen.
+    samples: HashMap<Vec<String>, u64>,
+    /// Resident memory (bytes) at each pass.
+    rss: Vec<(f64, u64)>,
+    /// A growing container hangs from a module global: stack samples can say which call
+    /// paths reach the code that uses it.
+    pub wants_stacks: bool,
 }
 
 /// One walk of the gc lists.
@@ -274,7 +291,48 @@ impl Census {
             objects: 0,
             types: HashMap::new(),
             followed: HashMap::new(),
+            samples: HashMap::new(),
+            rss: Vec::new(),
+            wants_stacks: false,
         }
+    }
+
+    /// Adds the Python stacks the threads were running at one moment (read from outside).
+    pub fn add_stacks(&mut self, stacks: Vec<Vec<String>>) {
+        for s in stacks {
+            if self.samples.len() < MAX_STACK_SAMPLES || self.samples.contains_key(&s) {
+                *self.samples.entry(s).or_default() += 1;
+            }
+        }
+    }
+
+    /// The sampled call paths to the lines in `uses` (each cut at the using function, whose
+    /// frame shows the line of the use), most seen first.
+    fn paths_to(&self, uses: &[String]) -> Vec<(Vec<String>, u64)> {
+        let wanted: Vec<(&str, &str, &String)> = uses
+            .iter()
+            .filter_map(|u| function_and_file(u).map(|(f, file)| (f, file, u)))
+            .collect();
+        let mut paths: HashMap<Vec<String>, u64> = HashMap::new();
+        for (stack, n) in &self.samples {
+            // The innermost frame in a function that uses the container.
+            let hit = stack.iter().enumerate().rev().find_map(|(i, fr)| {
+                let (f, file) = function_and_file(fr)?;
+                wanted
+                    .iter()
+                    .find(|w| w.0 == f && w.1 == file)
+                    .map(|w| (i, w.2))
+            });
+            if let Some((i, use_label)) = hit {
+                let mut p = stack[..i].to_vec();
+                p.push(use_label.clone());
+                *paths.entry(p).or_default() += n;
+            }
+        }
+        let mut v: Vec<(Vec<String>, u64)> = paths.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(3);
+        v
     }
 
     /// One census pass at `at` (seconds since tracing began). `rt` reads frames and code
@@ -292,6 +350,9 @@ impl Census {
         };
         self.error = None;
         self.passes += 1;
+        if let Some(rss) = procfs::rss_bytes(self.pid) {
+            self.rss.push((at, rss));
+        }
         if !pass.complete {
             self.partial += 1;
         }
@@ -375,6 +436,12 @@ impl Census {
             }
         }
         self.describe(&mut mem, &mut types, &pass.modules);
+        // Sampling starts as soon as such a container has risen since it was first seen.
+        self.wants_stacks = self.followed.values().any(|f| {
+            matches!(f.root, Some(Root::Global(..)))
+                && f.series.len() >= 2
+                && f.series.last().map(|p| p.1) > f.series.first().map(|p| p.1)
+        });
         if let Some(rt) = rt {
             self.find_uses(&mut mem, rt, &pass.functions);
         }
@@ -523,7 +590,7 @@ impl Census {
             }
             let (dict, global) = match &f.root {
                 Some(Root::Global(d, g)) => (d, g),
-                Some(Root::Local(frame)) => {
+                Some(Root::Local(frame, _)) => {
                     f.uses = Some(vec![frame.clone()]);
                     continue;
                 }
@@ -563,9 +630,16 @@ impl Census {
                         trend: judge(&f.series),
                         holds: f.holds.clone(),
                         uses: f.uses.clone().unwrap_or_default(),
+                        stacks: match &f.root {
+                            Some(Root::Local(_, stack)) => vec![(stack.clone(), 0)],
+                            Some(Root::Global(..)) => {
+                                self.paths_to(f.uses.as_deref().unwrap_or(&[]))
+                            }
+                            None => Vec::new(),
+                        },
                         root: match f.root {
                             Some(Root::Global(..)) => "global",
-                            Some(Root::Local(_)) => "local",
+                            Some(Root::Local(..)) => "local",
                             None => "unreached",
                         },
                     },
@@ -599,11 +673,26 @@ impl Census {
             partial: self.partial,
             last_ms: self.last_ms,
             objects: self.objects,
+            stack_samples: self.samples.values().sum(),
+            rss: self.rss.last().map(|p| p.1).unwrap_or(0),
+            rss_trend: {
+                let s: Vec<(f64, f64)> = self.rss.iter().map(|&(t, v)| (t, v as f64)).collect();
+                // Noise floor: 1 MiB or 2% of the resident size.
+                let last = s.last().map(|p| p.1).unwrap_or(0.0);
+                trend::judge(&s, (last * 0.02).max(1048576.0))
+            },
             containers: containers.into_iter().map(|c| c.0).take(REPORTED).collect(),
             types,
             error: self.error.clone(),
         }
     }
+}
+
+/// "function (file:LINE)" -> (function, file).
+fn function_and_file(label: &str) -> Option<(&str, &str)> {
+    let (f, rest) = label.split_once(" (")?;
+    let loc = rest.strip_suffix(')')?;
+    Some((f, loc.rsplit_once(':').map(|(file, _)| file).unwrap_or(loc)))
 }
 
 /// Growing first (fastest first), then by size.
@@ -676,8 +765,9 @@ type Named = (String, Root);
 enum Root {
     /// A module global: (module dict, global name).
     Global(u64, String),
-    /// A local variable of a running frame (`function (file:LINE)`, the line it runs).
-    Local(String),
+    /// A local variable of a running frame (`function (file:LINE)`, the line it runs), and
+    /// the stack down to that frame, root first.
+    Local(String, Vec<String>),
 }
 
 /// Reads objects of one pass.
@@ -970,7 +1060,7 @@ impl Reader<'_> {
         let mut budget = MAX_SECOND_LEVEL;
         let mut looked = HashSet::new();
         for f in frames {
-            let root = Root::Local(f.label.clone());
+            let root = Root::Local(f.label.clone(), f.stack.clone());
             for (name, v) in &f.locals {
                 let label = format!("{}() local {name}", f.function);
                 self.held(&label, &root, *v, true, &mut budget, &mut looked, &mut out);
@@ -1188,6 +1278,36 @@ mod tests {
             .map(|i| (i as f64 * 10.0, (1000 * i).min(3000)))
             .collect();
         assert_ne!(judge(&fill).verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn call_paths_to_a_use() {
+        let mut c = Census::new(1, layout_for(3, 11).unwrap(), 0);
+        let st = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        c.add_stacks(vec![
+            st(&[
+                "<module> (a.py:90)",
+                "main (a.py:70)",
+                "handle (a.py:28)",
+                "dumps (json.py:3)",
+            ]),
+            st(&["<module> (a.py:90)", "main (a.py:70)", "handle (a.py:27)"]),
+            st(&["<module> (a.py:90)", "main (a.py:75)", "other (a.py:40)"]),
+        ]);
+        c.add_stacks(vec![st(&[
+            "<module> (a.py:90)",
+            "main (a.py:70)",
+            "handle (a.py:27)",
+        ])]);
+        let p = c.paths_to(&["handle (a.py:28)".to_string()]);
+        assert_eq!(
+            p,
+            vec![(
+                st(&["<module> (a.py:90)", "main (a.py:70)", "handle (a.py:28)"]),
+                3
+            )]
+        );
+        assert_eq!(function_and_file("f (x/y.py:3)"), Some(("f", "x/y.py")));
     }
 
     #[test]

@@ -82,7 +82,12 @@ pub struct Runtime {
     in_pid_namespace: bool,
     codes: HashMap<(u64, u64, u64), Option<CodeInfo>>,
     stacks: HashMap<u64, Vec<String>>,
+    /// Labels of sampled frames by (code object, instruction).
+    frame_labels: HashMap<(u64, u64), (String, String)>,
 }
+
+/// Frames read per thread when sampling stacks from outside.
+const MAX_SAMPLED_FRAMES: usize = 64;
 
 /// A running frame and its local variables (name, object).
 #[derive(Debug, Clone)]
@@ -90,6 +95,8 @@ pub struct FrameLocals {
     /// `function (file:LINE)`, the line it is executing.
     pub label: String,
     pub function: String,
+    /// The Python stack down to this frame, root first.
+    pub stack: Vec<String>,
     pub locals: Vec<(String, u64)>,
 }
 
@@ -114,6 +121,7 @@ impl Runtime {
             in_pid_namespace: procfs::nspid(pid).is_some(),
             codes: HashMap::new(),
             stacks: HashMap::new(),
+            frame_labels: HashMap::new(),
         }
     }
 
@@ -283,62 +291,161 @@ impl Runtime {
         info
     }
 
-    /// The frames running on every thread, innermost first, with their local variables
-    /// (census roots: what a long-running function keeps in its locals stays alive).
-    pub fn frame_locals(&mut self) -> Vec<FrameLocals> {
+    /// Where a thread state's current frame pointer is (in the thread state, or in its C
+    /// frame on 3.11/3.12).
+    fn current_frame_slot(&self, tstate: u64) -> Option<u64> {
         let l = self.layout;
+        match (l.frame_kind, l.cframe_current_frame) {
+            (FrameKind::Legacy | FrameKind::Interp313, _) => Some(tstate + l.tstate_frame),
+            (_, Some(off)) => match self.ptr(tstate + l.tstate_frame) {
+                0 => None,
+                cf => Some(cf + off),
+            },
+            _ => None,
+        }
+    }
+
+    /// The Python frames of the threads with these thread states, innermost first: (frame
+    /// address, code object, the frame's first bytes). The target runs on while its frames are
+    /// read: the chain is followed first, then every frame is read again in one copy with the
+    /// current frame pointer, and the sample is kept only if that copy still links the same
+    /// chain (one more try, else the thread gives no frames).
+    fn thread_frames(&mut self, tstates: &[u64]) -> Vec<Vec<(u64, u64, Vec<u8>)>> {
+        let l = self.layout;
+        let span = [
+            l.frame_code,
+            l.frame_back,
+            l.frame_instr,
+            l.frame_owner.unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap()
+            + 8;
         let mut out = Vec::new();
-        for (_, tstate) in self.threads() {
-            let mut frame = match (l.frame_kind, l.cframe_current_frame) {
-                (FrameKind::Legacy | FrameKind::Interp313, _) => self.ptr(tstate + l.tstate_frame),
-                (_, Some(off)) => match self.ptr(tstate + l.tstate_frame) {
-                    0 => 0,
-                    cf => self.ptr(cf + off),
-                },
-                _ => 0,
-            };
-            let span = [
-                l.frame_code,
-                l.frame_back,
-                l.frame_instr,
-                l.frame_owner.unwrap_or(0),
-            ]
-            .into_iter()
-            .max()
-            .unwrap()
-                + 8;
-            for _ in 0..64 {
-                if frame == 0 {
+        for &tstate in tstates {
+            let mut frames = Vec::new();
+            for _ in 0..2 {
+                if let Some(f) = self.frames_once(tstate, span) {
+                    frames = f;
                     break;
                 }
-                let Some(b) = self.read(frame, span as usize) else {
-                    break;
-                };
-                let (code, back) = (u64_at(&b, l.frame_code), u64_at(&b, l.frame_back));
-                let shim = matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313)
-                    && l.frame_owner.and_then(|o| b.get(o as usize)) == Some(&3);
-                if !shim {
-                    if let Some(f) = self.locals_of(frame, code, &b) {
-                        out.push(f);
-                    }
-                }
-                frame = back;
+            }
+            out.push(frames);
+        }
+        out
+    }
+
+    fn frames_once(&self, tstate: u64, span: u64) -> Option<Vec<(u64, u64, Vec<u8>)>> {
+        let l = self.layout;
+        let slot = self.current_frame_slot(tstate)?;
+        let mut chain = Vec::new();
+        let mut frame = self.ptr(slot);
+        while frame != 0 && chain.len() < MAX_SAMPLED_FRAMES {
+            chain.push(frame);
+            frame = self.ptr(frame + l.frame_back);
+        }
+        if chain.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut parts = vec![(slot, 8)];
+        parts.extend(chain.iter().map(|&f| (f, span as usize)));
+        let buf = procfs::read_mem_many(self.pid, &parts).ok()?;
+        if u64_at(&buf, 0) != chain[0] {
+            return None;
+        }
+        let mut frames = Vec::new();
+        for (i, &f) in chain.iter().enumerate() {
+            let head = &buf[8 + i * span as usize..8 + (i + 1) * span as usize];
+            let back = u64_at(head, l.frame_back);
+            if chain.get(i + 1).is_some_and(|&next| next != back) {
+                return None;
+            }
+            let shim = matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313)
+                && l.frame_owner.and_then(|o| head.get(o as usize)) == Some(&3);
+            if !shim {
+                frames.push((f, u64_at(head, l.frame_code), head.to_vec()));
+            }
+        }
+        Some(frames)
+    }
+
+    /// `function (file:LINE)` of a frame, and the function's name.
+    fn frame_label(&mut self, code: u64, head: &[u8]) -> Option<(String, String)> {
+        let l = self.layout;
+        let instr = match l.frame_kind {
+            FrameKind::Legacy => i32_at(head, l.frame_instr) as u32 as u64,
+            _ => u64_at(head, l.frame_instr),
+        };
+        if let Some(v) = self.frame_labels.get(&(code, instr)) {
+            return Some(v.clone());
+        }
+        let c = self.code(code)?;
+        let label = match self.line(&c, instr) {
+            Some(line) => format!("{} ({}:{line})", c.name, c.filename),
+            None => format!("{} ({})", c.name, c.filename),
+        };
+        if self.frame_labels.len() > 100_000 {
+            self.frame_labels.clear();
+        }
+        self.frame_labels
+            .insert((code, instr), (label.clone(), c.name.clone()));
+        Some((label, c.name))
+    }
+
+    /// The Python stacks (root first) the threads with these thread states are running now,
+    /// read from outside (a sample: the target is not stopped).
+    pub fn stacks(&mut self, tstates: &[u64]) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for frames in self.thread_frames(tstates) {
+            let mut stack: Vec<String> = frames
+                .iter()
+                .filter_map(|(_, code, head)| self.frame_label(*code, head).map(|l| l.0))
+                .collect();
+            if !stack.is_empty() {
+                stack.reverse();
+                out.push(stack);
             }
         }
         out
     }
 
-    fn locals_of(&mut self, frame: u64, code: u64, head: &[u8]) -> Option<FrameLocals> {
+    /// The frames running on every thread, innermost first, with their local variables
+    /// (census roots: what a long-running function keeps in its locals stays alive).
+    pub fn frame_locals(&mut self) -> Vec<FrameLocals> {
+        let tstates: Vec<u64> = self.threads().into_iter().map(|t| t.1).collect();
+        let mut out = Vec::new();
+        for frames in self.thread_frames(&tstates) {
+            let labels: Vec<Option<(String, String)>> = frames
+                .iter()
+                .map(|(_, code, head)| self.frame_label(*code, head))
+                .collect();
+            for (i, (frame, code, _)) in frames.iter().enumerate() {
+                let Some((label, function)) = labels[i].clone() else {
+                    continue;
+                };
+                // The path to this frame, root first.
+                let stack: Vec<String> = labels[i..]
+                    .iter()
+                    .rev()
+                    .filter_map(|l| l.as_ref().map(|l| l.0.clone()))
+                    .collect();
+                if let Some(locals) = self.locals_of(*frame, *code) {
+                    out.push(FrameLocals {
+                        label,
+                        function,
+                        stack,
+                        locals,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// A frame's local variables (name, object).
+    fn locals_of(&mut self, frame: u64, code: u64) -> Option<Vec<(String, u64)>> {
         let l = self.layout;
-        let c = self.code(code)?;
-        let instr = match l.frame_kind {
-            FrameKind::Legacy => i32_at(head, l.frame_instr) as u32 as u64,
-            _ => u64_at(head, l.frame_instr),
-        };
-        let label = match self.line(&c, instr) {
-            Some(line) => format!("{} ({}:{line})", c.name, c.filename),
-            None => format!("{} ({})", c.name, c.filename),
-        };
         let n = i32_at(&self.read(code + l.code_nlocals, 4)?, 0);
         if !(0..=1024).contains(&n) {
             return None;
@@ -368,11 +475,7 @@ impl Runtime {
                 locals.push((name, v));
             }
         }
-        Some(FrameLocals {
-            label,
-            function: c.name,
-            locals,
-        })
+        Some(locals)
     }
 
     /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized

@@ -12,6 +12,9 @@
 //!           "oldest_age_s" (null if unknown), "line" (innermost Python frame),
 //!           "stack" (frames, root first) } ],
 //!       "census": null | { "passes", "partial_passes", "last_pass_ms", "objects" (gc-tracked),
+//!           "stack_samples" (Python stacks read from outside, all threads, every 10 ms
+//!           while a growing container hangs from a module global), "rss_bytes",
+//!           "rss_verdict", "rss_growth_per_min" (resident memory at each pass),
 //!           "error" (null, or why the last pass failed),
 //!           "containers": [ { "name" (`module.global`, `module.global["key"]`,
 //!               `module.Class.attr`, `function() local name[.attr]`, or `TYPE at 0xADDR`
@@ -20,6 +23,9 @@
 //!               "root" ("global" | "local" (a local of a running frame) | "unreached"),
 //!               "uses" (`function (file:LINE)`: for a global, the code that loads it; for
 //!               a local, the line its frame is running),
+//!               "stacks": [ { "frames" (root first), "samples" } ] (for a global: the call
+//!               paths to those lines in Python stacks sampled from outside every 10 ms, most
+//!               seen first, cut at the use; for a local: the stack down to its frame),
 //!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
 //!                   "mean_deep_bytes" (with the str/bytes/int/float each item holds) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min" } ] } } ] }
@@ -39,6 +45,10 @@ fn census(c: &CensusReport) -> Value {
         "partial_passes": c.partial,
         "last_pass_ms": c.last_ms,
         "objects": c.objects,
+        "stack_samples": c.stack_samples,
+        "rss_bytes": c.rss,
+        "rss_verdict": c.rss_trend.verdict.to_string(),
+        "rss_growth_per_min": c.rss_trend.per_min,
         "error": c.error,
         "containers": c.containers.iter().map(|k| json!({
             "name": k.name,
@@ -49,6 +59,7 @@ fn census(c: &CensusReport) -> Value {
             "growth_per_min": k.trend.per_min,
             "root": k.root,
             "uses": k.uses,
+            "stacks": k.stacks.iter().map(|(frames, n)| json!({"frames": frames, "samples": n})).collect::<Vec<_>>(),
             "holds": k.holds.as_ref().map(|h| json!({
                 "sampled": h.sampled,
                 "types": h.types,

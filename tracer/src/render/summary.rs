@@ -98,7 +98,7 @@ pub fn suspect_line(s: &Suspect) -> String {
 /// The one-line coverage warning for a process, if its allocation view is incomplete.
 pub fn coverage_warning(c: &Coverage) -> Option<String> {
     match c {
-        Coverage::Good { .. } | Coverage::Sampled { .. } => None,
+        Coverage::Good { .. } | Coverage::Sampled { .. } | Coverage::CensusOnly => None,
         Coverage::Low { reason } => Some(format!(
             "WARNING: allocation coverage is LOW: {reason}; outstanding bytes below are a lower bound (descriptors are exact)"
         )),
@@ -142,7 +142,7 @@ fn census(o: &mut String, c: &CensusReport) {
     }
     let _ = writeln!(
         o,
-        "  heap census (gc-tracked objects read from outside; {} passes{}, the last took {:.0} ms): {} objects",
+        "  heap census (gc-tracked objects read from outside; {} passes{}, the last took {:.0} ms): {} objects; resident memory {} ({}{})",
         c.passes,
         if c.partial > 0 {
             format!(", {} partial", c.partial)
@@ -150,7 +150,14 @@ fn census(o: &mut String, c: &CensusReport) {
             String::new()
         },
         c.last_ms,
-        thousands(c.objects)
+        thousands(c.objects),
+        human_bytes(c.rss),
+        c.rss_trend.verdict,
+        if c.rss_trend.verdict == Verdict::Growing {
+            format!(", +{}/min", human_bytes(c.rss_trend.per_min.max(0.0) as u64))
+        } else {
+            String::new()
+        }
     );
     // What grows, and the named others (module globals: the caches a reader knows).
     for k in c
@@ -189,9 +196,29 @@ fn census(o: &mut String, c: &CensusReport) {
         } else {
             "used at"
         };
-        for u in k.uses.iter().take(3) {
+        let shown = if k.trend.verdict == Verdict::Growing {
+            3
+        } else {
+            1
+        };
+        for u in k.uses.iter().take(shown) {
             let _ = writeln!(o, "    {:>29}{verb} {u}", "");
         }
+        if k.trend.verdict == Verdict::Growing {
+            if let Some((stack, _)) = k.stacks.first() {
+                let _ = writeln!(o, "    {:>29}stack: {}", "", short_stack(stack, 6));
+            }
+        }
+    }
+    let grows = |v: Verdict| v == Verdict::Growing;
+    if grows(c.rss_trend.verdict)
+        && !c.containers.iter().any(|k| grows(k.trend.verdict))
+        && !c.types.iter().any(|t| grows(t.trend.verdict))
+    {
+        let _ = writeln!(
+            o,
+            "    resident memory grows but nothing the census reaches does: look with --budget 2 (allocation stacks) or a short exact recording"
+        );
     }
     let growing: Vec<String> = c
         .types
@@ -210,6 +237,11 @@ fn census(o: &mut String, c: &CensusReport) {
     if !growing.is_empty() {
         let _ = writeln!(o, "    objects growing by type: {}", growing.join(", "));
     }
+}
+
+/// Watch mode with allocator windows (checkpoints follow the windows).
+fn windowed(r: &Report) -> bool {
+    matches!(r.budget, Some((_, b)) if b > 0.0)
 }
 
 pub fn render(r: &Report, dir: Option<&Path>) -> String {
@@ -235,13 +267,17 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                 after.as_secs_f64()
             );
         }
-        let _ = writeln!(
-            o,
-            "  outstanding: {} in {} allocations; open descriptors: {}",
-            human_bytes(p.total_bytes),
-            thousands(p.total_allocs),
-            p.open_fds
-        );
+        if p.coverage == Coverage::CensusOnly {
+            let _ = writeln!(o, "  open descriptors: {}", p.open_fds);
+        } else {
+            let _ = writeln!(
+                o,
+                "  outstanding: {} in {} allocations; open descriptors: {}",
+                human_bytes(p.total_bytes),
+                thousands(p.total_allocs),
+                p.open_fds
+            );
+        }
         match coverage_warning(&p.coverage) {
             Some(w) => {
                 let _ = writeln!(o, "  {w}");
@@ -259,6 +295,12 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                     );
                 }
             }
+        }
+        if p.coverage == Coverage::CensusOnly {
+            let _ = writeln!(
+                o,
+                "  watch mode: no allocator probe (no stall); memory is judged by the heap census below; --budget 2 adds allocation stacks from short probe windows"
+            );
         }
         if let Coverage::Sampled {
             windows,
@@ -289,9 +331,10 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             let _ = writeln!(
                 o,
                 "  verdicts need {MIN_CHECKPOINTS} checkpoints ({}): record longer for growing/stable verdicts",
-                match r.mode {
-                    Mode::Exact => format!("one every {:.0?}", r.interval),
-                    Mode::Watch => "one after each window".into(),
+                if windowed(r) {
+                    "one after each window".to_string()
+                } else {
+                    format!("one every {:.0?}", r.interval)
                 }
             );
         } else if !p.suspects.is_empty() {
@@ -304,9 +347,10 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                 o,
                 "  leak suspects ({growing} growing, over {} checkpoints{}):",
                 p.checkpoints,
-                match r.mode {
-                    Mode::Exact => format!(" every {:.0?}", r.interval),
-                    Mode::Watch => ", one after each window".into(),
+                if windowed(r) {
+                    ", one after each window".to_string()
+                } else {
+                    format!(" every {:.0?}", r.interval)
                 }
             );
             let _ = writeln!(
