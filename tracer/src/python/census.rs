@@ -436,11 +436,10 @@ impl Census {
             }
         }
         self.describe(&mut mem, &mut types, &pass.modules);
-        // Sampling starts as soon as such a container has risen since it was first seen.
+        // Sampling runs while such a container is judged growing (a healthy service is never
+        // sampled).
         self.wants_stacks = self.followed.values().any(|f| {
-            matches!(f.root, Some(Root::Global(..)))
-                && f.series.len() >= 2
-                && f.series.last().map(|p| p.1) > f.series.first().map(|p| p.1)
+            matches!(f.root, Some(Root::Global(..))) && judge(&f.series).verdict == Verdict::Growing
         });
         if let Some(rt) = rt {
             self.find_uses(&mut mem, rt, &pass.functions);
