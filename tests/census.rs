@@ -58,17 +58,21 @@ fn census_of(python: &str, script: &str) -> serde_json::Value {
     report["processes"][0]["census"].clone()
 }
 
+/// The census's container of that name.
+fn named<'a>(c: &'a serde_json::Value, name: &str, python: &str) -> &'a serde_json::Value {
+    c["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
+}
+
 fn check(python: &str) {
     let c = census_of(python, "registry.py");
     assert!(c["error"].is_null(), "{python}: {c}");
     assert!(c["passes"].as_u64().unwrap() >= 6, "{python}: {c}");
-    let containers = c["containers"].as_array().unwrap();
-    let find = |name: &str| {
-        containers
-            .iter()
-            .find(|k| k["name"] == name)
-            .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
-    };
+    let find = |name: &str| named(&c, name, python);
     let lines = uses();
     for (name, ty, tag, holds) in [
         ("__main__.REG.items", "list", "items", "str"),
@@ -107,13 +111,7 @@ fn check(python: &str) {
 /// Locals of a running frame are roots too: a worker's state kept in its loop's locals.
 fn check_locals(python: &str) {
     let c = census_of(python, "worker.py");
-    let containers = c["containers"].as_array().unwrap();
-    let find = |name: &str| {
-        containers
-            .iter()
-            .find(|k| k["name"] == name)
-            .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
-    };
+    let find = |name: &str| named(&c, name, python);
     for (name, ty) in [
         ("run() local seen", "dict"),
         ("run() local state.pending", "list"),

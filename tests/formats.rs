@@ -248,6 +248,26 @@ fn default_formats_and_exact_verdicts() {
     assert!(f.stdout.contains("leak suspects"), "{}", f.stdout);
 }
 
+/// Queries the test's Prometheus (127.0.0.1:19090) until the answer contains `needle` (30 s
+/// at most); returns the answer.
+fn prometheus_query(series: &str, needle: &str) -> String {
+    let query = format!("http://127.0.0.1:19090/api/v1/query?query={series}");
+    let mut last = String::new();
+    wait_for(
+        &format!("Prometheus to have {series} with {needle}"),
+        Duration::from_secs(30),
+        || {
+            last = Command::new("curl")
+                .args(["-sf", &query])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            last.contains(needle)
+        },
+    );
+    last
+}
+
 /// A real Prometheus server scrapes --metrics-addr; its query API returns the target's
 /// outstanding bytes and the census's containers.
 #[test]
@@ -288,20 +308,7 @@ fn prometheus_scrapes_the_metrics() {
             .spawn()
             .expect("prometheus (installed by `cargo xtask setup`)"),
     );
-    let query = "http://127.0.0.1:19090/api/v1/query?query=tracer_outstanding_bytes";
-    let mut last = String::new();
-    wait_for(
-        "Prometheus to have the series",
-        Duration::from_secs(30),
-        || {
-            last = Command::new("curl")
-                .args(["-sf", query])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            last.contains(&format!("\"pid\":\"{pid}\""))
-        },
-    );
+    let last = prometheus_query("tracer_outstanding_bytes", &format!("\"pid\":\"{pid}\""));
     assert!(last.contains("\"status\":\"success\""), "{last}");
     // The endpoint itself: the text format, the fd kinds, the tracer's health.
     let text = tool(Command::new("curl").args(["-sf", "http://127.0.0.1:19464/metrics"]));
@@ -318,18 +325,9 @@ fn prometheus_scrapes_the_metrics() {
         "{text}"
     );
     // The heap census's containers, by name, through Prometheus too.
-    let query = "http://127.0.0.1:19090/api/v1/query?query=tracer_census_container_items";
-    wait_for(
-        "Prometheus to have the census series",
-        Duration::from_secs(30),
-        || {
-            last = Command::new("curl")
-                .args(["-sf", query])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            last.contains("\"name\":\"__main__.REQUEST_LOG\"")
-        },
+    prometheus_query(
+        "tracer_census_container_items",
+        "\"name\":\"__main__.REQUEST_LOG\"",
     );
     drop(prom);
     t.stop();

@@ -43,11 +43,8 @@ struct Suspect {
     objects: u64,
 }
 
-/// `memory_lines`: the allocator probes see the allocations (shared-libpython builds). On a build
-/// that inlines pymalloc they see a biased part only: memory must then be left unjudged, with a
-/// warning, and descriptors must still be exact.
-fn watch(python: &str, memory_lines: bool) {
-    let d = TempDir::new("watch");
+/// service.py on `python`, working in `d`/work, once it is ready.
+fn start_service(python: &str, d: &TempDir) -> Proc {
     let work = d.0.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let svc = Proc(
@@ -60,6 +57,15 @@ fn watch(python: &str, memory_lines: bool) {
     wait_for("the service to start", Duration::from_secs(20), || {
         work.join("ready").exists()
     });
+    svc
+}
+
+/// `memory_lines`: the allocator probes see the allocations (shared-libpython builds). On a build
+/// that inlines pymalloc they see a biased part only: memory must then be left unjudged, with a
+/// warning, and descriptors must still be exact.
+fn watch(python: &str, memory_lines: bool) {
+    let d = TempDir::new("watch");
+    let svc = start_service(python, &d);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let t = Tracer::start(
@@ -234,18 +240,7 @@ fn uprobe_links(tracer_pid: u32) -> usize {
 #[test]
 fn watch_budget_zero_attaches_no_allocator_probe() {
     let d = TempDir::new("budget0");
-    let work = d.0.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let svc = Proc(
-        std::process::Command::new(DEBIAN_PY311)
-            .arg(workload("service.py"))
-            .arg(&work)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the service to start", Duration::from_secs(20), || {
-        work.join("ready").exists()
-    });
+    let svc = start_service(DEBIAN_PY311, &d);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
