@@ -84,6 +84,7 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
         "tracer top - {:.0}s - {} - q quits",
         r.elapsed.as_secs_f64(),
         match r.budget {
+            Some((_, 0.0)) => "watch mode (no allocator probe)".to_string(),
             Some((_, b)) => format!("watch mode (budget {b}%)"),
             None => "exact mode".into(),
         }
