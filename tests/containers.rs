@@ -269,24 +269,6 @@ fn wait_ready(pid: u32) {
     );
 }
 
-/// Lines of service.py with a marker.
-fn marked(tag: &str) -> Vec<u32> {
-    std::fs::read_to_string(workload("service.py"))
-        .unwrap()
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(&format!("  # {tag}")))
-        .map(|(i, _)| i as u32 + 1)
-        .collect()
-}
-
-/// The service.py line of a report.json "line".
-fn service_line(line: &str) -> Option<u32> {
-    let loc = line.split_once(" (")?.1.strip_suffix(')')?;
-    let (file, n) = loc.rsplit_once(':')?;
-    file.ends_with("/service.py").then(|| n.parse().ok())?
-}
-
 fn growing(p: &serde_json::Value, resource: &str) -> Vec<u32> {
     p["suspects"]
         .as_array()
@@ -381,12 +363,12 @@ fn runc_containers_by_name_and_id() {
     let p = process(&report, leaky.pid);
     assert_eq!(p["container"], leaky_id[..12], "{p}");
     let mem = growing(p, "memory");
-    for l in [marked("LEAK:body"), marked("LEAK:log")].concat() {
+    for l in [service_marked("LEAK:body"), service_marked("LEAK:log")].concat() {
         assert!(mem.contains(&l), "leak line {l} not growing: {mem:?}");
     }
-    assert!(growing(p, "descriptors").contains(&marked("LEAK:fd")[0]));
+    assert!(growing(p, "descriptors").contains(&service_marked("LEAK:fd")[0]));
     for tag in ["CACHE", "CYCLE"] {
-        for l in marked(tag) {
+        for l in service_marked(tag) {
             assert!(!mem.contains(&l), "{tag} line {l} reported growing");
         }
     }
@@ -498,7 +480,7 @@ fn podman_container_watch_mode() {
     assert!(p["exited_after_s"].as_f64().is_some(), "{p}");
     assert_eq!(p["container"], c.id[..12], "{p}");
     assert!(
-        growing(p, "descriptors").contains(&marked("LEAK:fd")[0]),
+        growing(p, "descriptors").contains(&service_marked("LEAK:fd")[0]),
         "{p}"
     );
     assert!(
@@ -520,7 +502,7 @@ fn podman_container_watch_mode() {
         .find(|k| k["name"] == "__main__.REQUEST_LOG")
         .unwrap_or_else(|| panic!("no REQUEST_LOG in the census: {}", p["census"]));
     assert_eq!(log["verdict"], "growing", "{log}");
-    let line = marked("LEAK:log")[0];
+    let line = service_marked("LEAK:log")[0];
     assert!(
         log["uses"]
             .as_array()

@@ -10,29 +10,11 @@ use std::time::Duration;
 
 use common::*;
 
-/// Starts service.py (pyenv 3.11) in `d`, waits until it runs.
-fn service(d: &TempDir, args: &[&str]) -> Proc {
-    let work = d.0.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let svc = Proc(
-        Command::new(PY311)
-            .arg(workload("service.py"))
-            .arg(&work)
-            .args(args)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the service to start", Duration::from_secs(20), || {
-        work.join("ready").exists()
-    });
-    svc
-}
-
 /// Starts service.py with a small cache (it fills within seconds even under exact tracing) and
 /// records it in exact mode.
 fn record(extra: &[&str], seconds: u32) -> (Finished, TempDir) {
     let d = TempDir::new("formats");
-    let svc = service(&d, &["--cache", "200", "--rate", "200"]);
+    let svc = start_service(PY311, &d, &["--cache", "200", "--rate", "200"]);
     let pid = svc.pid().to_string();
     let dur = format!("{seconds}s");
     let mut args = vec!["-p", pid.as_str(), "-d", dur.as_str()];
@@ -273,7 +255,7 @@ fn prometheus_query(series: &str, needle: &str) -> String {
 #[test]
 fn prometheus_scrapes_the_metrics() {
     let d = TempDir::new("prom");
-    let svc = service(&d, &["--rate", "200"]);
+    let svc = start_service(PY311, &d, &["--rate", "200"]);
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
         &[
@@ -338,7 +320,7 @@ fn prometheus_scrapes_the_metrics() {
 #[test]
 fn top_shows_the_leak_and_quits_on_q() {
     let d = TempDir::new("top");
-    let svc = service(&d, &["--rate", "200"]);
+    let svc = start_service(PY311, &d, &["--rate", "200"]);
     let session = format!("tracer-top-{}", std::process::id());
     let status = d.0.join("status");
     let cmd = format!(

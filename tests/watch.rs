@@ -7,34 +7,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-
-/// Marked lines of service.py: marker -> line numbers.
-fn markers() -> BTreeMap<String, Vec<u32>> {
-    let text = std::fs::read_to_string(workload("service.py")).unwrap();
-    let mut m: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for (i, l) in text.lines().enumerate() {
-        if let Some(pos) = l.find("  # ") {
-            let tag = l[pos + 4..]
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            m.entry(tag).or_default().push(i as u32 + 1);
-        }
-    }
-    m
-}
-
-/// The service.py line of a report.json "line" ("handle_leak (/path/service.py:24)").
-fn service_line(line: &str) -> Option<u32> {
-    let loc = line.split_once(" (")?.1.strip_suffix(')')?;
-    let (file, n) = loc.rsplit_once(':')?;
-    file.ends_with("/service.py").then(|| n.parse().ok())?
-}
 
 struct Suspect {
     resource: String,
@@ -43,29 +18,12 @@ struct Suspect {
     objects: u64,
 }
 
-/// service.py on `python`, working in `d`/work, once it is ready.
-fn start_service(python: &str, d: &TempDir) -> Proc {
-    let work = d.0.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let svc = Proc(
-        std::process::Command::new(python)
-            .arg(workload("service.py"))
-            .arg(&work)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the service to start", Duration::from_secs(20), || {
-        work.join("ready").exists()
-    });
-    svc
-}
-
 /// `memory_lines`: the allocator probes see the allocations (shared-libpython builds). On a build
 /// that inlines pymalloc they see a biased part only: memory must then be left unjudged, with a
 /// warning, and descriptors must still be exact.
 fn watch(python: &str, memory_lines: bool) {
     let d = TempDir::new("watch");
-    let svc = start_service(python, &d);
+    let svc = start_service(python, &d, &[]);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let t = Tracer::start(
@@ -97,10 +55,12 @@ fn watch(python: &str, memory_lines: bool) {
             objects: s["objects"].as_u64().unwrap_or(0),
         })
         .collect();
-    let m = markers();
-    let tagged = |tag: &str| m.get(tag).cloned().unwrap_or_default();
-    let leak_lines: Vec<u32> =
-        [tagged("LEAK:log"), tagged("LEAK:body"), tagged("LEAK:id")].concat();
+    let leak_lines: Vec<u32> = [
+        service_marked("LEAK:log"),
+        service_marked("LEAK:body"),
+        service_marked("LEAK:id"),
+    ]
+    .concat();
     let growing_mem: Vec<&Suspect> = suspects
         .iter()
         .filter(|s| s.resource == "memory" && s.verdict == "growing")
@@ -117,7 +77,7 @@ fn watch(python: &str, memory_lines: bool) {
     }
     // The plateaued cache and the collected cycles are not growing.
     for tag in ["CACHE", "CYCLE"] {
-        for l in tagged(tag) {
+        for l in service_marked(tag) {
             for s in suspects.iter().filter(|s| s.line == Some(l)) {
                 assert_ne!(s.verdict, "growing", "{tag} line {l} reported growing");
             }
@@ -125,13 +85,13 @@ fn watch(python: &str, memory_lines: bool) {
     }
     check_census(p);
     // Descriptors are exact: the leaked files grow, the closed ones are not there.
-    let fd_leak = tagged("LEAK:fd")[0];
+    let fd_leak = service_marked("LEAK:fd")[0];
     let fd = suspects
         .iter()
         .find(|s| s.resource == "descriptors" && s.line == Some(fd_leak))
         .expect("the leaked descriptors");
     assert_eq!(fd.verdict, "growing");
-    let closed = tagged("NOLEAK:fd")[0];
+    let closed = service_marked("NOLEAK:fd")[0];
     assert!(
         !suspects
             .iter()
@@ -171,7 +131,6 @@ fn check_memory_lines(growing_mem: &[&Suspect], leak_lines: &[u32]) {
 /// The heap census (no probe, every build): the growing list is named, with the line that
 /// appends to it; the filled cache is named and not growing; the leaked file objects grow.
 fn check_census(p: &serde_json::Value) {
-    let m = markers();
     let census = &p["census"];
     let containers = census["containers"].as_array().expect("a census");
     let named = |n: &str| {
@@ -183,7 +142,7 @@ fn check_census(p: &serde_json::Value) {
     let log = named("__main__.REQUEST_LOG");
     assert_eq!(log["verdict"], "growing", "{log}");
     assert_eq!(log["holds"]["types"][0][0], "dict", "{log}");
-    let log_line = m["LEAK:log"][0];
+    let log_line = service_marked("LEAK:log")[0];
     assert!(
         log["uses"]
             .as_array()
@@ -211,6 +170,8 @@ fn check_census(p: &serde_json::Value) {
     }
     let cache = named("__main__.CACHE");
     assert_ne!(cache["verdict"], "growing", "{cache}");
+    // The request log's memory shows in the resident size too.
+    assert_eq!(census["rss_verdict"], "growing", "{census}");
     assert!(
         census["types"]
             .as_array()
@@ -240,7 +201,7 @@ fn uprobe_links(tracer_pid: u32) -> usize {
 #[test]
 fn watch_budget_zero_attaches_no_allocator_probe() {
     let d = TempDir::new("budget0");
-    let svc = start_service(DEBIAN_PY311, &d);
+    let svc = start_service(DEBIAN_PY311, &d, &[]);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
@@ -278,7 +239,7 @@ fn watch_budget_zero_attaches_no_allocator_probe() {
     assert_eq!(p["sampled"], false);
     assert!(p["checkpoints"].as_u64().unwrap() >= 6, "{p}");
     check_census(p);
-    let fd_leak = markers()["LEAK:fd"][0];
+    let fd_leak = service_marked("LEAK:fd")[0];
     assert!(
         p["suspects"]
             .as_array()
@@ -311,4 +272,51 @@ fn watch_cpython_313() {
 #[test]
 fn watch_debian_static() {
     watch(DEBIAN_PY311, false);
+}
+
+/// Memory the census cannot reach (C buffers, as a leaking extension makes): the resident size
+/// is judged growing, no container or type is, and the summary says where to look next.
+#[test]
+fn watch_says_when_resident_memory_grows_out_of_the_census_reach() {
+    let d = TempDir::new("cleak");
+    let ready = d.0.join("ready");
+    let w = Proc(
+        std::process::Command::new(PY311)
+            .arg(workload("c_leak.py"))
+            .arg(&ready)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the workload to start", Duration::from_secs(20), || {
+        ready.exists()
+    });
+    let out = d.0.join("out");
+    let pid = w.pid().to_string();
+    let t = Tracer::start(
+        &[
+            "-p",
+            &pid,
+            "--mode",
+            "watch",
+            "--interval",
+            "5s",
+            "-d",
+            "40s",
+        ],
+        &out,
+    );
+    let f = t.finish();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let census = &report["processes"][0]["census"];
+    assert_eq!(census["rss_verdict"], "growing", "{census}");
+    for k in census["containers"].as_array().unwrap() {
+        assert_ne!(k["verdict"], "growing", "{k}");
+    }
+    assert!(
+        f.stdout
+            .contains("resident memory grows but nothing the census reaches does"),
+        "{}",
+        f.stdout
+    );
 }

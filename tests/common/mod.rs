@@ -319,3 +319,43 @@ pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
         "expected '{needle}' in: {stderr}"
     );
 }
+
+/// Starts service.py on `python` with `args`, working in `d`/work; returns once it runs.
+pub fn start_service(python: &str, d: &TempDir, args: &[&str]) -> Proc {
+    let work = d.0.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let svc = Proc(
+        Command::new(python)
+            .arg(workload("service.py"))
+            .arg(&work)
+            .args(args)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the service to start", Duration::from_secs(20), || {
+        work.join("ready").exists()
+    });
+    svc
+}
+
+/// Lines of service.py marked `# TAG` (LEAK:log, CACHE, NOLEAK:fd...).
+pub fn service_marked(tag: &str) -> Vec<u32> {
+    std::fs::read_to_string(workload("service.py"))
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.split_once("  # ")
+                .and_then(|(_, c)| c.split_whitespace().next())
+                == Some(tag)
+        })
+        .map(|(i, _)| i as u32 + 1)
+        .collect()
+}
+
+/// The service.py line of a report's "function (/path/service.py:LINE)" label.
+pub fn service_line(label: &str) -> Option<u32> {
+    let loc = label.split_once(" (")?.1.strip_suffix(')')?;
+    let (file, n) = loc.rsplit_once(':')?;
+    file.ends_with("/service.py").then(|| n.parse().ok())?
+}

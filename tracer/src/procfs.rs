@@ -160,26 +160,7 @@ pub fn path_in_root(pid: u32, path: &str) -> PathBuf {
 
 /// Reads target memory with process_vm_readv. Never writes.
 pub fn read_mem(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: len,
-    };
-    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n as usize != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "short read of target memory",
-        ));
-    }
-    Ok(buf)
+    read_mem_many(pid, &[(addr, len)])
 }
 
 /// Resident memory of a process, in bytes (/proc/PID/statm).

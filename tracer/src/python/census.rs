@@ -687,6 +687,19 @@ impl Census {
     }
 }
 
+/// 3.8-3.10: bytes per slot of a dict's index table of `size` slots.
+fn legacy_index_bytes(size: u64) -> u64 {
+    if size <= 0xff {
+        1
+    } else if size <= 0xffff {
+        2
+    } else if size <= 0xffff_ffff {
+        4
+    } else {
+        8
+    }
+}
+
 /// "function (file:LINE)" -> (function, file).
 fn function_and_file(label: &str) -> Option<(&str, &str)> {
     let (f, rest) = label.split_once(" (")?;
@@ -840,16 +853,7 @@ impl Reader<'_> {
             if n > MAX_ENTRIES || size > 4 * MAX_ENTRIES || n > size {
                 return None;
             }
-            let ix = if size <= 0xff {
-                1
-            } else if size <= 0xffff {
-                2
-            } else if size <= 0xffff_ffff {
-                4
-            } else {
-                8
-            };
-            Some((keys + 40 + size * ix, n, 24, 8, 16))
+            Some((keys + 40 + size * legacy_index_bytes(size), n, 24, 8, 16))
         } else {
             let index_bytes = h[9] as u32;
             let kind = h[10];
@@ -877,14 +881,7 @@ impl Reader<'_> {
         let usable = |size: u64| size * 2 / 3;
         Some(if self.layout.dict == DictLayout::Legacy {
             let size = word(&h, 8).min(1 << 32);
-            let ix = if size <= 0xff {
-                1
-            } else if size <= 0xffff {
-                2
-            } else {
-                4
-            };
-            40 + size * ix + 24 * usable(size)
+            40 + size * legacy_index_bytes(size) + 24 * usable(size)
         } else {
             let (log2_size, index_bytes, kind) = (h[8] as u32, h[9] as u32, h[10]);
             if log2_size > 32 || index_bytes > 40 {
@@ -962,37 +959,49 @@ impl Reader<'_> {
         .unwrap_or_default()
     }
 
+    /// An object's keyed references one step below it (key object, value): a dict's items, a
+    /// class's or an instance's attributes; and whether a key is written as `.attr` (else
+    /// `["key"]`).
+    fn members(&mut self, obj: u64, t: &TypeInfo) -> Option<(Vec<(u64, u64)>, bool)> {
+        match t.kind() {
+            Kind::Dict => Some((self.dict_items(obj), false)),
+            Kind::Type => Some((
+                match self.mem.u64(obj + TP_DICT) {
+                    Some(d) if d != 0 => self.dict_items(d),
+                    _ => Vec::new(),
+                },
+                true,
+            )),
+            Kind::Other => Some((self.attributes(obj, t), true)),
+            _ => None,
+        }
+    }
+
+    /// How a member is written after its owner's name: `.attr` or `["key"]` (a str key only).
+    fn member_label(&mut self, key: u64, dot: bool) -> Option<String> {
+        let k = self.string(key)?;
+        Some(if dot {
+            format!(".{k}")
+        } else {
+            format!("[{k:?}]")
+        })
+    }
+
     /// The references one level below an object, with how to write them after its name.
     fn children(&mut self, obj: u64) -> Vec<(String, u64)> {
         let Some(t) = self.type_of(obj) else {
             return Vec::new();
         };
-        let named = |r: &mut Self, items: Vec<(u64, u64)>, dot: bool| -> Vec<(String, u64)> {
-            items
+        if let Some((items, dot)) = self.members(obj, &t) {
+            return items
                 .into_iter()
                 .map(|(k, v)| {
-                    let k = r.string(k);
-                    let label = match (k, dot) {
-                        (Some(k), true) => format!(".{k}"),
-                        (Some(k), false) => format!("[{k:?}]"),
-                        (None, _) => "[...]".to_string(),
-                    };
-                    (label, v)
+                    let label = self.member_label(k, dot);
+                    (label.unwrap_or_else(|| "[...]".to_string()), v)
                 })
-                .collect()
-        };
+                .collect();
+        }
         match t.kind() {
-            Kind::Dict => {
-                let items = self.dict_items(obj);
-                named(self, items, false)
-            }
-            Kind::Type => {
-                let items = match self.mem.u64(obj + TP_DICT) {
-                    Some(d) if d != 0 => self.dict_items(d),
-                    _ => Vec::new(),
-                };
-                named(self, items, true)
-            }
             Kind::List => {
                 let len = self.mem.u64(obj + 16).unwrap_or(0);
                 let items = self.mem.u64(obj + 24).unwrap_or(0);
@@ -1004,11 +1013,7 @@ impl Reader<'_> {
                     .map(|i| (format!("[{i}]"), word(&b, i * 8)))
                     .collect()
             }
-            Kind::Module | Kind::Set | Kind::Function => Vec::new(),
-            Kind::Other => {
-                let items = self.attributes(obj, &t);
-                named(self, items, true)
-            }
+            _ => Vec::new(),
         }
     }
 
@@ -1089,13 +1094,12 @@ impl Reader<'_> {
         }
         // One level below: containers held by an object's attributes or a dict's values. (The
         // walk finds the tracked ones; a dict of strings is not tracked.)
-        if !below || *budget == 0 || !looked.insert(v) {
+        if !below || !matches!(kind, Kind::Dict | Kind::Other) || *budget == 0 || !looked.insert(v)
+        {
             return;
         }
-        let (items, dot) = match kind {
-            Kind::Dict => (self.dict_items(v), false),
-            Kind::Other => (self.attributes(v, &t), true),
-            _ => return,
+        let Some((items, dot)) = self.members(v, &t) else {
+            return;
         };
         for (ck, c) in items.into_iter().take(*budget) {
             *budget -= 1;
@@ -1103,12 +1107,10 @@ impl Reader<'_> {
             let Some(clen) = self.len_of(c, ct.kind()) else {
                 continue;
             };
-            let Some(ck) = self.string(ck) else { continue };
-            let name = if dot {
-                format!("{label}.{ck}")
-            } else {
-                format!("{label}[{ck:?}]")
+            let Some(suffix) = self.member_label(ck, dot) else {
+                continue;
             };
+            let name = format!("{label}{suffix}");
             let cty = self.mem.u64(c + 8).unwrap_or(0);
             out.push(((name, root.clone()), c, cty, clen));
         }
