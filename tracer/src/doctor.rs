@@ -7,10 +7,10 @@ use crate::probes::{self, Probes};
 use crate::python::{self, HookSource};
 use crate::render::summary::coverage_warning;
 use crate::report::assess_coverage;
-use crate::util;
+use crate::{outln, util};
 
 fn line(ok: bool, what: &str, detail: &str) -> bool {
-    println!("[{}] {what}: {detail}", if ok { " ok " } else { "FAIL" });
+    outln!("[{}] {what}: {detail}", if ok { " ok " } else { "FAIL" });
     ok
 }
 
@@ -70,7 +70,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
         );
     }
     if let Some(pid) = pid {
-        println!();
+        outln!();
         let interp = match python::inspect_pid(pid) {
             Ok(i) => i,
             Err(e) => {
@@ -78,9 +78,9 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                 return Ok(1);
             }
         };
-        println!("pid {pid} ({})", crate::procfs::comm(pid));
-        println!("  python:        CPython {}", interp.version);
-        println!(
+        outln!("pid {pid} ({})", crate::procfs::comm(pid));
+        outln!("  python:        CPython {}", interp.version);
+        outln!(
             "  file probed:   {} ({})",
             interp.target_path,
             if interp.shared {
@@ -90,9 +90,9 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
             }
         );
         if let Some(bias) = interp.bias {
-            println!("  load bias:     {bias:#x}");
+            outln!("  load bias:     {bias:#x}");
         }
-        println!(
+        outln!(
             "  symbols:       {}",
             if interp.has_symtab {
                 ".symtab (full)"
@@ -106,10 +106,10 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
             HookSource::StaticTable => "from the allocator tables in the file",
             HookSource::None => "none found",
         };
-        println!("  allocator:     {source}");
+        outln!("  allocator:     {source}");
         for h in &interp.alloc.hooks {
             let domains: Vec<&str> = h.domains.iter().map(|d| d.name()).collect();
-            println!(
+            outln!(
                 "    {:<22} {:?} for {} at file offset {:#x}",
                 h.name,
                 h.op,
@@ -118,26 +118,26 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
             );
         }
         for n in &interp.alloc.notes {
-            println!("  note:          {n}");
+            outln!("  note:          {n}");
         }
         match (
             interp.layout(),
             interp.runtime_vaddr,
             interp.code_type_vaddr,
         ) {
-            (Some(l), Some(_), Some(_)) => println!(
+            (Some(l), Some(_), Some(_)) => outln!(
                 "  python stacks: yes (CPython 3.{} layout; frames walked in the kernel)",
                 l.minor
             ),
-            (None, _, _) => println!(
+            (None, _, _) => outln!(
                 "  python stacks: no layout for CPython {} (native stacks only)",
                 interp.version
             ),
-            _ => println!("  python stacks: no (_PyRuntime or PyCode_Type not exported)"),
+            _ => outln!("  python stacks: no (_PyRuntime or PyCode_Type not exported)"),
         }
         match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {
-            Some(w) => println!("  coverage:      {w}"),
-            None => println!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
+            Some(w) => outln!("  coverage:      {w}"),
+            None => outln!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
         }
     }
     Ok(if all_ok { 0 } else { 1 })

@@ -10,6 +10,11 @@ pub enum Error {
         pid: u32,
         comm: String,
     },
+    /// A zombie: it has exited, its parent has not reaped it yet.
+    Exited {
+        pid: u32,
+        comm: String,
+    },
     Unsupported {
         what: String,
         version: String,
@@ -39,6 +44,10 @@ impl fmt::Display for Error {
             Error::NotPython { pid, comm } => write!(
                 f,
                 "pid {pid} ({comm}) is not a CPython process: it maps neither libpython nor a Python executable"
+            ),
+            Error::Exited { pid, comm } => write!(
+                f,
+                "pid {pid} ({comm}) has exited (a zombie its parent has not reaped yet): there is nothing left to trace"
             ),
             Error::Unsupported { what, version } => write!(
                 f,

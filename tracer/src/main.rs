@@ -5,6 +5,7 @@ mod discover;
 mod doctor;
 mod error;
 mod launch;
+mod output;
 mod probes;
 mod procfs;
 mod python;
@@ -67,14 +68,20 @@ pub struct RecordArgs {
     /// Also trace the Python processes that the targets start (workers, subprocesses).
     #[arg(long)]
     pub children: bool,
-    /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or every target has exited.
-    #[arg(short, long, value_parser = util::parse_duration)]
+    /// Stop after this long (e.g. 30s, 5m, 1d), counted from the start (of the command, when
+    /// launching); default: until Ctrl-C or every target has exited.
+    #[arg(short, long, value_parser = util::parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
-    /// Output directory (default: a new ./tracer-YYYYMMDD-HHMMSS; top writes reports only with -o).
+    /// Output directory: created if missing, or an empty one (default: a new
+    /// ./tracer-YYYYMMDD-HHMMSS, mode 0700; top writes reports only with -o).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Write into a non-empty output directory, replacing tracer's earlier reports there (other
+    /// files are left alone).
+    #[arg(long)]
+    pub force: bool,
     /// Only report allocations and descriptors outstanding for at least this long.
-    #[arg(long, value_parser = util::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = util::parse_duration, default_value = "0s", allow_hyphen_values = true)]
     pub min_age: Duration,
     /// exact: every allocation through allocator probes (for short debugging windows: slows
     /// allocation-heavy code many times). watch: for production: the heap census and stack
@@ -88,12 +95,12 @@ pub struct RecordArgs {
     /// 0: no allocator probe at all.
     #[arg(long, default_value_t = 0.0, value_parser = util::parse_percent)]
     pub budget: f64,
-    /// Watch mode: how long each window of allocator probes lasts.
-    #[arg(long, value_parser = util::parse_duration, default_value = "200ms")]
-    pub window: Duration,
-    /// Time between checkpoints: verdicts (growing / stable / freed) compare them. (Watch mode
-    /// takes one after each window instead.)
-    #[arg(long, value_parser = util::parse_duration, default_value = "10s")]
+    /// Watch mode with --budget: how long each window of allocator probes lasts [default: 200ms].
+    #[arg(long, value_parser = util::parse_duration, allow_hyphen_values = true)]
+    pub window: Option<Duration>,
+    /// Time between checkpoints (at least 1s): verdicts (growing / stable / freed) compare them.
+    /// (Watch mode with --budget takes one after each window instead.)
+    #[arg(long, value_parser = util::parse_duration, default_value = "10s", allow_hyphen_values = true)]
     pub interval: Duration,
     /// Do not take the heap census (every INTERVAL: the gc-tracked objects read from outside, to
     /// name the lists, dicts and sets that keep growing).
@@ -106,9 +113,10 @@ pub struct RecordArgs {
     /// listens on 127.0.0.1).
     #[arg(long, value_parser = util::parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Report formats, comma-separated (summary.txt is always written).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = render::DEFAULT_FORMATS)]
-    pub format: Vec<render::Format>,
+    /// Report formats, comma-separated: folded, svg, json, pprof, speedscope, or all
+    /// (summary.txt is always written).
+    #[arg(long, value_parser = render::parse_formats, default_value = "folded,svg,json")]
+    pub format: render::Formats,
     /// Show every native frame below the Python ones.
     #[arg(long, conflicts_with = "no_native")]
     pub native: bool,
@@ -141,7 +149,30 @@ impl RecordArgs {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other error: clap's first line, without its own prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "tracer: error: {first} (see tracer --help)"
+            );
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Record(args) => record::run(args),
         Command::Top(mut args) => {
@@ -153,7 +184,8 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("tracer: error: {e}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "tracer: error: {e}");
             std::process::exit(1);
         }
     }

@@ -1,6 +1,5 @@
 //! `tracer record`: resolve targets, attach, collect until the end, write the reports.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
 use crate::report::{assess_coverage, Coverage};
+use crate::output::OutputDir;
 use crate::{launch, probes::Probes, render, report, util, RecordArgs};
 
 /// How often the maps are read (liveness, descriptor reconciliation, symbolization).
@@ -19,6 +19,8 @@ const THREAD_REFRESH: Duration = Duration::from_millis(100);
 /// Python stacks sampled from outside while the census has a growing container to place (the
 /// call paths to the lines that use it).
 const STACK_SAMPLE: Duration = Duration::from_millis(10);
+/// How long an allocator window lasts (watch mode with --budget) unless --window says.
+const DEFAULT_WINDOW: Duration = Duration::from_millis(200);
 
 fn attach_line(
     pid: u32,
@@ -66,7 +68,66 @@ fn static_warning(interp: &Interpreter) {
     }
 }
 
-pub fn run(args: RecordArgs) -> Result<i32> {
+/// Checks the options together (clap checks each one): a wrong combination is a one-line error
+/// before anything is attached; repeated pids are traced once.
+fn validate(args: &mut RecordArgs) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    args.pids.retain(|p| seen.insert(*p));
+    let bad = |m: &str| Err(Error::BadArgument(m.to_string()));
+    if args.interval < TICK {
+        return bad("--interval must be at least 1s (checkpoints are taken on tracer's one-second tick)");
+    }
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return bad("--duration must be greater than 0 (leave it out to record until Ctrl-C)");
+    }
+    if args.mode() != Mode::Watch {
+        if args.budget > 0.0 {
+            return bad("--budget applies to watch mode (exact mode traces every allocation): add --mode watch");
+        }
+        if args.window.is_some() {
+            return bad("--window applies to watch mode's allocator windows: add --mode watch --budget N");
+        }
+    } else if args.window.is_some() && args.budget == 0.0 {
+        return bad("--window sets the length of the allocator windows, which only --budget N opens: add --budget N (e.g. 2)");
+    }
+    if let Some(w) = args.window {
+        if w < Duration::from_millis(10) || w > Duration::from_secs(10) {
+            return bad("--window must be between 10ms and 10s");
+        }
+    }
+    Ok(())
+}
+
+/// Says where /metrics is served, and warns when that is beyond this machine.
+fn metrics_lines(addr: std::net::SocketAddr) {
+    eprintln!("tracer: serving Prometheus metrics at http://{addr}/metrics");
+    if !addr.ip().is_loopback() {
+        let reach = if addr.ip().is_unspecified() {
+            "every network interface"
+        } else {
+            "a non-loopback address"
+        };
+        eprintln!(
+            "tracer: WARNING: --metrics-addr {addr} serves /metrics on {reach}, without authentication: it shows process ids, command names and the names of module globals to anyone who can reach it; use 127.0.0.1:{} to keep it on this machine",
+            addr.port()
+        );
+    }
+}
+
+pub fn run(mut args: RecordArgs) -> Result<i32> {
+    validate(&mut args)?;
+    let mut dir: Option<OutputDir> = None;
+    let r = run_with(args, &mut dir);
+    if r.is_err() {
+        // A start that failed leaves no empty directory behind.
+        if let Some(d) = dir {
+            d.remove_if_unused();
+        }
+    }
+    r
+}
+
+fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     if args.pids.is_empty()
         && args.command.is_empty()
         && args.containers.is_empty()
@@ -77,29 +138,22 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             "nothing to trace: give -p PID, --container ID, --cgroup PATH, --all-python, or a command after --, e.g. `tracer record -- python app.py`".into(),
         ));
     }
-    if args.interval.is_zero() {
-        return Err(Error::BadArgument(
-            "--interval must be greater than 0".into(),
-        ));
-    }
     if args.live {
         crate::top::Terminal::check()?;
     }
     util::require_privileges()?;
     // Bind before anything else: a busy port fails fast.
     let metrics_listener = match args.metrics_addr {
-        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-            Error::BadArgument(format!("cannot listen on {addr} for --metrics-addr: {e}"))
-        })?),
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                Error::BadArgument(format!("cannot listen on {addr} for --metrics-addr: {e}"))
+            })?;
+            metrics_lines(l.local_addr().unwrap_or(addr));
+            Some(l)
+        }
         None => None,
     };
     let mode = args.mode();
-    // top writes reports only when asked where.
-    let dir = if args.live && args.output.is_none() {
-        None
-    } else {
-        Some(util::prepare_output(args.output.as_deref())?)
-    };
 
     // Resolve running targets before loading anything: bad pids and containers fail fast.
     let mut selectors = Vec::new();
@@ -118,6 +172,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     for &pid in &args.pids {
         running.push((pid, python::inspect_pid(pid)?));
     }
+    // top writes reports only when asked where.
+    if !args.live || args.output.is_some() {
+        *out_dir = Some(OutputDir::prepare(args.output.as_deref(), args.force)?);
+    }
+    let dir = out_dir.as_ref();
     let mut probes = Probes::load()?;
     probes.floor = args.floor;
     let mut c = Collector::new(probes, args.min_age);
@@ -125,7 +184,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     c.census = !args.no_census;
     c.mode = mode;
     c.interval = args.interval;
-    c.window = args.window;
+    c.window = args.window.unwrap_or(DEFAULT_WINDOW);
     c.budget = args.budget;
     c.native = if args.native {
         NativeMode::All
@@ -193,8 +252,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         args.duration
             .map(|d| format!(" for {:.0?}", d))
             .unwrap_or_default(),
-        dir.as_ref()
-            .map(|d| format!(" and write the reports to {}", d.display()))
+        dir.map(|d| format!(" and write the reports to {}", d.path().display()))
             .unwrap_or_default()
     );
     // The live view owns the terminal until the end (restored on every way out).
@@ -209,10 +267,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
+    let mut saved = Saved::default();
     let looped = rt.block_on(collect_loop(
         &mut c,
         &args,
-        dir.as_deref(),
+        dir,
+        &mut saved,
         started,
         metrics_listener,
         &mut discovery,
@@ -225,19 +285,72 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     c.tick();
     c.checkpoint();
     let report = report::build(&c, started.elapsed());
-    if let Some(dir) = &dir {
-        render::write_all(&report, dir, &args.format)?;
-        if !args.live {
-            print!("{}", render::summary::render(&report, Some(dir)));
-        } else {
-            eprintln!("tracer: reports written to {}", dir.display());
-        }
-    }
+    let written = dir.map(|d| render::write_all(&report, d, &args.format.0));
     if let Some(mut ch) = child {
         launch::terminate(&mut ch);
     }
     c.probes.settle();
-    Ok(0)
+    match (written, dir) {
+        (Some(Err(e)), Some(d)) => {
+            // The recording is not lost: the summary goes to stdout, and the directory keeps
+            // the last set written at a checkpoint, if any.
+            if !args.live {
+                util::print_quietly(&render::summary::render(&report, None));
+            }
+            Err(Error::Other(format!(
+                "{e}; {}",
+                saved.kept(d)
+            )))
+        }
+        (_, Some(d)) => {
+            if args.live {
+                eprintln!("tracer: reports written to {}", d.path().display());
+            } else {
+                util::print_quietly(&render::summary::render(&report, Some(d.path())));
+            }
+            Ok(0)
+        }
+        (_, None) => Ok(0),
+    }
+}
+
+/// What the output directory holds from checkpoints during the recording.
+#[derive(Default)]
+struct Saved {
+    /// Seconds into the recording of the last report set written whole.
+    last: Option<f64>,
+    /// A write failed (said once, then said again only when writing works again).
+    failing: bool,
+}
+
+impl Saved {
+    /// Writes the reports of a checkpoint (the recording goes on when that fails).
+    fn write(&mut self, r: &report::Report, dir: &OutputDir, formats: &[render::Format]) {
+        match render::write_all(r, dir, formats) {
+            Ok(()) => {
+                self.last = Some(r.elapsed.as_secs_f64());
+                self.failing = false;
+            }
+            Err(e) => {
+                if !self.failing {
+                    eprintln!("tracer: WARNING: {e}; the recording goes on ({})", self.kept(dir));
+                }
+                self.failing = true;
+            }
+        }
+    }
+
+    /// What is in the directory, for a message.
+    fn kept(&self, dir: &OutputDir) -> String {
+        match self.last {
+            _ if dir.removed() => "nothing is kept on disk: the summary above is all there is".into(),
+            Some(at) => format!(
+                "{} keeps the reports of the checkpoint at {at:.0}s",
+                dir.path().display()
+            ),
+            None => "no report was written before".into(),
+        }
+    }
 }
 
 /// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
@@ -252,7 +365,7 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
         let pid = found.pid;
         let interp = match python::inspect_pid(pid) {
             Ok(i) => i,
-            Err(Error::NotPython { .. } | Error::NoSuchPid(_)) => continue,
+            Err(Error::NotPython { .. } | Error::NoSuchPid(_) | Error::Exited { .. }) => continue,
             Err(e) => {
                 eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress));
                 continue;
@@ -349,10 +462,12 @@ async fn serve_metrics(listener: tokio::net::TcpListener, text: Arc<Mutex<String
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn collect_loop(
     c: &mut Collector,
     args: &RecordArgs,
-    dir: Option<&Path>,
+    dir: Option<&OutputDir>,
+    saved: &mut Saved,
     started: Instant,
     metrics_listener: Option<std::net::TcpListener>,
     discovery: &mut Discovery,
@@ -455,12 +570,20 @@ async fn collect_loop(
                 if due {
                     c.checkpoint();
                     next_checkpoint += args.interval;
-                    if let (true, Some(dir)) = (args.snapshots, dir) {
-                        seq += 1;
-                        let elapsed = started.elapsed();
-                        let sub = dir.join("snapshots").join(format!("{seq:04}-{:.0}s", elapsed.as_secs_f64()));
-                        std::fs::create_dir_all(&sub).map_err(|e| Error::Output { dir: sub.display().to_string(), reason: e.to_string() })?;
-                        render::write_all(&report::build(c, elapsed), &sub, &args.format)?;
+                    if let Some(dir) = dir {
+                        // The directory always holds the last complete set: a failure at the
+                        // end (full disk) loses only what came after it.
+                        let r = report::build(c, started.elapsed());
+                        saved.write(&r, dir, &args.format.0);
+                        if args.snapshots {
+                            seq += 1;
+                            let name = format!("{seq:04}-{:.0}s", r.elapsed.as_secs_f64());
+                            let sub = dir.subdir("snapshots").and_then(|s| s.subdir(&name));
+                            match sub.and_then(|sub| render::write_all(&r, &sub, &args.format.0)) {
+                                Ok(()) => {}
+                                Err(e) => eprintln!("tracer: WARNING: snapshot {name} not written: {e}"),
+                            }
+                        }
                     }
                 }
             }

@@ -1,32 +1,57 @@
-//! Small helpers: durations on the command line, timestamps, privileges, output directories.
+//! Small helpers: durations on the command line, timestamps, privileges, quiet output.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::procfs;
 
-/// "30s", "5m", "1h", "250ms", "2.5s"; a bare number is seconds.
+/// Longest duration accepted on the command line.
+const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
+
+/// "30s", "5m", "1h", "1d", "250ms", "2.5s", "1h30m"; a bare number is seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let err =
-        || format!("invalid duration '{s}': use a number with a unit, e.g. 500ms, 30s, 5m, 1h");
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| err())?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(err()),
+    let err = || {
+        format!("invalid duration '{s}': use a number with a unit, e.g. 500ms, 30s, 5m, 1h, 1d")
     };
-    if !secs.is_finite() || secs < 0.0 {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("invalid duration '{s}': a duration cannot be negative"));
+    }
+    if t.is_empty() {
         return Err(err());
     }
-    Ok(Duration::from_secs_f64(secs))
+    let mut rest = t;
+    let mut secs = 0.0f64;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let n: f64 = num.parse().map_err(|_| err())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit.trim() {
+            "" if tail.is_empty() && secs == 0.0 => 1.0,
+            "s" | "sec" | "secs" => 1.0,
+            "ms" => 1e-3,
+            "us" => 1e-6,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            _ => return Err(err()),
+        };
+        secs += n * scale;
+        rest = tail;
+    }
+    if !secs.is_finite() {
+        return Err(err());
+    }
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("invalid duration '{s}': at most 365d"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
 }
 
 /// UTC "YYYYMMDD-HHMMSS".
@@ -72,20 +97,24 @@ pub fn require_privileges() -> Result<()> {
     }
 }
 
-/// Creates the output directory (or accepts an existing one) and checks it can be written.
-pub fn prepare_output(dir: Option<&Path>) -> Result<PathBuf> {
-    let dir = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(format!("tracer-{}", timestamp())));
-    let fail = |e: std::io::Error| Error::Output {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
+/// Writes to stdout, ignoring a closed pipe or a full device (`tracer record ... | head`): what
+/// matters is on disk already, and a reader that went away is not an error.
+pub fn print_quietly(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// `println!` to stdout through `print_quietly`.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::util::print_quietly("\n")
     };
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let probe = dir.join(".tracer-write-test");
-    std::fs::write(&probe, b"").map_err(fail)?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(dir)
+    ($($arg:tt)*) => {
+        $crate::util::print_quietly(&format!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// "2", "2%", "0.5" -> percent in (0, 100].
@@ -148,6 +177,14 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("-5s").unwrap_err().contains("cannot be negative"));
+        assert!(parse_duration("18446744073709551615s")
+            .unwrap_err()
+            .contains("at most 365d"));
+        assert!(parse_duration("1e400").is_err());
+        assert!(parse_duration("5s5").is_err());
     }
 
     #[test]

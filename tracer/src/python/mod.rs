@@ -93,11 +93,24 @@ fn is_libpython(path: &str) -> bool {
 
 /// Finds and inspects the interpreter of a running process.
 pub fn inspect_pid(pid: u32) -> Result<Interpreter> {
+    if procfs::stat(pid).is_some_and(|s| matches!(s.state, 'Z' | 'X')) {
+        return Err(Error::Exited {
+            pid,
+            comm: procfs::comm(pid),
+        });
+    }
     let maps = match procfs::maps(pid) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoSuchPid(pid)),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(Error::NotPrivileged)
+            return Err(if unsafe { libc::geteuid() } == 0 {
+                Error::Other(format!(
+                    "cannot inspect pid {pid} ({}): /proc/{pid}/maps is refused even to root (a process of another user namespace, or one the kernel protects): trace the Python processes of its container or service instead",
+                    procfs::comm(pid)
+                ))
+            } else {
+                Error::NotPrivileged
+            })
         }
         Err(e) => return Err(Error::Other(format!("cannot read /proc/{pid}/maps: {e}"))),
     };

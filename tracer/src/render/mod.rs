@@ -10,7 +10,8 @@ pub mod svg;
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::output::OutputDir;
 use crate::report::Report;
 
 /// Output formats (`--format`); summary.txt is always written.
@@ -30,28 +31,25 @@ pub enum Format {
     All,
 }
 
-pub const DEFAULT_FORMATS: [Format; 3] = [Format::Folded, Format::Svg, Format::Json];
+/// The formats of `--format` (default: folded, svg, json).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formats(pub Vec<Format>);
 
-/// Writes the chosen formats of a report into `dir`, and summary.txt.
-pub fn write_all(report: &Report, dir: &Path, formats: &[Format]) -> Result<()> {
+/// The files of the chosen formats of a report, with summary.txt: (name, bytes).
+pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(String, Vec<u8>)> {
     let want = |f: Format| formats.contains(&f) || formats.contains(&Format::All);
-    let out = |name: &str, bytes: Vec<u8>| -> Result<()> {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).map_err(|e| Error::Output {
-            dir: dir.display().to_string(),
-            reason: e.to_string(),
-        })
-    };
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>| out.push((name.to_string(), bytes));
     let allocs = folded::allocs_bytes(report);
     let fds = folded::fds(report);
     if want(Format::Folded) {
-        out("allocs.folded", allocs.clone().into_bytes())?;
-        out(
+        add("allocs.folded", allocs.clone().into_bytes());
+        add(
             "allocs-count.folded",
             folded::allocs_count(report).into_bytes(),
-        )?;
-        out("fds.folded", fds.clone().into_bytes())?;
-        out("growth.folded", folded::growth(report).into_bytes())?;
+        );
+        add("fds.folded", fds.clone().into_bytes());
+        add("growth.folded", folded::growth(report).into_bytes());
     }
     if want(Format::Svg) {
         let what = if report.budget.is_some() {
@@ -59,27 +57,78 @@ pub fn write_all(report: &Report, dir: &Path, formats: &[Format]) -> Result<()> 
         } else {
             "Outstanding bytes by stack"
         };
-        out(
+        add(
             "allocs.svg",
             svg::render(&allocs, what, "bytes").into_bytes(),
-        )?;
-        out(
+        );
+        add(
             "fds.svg",
             svg::render(&fds, "Open descriptors by stack", "descriptors").into_bytes(),
-        )?;
+        );
     }
     if want(Format::Json) {
-        out("report.json", json::render(report).into_bytes())?;
+        add("report.json", json::render(report).into_bytes());
     }
     if want(Format::Pprof) {
-        out("profile.pb.gz", pprof::encode(report))?;
+        add("profile.pb.gz", pprof::encode(report));
     }
     if want(Format::Speedscope) {
-        out("speedscope.json", speedscope::render(report).into_bytes())?;
+        add("speedscope.json", speedscope::render(report).into_bytes());
     }
-    out(
-        "summary.txt",
-        summary::render(report, Some(dir)).into_bytes(),
-    )?;
-    Ok(())
+    add("summary.txt", summary::render(report, dir).into_bytes());
+    out
+}
+
+/// Writes the chosen formats of a report, and summary.txt, into `dir` as one set (see
+/// `OutputDir::write_set`: the previous set stays whole if this one cannot be written).
+pub fn write_all(report: &Report, dir: &OutputDir, formats: &[Format]) -> Result<()> {
+    dir.write_set(&files(report, Some(dir.path()), formats))
+}
+
+/// `--format`: a comma-separated list of formats (`all` for every one).
+pub fn parse_formats(s: &str) -> std::result::Result<Formats, String> {
+    use clap::ValueEnum as _;
+    let names: Vec<String> = Format::value_variants()
+        .iter()
+        .filter_map(|f| f.to_possible_value().map(|v| v.get_name().to_string()))
+        .collect();
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(format!(
+                "'{s}' has an empty format name: give a comma-separated list of {}",
+                names.join(", ")
+            ));
+        }
+        let f = Format::from_str(part, true).map_err(|_| {
+            format!(
+                "unknown format '{part}': choose among {}",
+                names.join(", ")
+            )
+        })?;
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(Formats(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_lists() {
+        assert_eq!(
+            parse_formats("json,svg").unwrap().0,
+            vec![Format::Json, Format::Svg]
+        );
+        assert_eq!(parse_formats("ALL").unwrap().0, vec![Format::All]);
+        assert!(parse_formats("json,,svg")
+            .unwrap_err()
+            .contains("empty format name"));
+        assert!(parse_formats("json,xml").unwrap_err().contains("unknown format 'xml'"));
+        assert!(parse_formats("").is_err());
+    }
 }
