@@ -170,7 +170,14 @@ impl Tracer {
         self.finish()
     }
 
-    pub fn finish(mut self) -> Finished {
+    pub fn finish(self) -> Finished {
+        let (st, f) = self.finish_any();
+        assert!(st.success(), "tracer failed ({st}): {}", f.stderr);
+        f
+    }
+
+    /// Waits for the tracer to end, whatever its exit status.
+    pub fn finish_any(mut self) -> (std::process::ExitStatus, Finished) {
         let st = self
             .proc
             .wait(Duration::from_secs(120))
@@ -184,12 +191,14 @@ impl Tracer {
             self.stderr.push(l);
         }
         println!("{stdout}");
-        assert!(st.success(), "tracer failed ({st}): {:?}", self.stderr);
-        Finished {
-            stdout,
-            stderr: self.stderr.join("\n"),
-            dir: self.out_dir.clone(),
-        }
+        (
+            st,
+            Finished {
+                stdout,
+                stderr: self.stderr.join("\n"),
+                dir: self.out_dir.clone(),
+            },
+        )
     }
 }
 
