@@ -305,6 +305,35 @@ pub fn loaded_bpf_programs() -> Vec<String> {
     }
 }
 
+/// Ids of the BPF programs a process holds (its /proc/PID/fdinfo): what a tracer loaded, told
+/// apart from the programs of other tracers running at the same time.
+pub fn bpf_program_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ids of every BPF program loaded in the kernel now.
+pub fn loaded_bpf_program_ids() -> Vec<u32> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool is needed by the tests (cargo xtask setup installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
 /// Runs the tracer to completion with arbitrary arguments (for error paths).
 pub fn run_tracer(args: &[&str]) -> std::process::Output {
     Command::new(tracer_bin())

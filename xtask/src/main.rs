@@ -112,15 +112,163 @@ fn tracer_bin() -> PathBuf {
     root().join("target/release/tracer")
 }
 
+/// End-to-end test files that must run alone: they trace every Python process on the host, which
+/// would take in (and slow down) the processes of the other tests.
+const ALONE: [&str; 1] = ["containers"];
+/// End-to-end test files run at the same time (most of their time is fixed recording durations).
+const LANES: usize = 2;
+/// The longest end-to-end test files, longest first.
+const LONGEST: [&str; 4] = ["lifecycle", "census", "watch", "pystacks"];
+
 fn test(extra: &[String]) -> Result<(), String> {
     build()?;
-    // End-to-end tests attach real probes: one at a time, so they do not slow each other down.
+    let tracer = tracer_bin();
+    if !extra.is_empty() {
+        // A chosen subset, as cargo test takes it.
+        return run(Command::new(cargo())
+            .current_dir(root())
+            .args(["test", "--release", "--workspace"])
+            .args(extra)
+            .args(["--", "--test-threads=1"])
+            .env("TRACER_BIN", &tracer));
+    }
+    // Unit tests of every crate, then the end-to-end test files: each file's tests one at a
+    // time (they attach real probes), files side by side in LANES lanes, ALONE ones last.
     run(Command::new(cargo())
         .current_dir(root())
-        .args(["test", "--release", "--workspace"])
-        .args(extra)
-        .args(["--", "--test-threads=1"])
-        .env("TRACER_BIN", tracer_bin()))
+        .args(["test", "--release", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]))?;
+    let bins = test_binaries()?;
+    let (alone, shared): (Vec<_>, Vec<_>) = bins
+        .into_iter()
+        .partition(|(name, _)| ALONE.contains(&name.as_str()));
+    let started = std::time::Instant::now();
+    let queue = std::sync::Mutex::new(shared);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let counts = std::sync::Mutex::new((0u64, 0u64));
+    let one = |name: &str, path: &Path| match run_test_binary(name, path, &tracer) {
+        Ok((passed, failed)) => {
+            let mut c = counts.lock().unwrap();
+            c.0 += passed;
+            c.1 += failed;
+            if failed > 0 {
+                failures.lock().unwrap().push(format!("tests/{name}.rs failed"));
+            }
+        }
+        Err(e) => failures.lock().unwrap().push(e),
+    };
+    std::thread::scope(|s| {
+        for _ in 0..LANES {
+            s.spawn(|| loop {
+                let Some((name, path)) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                one(&name, &path);
+            });
+        }
+    });
+    for (name, path) in alone {
+        one(&name, &path);
+    }
+    let failures = failures.into_inner().unwrap();
+    let (passed, failed) = counts.into_inner().unwrap();
+    eprintln!(
+        "xtask: end-to-end tests took {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("end-to-end: {passed} passed, {failed} failed");
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The end-to-end test executables (name, path), built on the way.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>, String> {
+    let out = Command::new(cargo())
+        .current_dir(root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tracer-tests",
+            "--tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err("building the end-to-end tests failed".into());
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str())
+        else {
+            continue;
+        };
+        if v["target"]["kind"][0] == "test" {
+            bins.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    // The longest files are taken first (from the end), so that the lanes end together.
+    bins.sort_by_key(|(n, _)| LONGEST.iter().position(|l| l == n).map_or(0, |i| 100 - i));
+    Ok(bins)
+}
+
+/// Runs one test executable (its stderr prefixed with its name); returns (passed, failed).
+fn run_test_binary(name: &str, path: &Path, tracer: &Path) -> Result<(u64, u64), String> {
+    use std::io::BufRead as _;
+    eprintln!("xtask: running tests/{name}.rs");
+    let t = std::time::Instant::now();
+    let mut child = Command::new(path)
+        .arg("--test-threads=1")
+        .current_dir(root().join("tests"))
+        .env("TRACER_BIN", tracer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    let err = child.stderr.take().unwrap();
+    let tag = name.to_string();
+    let errs = std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {l}");
+        }
+    });
+    let (mut passed, mut failed) = (0, 0);
+    for l in std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        // "test result: ok. 3 passed; 0 failed; ..."
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut w = part.split_whitespace();
+                match (w.next().and_then(|n| n.parse::<u64>().ok()), w.next()) {
+                    (Some(n), Some("passed")) => passed += n,
+                    (Some(n), Some("failed")) => failed += n,
+                    _ => {}
+                }
+            }
+        }
+        println!("{l}");
+    }
+    let _ = errs.join();
+    let st = child.wait().map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: tests/{name}.rs {} in {:.0}s",
+        if st.success() { "passed" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
+    );
+    if !st.success() && failed == 0 {
+        failed = 1; // it died without saying which test failed
+    }
+    Ok((passed, failed))
 }
 
 fn demo() -> Result<(), String> {
@@ -142,8 +290,9 @@ fn demo() -> Result<(), String> {
         .arg(python)
         .arg(root().join("tests/workloads/demo_service.py")))?;
     eprintln!(
-        "xtask: demo done. Reports in {0}: allocs.folded, allocs-count.folded, fds.folded, summary.txt, snapshots/.\n\
-         Render one with e.g. `inferno-flamegraph < {0}/allocs.folded > allocs.svg` or flamegraph.pl.",
+        "xtask: demo done. Reports in {0}: summary.txt, report.json, allocs.svg and fds.svg (flame \
+         graphs: open them in a browser), allocs.folded, allocs-count.folded, fds.folded and \
+         growth.folded (folded stacks).",
         out.display()
     );
     Ok(())
