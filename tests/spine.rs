@@ -227,37 +227,49 @@ fn debian_static_python_warns_and_keeps_descriptors_exact() {
     drop(w);
 }
 
-/// --duration ends the recording by itself and writes the reports; --min-age hides young entries.
+/// --duration ends the recording by itself and writes the reports; --min-age hides young entries:
+/// two tracers watch the same leak made while both are attached, one with --min-age 1h (sees
+/// nothing old enough), one without (sees the leak).
 #[test]
 fn duration_and_min_age() {
     let dir = TempDir::new("minage");
-    let w = start_leak(PY311, dir.path(), &[]);
-    let pid = w.pid();
-    wait_for(
-        "the workload to finish leaking",
-        Duration::from_secs(60),
-        || dir.path().join("done.json").exists(),
-    );
-    // Everything the tracer sees is younger than an hour.
-    let t = Tracer::start(
+    let go = dir.path().join("go");
+    let w = start_leak(PY311, dir.path(), &["--go-file", &go.to_string_lossy()]);
+    let pid = w.pid().to_string();
+    wait_python_mapped(w.pid());
+    let mut aged = Tracer::start(
         &[
             "-p",
-            &pid.to_string(),
+            &pid,
             "-d",
-            "3500ms",
+            "8s",
             "--min-age",
             "1h",
             "--interval",
             "1s",
             "--snapshots",
         ],
-        &dir.path().join("out"),
+        &dir.path().join("aged"),
     );
-    let f = t.finish();
-    assert_eq!(total(&f.folded("allocs.folded")), 0);
-    assert_eq!(total(&f.folded("fds.folded")), 0);
+    let mut all = Tracer::start(&["-p", &pid, "-d", "8s"], &dir.path().join("all"));
+    aged.wait_recording();
+    all.wait_recording();
+    std::fs::write(&go, b"").unwrap();
+    wait_for("the leak", Duration::from_secs(60), || {
+        dir.path().join("done.json").exists()
+    });
+    // Both end by themselves (-d), reports written.
+    let aged = aged.finish();
+    let all = all.finish();
+    assert!(
+        total(&all.folded("allocs.folded")) > 1_000_000,
+        "the leak is outstanding"
+    );
+    assert!(total(&all.folded("fds.folded")) >= 7, "leaked files are open");
+    assert_eq!(total(&aged.folded("allocs.folded")), 0, "younger than 1h");
+    assert_eq!(total(&aged.folded("fds.folded")), 0, "younger than 1h");
     // --snapshots: the reports at every checkpoint (--interval) as well as the final ones.
-    let snaps: Vec<_> = std::fs::read_dir(f.dir.join("snapshots"))
+    let snaps: Vec<_> = std::fs::read_dir(aged.dir.join("snapshots"))
         .unwrap()
         .collect();
     assert!(snaps.len() >= 2, "snapshots written: {snaps:?}");
