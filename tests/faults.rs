@@ -115,7 +115,12 @@ fn default_directory_is_fresh_and_private() {
     let mut planted = Vec::new();
     for s in 0..8 {
         let out = Command::new("date")
-            .args(["-u", "-d", &format!("@{}", now + s), "+tracer-%Y%m%d-%H%M%S"])
+            .args([
+                "-u",
+                "-d",
+                &format!("@{}", now + s),
+                "+tracer-%Y%m%d-%H%M%S",
+            ])
             .output()
             .unwrap();
         let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -139,7 +144,10 @@ fn default_directory_is_fresh_and_private() {
         .find_map(|l| l.strip_prefix("reports in "))
         .expect("reports in DIR");
     let dir = d.path().join(dir);
-    assert!(!planted.contains(&dir), "a planted directory was reused: {dir:?}");
+    assert!(
+        !planted.contains(&dir),
+        "a planted directory was reused: {dir:?}"
+    );
     let md = std::fs::metadata(&dir).unwrap();
     assert_eq!(md.permissions().mode() & 0o777, 0o700);
     assert_report_set(&dir);
@@ -154,7 +162,14 @@ fn full_file_system_keeps_the_last_complete_set() {
     let mnt = d.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tracer-test", &mnt.to_string_lossy()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tracer-test",
+            &mnt.to_string_lossy(),
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -166,17 +181,18 @@ fn full_file_system_keeps_the_last_complete_set() {
     }
     let _u = Unmount(&mnt);
     let out = mnt.join("out");
-    let mut t = Tracer::start(
-        &["-p", &w.pid().to_string(), "--interval", "1s"],
-        &out,
-    );
+    let mut t = Tracer::start(&["-p", &w.pid().to_string(), "--interval", "1s"], &out);
     t.wait_recording();
     wait_for("a checkpoint's reports", Duration::from_secs(30), || {
         out.join("summary.txt").exists()
     });
     // Fill the file system.
     let _ = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}/filler", mnt.display()), "bs=64k"])
+        .args([
+            "if=/dev/zero",
+            &format!("of={}/filler", mnt.display()),
+            "bs=64k",
+        ])
         .stderr(Stdio::null())
         .status();
     std::thread::sleep(Duration::from_millis(1500));
@@ -184,9 +200,13 @@ fn full_file_system_keeps_the_last_complete_set() {
     let (st, f) = t.finish_any();
     let (stdout, stderr) = (f.stdout, f.stderr);
     assert!(!st.success(), "the lost final write is an error");
-    assert!(stdout.contains("tracer: traced 1 process"), "summary on stdout: {stdout}");
     assert!(
-        stderr.contains("No space left on device") && stderr.contains("keeps the reports of the checkpoint at"),
+        stdout.contains("tracer: traced 1 process"),
+        "summary on stdout: {stdout}"
+    );
+    assert!(
+        stderr.contains("No space left on device")
+            && stderr.contains("keeps the reports of the checkpoint at"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -213,7 +233,10 @@ fn output_directory_removed_mid_recording() {
     assert!(!st.success());
     assert!(stdout.contains("tracer: traced 1 process"), "{stdout}");
     assert!(stderr.contains("removed during the recording"), "{stderr}");
-    assert!(stderr.contains("the summary above is all there is"), "{stderr}");
+    assert!(
+        stderr.contains("the summary above is all there is"),
+        "{stderr}"
+    );
     assert!(!out.exists(), "nothing recreated behind the user's back");
 }
 
@@ -231,7 +254,12 @@ fn broken_stdout_ends_quietly() {
             unsafe { libc::close(fds[0]) };
             unsafe { Stdio::from_raw_fd_owned(fds[1]) }
         } else {
-            Stdio::from(std::fs::OpenOptions::new().write(true).open(target).unwrap())
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .unwrap(),
+            )
         };
         let res = Command::new(tracer_bin())
             .args(["record", "-p", &w.pid().to_string(), "-d", "2s", "-o"])
@@ -267,7 +295,16 @@ fn repeated_pid_is_traced_once() {
     let w = idle_python();
     let pid = w.pid().to_string();
     let out = d.path().join("out");
-    let res = record(&["-p", &pid, "-p", &pid, "-d", "2s", "-o", &out.to_string_lossy()]);
+    let res = record(&[
+        "-p",
+        &pid,
+        "-p",
+        &pid,
+        "-d",
+        "2s",
+        "-o",
+        &out.to_string_lossy(),
+    ]);
     assert!(res.status.success(), "{res:?}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
@@ -294,7 +331,10 @@ fn public_metrics_address_is_warned() {
     ]);
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "{stderr}");
-    assert!(stderr.contains("serving Prometheus metrics at http://0.0.0.0:"), "{stderr}");
+    assert!(
+        stderr.contains("serving Prometheus metrics at http://0.0.0.0:"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("WARNING: --metrics-addr") && stderr.contains("every network interface"),
         "{stderr}"
@@ -310,7 +350,10 @@ fn public_metrics_address_is_warned() {
         &d.path().join("b").to_string_lossy(),
     ]);
     let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(stderr.contains("serving Prometheus metrics at http://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("serving Prometheus metrics at http://127.0.0.1:"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("WARNING"), "{stderr}");
 }
 
@@ -328,12 +371,21 @@ fn bad_options_are_one_line_errors() {
         (vec!["-d", "18446744073709551615s"], "at most 365d"),
         (vec!["--interval", "18446744073709551615s"], "at most 365d"),
         (vec!["--min-age", "1e400"], "invalid duration"),
-        (vec!["--interval", "500ms"], "--interval must be at least 1s"),
+        (
+            vec!["--interval", "500ms"],
+            "--interval must be at least 1s",
+        ),
         (vec!["--format", "json,,svg"], "empty format name"),
         (vec!["--format", "xml"], "unknown format 'xml'"),
         (vec!["--budget", "5"], "--budget applies to watch mode"),
-        (vec!["--mode", "watch", "--budget", "1", "--window", "0"], "--window must be between"),
-        (vec!["--mode", "watch", "--window", "50ms"], "add --budget N"),
+        (
+            vec!["--mode", "watch", "--budget", "1", "--window", "0"],
+            "--window must be between",
+        ),
+        (
+            vec!["--mode", "watch", "--window", "50ms"],
+            "add --budget N",
+        ),
     ] {
         let mut all = vec!["-p", pid.as_str(), "-o", o.as_str()];
         all.extend(args.iter().copied());
@@ -342,7 +394,9 @@ fn bad_options_are_one_line_errors() {
         assert!(!out.exists(), "{args:?} left {out:?}");
     }
     // A day is a unit.
-    let res = record(&["-p", &pid, "-d", "1d", "-o", &o, "--mode", "watch", "--budget", "101"]);
+    let res = record(&[
+        "-p", &pid, "-d", "1d", "-o", &o, "--mode", "watch", "--budget", "101",
+    ]);
     assert_one_line_error(&res, "between 0 and 100");
 }
 

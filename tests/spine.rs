@@ -70,6 +70,17 @@ fn assert_descriptors_exact(f: &Finished, dir: &Path, pid: u32) {
         "{}",
         f.stdout
     );
+    // The summary shows the files leaked at one line as one site, with a few of their paths.
+    let site = f
+        .stdout
+        .lines()
+        .find(|l| l.contains("[file]"))
+        .unwrap_or_else(|| panic!("a [file] site in the summary: {}", f.stdout));
+    assert!(
+        site.trim_start().starts_with(&format!("{LEAKED_FILES} ")),
+        "one row for the {LEAKED_FILES} leaked files: {site}"
+    );
+    assert!(site.contains("e.g. ") && site.contains("(+"), "{site}");
 }
 
 /// Outstanding bytes match tracemalloc's measure of the same work. The workload also churns
@@ -265,7 +276,10 @@ fn duration_and_min_age() {
         total(&all.folded("allocs.folded")) > 1_000_000,
         "the leak is outstanding"
     );
-    assert!(total(&all.folded("fds.folded")) >= 7, "leaked files are open");
+    assert!(
+        total(&all.folded("fds.folded")) >= 7,
+        "leaked files are open"
+    );
     assert_eq!(total(&aged.folded("allocs.folded")), 0, "younger than 1h");
     assert_eq!(total(&aged.folded("fds.folded")), 0, "younger than 1h");
     // --snapshots: the reports at every checkpoint (--interval) as well as the final ones.
@@ -344,7 +358,10 @@ fn clean_exit_detaches() {
     assert!(f.dir.join("allocs.folded").exists());
     assert!(w.alive());
     let loaded = loaded_bpf_program_ids();
-    assert!(!ours.iter().any(|id| loaded.contains(id)), "{ours:?} still loaded");
+    assert!(
+        !ours.iter().any(|id| loaded.contains(id)),
+        "{ours:?} still loaded"
+    );
 }
 
 /// exec replaces the program image: the old heap and CLOEXEC descriptors are gone, and the

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use crate::collect::{Collector, Mode, NativeMode};
 use crate::discover::{self, Discovery};
 use crate::error::{Error, Result};
+use crate::output::OutputDir;
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
 use crate::report::{assess_coverage, Coverage};
-use crate::output::OutputDir;
 use crate::{launch, probes::Probes, render, report, util, RecordArgs};
 
 /// How often the maps are read (liveness, descriptor reconciliation, symbolization).
@@ -75,7 +75,9 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
     args.pids.retain(|p| seen.insert(*p));
     let bad = |m: &str| Err(Error::BadArgument(m.to_string()));
     if args.interval < TICK {
-        return bad("--interval must be at least 1s (checkpoints are taken on tracer's one-second tick)");
+        return bad(
+            "--interval must be at least 1s (checkpoints are taken on tracer's one-second tick)",
+        );
     }
     if args.duration.is_some_and(|d| d.is_zero()) {
         return bad("--duration must be greater than 0 (leave it out to record until Ctrl-C)");
@@ -85,7 +87,9 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
             return bad("--budget applies to watch mode (exact mode traces every allocation): add --mode watch");
         }
         if args.window.is_some() {
-            return bad("--window applies to watch mode's allocator windows: add --mode watch --budget N");
+            return bad(
+                "--window applies to watch mode's allocator windows: add --mode watch --budget N",
+            );
         }
     } else if args.window.is_some() && args.budget == 0.0 {
         return bad("--window sets the length of the allocator windows, which only --budget N opens: add --budget N (e.g. 2)");
@@ -297,10 +301,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
             if !args.live {
                 util::print_quietly(&render::summary::render(&report, None));
             }
-            Err(Error::Other(format!(
-                "{e}; {}",
-                saved.kept(d)
-            )))
+            Err(Error::Other(format!("{e}; {}", saved.kept(d))))
         }
         (_, Some(d)) => {
             if args.live {
@@ -333,7 +334,10 @@ impl Saved {
             }
             Err(e) => {
                 if !self.failing {
-                    eprintln!("tracer: WARNING: {e}; the recording goes on ({})", self.kept(dir));
+                    eprintln!(
+                        "tracer: WARNING: {e}; the recording goes on ({})",
+                        self.kept(dir)
+                    );
                 }
                 self.failing = true;
             }
@@ -343,7 +347,9 @@ impl Saved {
     /// What is in the directory, for a message.
     fn kept(&self, dir: &OutputDir) -> String {
         match self.last {
-            _ if dir.removed() => "nothing is kept on disk: the summary above is all there is".into(),
+            _ if dir.removed() => {
+                "nothing is kept on disk: the summary above is all there is".into()
+            }
             Some(at) => format!(
                 "{} keeps the reports of the checkpoint at {at:.0}s",
                 dir.path().display()

@@ -10,12 +10,13 @@ const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
 
 /// "30s", "5m", "1h", "1d", "250ms", "2.5s", "1h30m"; a bare number is seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let err = || {
-        format!("invalid duration '{s}': use a number with a unit, e.g. 500ms, 30s, 5m, 1h, 1d")
-    };
+    let err =
+        || format!("invalid duration '{s}': use a number with a unit, e.g. 500ms, 30s, 5m, 1h, 1d");
     let t = s.trim();
     if t.starts_with('-') {
-        return Err(format!("invalid duration '{s}': a duration cannot be negative"));
+        return Err(format!(
+            "invalid duration '{s}': a duration cannot be negative"
+        ));
     }
     if t.is_empty() {
         return Err(err());
@@ -179,7 +180,9 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("-5s").unwrap_err().contains("cannot be negative"));
+        assert!(parse_duration("-5s")
+            .unwrap_err()
+            .contains("cannot be negative"));
         assert!(parse_duration("18446744073709551615s")
             .unwrap_err()
             .contains("at most 365d"));

@@ -134,9 +134,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     }
     // Unit tests of every crate, then the end-to-end test files: each file's tests one at a
     // time (they attach real probes), files side by side in LANES lanes, ALONE ones last.
-    run(Command::new(cargo())
-        .current_dir(root())
-        .args(["test", "--release", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]))?;
+    run(Command::new(cargo()).current_dir(root()).args([
+        "test",
+        "--release",
+        "-p",
+        "tracer",
+        "-p",
+        "tracer-common",
+        "-p",
+        "xtask",
+    ]))?;
     let bins = test_binaries()?;
     let (alone, shared): (Vec<_>, Vec<_>) = bins
         .into_iter()
@@ -151,7 +158,10 @@ fn test(extra: &[String]) -> Result<(), String> {
             c.0 += passed;
             c.1 += failed;
             if failed > 0 {
-                failures.lock().unwrap().push(format!("tests/{name}.rs failed"));
+                failures
+                    .lock()
+                    .unwrap()
+                    .push(format!("tests/{name}.rs failed"));
             }
         }
         Err(e) => failures.lock().unwrap().push(e),

@@ -101,12 +101,8 @@ pub fn parse_formats(s: &str) -> std::result::Result<Formats, String> {
                 names.join(", ")
             ));
         }
-        let f = Format::from_str(part, true).map_err(|_| {
-            format!(
-                "unknown format '{part}': choose among {}",
-                names.join(", ")
-            )
-        })?;
+        let f = Format::from_str(part, true)
+            .map_err(|_| format!("unknown format '{part}': choose among {}", names.join(", ")))?;
         if !out.contains(&f) {
             out.push(f);
         }
@@ -128,7 +124,9 @@ mod tests {
         assert!(parse_formats("json,,svg")
             .unwrap_err()
             .contains("empty format name"));
-        assert!(parse_formats("json,xml").unwrap_err().contains("unknown format 'xml'"));
+        assert!(parse_formats("json,xml")
+            .unwrap_err()
+            .contains("unknown format 'xml'"));
         assert!(parse_formats("").is_err());
     }
 }

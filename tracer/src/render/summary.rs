@@ -211,7 +211,11 @@ fn census(o: &mut String, c: &CensusReport) {
         }
     }
     let grows = |v: Verdict| v == Verdict::Growing;
+    // Said only once the containers are judged: too few passes say nothing yet.
     if grows(c.rss_trend.verdict)
+        && c.containers
+            .iter()
+            .all(|k| k.trend.verdict != Verdict::Unknown)
         && !c.containers.iter().any(|k| grows(k.trend.verdict))
         && !c.types.iter().any(|t| grows(t.trend.verdict))
     {
@@ -237,6 +241,66 @@ fn census(o: &mut String, c: &CensusReport) {
     if !growing.is_empty() {
         let _ = writeln!(o, "    objects growing by type: {}", growing.join(", "));
     }
+}
+
+/// Descriptors opened at one place (same stack, same kind of resource), whatever they name.
+struct FdSite {
+    /// The stack, its leaf the kind of resource (`[file]`, `[socket inet/tcp]`...).
+    frames: Vec<String>,
+    count: u64,
+    /// A few of the names (paths) they refer to, and how many different names there are.
+    examples: Vec<String>,
+    names: usize,
+}
+
+/// Most names shown per descriptor site.
+const FD_EXAMPLES: usize = 3;
+
+/// `[file /tmp/a.log]` -> (`[file]`, Some(`/tmp/a.log`)); kinds without a name stay whole.
+fn split_resource(leaf: &str) -> (String, Option<String>) {
+    for kind in ["[file ", "[memfd "] {
+        if let Some(rest) = leaf.strip_prefix(kind) {
+            let name = rest.strip_suffix(']').unwrap_or(rest);
+            return (format!("{}]", kind.trim_end()), Some(name.to_string()));
+        }
+    }
+    (leaf.to_string(), None)
+}
+
+/// The descriptor stacks grouped by site, most descriptors first: a leak that opens a new file
+/// every time is one row, not one row per file.
+fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
+    let mut sites: Vec<FdSite> = Vec::new();
+    for f in fds {
+        let Some((leaf, path)) = f.frames.split_last() else {
+            continue;
+        };
+        let (kind, name) = split_resource(leaf);
+        let mut frames = path.to_vec();
+        frames.push(kind);
+        let i = match sites.iter().position(|s| s.frames == frames) {
+            Some(i) => i,
+            None => {
+                sites.push(FdSite {
+                    frames,
+                    count: 0,
+                    examples: Vec::new(),
+                    names: 0,
+                });
+                sites.len() - 1
+            }
+        };
+        let site = &mut sites[i];
+        site.count += f.count;
+        if let Some(n) = name {
+            site.names += 1;
+            if site.examples.len() < FD_EXAMPLES {
+                site.examples.push(n);
+            }
+        }
+    }
+    sites.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+    sites
 }
 
 /// Watch mode with allocator windows (checkpoints follow the windows).
@@ -387,9 +451,27 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             }
         }
         if !p.fds.is_empty() {
-            let _ = writeln!(o, "  open descriptors by stack:");
-            for f in p.fds.iter().take(8) {
-                let _ = writeln!(o, "    {:>6}  {}", f.count, short_stack(&f.frames, 4));
+            let _ = writeln!(o, "  open descriptors by site:");
+            for site in fd_sites(&p.fds).iter().take(8) {
+                let examples = if site.examples.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; e.g. {}{}",
+                        site.examples.join(", "),
+                        if site.names > site.examples.len() {
+                            format!(" (+{} more)", site.names - site.examples.len())
+                        } else {
+                            String::new()
+                        }
+                    )
+                };
+                let _ = writeln!(
+                    o,
+                    "    {:>6}  {}{examples}",
+                    site.count,
+                    short_stack(&site.frames, 4)
+                );
             }
         }
     }
@@ -435,6 +517,30 @@ mod tests {
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn descriptors_grouped_by_site() {
+        let st = |v: &[&str], count| crate::report::FdStack {
+            frames: v.iter().map(|s| s.to_string()).collect(),
+            count,
+        };
+        let fds = vec![
+            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-1.log]"], 1),
+            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-2.log]"], 1),
+            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-3.log]"], 1),
+            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-4.log]"], 1),
+            st(&["main (a.py:9)", "udp (a.py:5)", "[socket inet/udp]"], 2),
+        ];
+        let sites = fd_sites(&fds);
+        assert_eq!(sites.len(), 2);
+        assert_eq!(sites[0].count, 4);
+        assert_eq!(sites[0].frames.last().unwrap(), "[file]");
+        assert_eq!(sites[0].examples.len(), FD_EXAMPLES);
+        assert_eq!(sites[0].names, 4);
+        assert_eq!(sites[1].count, 2);
+        assert_eq!(sites[1].frames.last().unwrap(), "[socket inet/udp]");
+        assert!(sites[1].examples.is_empty());
     }
 
     #[test]
