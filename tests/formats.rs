@@ -113,6 +113,7 @@ fn every_format_is_read_by_its_tool() {
         "growth.folded",
         "allocs.svg",
         "fds.svg",
+        "growth.svg",
         "report.json",
         "profile.pb.gz",
         "speedscope.json",

@@ -19,7 +19,7 @@ use crate::report::Report;
 pub enum Format {
     /// allocs.folded, allocs-count.folded, fds.folded, growth.folded
     Folded,
-    /// allocs.svg, fds.svg (interactive flame graphs)
+    /// allocs.svg, fds.svg, growth.svg (interactive flame graphs)
     Svg,
     /// report.json
     Json,
@@ -42,6 +42,7 @@ pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(St
     let mut add = |name: &str, bytes: Vec<u8>| out.push((name.to_string(), bytes));
     let allocs = folded::allocs_bytes(report);
     let fds = folded::fds(report);
+    let growth = folded::growth(report);
     if want(Format::Folded) {
         add("allocs.folded", allocs.clone().into_bytes());
         add(
@@ -49,7 +50,7 @@ pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(St
             folded::allocs_count(report).into_bytes(),
         );
         add("fds.folded", fds.clone().into_bytes());
-        add("growth.folded", folded::growth(report).into_bytes());
+        add("growth.folded", growth.clone().into_bytes());
     }
     if want(Format::Svg) {
         let what = if report.budget.is_some() {
@@ -64,6 +65,11 @@ pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(St
         add(
             "fds.svg",
             svg::render(&fds, "Open descriptors by stack", "descriptors").into_bytes(),
+        );
+        // What grew since the first checkpoint: the leak without the start-up imports.
+        add(
+            "growth.svg",
+            svg::render(&growth, "Bytes gained since the first checkpoint", "bytes").into_bytes(),
         );
     }
     if want(Format::Json) {
