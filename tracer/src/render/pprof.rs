@@ -4,7 +4,7 @@
 //! sample with the three values (zero where it does not apply), labelled with the process id
 //! and, for a process in a container, the container's short id.
 //! Python frames `function (file:LINE)` become functions with their file and line; native
-//! frames, functions with a name only. The protobuf is written by hand: a few message types.
+//! frames, functions with a name only. The messages are encoded by prost.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,37 +14,79 @@ use flate2::Compression;
 
 use crate::report::Report;
 
-#[derive(Default)]
-struct Buf(Vec<u8>);
+/// The messages of pprof's profile.proto that tracer writes (field numbers as in the .proto),
+/// encoded by prost.
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+    }
 
-impl Buf {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
     }
-    fn key(&mut self, field: u32, wire: u8) {
-        self.varint(((field as u64) << 3) | wire as u64);
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
     }
-    fn int(&mut self, field: u32, v: i64) {
-        if v != 0 {
-            self.key(field, 0);
-            self.varint(v as u64);
-        }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
     }
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
     }
-    fn packed(&mut self, field: u32, vs: &[u64]) {
-        let mut inner = Buf::default();
-        for v in vs {
-            inner.varint(*v);
-        }
-        self.bytes(field, &inner.0);
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
     }
 }
 
@@ -85,44 +127,24 @@ pub fn split_frame(f: &str) -> (String, String, i64) {
 }
 
 pub fn encode(r: &Report) -> Vec<u8> {
+    use proto::*;
     let mut s = Strings::default();
-    let mut prof = Buf::default();
+    let mut prof = Profile {
+        duration_nanos: r.elapsed.as_nanos() as i64,
+        ..Default::default()
+    };
     for (ty, unit) in [
         ("inuse_space", "bytes"),
         ("inuse_objects", "count"),
         ("open_fds", "count"),
     ] {
-        let mut vt = Buf::default();
-        vt.int(1, s.id(ty));
-        vt.int(2, s.id(unit));
-        prof.bytes(1, &vt.0);
+        prof.sample_type.push(ValueType {
+            r#type: s.id(ty),
+            unit: s.id(unit),
+        });
     }
     // One function and one location per distinct frame label.
     let mut locations: HashMap<String, u64> = HashMap::new();
-    let mut funcs = Buf::default();
-    let mut locs = Buf::default();
-    let mut loc_of = |frame: &str, s: &mut Strings| -> u64 {
-        if let Some(id) = locations.get(frame) {
-            return *id;
-        }
-        let id = locations.len() as u64 + 1;
-        locations.insert(frame.to_string(), id);
-        let (name, file, line) = split_frame(frame);
-        let mut f = Buf::default();
-        f.int(1, id as i64);
-        f.int(2, s.id(&name));
-        f.int(3, s.id(&name));
-        f.int(4, s.id(&file));
-        funcs.bytes(5, &f.0);
-        let mut ln = Buf::default();
-        ln.int(1, id as i64);
-        ln.int(2, line);
-        let mut l = Buf::default();
-        l.int(1, id as i64);
-        l.bytes(4, &ln.0);
-        locs.bytes(4, &l.0);
-        id
-    };
     let pid_key = s.id("pid");
     let container_key = s.id("container");
     for p in &r.procs {
@@ -134,36 +156,57 @@ pub fn encode(r: &Report) -> Vec<u8> {
             .chain(p.fds.iter().map(|f| (&f.frames, [0, 0, f.count])));
         for (frames, values) in stacks {
             // Leaf first, the process (and container) frames last.
-            let ids: Vec<u64> = frames
+            let location_id: Vec<u64> = frames
                 .iter()
                 .rev()
                 .chain(root.iter().rev())
-                .map(|f| loc_of(f, &mut s))
+                .map(|frame| {
+                    if let Some(id) = locations.get(frame.as_str()) {
+                        return *id;
+                    }
+                    let id = locations.len() as u64 + 1;
+                    locations.insert(frame.clone(), id);
+                    let (name, file, line) = split_frame(frame);
+                    let name = s.id(&name);
+                    prof.function.push(Function {
+                        id,
+                        name,
+                        system_name: name,
+                        filename: s.id(&file),
+                    });
+                    prof.location.push(Location {
+                        id,
+                        line: vec![Line {
+                            function_id: id,
+                            line,
+                        }],
+                    });
+                    id
+                })
                 .collect();
-            let mut sample = Buf::default();
-            sample.packed(1, &ids);
-            sample.packed(2, &values);
-            let mut label = Buf::default();
-            label.int(1, pid_key);
-            label.int(3, p.pid as i64);
-            sample.bytes(3, &label.0);
+            let mut label = vec![Label {
+                key: pid_key,
+                num: p.pid as i64,
+                ..Default::default()
+            }];
             if let Some(c) = &p.container {
-                let mut label = Buf::default();
-                label.int(1, container_key);
-                label.int(2, s.id(c));
-                sample.bytes(3, &label.0);
+                label.push(Label {
+                    key: container_key,
+                    str: s.id(c),
+                    ..Default::default()
+                });
             }
-            prof.bytes(2, &sample.0);
+            prof.sample.push(Sample {
+                location_id,
+                value: values.iter().map(|&v| v as i64).collect(),
+                label,
+            });
         }
     }
-    prof.0.extend_from_slice(&locs.0);
-    prof.0.extend_from_slice(&funcs.0);
-    for st in &s.table {
-        prof.bytes(6, st.as_bytes());
-    }
-    prof.int(10, r.elapsed.as_nanos() as i64);
+    prof.string_table = std::mem::take(&mut s.table);
+    let bytes = prost::Message::encode_to_vec(&prof);
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    let _ = gz.write_all(&prof.0);
+    let _ = gz.write_all(&bytes);
     gz.finish().unwrap_or_default()
 }
 
@@ -172,10 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varints_and_frames() {
-        let mut b = Buf::default();
-        b.varint(300);
-        assert_eq!(b.0, vec![0xac, 0x02]);
+    fn frames() {
         assert_eq!(
             split_frame("leak (/srv/app.py:12)"),
             ("leak".into(), "/srv/app.py".into(), 12)
