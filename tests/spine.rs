@@ -240,7 +240,7 @@ fn debian_static_python_warns_and_keeps_descriptors_exact() {
 
 /// --duration ends the recording by itself and writes the reports; --min-age hides young entries:
 /// two tracers watch the same leak made while both are attached, one with --min-age 1h (sees
-/// nothing old enough), one without (sees the leak).
+/// nothing old enough, and ends by itself after -d), one without (sees the leak).
 #[test]
 fn duration_and_min_age() {
     let dir = TempDir::new("minage");
@@ -253,7 +253,7 @@ fn duration_and_min_age() {
             "-p",
             &pid,
             "-d",
-            "8s",
+            "25s",
             "--min-age",
             "1h",
             "--interval",
@@ -262,16 +262,16 @@ fn duration_and_min_age() {
         ],
         &dir.path().join("aged"),
     );
-    let mut all = Tracer::start(&["-p", &pid, "-d", "8s"], &dir.path().join("all"));
+    let mut all = Tracer::start(&["-p", &pid], &dir.path().join("all"));
     aged.wait_recording();
     all.wait_recording();
     std::fs::write(&go, b"").unwrap();
     wait_for("the leak", Duration::from_secs(60), || {
         dir.path().join("done.json").exists()
     });
-    // Both end by themselves (-d), reports written.
+    // -d ends the first by itself, reports written; the other is stopped once the leak is made.
+    let all = all.stop();
     let aged = aged.finish();
-    let all = all.finish();
     assert!(
         total(&all.folded("allocs.folded")) > 1_000_000,
         "the leak is outstanding"

@@ -107,6 +107,16 @@ pub fn print_quietly(text: &str) {
     let _ = out.flush();
 }
 
+/// `eprintln!` that never panics: a closed stderr (`2>&1 | head`) must not kill a recording
+/// before its reports are written.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `println!` to stdout through `print_quietly`.
 #[macro_export]
 macro_rules! outln {
