@@ -403,3 +403,83 @@ fn native_frame_options() {
     }
     assert!(Path::new(&b.python).exists());
 }
+
+/// The file offset of an ELF section (x86_64 little-endian ELF64).
+fn section_offset(elf: &[u8], name: &str) -> Option<usize> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum).find_map(|i| {
+        let h = shoff + i * shentsize;
+        let at = strtab + u32_at(h);
+        let end = at + elf[at..].iter().position(|&c| c == 0)?;
+        (&elf[at..end] == name.as_bytes()).then(|| u64_at(h + 0x18))
+    })
+}
+
+/// Interpreters tracer cannot read are said, never read wrongly: Debian's python3.14 with its
+/// debug offsets table corrupted (the interpreter runs as before: it does not read the table),
+/// and the same file named as a free-threaded build (`python3.14t`). One WARNING line at attach
+/// and in the summary (and report.json) names what is missing; descriptors are still traced.
+#[test]
+fn unreadable_interpreters_are_said() {
+    let b = debian("sid", 14);
+    let root = b.root.clone().unwrap();
+    let dir = b.tempdir("unreadable");
+    let mut elf = std::fs::read(root.join("usr/bin/python3.14")).unwrap();
+    let corrupt = dir.path().join("python3.14");
+    let at = section_offset(&elf, ".PyRuntime").expect("a .PyRuntime section");
+    assert_eq!(&elf[at..at + 8], b"xdebugpy");
+    let mut bad = elf.clone();
+    bad[at + 7] = b'z';
+    std::fs::write(&corrupt, &bad).unwrap();
+    let threaded = dir.path().join("python3.14t");
+    std::fs::write(&threaded, &elf).unwrap();
+    elf.clear();
+    for (file, why) in [
+        (&corrupt, "no debug offsets cookie"),
+        (&threaded, "free-threaded build"),
+    ] {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let build = Build {
+            python: b.guest(file).to_string_lossy().into_owned(),
+            ..b.clone()
+        };
+        let d = build.tempdir("svc");
+        let svc = start_service_on(&build, &d, &[]);
+        let out = TempDir::new("unreadable-out");
+        let pid = svc.pid().to_string();
+        let f = Tracer::start(&["-p", &pid, "-d", "6s"], out.path()).finish();
+        let warnings: Vec<&str> = f
+            .stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("WARNING: CPython"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{why}: {}", f.stderr);
+        assert!(
+            warnings[0].contains(why) && warnings[0].contains("no Python frames"),
+            "{}",
+            warnings[0]
+        );
+        assert!(f.stdout.contains(warnings[0].trim()), "{}", f.stdout);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["processes"][0]["warning"], warnings[0].trim());
+        // Descriptors still traced (native stacks only: no Python line is claimed).
+        let fds = f.folded("fds.folded");
+        let files: Vec<_> = fds
+            .iter()
+            .filter(|(s, _)| s.last().is_some_and(|l| l.contains("/report-")))
+            .collect();
+        assert!(!files.is_empty(), "{why}: {fds:?}");
+        for (s, _) in files {
+            assert!(!s.iter().any(|fr| fr.contains("service.py:")), "{s:?}");
+        }
+        drop(svc);
+    }
+}

@@ -249,6 +249,13 @@ impl Collector {
         if let Some(w) = &warning {
             eprintln!("{w}");
         }
+        if interp.layout().is_some_and(|l| l.op_load_global.is_empty()) {
+            eprintln!(
+                "tracer: note: CPython {} is newer than tracer's opcode table: the heap census \
+                 does not name the lines that use a global",
+                interp.version
+            );
+        }
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
         self.targets.push(Target {

@@ -487,6 +487,35 @@ mod tests {
             assert!(matches!(l.gc, layouts::GcHeads::Search { .. }));
             assert!(!i.free_threaded);
         }
+        // A newer minor than tracer knows, with a table that validates (3.15's, as a "3.16"):
+        // read with the newest description and table entry, without the opcode table.
+        let file = target.join("rootfs-sid/usr/bin/python3.15");
+        if let Ok(elf) = Elf::open(&file) {
+            let rt = elf.dynsym("_PyRuntime").unwrap().addr;
+            let (groups, _) = debug_offsets::description(15).unwrap();
+            let mut table = elf
+                .read(rt, debug_offsets::table_len(groups))
+                .unwrap()
+                .to_vec();
+            table[8..16].copy_from_slice(&0x031000f0u64.to_le_bytes());
+            let v316 = Version {
+                major: 3,
+                minor: 16,
+                micro: Some(0),
+            };
+            let t = debug_offsets::parse(&table, v316).unwrap();
+            assert!(!t.described);
+            let l = layouts::resolve(16, Some(&t)).unwrap();
+            let l315 = inspect_file("/usr/bin/python3.15", &file)
+                .unwrap()
+                .unwrap()
+                .layout()
+                .unwrap();
+            assert_eq!(l.minor, 16);
+            assert!(l.op_load_global.is_empty());
+            assert_eq!(l.tstate_native_thread_id, l315.tstate_native_thread_id);
+            assert_eq!(l.gc, l315.gc);
+        }
     }
 
     #[test]
