@@ -1,5 +1,6 @@
-//! Heap census (no probe: the gc's lists read from outside) on every supported build, Debian's
-//! static python included: the growing containers are named by how they are reachable (instance
+//! Heap census (no probe: the gc's lists read from outside) on every build of `builds()`:
+//! pyenv 3.8-3.13, Debian's static python3.11, and Debian trixie's 3.13.5 and sid's 3.14 and
+//! 3.15 in root file systems (layouts from their debug offsets, gc heads found live): the growing containers are named by how they are reachable (instance
 //! attribute of a module global, key of a global dict, class attribute), with the lines that load
 //! their global; a bounded cache on the same instance is stable; what the leak is made of is
 //! said. Locals of a running frame are roots too (a worker's state in its loop).
@@ -23,16 +24,10 @@ fn uses() -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn census_of(python: &str, script: &str) -> serde_json::Value {
-    let d = TempDir::new("census");
+fn census_of(b: &Build, script: &str) -> serde_json::Value {
+    let d = b.tempdir("census");
     let ready = d.0.join("ready");
-    let w = Proc(
-        std::process::Command::new(python)
-            .arg(workload(script))
-            .arg(&ready)
-            .spawn()
-            .unwrap(),
-    );
+    let w = Proc(b.command(script).arg(b.guest(&ready)).spawn().unwrap());
     wait_for("the workload to start", Duration::from_secs(20), || {
         ready.exists()
     });
@@ -53,6 +48,7 @@ fn census_of(python: &str, script: &str) -> serde_json::Value {
     );
     let f = t.finish();
     assert!(f.stdout.contains("heap census"), "{}", f.stdout);
+    assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     report["processes"][0]["census"].clone()
@@ -68,8 +64,9 @@ fn named<'a>(c: &'a serde_json::Value, name: &str, python: &str) -> &'a serde_js
         .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
 }
 
-fn check(python: &str) {
-    let c = census_of(python, "registry.py");
+fn check(b: &Build) {
+    let python = &b.name;
+    let c = census_of(b, "registry.py");
     assert!(c["error"].is_null(), "{python}: {c}");
     assert!(c["passes"].as_u64().unwrap() >= 6, "{python}: {c}");
     let find = |name: &str| named(&c, name, python);
@@ -109,8 +106,9 @@ fn check(python: &str) {
 }
 
 /// Locals of a running frame are roots too: a worker's state kept in its loop's locals.
-fn check_locals(python: &str) {
-    let c = census_of(python, "worker.py");
+fn check_locals(b: &Build) {
+    let python = &b.name;
+    let c = census_of(b, "worker.py");
     let find = |name: &str| named(&c, name, python);
     for (name, ty) in [
         ("run() local seen", "dict"),
@@ -138,25 +136,18 @@ fn check_locals(python: &str) {
     assert_ne!(recent["verdict"], "growing", "{python}: {recent}");
 }
 
-const BUILDS: [&str; 7] = [
-    PY38,
-    "/root/.pyenv/versions/3.9.18/bin/python3",
-    "/root/.pyenv/versions/3.10.13/bin/python3",
-    PY311,
-    PY312,
-    "/root/.pyenv/versions/3.13.0/bin/python3",
-    DEBIAN_PY311,
-];
-
 /// Runs `f` on every build at once (the census costs the targets nothing; ~30 s) and reports
 /// every build that failed.
-fn on_all_builds(f: fn(&str)) {
-    let handles: Vec<_> = BUILDS
+fn on_all_builds(f: fn(&Build)) {
+    let builds = builds();
+    let handles: Vec<_> = builds
         .iter()
-        .map(|&py| std::thread::spawn(move || f(py)))
+        .cloned()
+        .map(|b| std::thread::spawn(move || f(&b)))
         .collect();
     let mut failed = Vec::new();
-    for (h, py) in handles.into_iter().zip(BUILDS) {
+    for (h, b) in handles.into_iter().zip(&builds) {
+        let py = &b.name;
         if let Err(e) = h.join() {
             let msg = e
                 .downcast_ref::<String>()

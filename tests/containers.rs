@@ -9,7 +9,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -17,75 +16,20 @@ use common::*;
 /// The pyenv interpreter copied into the root file system (shared libpython).
 const PYENV_VERSION: &str = "/root/.pyenv/versions/3.12.1";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (is it installed? `cargo xtask setup`)")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The Debian mirror apt uses on this machine.
-fn mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
-        texts.push(t);
-    }
-    if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in d.flatten() {
-            if e.path()
-                .extension()
-                .is_some_and(|x| x == "sources" || x == "list")
-            {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    texts
-        .iter()
-        .flat_map(|t| t.split_whitespace())
-        .find(|w| {
-            (w.starts_with("http://") || w.starts_with("https://"))
-                && w.trim_end_matches('/').ends_with("/debian")
-        })
-        .unwrap_or("http://deb.debian.org/debian")
-        .to_string()
-}
-
 /// Debian bookworm (minbase, with python3: Debian's static python3.11) and, under /opt/python,
 /// a copy of a pyenv interpreter with its shared libpython. Built once, cached in target/.
 fn rootfs() -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target")
-        .canonicalize()
-        .unwrap();
-    let root = target.join("container-rootfs");
-    if root.join(".complete").exists() {
-        return root;
-    }
-    let tmp = target.join("container-rootfs.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    eprintln!("building the container root file system (debootstrap, about a minute)");
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=python3", "bookworm"])
-        .arg(&tmp)
-        .arg(mirror()));
-    let opt = tmp.join("opt/python");
-    std::fs::create_dir_all(tmp.join("opt")).unwrap();
-    run(Command::new("cp").arg("-a").arg(PYENV_VERSION).arg(&opt));
-    let _ = std::fs::remove_dir_all(opt.join("lib/python3.12/test"));
-    std::fs::create_dir_all(tmp.join("work")).unwrap();
-    std::fs::write(tmp.join(".complete"), "").unwrap();
-    std::fs::rename(&tmp, &root).unwrap();
-    root
+    debian_rootfs_with("container-rootfs", "bookworm", "python3", |tmp| {
+        let opt = tmp.join("opt/python");
+        std::fs::create_dir_all(tmp.join("opt")).unwrap();
+        run(Command::new("cp").arg("-a").arg(PYENV_VERSION).arg(&opt));
+        let _ = std::fs::remove_dir_all(opt.join("lib/python3.12/test"));
+        std::fs::create_dir_all(tmp.join("work")).unwrap();
+    })
+}
+
+fn run(cmd: &mut Command) -> String {
+    run_ok(cmd)
 }
 
 /// A 64-hex container id, unique per test run.

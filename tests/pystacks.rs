@@ -1,23 +1,13 @@
 //! Python stacks: every outstanding allocation and open descriptor attributed to its Python line,
-//! on every CPython this machine has, compared with tracemalloc.
+//! on every CPython this machine has, compared with tracemalloc; on the static Debian builds
+//! (bookworm 3.11, trixie 3.13, sid 3.14 and 3.15, the latter three in root file systems) the
+//! descriptors' lines and the frames of threads, generators and coroutines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use tracer_tests::*;
-
-const PYENV: &str = "/root/.pyenv/versions";
-
-fn python(minor: u32) -> String {
-    let dir = std::fs::read_dir(PYENV)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with(&format!("3.{minor}.")))
-        .unwrap_or_else(|| panic!("pyenv has no CPython 3.{minor}"));
-    format!("{PYENV}/{dir}/bin/python3")
-}
 
 /// Line numbers of `# LEAK:<name>` and `# CHURN` markers in lines.py.
 fn markers() -> (BTreeMap<String, BTreeSet<u32>>, BTreeSet<u32>) {
@@ -57,15 +47,14 @@ struct Run {
     tracemalloc: BTreeMap<u32, i64>,
 }
 
-fn tracemalloc_lines(py: &str) -> BTreeMap<u32, i64> {
-    let dir = TempDir::new("tmlines");
+fn tracemalloc_lines(b: &Build) -> BTreeMap<u32, i64> {
+    let dir = b.tempdir("tmlines");
     let mut p = Proc(
-        std::process::Command::new(py)
-            .arg(workload("lines.py"))
+        b.command("lines.py")
             .arg("--done-file")
-            .arg(dir.path().join("done.json"))
+            .arg(b.guest(&dir.path().join("done.json")))
             .arg("--tmpdir")
-            .arg(dir.path())
+            .arg(b.guest(dir.path()))
             .args(["--tracemalloc", "--exit"])
             .spawn()
             .unwrap(),
@@ -88,19 +77,18 @@ fn tracemalloc_lines(py: &str) -> BTreeMap<u32, i64> {
         .collect()
 }
 
-fn traced_run(py: &str, extra: &[&str]) -> Run {
-    let tracemalloc = tracemalloc_lines(py);
-    let dir = TempDir::new("lines");
+fn traced_run(b: &Build, extra: &[&str]) -> Run {
+    let tracemalloc = tracemalloc_lines(b);
+    let dir = b.tempdir("lines");
     let go = dir.path().join("go");
     let w = Proc(
-        std::process::Command::new(py)
-            .arg(workload("lines.py"))
+        b.command("lines.py")
             .arg("--done-file")
-            .arg(dir.path().join("done.json"))
+            .arg(b.guest(&dir.path().join("done.json")))
             .arg("--tmpdir")
-            .arg(dir.path())
+            .arg(b.guest(dir.path()))
             .arg("--go-file")
-            .arg(&go)
+            .arg(b.guest(&go))
             .spawn()
             .unwrap(),
     );
@@ -117,7 +105,8 @@ fn traced_run(py: &str, extra: &[&str]) -> Run {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut t = Tracer::start(&argv, &dir.path().join("out"));
+    let out = TempDir::new("lines-out");
+    let mut t = Tracer::start(&argv, out.path());
     t.wait_recording();
     std::fs::write(&go, b"").unwrap();
     wait_for("the workload", Duration::from_secs(240), || {
@@ -125,6 +114,7 @@ fn traced_run(py: &str, extra: &[&str]) -> Run {
     });
     std::thread::sleep(Duration::from_millis(3000));
     let f = t.stop();
+    assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
     drop(w);
     Run {
         allocs: f.folded("allocs.folded"),
@@ -133,9 +123,10 @@ fn traced_run(py: &str, extra: &[&str]) -> Run {
     }
 }
 
-fn check(py: &str) {
+fn check(b: &Build) {
+    let py = &b.name;
     let (leaks, churn) = markers();
-    let r = traced_run(py, &[]);
+    let r = traced_run(b, &[]);
     let all_leak_lines: BTreeSet<u32> = leaks.values().flatten().copied().collect();
     let total = total(&r.allocs);
     assert!(total > 1_000_000, "several MB leak, got {total} B");
@@ -262,45 +253,105 @@ fn check_descriptors(r: &Run, leaks: &BTreeMap<String, BTreeSet<u32>>) {
         assert!(!leaf.contains("closed-"), "closed file reported: {stack:?}");
     }
     assert_eq!((files, socks), (5, 5), "{:?}", r.fds);
+    check_frame_kinds(r, leaks);
+}
+
+/// Descriptors opened in a generator, a coroutine and a thread: their line, and the frames
+/// that lead there (the generator under its consumer, the coroutine under asyncio's loop, the
+/// thread from its own root, not from the main module).
+fn check_frame_kinds(r: &Run, leaks: &BTreeMap<String, BTreeSet<u32>>) {
+    let line = |name: &str| *leaks[name].iter().next().unwrap();
+    for (file, marker, check) in [
+        ("/gen-", "gen-fd", "generator"),
+        ("/async-", "async-fd", "coroutine"),
+        ("/thread-", "thread-fd", "thread"),
+    ] {
+        let stacks: Vec<&Vec<String>> = r
+            .fds
+            .iter()
+            .filter(|(s, _)| {
+                s.last()
+                    .is_some_and(|l| l.starts_with("[file ") && l.contains(file))
+            })
+            .map(|(s, _)| s)
+            .collect();
+        let n: u64 = r
+            .fds
+            .iter()
+            .filter(|(s, _)| stacks.contains(&s))
+            .map(|(_, w)| w)
+            .sum();
+        assert_eq!(n, 5, "{check}: {:?}", r.fds);
+        for s in stacks {
+            assert_eq!(
+                innermost(s).map(|x| x.1),
+                Some(line(marker)),
+                "{check}: {s:?}"
+            );
+            let py: Vec<&String> = s.iter().filter(|f| f.ends_with(')')).collect();
+            match check {
+                "generator" => {
+                    let caller = py.iter().rposition(|f| f.starts_with("gen_files ("));
+                    let below = caller.and_then(|i| i.checked_sub(1)).map(|i| py[i]);
+                    assert!(
+                        below.is_some_and(|f| f.starts_with("leak_descriptors (")
+                            && f.ends_with(&format!(":{})", line("gen-fd-caller")))),
+                        "generator under its consumer: {s:?}"
+                    );
+                }
+                "coroutine" => assert!(
+                    py.iter()
+                        .any(|f| f.starts_with("run (") && f.contains("asyncio"))
+                        && py.iter().any(|f| f.starts_with("leak_descriptors (")),
+                    "coroutine under asyncio.run: {s:?}"
+                ),
+                _ => assert!(
+                    !py.iter().any(|f| f.starts_with("<module> ("))
+                        && py.iter().any(|f| f.contains("threading.py")),
+                    "a thread's own stack: {s:?}"
+                ),
+            }
+        }
+    }
 }
 
 #[test]
 fn lines_cpython_38() {
-    check(&python(8));
+    check(&pyenv(8));
 }
 
 #[test]
 fn lines_cpython_39() {
-    check(&python(9));
+    check(&pyenv(9));
 }
 
 #[test]
 fn lines_cpython_310() {
-    check(&python(10));
+    check(&pyenv(10));
 }
 
 #[test]
 fn lines_cpython_311() {
-    check(&python(11));
+    check(&pyenv(11));
 }
 
 #[test]
 fn lines_cpython_312() {
-    check(&python(12));
+    check(&pyenv(12));
 }
 
 #[test]
 fn lines_cpython_313() {
-    check(&python(13));
+    check(&pyenv(13));
 }
 
-/// Debian's static, stripped python3.11: descriptors with exact Python lines.
-#[test]
-fn debian_static_descriptor_lines() {
+/// A static, stripped LTO/PGO build: descriptors with exact Python lines and the frames of
+/// threads, generators and coroutines; what the allocator hooks still see (pymalloc's fast path
+/// is inlined), measured against tracemalloc and attributed to the right lines.
+fn check_static(b: &Build) {
     let (leaks, _) = markers();
-    let r = traced_run(DEBIAN_PY311, &[]);
+    let r = traced_run(b, &[]);
     check_descriptors(&r, &leaks);
-    // What the allocator hooks still see on this PGO/LTO build, against tracemalloc.
     let ours: u64 = r
         .allocs
         .iter()
@@ -309,21 +360,126 @@ fn debian_static_descriptor_lines() {
         .sum();
     let theirs: i64 = r.tracemalloc.values().sum();
     eprintln!(
-        "Debian python3.11 allocation coverage: {ours} of {theirs} B ({:.1}%)",
+        "{} allocation coverage: {ours} of {theirs} B ({:.1}%)",
+        b.name,
         100.0 * ours as f64 / theirs as f64
     );
+}
+
+/// Debian's static, stripped python3.11.
+#[test]
+fn debian_static_descriptor_lines() {
+    check_static(&Build::host(DEBIAN_PY311));
+}
+
+/// Debian trixie's python3.13.5 (layout from its debug offsets).
+#[test]
+fn debian_trixie_313_lines() {
+    check_static(&debian("trixie", 13));
+}
+
+/// Debian sid's python3.14.
+#[test]
+fn debian_sid_314_lines() {
+    check_static(&debian("sid", 14));
+}
+
+/// Debian sid's python3.15.
+#[test]
+fn debian_sid_315_lines() {
+    check_static(&debian("sid", 15));
 }
 
 /// --no-native keeps Python frames only; --native keeps every native frame too.
 #[test]
 fn native_frame_options() {
-    let py = python(11);
-    let r = traced_run(&py, &["--no-native"]);
+    let b = pyenv(11);
+    let r = traced_run(&b, &["--no-native"]);
     for (stack, _) in &r.allocs {
         assert!(
             stack.iter().all(|f| f.ends_with(')') || f.starts_with('[')),
             "only Python frames with --no-native: {stack:?}"
         );
     }
-    assert!(Path::new(&py).exists());
+    assert!(Path::new(&b.python).exists());
+}
+
+/// The file offset of an ELF section (x86_64 little-endian ELF64).
+fn section_offset(elf: &[u8], name: &str) -> Option<usize> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum).find_map(|i| {
+        let h = shoff + i * shentsize;
+        let at = strtab + u32_at(h);
+        let end = at + elf[at..].iter().position(|&c| c == 0)?;
+        (&elf[at..end] == name.as_bytes()).then(|| u64_at(h + 0x18))
+    })
+}
+
+/// Interpreters tracer cannot read are said, never read wrongly: Debian's python3.14 with its
+/// debug offsets table corrupted (the interpreter runs as before: it does not read the table),
+/// and the same file named as a free-threaded build (`python3.14t`). One WARNING line at attach
+/// and in the summary (and report.json) names what is missing; descriptors are still traced.
+#[test]
+fn unreadable_interpreters_are_said() {
+    let b = debian("sid", 14);
+    let root = b.root.clone().unwrap();
+    let dir = b.tempdir("unreadable");
+    let mut elf = std::fs::read(root.join("usr/bin/python3.14")).unwrap();
+    let corrupt = dir.path().join("python3.14");
+    let at = section_offset(&elf, ".PyRuntime").expect("a .PyRuntime section");
+    assert_eq!(&elf[at..at + 8], b"xdebugpy");
+    let mut bad = elf.clone();
+    bad[at + 7] = b'z';
+    std::fs::write(&corrupt, &bad).unwrap();
+    let threaded = dir.path().join("python3.14t");
+    std::fs::write(&threaded, &elf).unwrap();
+    elf.clear();
+    for (file, why) in [
+        (&corrupt, "no debug offsets cookie"),
+        (&threaded, "free-threaded build"),
+    ] {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let build = Build {
+            python: b.guest(file).to_string_lossy().into_owned(),
+            ..b.clone()
+        };
+        let d = build.tempdir("svc");
+        let svc = start_service_on(&build, &d, &[]);
+        let out = TempDir::new("unreadable-out");
+        let pid = svc.pid().to_string();
+        let f = Tracer::start(&["-p", &pid, "-d", "6s"], out.path()).finish();
+        let warnings: Vec<&str> = f
+            .stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("WARNING: CPython"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{why}: {}", f.stderr);
+        assert!(
+            warnings[0].contains(why) && warnings[0].contains("no Python frames"),
+            "{}",
+            warnings[0]
+        );
+        assert!(f.stdout.contains(warnings[0].trim()), "{}", f.stdout);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["processes"][0]["warning"], warnings[0].trim());
+        // Descriptors still traced (native stacks only: no Python line is claimed).
+        let fds = f.folded("fds.folded");
+        let files: Vec<_> = fds
+            .iter()
+            .filter(|(s, _)| s.last().is_some_and(|l| l.contains("/report-")))
+            .collect();
+        assert!(!files.is_empty(), "{why}: {fds:?}");
+        for (s, _) in files {
+            assert!(!s.iter().any(|fr| fr.contains("service.py:")), "{s:?}");
+        }
+        drop(svc);
+    }
 }

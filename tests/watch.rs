@@ -21,9 +21,9 @@ struct Suspect {
 /// `memory_lines`: the allocator probes see the allocations (shared-libpython builds). On a build
 /// that inlines pymalloc they see a biased part only: memory must then be left unjudged, with a
 /// warning, and descriptors must still be exact.
-fn watch(python: &str, memory_lines: bool) {
-    let d = TempDir::new("watch");
-    let svc = start_service(python, &d, &[]);
+fn watch(b: &Build, memory_lines: bool) {
+    let d = b.tempdir("watch");
+    let svc = start_service_on(b, &d, &[]);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let t = Tracer::start(
@@ -31,6 +31,7 @@ fn watch(python: &str, memory_lines: bool) {
         &out,
     );
     let f = t.finish();
+    assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
     assert!(
         f.stderr.contains("watch mode"),
         "attach line says watch mode: {}",
@@ -254,24 +255,39 @@ fn watch_budget_zero_attaches_no_allocator_probe() {
 
 #[test]
 fn watch_cpython_311() {
-    watch(PY311, true);
+    watch(&pyenv(11), true);
 }
 
 #[test]
 fn watch_cpython_38() {
-    watch(PY38, true);
+    watch(&pyenv(8), true);
 }
 
 #[test]
 fn watch_cpython_313() {
-    watch("/root/.pyenv/versions/3.13.0/bin/python3", true);
+    watch(&pyenv(13), true);
 }
 
 /// Debian's static, stripped, LTO/PGO python3.11: the windows see the allocations that miss
 /// the inlined fast path only (said by a warning); descriptors and verdicts stay right.
 #[test]
 fn watch_debian_static() {
-    watch(DEBIAN_PY311, false);
+    watch(&Build::host(DEBIAN_PY311), false);
+}
+
+/// Debian's newer static builds, in their root file systems (trixie 3.13.5, sid 3.14 and 3.15):
+/// the same verdicts, with layouts from their debug offsets.
+#[test]
+fn watch_debian_newer() {
+    let runs: Vec<_> = debian_builds()
+        .into_iter()
+        .map(|b| (b.name.clone(), std::thread::spawn(move || watch(&b, false))))
+        .collect();
+    let failed: Vec<String> = runs
+        .into_iter()
+        .filter_map(|(name, h)| h.join().is_err().then_some(name))
+        .collect();
+    assert!(failed.is_empty(), "failed on {failed:?}");
 }
 
 /// Memory the census cannot reach (C buffers, as a leaking extension makes): the resident size

@@ -14,6 +14,234 @@ pub const PY38: &str = "/root/.pyenv/versions/3.8.18/bin/python3";
 pub const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3";
 pub const PY27: &str = "/root/.pyenv/versions/2.7.18/bin/python2";
 pub const DEBIAN_PY311: &str = "/usr/bin/python3.11";
+pub const PYENV: &str = "/root/.pyenv/versions";
+
+/// One interpreter build the tests run workloads on.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// Short name for messages: "pyenv 3.11.7", "debian-sid 3.14".
+    pub name: String,
+    /// The interpreter as the process runs it (inside `root` for a chroot build).
+    pub python: String,
+    /// The root file system it runs in (`chroot ROOT PYTHON`), None on the host.
+    pub root: Option<PathBuf>,
+    pub version: (u32, u32),
+    /// A static, stripped LTO/PGO build (Debian's): the allocator probes see part of the
+    /// allocations only (pymalloc's fast path is inlined), so tests assert descriptors, Python
+    /// frames, census and stack sampling there, not allocation bytes.
+    pub inlined_allocator: bool,
+}
+
+/// Every build the version tests run on: pyenv's shared-libpython 3.8-3.13, Debian bookworm's
+/// static python3.11 on the host, Debian trixie's python3.13 and Debian sid's python3.14 and
+/// python3.15 in root file systems built once (see `debian_rootfs`).
+pub fn builds() -> Vec<Build> {
+    let mut v: Vec<Build> = (8..=13).map(pyenv).collect();
+    v.push(Build {
+        name: "debian-bookworm 3.11".into(),
+        python: DEBIAN_PY311.into(),
+        root: None,
+        version: (3, 11),
+        inlined_allocator: true,
+    });
+    v.extend(debian_builds());
+    v
+}
+
+/// The builds of Debian's newer releases, in their root file systems.
+pub fn debian_builds() -> Vec<Build> {
+    [("trixie", 13), ("sid", 14), ("sid", 15)]
+        .into_iter()
+        .map(|(suite, minor)| debian(suite, minor))
+        .collect()
+}
+
+/// pyenv's CPython 3.`minor` (shared libpython).
+pub fn pyenv(minor: u32) -> Build {
+    let dir = std::fs::read_dir(PYENV)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("3.{minor}.")))
+        .unwrap_or_else(|| panic!("pyenv has no CPython 3.{minor}"));
+    Build {
+        name: format!("pyenv {dir}"),
+        python: format!("{PYENV}/{dir}/bin/python3"),
+        root: None,
+        version: (3, minor),
+        inlined_allocator: false,
+    }
+}
+
+/// Debian's python3.`minor` of `suite` (trixie: 3.13; sid: 3.14 and 3.15), run in a chroot.
+/// The root file system is built on first use.
+pub fn debian(suite: &str, minor: u32) -> Build {
+    let packages = match suite {
+        "trixie" => "python3.13",
+        "sid" => "python3.14,python3.15",
+        _ => panic!("no root file system for Debian {suite}"),
+    };
+    Build {
+        name: format!("debian-{suite} 3.{minor}"),
+        python: format!("/usr/bin/python3.{minor}"),
+        root: Some(debian_rootfs(&format!("rootfs-{suite}"), suite, packages)),
+        version: (3, minor),
+        inlined_allocator: true,
+    }
+}
+
+impl Build {
+    /// An interpreter on the host, by path.
+    pub fn host(python: &str) -> Build {
+        Build {
+            name: python.to_string(),
+            python: python.to_string(),
+            root: None,
+            version: (3, 0),
+            inlined_allocator: python.starts_with("/usr/bin/"),
+        }
+    }
+
+    /// A command running workload `script` on this build (copied into the root file system for
+    /// a chroot build: the chroot cannot see the host's paths).
+    pub fn command(&self, script: &str) -> Command {
+        match &self.root {
+            None => {
+                let mut c = Command::new(&self.python);
+                c.arg(workload(script));
+                c
+            }
+            Some(root) => {
+                let dir = root.join("tmp/tracer-tests/workloads");
+                std::fs::create_dir_all(&dir).unwrap();
+                static N: AtomicU32 = AtomicU32::new(0);
+                let tmp = dir.join(format!(
+                    ".{script}.{}.{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::copy(workload(script), &tmp).unwrap();
+                std::fs::rename(&tmp, dir.join(script)).unwrap();
+                let mut c = Command::new("chroot");
+                c.arg(root)
+                    .arg(&self.python)
+                    .arg(format!("/tmp/tracer-tests/workloads/{script}"));
+                c
+            }
+        }
+    }
+
+    /// A fresh directory the build's processes can write to (inside its root file system).
+    pub fn tempdir(&self, tag: &str) -> TempDir {
+        match &self.root {
+            None => TempDir::new(tag),
+            Some(root) => TempDir::new_in(&root.join("tmp/tracer-tests"), tag),
+        }
+    }
+
+    /// A host path as the build's processes see it.
+    pub fn guest(&self, host: &Path) -> PathBuf {
+        match &self.root {
+            None => host.to_path_buf(),
+            Some(root) => Path::new("/").join(host.strip_prefix(root).expect("inside the rootfs")),
+        }
+    }
+}
+
+/// The target/ directory of the workspace.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? `cargo xtask setup`)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Debian mirror apt uses on this machine.
+pub fn mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(d) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in d.flatten() {
+            if e.path()
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .find(|w| {
+            (w.starts_with("http://") || w.starts_with("https://"))
+                && w.trim_end_matches('/').ends_with("/debian")
+        })
+        .unwrap_or("http://deb.debian.org/debian")
+        .to_string()
+}
+
+/// A Debian root file system (`debootstrap --variant=minbase --include=PACKAGES SUITE`), built
+/// once and cached as target/NAME. A lock file (flock) keeps concurrent test binaries and
+/// threads from building it twice.
+pub fn debian_rootfs(name: &str, suite: &str, packages: &str) -> PathBuf {
+    debian_rootfs_with(name, suite, packages, |_| {})
+}
+
+/// The same, with `finish` run on the new tree before it is published.
+pub fn debian_rootfs_with(
+    name: &str,
+    suite: &str,
+    packages: &str,
+    finish: impl FnOnce(&Path),
+) -> PathBuf {
+    use std::os::unix::io::AsRawFd;
+    let target = target_dir();
+    let root = target.join(name);
+    if root.join(".complete").exists() {
+        return root;
+    }
+    let lock = std::fs::File::create(target.join(format!("{name}.lock"))).unwrap();
+    // Blocks until the builder (another thread or test binary) is done.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if root.join(".complete").exists() {
+        return root;
+    }
+    let tmp = target.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!(
+        "building the {suite} root file system with {packages} (debootstrap, a minute or two)"
+    );
+    run_ok(
+        Command::new("debootstrap")
+            .arg("--variant=minbase")
+            .arg(format!("--include={packages}"))
+            .arg(suite)
+            .arg(&tmp)
+            .arg(mirror()),
+    );
+    finish(&tmp);
+    std::fs::write(tmp.join(".complete"), "").unwrap();
+    std::fs::rename(&tmp, &root).unwrap();
+    root
+}
 
 pub fn tracer_bin() -> PathBuf {
     std::env::var_os("TRACER_BIN")
@@ -32,8 +260,13 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// The same under `parent`.
+    pub fn new_in(parent: &Path, tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
+        let p = parent.join(format!(
             "tracer-test-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
@@ -360,12 +593,16 @@ pub fn assert_one_line_error(out: &std::process::Output, needle: &str) {
 
 /// Starts service.py on `python` with `args`, working in `d`/work; returns once it runs.
 pub fn start_service(python: &str, d: &TempDir, args: &[&str]) -> Proc {
+    start_service_on(&Build::host(python), d, args)
+}
+
+/// Starts service.py on a build, working in `d`/work (`d` from `Build::tempdir`).
+pub fn start_service_on(b: &Build, d: &TempDir, args: &[&str]) -> Proc {
     let work = d.0.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let svc = Proc(
-        Command::new(python)
-            .arg(workload("service.py"))
-            .arg(&work)
+        b.command("service.py")
+            .arg(b.guest(&work))
             .args(args)
             .spawn()
             .unwrap(),

@@ -113,6 +113,22 @@ GEN_LIST = []
 DEEP = []
 
 
+def gen_files(tmpdir, n):
+    for i in range(n):
+        yield open(os.path.join(tmpdir, "gen-%d.txt" % i), "w")  # LEAK:gen-fd
+
+
+async def async_files(tmpdir, n):
+    for i in range(n):
+        FILES.append(open(os.path.join(tmpdir, "async-%d.txt" % i), "w"))  # LEAK:async-fd
+        await asyncio.sleep(0)
+
+
+def thread_files(tmpdir, n):
+    for i in range(n):
+        FILES.append(open(os.path.join(tmpdir, "thread-%d.txt" % i), "w"))  # LEAK:thread-fd
+
+
 def leak_descriptors(tmpdir, n):
     for i in range(n):
         FILES.append(open(os.path.join(tmpdir, "lines-%d.txt" % i), "w"))  # LEAK:file
@@ -121,6 +137,12 @@ def leak_descriptors(tmpdir, n):
             f.write("x")
     for _ in range(n):
         SOCKETS.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))  # LEAK:socket
+    # The same from a generator, a coroutine and a thread: their frames differ.
+    FILES.extend(gen_files(tmpdir, n))  # LEAK:gen-fd-caller
+    asyncio.run(async_files(tmpdir, n))
+    t = threading.Thread(target=thread_files, args=(tmpdir, n))
+    t.start()
+    t.join()
 
 
 def work(args):

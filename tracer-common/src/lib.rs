@@ -66,7 +66,9 @@ pub struct PyConf {
     pub frame_back: u32,
     /// f_lasti (an int, legacy frames) or the instruction pointer (3.11+).
     pub frame_instr: u32,
-    /// `owner` byte of _PyInterpreterFrame (3.12+: 3 = C stack shim, skipped), else `NO_OFFSET`.
+    /// `owner` byte of _PyInterpreterFrame, else `NO_OFFSET`: frames whose owner is
+    /// `owner_not_python` or more are not Python code (C stack shims, interpreter entry frames)
+    /// and are skipped.
     pub frame_owner: u32,
     /// PyThreadState -> next.
     pub tstate_next: u32,
@@ -79,18 +81,19 @@ pub struct PyConf {
     pub tstate_pthread: u32,
     /// glibc's struct pthread -> tid, `NO_OFFSET` when unknown.
     pub pthread_tid: u32,
-    pub _pad: u32,
+    /// See `frame_owner` (256 when no value is skipped).
+    pub owner_not_python: u32,
     /// The process's pid namespace (device and inode of /proc/PID/ns/pid) when it is not the
     /// host's (a container), else 0: thread states hold thread ids of that namespace.
     pub pidns_dev: u64,
     pub pidns_ino: u64,
+    /// Low bits of the frame's code reference that tag it (3.14+: a _PyStackRef), cleared.
+    pub code_tag_bits: u64,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
 pub const FRAMES_LEGACY: u32 = 1;
 pub const FRAMES_INTERP: u32 = 2;
-/// Frames owned by the C stack (3.12+: FRAME_OWNED_BY_CSTACK) are not Python code.
-pub const OWNER_CSTACK: u8 = 3;
 
 /// Frames kept per event; deeper stacks keep their innermost frames and are marked truncated.
 pub const PY_MAX_FRAMES: usize = 48;

@@ -25,7 +25,7 @@ use aya_log_ebpf::warn;
 use tracer_common::{
     ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY,
     stat, sys, AllocInfo, AllocKey, FdInfo, FdKey, FdKind, PendingAlloc, PidStats, PyConf, PyStack,
-    FRAMES_LEGACY, NO_OFFSET, NO_STACK, OWNER_CSTACK, PATH_LEN, PY_MAX_FRAMES,
+    FRAMES_LEGACY, NO_OFFSET, NO_STACK, PATH_LEN, PY_MAX_FRAMES,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -129,6 +129,9 @@ struct Walk {
     instr: u32,
     owner: u32,
     truncated: u32,
+    owner_not_python: u32,
+    _pad: u32,
+    code_tag_bits: u64,
 }
 
 /// One step of the walk: records the current frame and moves to the previous one. Returns 1 to
@@ -141,8 +144,8 @@ unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if w.owner != NO_OFFSET {
         let owner: u8 =
             unsafe { bpf_probe_read_user((w.frame + w.owner as u64) as *const u8).unwrap_or(0) };
-        if owner == OWNER_CSTACK {
-            // A shim frame of the C stack, not Python code.
+        if owner as u32 >= w.owner_not_python {
+            // A shim frame of the C stack or an entry frame, not Python code.
             w.frame = read_u64(w.frame + w.back as u64);
             return 0;
         }
@@ -156,7 +159,7 @@ unsafe extern "C" fn walk_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
         w.truncated = 1;
         return 1;
     }
-    let code = read_u64(w.frame + w.code as u64);
+    let code = read_u64(w.frame + w.code as u64) & !w.code_tag_bits;
     let instr = if w.kind == FRAMES_LEGACY {
         let v: i32 =
             unsafe { bpf_probe_read_user((w.frame + w.instr as u64) as *const i32).unwrap_or(-1) };
@@ -293,6 +296,9 @@ fn py_stack(tgid: u32, id: u64) -> u64 {
         instr: conf.frame_instr,
         owner: conf.frame_owner,
         truncated: 0,
+        owner_not_python: conf.owner_not_python,
+        _pad: 0,
+        code_tag_bits: conf.code_tag_bits,
     };
     // Shim frames are skipped without counting: allow a few extra steps.
     unsafe {

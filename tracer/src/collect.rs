@@ -9,8 +9,8 @@ use tracer_common::{FdInfo, FdKey, FdKind, PidStats};
 use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
-use crate::python::frames::{self, Runtime};
-use crate::python::Interpreter;
+use crate::python::frames::{self, Check, Runtime};
+use crate::python::{self, Interpreter};
 use crate::sampling::{self, Fingerprint};
 use crate::symbolize::Symbolizer;
 
@@ -90,7 +90,16 @@ pub struct Target {
     pub container: Option<String>,
     /// Its pid in its own pid namespace, when that is not the host's.
     pub nspid: Option<u32>,
+    /// The interpreter cannot be read (its layout is unknown, or fails the live checks): the
+    /// one-line warning said at attach and in the summary.
+    pub warning: Option<String>,
+    /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
+    pub layout_checked: bool,
+    pending_since: Option<Instant>,
 }
+
+/// How long a layout may stay undecided (a starting interpreter) before it is refused.
+const LAYOUT_PENDING_LIMIT: Duration = Duration::from_secs(15);
 
 /// The allocator probes of one interpreter file, shared by every target that maps it (the
 /// programs keep the traced pids only). In watch mode the group's targets share its windows.
@@ -236,8 +245,16 @@ impl Collector {
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
-        if let Some(layout) = interp.layout() {
-            self.probes.set_pyconf(pid, frames::pyconf(layout, pid))?;
+        let warning = interp.unreadable_warning();
+        if let Some(w) = &warning {
+            eprintln!("{w}");
+        }
+        if interp.layout().is_some_and(|l| l.op_load_global.is_empty()) {
+            eprintln!(
+                "tracer: note: CPython {} is newer than tracer's opcode table: the heap census \
+                 does not name the lines that use a global",
+                interp.version
+            );
         }
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
@@ -266,6 +283,9 @@ impl Collector {
             census: None,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
+            warning,
+            layout_checked: false,
+            pending_since: None,
         });
         self.refresh_threads();
         Ok(())
@@ -323,6 +343,9 @@ impl Collector {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
             let fresh = t.runtime.is_none();
             if fresh {
+                if t.warning.is_some() {
+                    continue;
+                }
                 let (Some(layout), Some(rt), Some(ct)) = (
                     t.interp.layout(),
                     t.interp.runtime_vaddr,
@@ -333,14 +356,37 @@ impl Collector {
                 let Some(bias) = t.interp.bias_in(t.pid) else {
                     continue;
                 };
-                t.runtime = Some(Runtime::new(
-                    t.pid,
-                    layout,
-                    rt.wrapping_add(bias),
-                    ct.wrapping_add(bias),
-                ));
+                let mut runtime =
+                    Runtime::new(t.pid, layout, rt.wrapping_add(bias), ct.wrapping_add(bias));
+                // The layout is trusted once it reads this process right.
+                if !t.layout_checked {
+                    let why = match runtime.validate() {
+                        Check::Valid => None,
+                        Check::Invalid(why) => Some(why),
+                        Check::Pending(why) => {
+                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() <= LAYOUT_PENDING_LIMIT {
+                                continue;
+                            }
+                            Some(why)
+                        }
+                    };
+                    if let Some(why) = why {
+                        let w = python::unreadable_line(
+                            &t.interp.version.to_string(),
+                            &format!("its layout does not fit the live process ({why})"),
+                        );
+                        eprintln!("{w}");
+                        t.warning = Some(w);
+                        continue;
+                    }
+                    t.layout_checked = true;
+                    let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
+                }
+                t.runtime = Some(runtime);
                 if self.census && t.census.is_none() {
-                    t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias)));
+                    let type_type = t.type_type.unwrap_or(0);
+                    t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
                 }
             }
             let rt = t.runtime.as_mut().unwrap();

@@ -4,6 +4,9 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::probes::{self, Probes};
+use crate::python::census::Census;
+use crate::python::frames::{Check, Runtime};
+use crate::python::layouts::GcHeads;
 use crate::python::{self, HookSource};
 use crate::render::summary::coverage_warning;
 use crate::report::assess_coverage;
@@ -120,20 +123,78 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
         for n in &interp.alloc.notes {
             outln!("  note:          {n}");
         }
-        match (
+        let minor = interp.version.minor;
+        outln!("  layout:        {}", interp.layout_source.describe(minor));
+        if interp.free_threaded {
+            outln!("  build:         free-threaded (refused)");
+        }
+        let live = match (
             interp.layout(),
             interp.runtime_vaddr,
             interp.code_type_vaddr,
+            interp.bias,
         ) {
-            (Some(l), Some(_), Some(_)) => outln!(
-                "  python stacks: yes (CPython 3.{} layout; frames walked in the kernel)",
-                l.minor
-            ),
-            (None, _, _) => outln!(
-                "  python stacks: no layout for CPython {} (native stacks only)",
-                interp.version
-            ),
-            _ => outln!("  python stacks: no (_PyRuntime or PyCode_Type not exported)"),
+            (Some(l), Some(rt), Some(ct), Some(bias)) => {
+                Some((l, rt.wrapping_add(bias), ct.wrapping_add(bias), bias))
+            }
+            _ => None,
+        };
+        match live {
+            Some((l, rt, ct, bias)) => {
+                let mut runtime = Runtime::new(pid, l, rt, ct);
+                let check = runtime.validate();
+                outln!(
+                    "  live check:    {}",
+                    match &check {
+                        Check::Valid => "passed (threads and frames decode)".to_string(),
+                        Check::Pending(why) => format!("undecided ({why})"),
+                        Check::Invalid(why) => format!("FAILED ({why}): not used"),
+                    }
+                );
+                if check == Check::Valid {
+                    outln!(
+                        "  python stacks: yes (frames walked in the kernel; {} threads)",
+                        runtime.threads().len()
+                    );
+                    let type_type = interp
+                        .type_type_vaddr
+                        .map(|v| v.wrapping_add(bias))
+                        .unwrap_or(0);
+                    let census = Census::new(pid, l, rt, type_type);
+                    match census.find_heads() {
+                        Ok(heads) => {
+                            let at: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+                            outln!(
+                                "  heap census:   yes ({} gc list heads, at {} in the {})",
+                                heads.len(),
+                                at.join(", "),
+                                if matches!(
+                                    l.gc,
+                                    GcHeads::Fixed {
+                                        in_runtime: true,
+                                        ..
+                                    }
+                                ) {
+                                    "runtime state"
+                                } else {
+                                    "interpreter state"
+                                }
+                            );
+                        }
+                        Err(e) => outln!("  heap census:   no ({e})"),
+                    }
+                    if l.op_load_global.is_empty() {
+                        outln!(
+                            "  note:          no opcode table for 3.{minor}: the census does not \
+                             name the lines that use a global"
+                        );
+                    }
+                }
+            }
+            None => match interp.unreadable_warning() {
+                Some(w) => outln!("  python stacks: no\n  {w}"),
+                None => outln!("  python stacks: no (not mapped yet)"),
+            },
         }
         match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {
             Some(w) => outln!("  coverage:      {w}"),

@@ -104,6 +104,8 @@ pub struct ProcReport {
     pub growth: Vec<(Vec<String>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
     pub census: Option<crate::python::census::CensusReport>,
+    /// What tracer cannot read in this process (its interpreter's layout), one line.
+    pub warning: Option<String>,
 }
 
 impl ProcReport {
@@ -445,6 +447,7 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         checkpoints: t.history.len(),
         growth: growth(t),
         census: t.census.as_ref().map(|c| c.report()),
+        warning: t.warning.clone(),
         allocs,
         fds,
     }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::frames::{FrameLocals, Runtime};
-use super::layouts::{DictLayout, Layout};
+use super::layouts::{DictLayout, GcHeads, Layout};
 use crate::procfs;
 use crate::trend::{self, Trend, Verdict};
 
@@ -26,6 +26,11 @@ const MAX_PAGES: usize = 4096;
 const GC_HEAD: u64 = 16;
 const GENERATIONS: u64 = 3;
 const GEN_STRIDE: u64 = 24;
+/// Low bits of a PyGC_Head link that are flags (3.12+: finalized/collecting in `prev`,
+/// unreachable or old-space in `next`). Heads may sit at 4-byte offsets (Debian's 3.13.5).
+const LINK_FLAGS: u64 = 3;
+/// Objects checked along a candidate gc list before it is trusted.
+const HEAD_CHECK_STEPS: usize = 8;
 /// Lists, dicts and sets are followed from this length on.
 const MIN_LEN: u64 = 64;
 const MAX_OBJECTS: u64 = 20_000_000;
@@ -41,12 +46,7 @@ const MAX_STACK_SAMPLES: usize = 20_000;
 /// Values looked into, one level below the modules' globals, when naming.
 const MAX_SECOND_LEVEL: usize = 50_000;
 
-// Type object fields and flags (the same in 3.8-3.13).
-const TP_NAME: u64 = 24;
-const TP_BASICSIZE: u64 = 32;
-const TP_FLAGS: u64 = 168;
-const TP_DICT: u64 = 264;
-const TP_DICTOFFSET: u64 = 288;
+// Type flags (the same in every version here).
 const INLINE_VALUES: u64 = 1 << 2;
 const MANAGED_DICT: u64 = 1 << 4;
 const LIST_SUBCLASS: u64 = 1 << 25;
@@ -249,6 +249,8 @@ pub struct Census {
     pid: u32,
     layout: &'static Layout,
     runtime: u64,
+    /// Runtime address of `PyType_Type` (gc list heads are checked with it).
+    type_type: u64,
     pub passes: u64,
     pub partial: u64,
     pub last_ms: f64,
@@ -278,12 +280,13 @@ struct Pass {
 }
 
 impl Census {
-    /// `runtime`: runtime address of `_PyRuntime`.
-    pub fn new(pid: u32, layout: &'static Layout, runtime: u64) -> Census {
+    /// `runtime`, `type_type`: runtime addresses of `_PyRuntime` and `PyType_Type`.
+    pub fn new(pid: u32, layout: &'static Layout, runtime: u64, type_type: u64) -> Census {
         Census {
             pid,
             layout,
             runtime,
+            type_type,
             passes: 0,
             partial: 0,
             last_ms: 0.0,
@@ -340,7 +343,7 @@ impl Census {
     pub fn pass(&mut self, at: f64, mut rt: Option<&mut Runtime>) {
         let t0 = Instant::now();
         let mut mem = Mem::new(self.pid);
-        let mut types = TypeCache::default();
+        let mut types = TypeCache::new(self.layout);
         let pass = match self.walk(&mut mem, &mut types) {
             Ok(p) => p,
             Err(e) => {
@@ -447,38 +450,106 @@ impl Census {
         self.last_ms = t0.elapsed().as_secs_f64() * 1e3;
     }
 
-    /// The gc's generation heads in the target.
-    fn generations(&self, mem: &mut Mem) -> Result<u64, String> {
+    /// The gc's list heads in the target, each checked live: its links are consistent and the
+    /// first objects along it have a type whose type is `type` (or a metaclass). A table's fixed
+    /// heads are checked the same way; a debug table gives only the gc state, searched.
+    fn heads(&self, mem: &mut Mem) -> Result<Vec<u64>, String> {
         let l = self.layout;
-        let base = if l.gc_in_runtime {
-            self.runtime
-        } else {
+        let mut interp = || {
             mem.u64(self.runtime + l.runtime_interpreters_head)
                 .filter(|&a| a != 0)
-                .ok_or("cannot read the interpreter state")?
+                .ok_or("cannot read the interpreter state")
         };
-        Ok(base + l.gc_generations)
+        let candidates: Vec<u64> = match l.gc {
+            GcHeads::Fixed { offset, in_runtime } => {
+                let base = if in_runtime { self.runtime } else { interp()? } + offset;
+                (0..GENERATIONS).map(|g| base + g * GEN_STRIDE).collect()
+            }
+            GcHeads::Search { offset, size } => {
+                let base = interp()? + offset;
+                (0..size.saturating_sub(GC_HEAD - 1))
+                    .step_by(4)
+                    .map(|k| base + k)
+                    .collect()
+            }
+        };
+        let mut heads: Vec<u64> = Vec::new();
+        for c in candidates {
+            if heads.last().is_some_and(|&h| c < h + GC_HEAD) {
+                continue;
+            }
+            if self.is_list_head(mem, c).unwrap_or(false) {
+                heads.push(c);
+            }
+        }
+        if heads.is_empty() {
+            return Err("no gc list head validates in the interpreter's gc state".into());
+        }
+        Ok(heads)
+    }
+
+    /// The gc list heads found now, as offsets from the interpreter state (from `_PyRuntime`
+    /// on 3.8), for `tracer doctor`.
+    pub fn find_heads(&self) -> Result<Vec<u64>, String> {
+        let mut mem = Mem::new(self.pid);
+        let heads = self.heads(&mut mem)?;
+        let base = match self.layout.gc {
+            GcHeads::Fixed {
+                in_runtime: true, ..
+            } => self.runtime,
+            _ => mem
+                .u64(self.runtime + self.layout.runtime_interpreters_head)
+                .unwrap_or(0),
+        };
+        Ok(heads.iter().map(|h| h.wrapping_sub(base)).collect())
+    }
+
+    /// Is there a gc list head (PyGC_Head of a circular list) at `c`?
+    fn is_list_head(&self, mem: &mut Mem, c: u64) -> Option<bool> {
+        let next = mem.u64(c)? & !LINK_FLAGS;
+        let prev = mem.u64(c + 8)? & !LINK_FLAGS;
+        if next == c && prev == c {
+            return Some(true); // an empty list
+        }
+        if next < 0x1000 || prev < 0x1000 || next == c || prev == c {
+            return Some(false);
+        }
+        if mem.u64(next + 8)? & !LINK_FLAGS != c || mem.u64(prev)? & !LINK_FLAGS != c {
+            return Some(false);
+        }
+        let (mut back, mut cur) = (c, next);
+        for _ in 0..HEAD_CHECK_STEPS {
+            if cur == c {
+                break;
+            }
+            if mem.u64(cur + 8)? & !LINK_FLAGS != back {
+                return Some(false);
+            }
+            let ty = mem.u64(cur + GC_HEAD + 8)?;
+            let meta = mem.u64(ty + 8)?;
+            if meta != self.type_type && mem.u64(meta + 8)? != self.type_type {
+                return Some(false);
+            }
+            back = cur;
+            cur = mem.u64(cur)? & !LINK_FLAGS;
+        }
+        Some(true)
     }
 
     fn walk(&self, mem: &mut Mem, types: &mut TypeCache) -> Result<Pass, String> {
-        let gens = self.generations(mem)?;
+        let l = self.layout;
+        let heads = self.heads(mem)?;
         let mut p = Pass {
             complete: true,
             ..Default::default()
         };
-        for g in 0..GENERATIONS {
-            let head = gens + g * GEN_STRIDE;
+        for head in heads {
             let first = mem
                 .u64(head)
                 .ok_or("cannot read the gc's generation lists")?;
-            if first == 0 {
-                return Err(
-                    "the gc's generation lists are not where this version keeps them".into(),
-                );
-            }
             let mut prev = head;
-            let mut cur = first & !7;
-            // gc head (next, prev), then the object: refcount, type, and the words at 16 and 24
+            let mut cur = first & !LINK_FLAGS;
+            // gc head (next, prev), then the object: refcount, type, and the words after
             // (list ob_size, dict ma_used; set used).
             let mut hdr = [0u8; 48];
             while cur != head {
@@ -486,10 +557,10 @@ impl Census {
                     p.complete = false;
                     break;
                 }
-                if word(&hdr, 8) & !7 != prev {
+                if word(&hdr, 8) & !LINK_FLAGS != prev {
                     // A stale page, or the list changed under the walk: look again, fresh.
                     mem.forget(cur, hdr.len() as u64);
-                    if !mem.read(cur, &mut hdr) || word(&hdr, 8) & !7 != prev {
+                    if !mem.read(cur, &mut hdr) || word(&hdr, 8) & !LINK_FLAGS != prev {
                         p.complete = false;
                         break;
                     }
@@ -497,9 +568,11 @@ impl Census {
                 let obj = cur + GC_HEAD;
                 let ty = word(&hdr, 24);
                 *p.by_type.entry(ty).or_default() += 1;
+                let at = |off: u64| word(&hdr, (GC_HEAD + off) as usize);
                 let len = match types.get(mem, ty).map(|t| t.kind()) {
-                    Some(Kind::List | Kind::Dict) => Some(word(&hdr, 32)),
-                    Some(Kind::Set) => Some(word(&hdr, 40)),
+                    Some(Kind::List) => Some(at(l.list_size)),
+                    Some(Kind::Dict) => Some(at(16)),
+                    Some(Kind::Set) => Some(at(l.set_used)),
                     Some(Kind::Module) => {
                         p.modules.push(obj);
                         None
@@ -517,7 +590,7 @@ impl Census {
                 }
                 p.objects += 1;
                 prev = cur;
-                cur = word(&hdr, 0) & !7;
+                cur = word(&hdr, 0) & !LINK_FLAGS;
             }
         }
         Ok(p)
@@ -729,25 +802,37 @@ fn judge(series: &[(f64, u64)]) -> Trend {
     trend::judge(&s, (last * 0.01).max(16.0))
 }
 
-#[derive(Default)]
 struct TypeCache {
+    layout: &'static Layout,
     types: HashMap<u64, Option<TypeInfo>>,
 }
 
 impl TypeCache {
+    fn new(layout: &'static Layout) -> TypeCache {
+        TypeCache {
+            layout,
+            types: HashMap::new(),
+        }
+    }
+
     fn get(&mut self, mem: &mut Mem, ty: u64) -> Option<TypeInfo> {
         if let Some(t) = self.types.get(&ty) {
             return t.clone();
         }
-        let t = read_type(mem, ty);
+        let t = read_type(mem, self.layout, ty);
         self.types.insert(ty, t.clone());
         t
     }
 }
 
-fn read_type(mem: &mut Mem, ty: u64) -> Option<TypeInfo> {
-    let b = mem.bytes(ty, TP_DICTOFFSET + 8)?;
-    let name_at = word(&b, TP_NAME as usize);
+fn read_type(mem: &mut Mem, l: &Layout, ty: u64) -> Option<TypeInfo> {
+    let span = [l.tp_name, l.tp_flags, l.tp_basicsize, l.tp_dictoffset]
+        .into_iter()
+        .max()
+        .unwrap()
+        + 8;
+    let b = mem.bytes(ty, span)?;
+    let name_at = word(&b, l.tp_name as usize);
     let mut name = Vec::new();
     let mut a = name_at;
     while name.len() < 120 {
@@ -763,9 +848,9 @@ fn read_type(mem: &mut Mem, ty: u64) -> Option<TypeInfo> {
     }
     Some(TypeInfo {
         name: String::from_utf8_lossy(&name).into_owned(),
-        flags: word(&b, TP_FLAGS as usize),
-        basicsize: word(&b, TP_BASICSIZE as usize),
-        dictoffset: word(&b, TP_DICTOFFSET as usize) as i64,
+        flags: word(&b, l.tp_flags as usize),
+        basicsize: word(&b, l.tp_basicsize as usize),
+        dictoffset: word(&b, l.tp_dictoffset as usize) as i64,
     })
 }
 
@@ -819,8 +904,8 @@ impl Reader<'_> {
     }
 
     fn dict_items_opt(&mut self, d: u64) -> Option<Vec<(u64, u64)>> {
-        let keys = self.mem.u64(d + 32)?;
-        let values = self.mem.u64(d + 40).unwrap_or(0);
+        let keys = self.mem.u64(d + self.layout.dict_keys)?;
+        let values = self.mem.u64(d + self.layout.dict_values).unwrap_or(0);
         let (entries, n, esz, key_off, val_off) = self.keys_table(keys)?;
         let table = self.mem.bytes(entries, n * esz)?;
         let vals = if values != 0 {
@@ -873,9 +958,9 @@ impl Reader<'_> {
 
     /// The size of a dict's own keys table (not shared with other dicts), as sys.getsizeof counts.
     fn dict_keys_size(&mut self, d: u64) -> Option<u64> {
-        let keys = self.mem.u64(d + 32)?;
+        let keys = self.mem.u64(d + self.layout.dict_keys)?;
         let h = self.mem.bytes(keys, 40)?;
-        if word(&h, 0) != 1 || self.mem.u64(d + 40)? != 0 {
+        if word(&h, 0) != 1 || self.mem.u64(d + self.layout.dict_values)? != 0 {
             return Some(0); // shared (split) keys or values: counted elsewhere
         }
         let usable = |size: u64| size * 2 / 3;
@@ -966,7 +1051,7 @@ impl Reader<'_> {
         match t.kind() {
             Kind::Dict => Some((self.dict_items(obj), false)),
             Kind::Type => Some((
-                match self.mem.u64(obj + TP_DICT) {
+                match self.mem.u64(obj + self.layout.tp_dict) {
                     Some(d) if d != 0 => self.dict_items(d),
                     _ => Vec::new(),
                 },
@@ -1003,8 +1088,8 @@ impl Reader<'_> {
         }
         match t.kind() {
             Kind::List => {
-                let len = self.mem.u64(obj + 16).unwrap_or(0);
-                let items = self.mem.u64(obj + 24).unwrap_or(0);
+                let len = self.mem.u64(obj + self.layout.list_size).unwrap_or(0);
+                let items = self.mem.u64(obj + self.layout.list_items).unwrap_or(0);
                 if len == 0 || len > 4096 {
                     return Vec::new();
                 }
@@ -1023,8 +1108,12 @@ impl Reader<'_> {
         let mut mods: Vec<(String, u64)> = modules
             .iter()
             .filter_map(|&m| {
-                let dict = self.mem.u64(m + 16).filter(|&d| d != 0)?;
-                let name = self.mem.u64(m + 48).and_then(|n| self.string(n))?;
+                let l = self.layout;
+                let dict = self.mem.u64(m + l.module_dict).filter(|&d| d != 0)?;
+                let name = self
+                    .mem
+                    .u64(m + l.module_name)
+                    .and_then(|n| self.string(n))?;
                 Some((name, dict))
             })
             .collect();
@@ -1119,8 +1208,9 @@ impl Reader<'_> {
     /// The length of a list, dict or set.
     fn len_of(&mut self, obj: u64, kind: Kind) -> Option<u64> {
         match kind {
-            Kind::List | Kind::Dict => self.mem.u64(obj + 16),
-            Kind::Set => self.mem.u64(obj + 24),
+            Kind::List => self.mem.u64(obj + self.layout.list_size),
+            Kind::Dict => self.mem.u64(obj + 16),
+            Kind::Set => self.mem.u64(obj + self.layout.set_used),
             _ => None,
         }
     }
@@ -1167,7 +1257,7 @@ impl Reader<'_> {
         let items: Vec<u64> = match kind {
             Kind::List => {
                 let n = len.min(HOLD_SAMPLE);
-                let base = self.mem.u64(obj + 24)?;
+                let base = self.mem.u64(obj + self.layout.list_items)?;
                 let b = self.mem.bytes(base + 8 * (len - n), 8 * n)?;
                 (0..n as usize).map(|i| word(&b, i * 8)).collect()
             }
@@ -1210,9 +1300,9 @@ impl Reader<'_> {
             (Kind::List, _) | (_, "tuple") => {
                 let len = self.mem.u64(obj + 16).unwrap_or(0).min(256);
                 let at = if t.kind() == Kind::List {
-                    self.mem.u64(obj + 24).unwrap_or(0)
+                    self.mem.u64(obj + self.layout.list_items).unwrap_or(0)
                 } else {
-                    obj + 24
+                    obj + self.layout.tuple_items
                 };
                 let b = self.mem.bytes(at, 8 * len).unwrap_or_default();
                 (0..len as usize).map(|i| word(&b, 8 * i)).collect()
@@ -1283,7 +1373,7 @@ mod tests {
 
     #[test]
     fn call_paths_to_a_use() {
-        let mut c = Census::new(1, layout_for(3, 11).unwrap(), 0);
+        let mut c = Census::new(1, layout_for(3, 11).unwrap(), 0, 0);
         let st = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         c.add_stacks(vec![
             st(&[
@@ -1313,10 +1403,15 @@ mod tests {
 
     #[test]
     fn layouts_have_gc_offsets() {
-        for minor in 8..=13 {
+        for minor in 8..=15 {
             let l = layout_for(3, minor).unwrap();
-            assert!(l.gc_generations > 0);
-            assert_eq!(l.gc_in_runtime, minor == 8);
+            match l.gc {
+                GcHeads::Fixed { offset, in_runtime } => {
+                    assert!(offset > 0 && minor <= 13);
+                    assert_eq!(in_runtime, minor == 8);
+                }
+                GcHeads::Search { size, .. } => assert!(size > 0 && minor >= 14),
+            }
             assert_eq!(l.dict == DictLayout::Legacy, minor <= 10);
             assert_eq!(l.ht_cached_keys.is_some(), minor >= 11);
         }

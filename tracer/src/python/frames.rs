@@ -8,7 +8,6 @@ use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
 use super::layouts::{FrameKind, Layout, LineTable};
 use crate::procfs;
 
-/// What the kernel needs to walk this interpreter's frames.
 /// What the kernel needs to walk the frames of `pid`, an interpreter with layout `l`.
 pub fn pyconf(l: &Layout, pid: u32) -> PyConf {
     let opt = |o: Option<u64>| o.map(|v| v as u32).unwrap_or(NO_OFFSET);
@@ -25,17 +24,17 @@ pub fn pyconf(l: &Layout, pid: u32) -> PyConf {
         frame_back: l.frame_back as u32,
         frame_instr: l.frame_instr as u32,
         // 3.11 has no C-stack shim frames; its owner values mean something else.
-        frame_owner: if matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313) {
-            opt(l.frame_owner)
-        } else {
-            NO_OFFSET
+        frame_owner: match l.owner_not_python {
+            Some(_) => opt(l.frame_owner),
+            None => NO_OFFSET,
         },
+        owner_not_python: l.owner_not_python.map(u32::from).unwrap_or(256),
+        code_tag_bits: l.code_tag_bits,
         tstate_next: l.tstate_next as u32,
         threads_head: 0,
         tstate_tid: opt(l.tstate_native_thread_id),
         tstate_pthread: l.tstate_thread_id as u32,
         pthread_tid: NO_OFFSET,
-        _pad: 0,
         pidns_dev: pidns.0,
         pidns_ino: pidns.1,
     }
@@ -84,6 +83,16 @@ pub struct Runtime {
     stacks: HashMap<u64, Vec<String>>,
     /// Labels of sampled frames by (code object, instruction).
     frame_labels: HashMap<(u64, u64), (String, String)>,
+}
+
+/// The outcome of checking a layout against a live process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Valid,
+    /// Cannot tell yet (the runtime is starting): why.
+    Pending(String),
+    /// The layout does not fit the process: why.
+    Invalid(String),
 }
 
 /// Frames read per thread when sampling stacks from outside.
@@ -149,6 +158,44 @@ impl Runtime {
             pthread_tid: self.pthread_tid_off.map(|o| o as u32).unwrap_or(NO_OFFSET),
             ..pyconf(l, self.pid)
         }
+    }
+
+    /// Checks the layout against the live process before it is trusted: the interpreter's
+    /// thread list decodes (a thread state's native thread id is one of the process's threads),
+    /// and the threads' frame chains decode to code objects whose name and file name are str.
+    pub fn validate(&mut self) -> Check {
+        let l = self.layout;
+        let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
+        if interp == 0 {
+            return Check::Pending("the interpreter is not initialised".into());
+        }
+        if self.ptr(interp + l.interp_threads_head) == 0 {
+            return Check::Pending("the interpreter has no thread state".into());
+        }
+        let tstates: Vec<u64> = self.threads().into_iter().map(|t| t.1).collect();
+        if tstates.is_empty() {
+            return Check::Pending(
+                "no thread state in the interpreter's list matches a thread of the process".into(),
+            );
+        }
+        let (mut frames, mut decoded) = (0, 0);
+        for chain in self.thread_frames(&tstates) {
+            for (_, code, _) in chain {
+                frames += 1;
+                if self.code(code).is_some() {
+                    decoded += 1;
+                }
+            }
+        }
+        if frames == 0 {
+            return Check::Pending("no thread runs Python code yet".into());
+        }
+        if decoded * 2 <= frames {
+            return Check::Invalid(format!(
+                "{decoded} of {frames} frames decode to code objects"
+            ));
+        }
+        Check::Valid
     }
 
     /// Every thread state of the main interpreter, with the kernel thread id it runs on.
@@ -295,13 +342,12 @@ impl Runtime {
     /// frame on 3.11/3.12).
     fn current_frame_slot(&self, tstate: u64) -> Option<u64> {
         let l = self.layout;
-        match (l.frame_kind, l.cframe_current_frame) {
-            (FrameKind::Legacy | FrameKind::Interp313, _) => Some(tstate + l.tstate_frame),
-            (_, Some(off)) => match self.ptr(tstate + l.tstate_frame) {
+        match l.cframe_current_frame {
+            None => Some(tstate + l.tstate_frame),
+            Some(off) => match self.ptr(tstate + l.tstate_frame) {
                 0 => None,
                 cf => Some(cf + off),
             },
-            _ => None,
         }
     }
 
@@ -361,10 +407,11 @@ impl Runtime {
             if chain.get(i + 1).is_some_and(|&next| next != back) {
                 return None;
             }
-            let shim = matches!(l.frame_kind, FrameKind::Interp312 | FrameKind::Interp313)
-                && l.frame_owner.and_then(|o| head.get(o as usize)) == Some(&3);
+            let owner = l.frame_owner.and_then(|o| head.get(o as usize).copied());
+            let shim = matches!((l.owner_not_python, owner), (Some(n), Some(o)) if o >= n);
             if !shim {
-                frames.push((f, u64_at(head, l.frame_code), head.to_vec()));
+                let code = u64_at(head, l.frame_code) & !l.code_tag_bits;
+                frames.push((f, code, head.to_vec()));
             }
         }
         Some(frames)
@@ -452,7 +499,7 @@ impl Runtime {
         }
         let n = n as usize;
         let names = self.ptr(code + l.code_localnames);
-        let names = self.read(names + 24, 8 * n)?;
+        let names = self.read(names + l.tuple_items, 8 * n)?;
         let values = self.read(frame + l.frame_localsplus, 8 * n)?;
         let kinds = match l.code_localkinds {
             Some(off) => self.bytes(self.ptr(code + off)).unwrap_or_default(),
@@ -482,6 +529,9 @@ impl Runtime {
     /// forms), as `function (file:LINE)` labels.
     pub fn global_uses(&mut self, code: u64, name: &str) -> Vec<String> {
         let l = self.layout;
+        if l.op_load_global.is_empty() {
+            return Vec::new();
+        }
         let Some(info) = self.code(code) else {
             return Vec::new();
         };
@@ -490,7 +540,7 @@ impl Runtime {
         if names == 0 || n == 0 || n > 4096 {
             return Vec::new();
         }
-        let Some(items) = self.read(names + 24, 8 * n as usize) else {
+        let Some(items) = self.read(names + l.tuple_items, 8 * n as usize) else {
             return Vec::new();
         };
         let Some(index) =
@@ -575,8 +625,8 @@ impl Runtime {
                     return None;
                 }
                 let mut index = (instr - c.code_start) / 2;
-                // 3.13's instr_ptr of a calling frame already points past the call.
-                if l.frame_kind == FrameKind::Interp313 && index > 0 {
+                // 3.13+: the instr_ptr of a calling frame already points past the call.
+                if l.instr_after_call && index > 0 {
                     index -= 1;
                 }
                 location_line(&c.linetable, c.firstlineno, index as usize)

@@ -1,31 +1,42 @@
-//! CPython struct layouts, per minor version (x86_64 release builds): the one place that knows
-//! where things are inside the interpreter. Both the kernel walk (through `PyConf`) and the user
-//! side (thread states, code objects, strings) read from this table.
+//! CPython struct layouts and version capabilities (x86_64 release builds): the one place that
+//! knows where things are inside the interpreter and how versions differ. The kernel walk
+//! (through `PyConf`), the user side (thread states, code objects, strings) and the heap census
+//! all read from a `Layout`. Each version is written as what differs from the previous one.
 //!
-//! Extracted from the DWARF of pyenv's 3.8.18, 3.9.18, 3.10.13, 3.11.7, 3.12.1 and 3.13.0
+//! 3.8-3.12: extracted from the DWARF of pyenv's 3.8.18, 3.9.18, 3.10.13, 3.11.7, 3.12.1
 //! (`gdb -batch -ex 'printf "%d\n", (long)&((PyThreadState*)0)->next' libpython3.X.so`), and
-//! verified end to end by tests/pystacks.rs on each of them. Layouts do not change within a minor
-//! version of a release build (Debian's 3.11.2 uses the 3.11 entry).
+//! verified end to end by tests/pystacks.rs and tests/census.rs on each of them. Layouts do not
+//! change within a minor version of those (Debian's 3.11.2 uses the 3.11 entry).
+//!
+//! 3.13+: patch releases move fields (3.13.0 vs Debian's 3.13.5: the gc's lists), so the layout
+//! is built from the target's own `_Py_DebugOffsets` (see debug_offsets.rs) on top of this
+//! table's entry, which keeps only what the debug table does not give: gc list heads (searched
+//! and validated live when the debug table is used), dict keys internals, co_names,
+//! func_code/func_globals, the opcodes that load a global, frame owner values, stack reference
+//! tag bits. The 3.13-3.15 entries come from pyenv 3.13.0 and Debian's 3.13.5, 3.14.10, 3.15.2
+//! (`opcode.opmap` in each, and their debug tables).
 //!
 //! PyASCIIObject.state (all versions here): interned bits 0-1, kind bits 2-4, compact bit 5,
-//! ascii bit 6. Frame owner values (3.11-3.13): FRAME_OWNED_BY_THREAD = 0, GENERATOR = 1,
-//! FRAME_OBJECT = 2; 3.12 and 3.13 add FRAME_OWNED_BY_CSTACK = 3 (shim frames, skipped).
+//! ascii bit 6. Frame owner values: FRAME_OWNED_BY_THREAD = 0, GENERATOR = 1, FRAME_OBJECT = 2;
+//! 3.12/3.13: 3 = C stack shim; 3.14: 3 = interpreter entry frame, 4 = C stack; 3.15: 3 =
+//! interpreter (C stack owner removed). Values from `owner_not_python` on are not Python code.
 //!
-//! Offsets the same in every version here (heap census): PyGC_Head is 16 bytes before the object;
-//! ob_type 8; list ob_size 16, ob_item 24; dict ma_used 16, ma_keys 32, ma_values 40; set used
-//! 24; module md_dict 16, md_name 48; type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict
-//! 264, tp_dictoffset 288 (gdb on the same builds).
+//! Offsets the same in every version here unless a debug table says otherwise (heap census):
+//! PyGC_Head is 16 bytes before the object; ob_type 8; list ob_size 16, ob_item 24; dict ma_used
+//! 16, ma_keys 32, ma_values 40; set used 24; tuple ob_item 24 (32 from 3.14); module md_dict 16,
+//! md_name 48 (40 in 3.15); type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict 264,
+//! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects).
+
+use std::sync::Mutex;
+
+use super::debug_offsets::DebugOffsets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
     /// 3.8-3.10: PyFrameObject with f_back, f_code, f_lasti (int).
     Legacy,
-    /// 3.11: _PyInterpreterFrame with prev_instr; no C-stack shim frames.
-    Interp311,
-    /// 3.12: prev_instr; owner 3 = C stack shim.
-    Interp312,
-    /// 3.13: f_executable, instr_ptr; owner 3 = C stack shim.
-    Interp313,
+    /// 3.11+: _PyInterpreterFrame with previous, a code pointer and an instruction pointer.
+    Interp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +49,7 @@ pub enum LineTable {
     Locations,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub minor: u8,
     pub frame_kind: FrameKind,
@@ -52,18 +63,28 @@ pub struct Layout {
     pub tstate_thread_id: u64,
     /// 3.11+ only
     pub tstate_native_thread_id: Option<u64>,
-    /// <= 3.10: frame; 3.11/3.12: cframe (pointer to _PyCFrame); 3.13: current_frame
+    /// <= 3.10: frame; 3.11/3.12: cframe (pointer to _PyCFrame); 3.13+: current_frame
     pub tstate_frame: u64,
-    /// 3.11/3.12: offsetof(_PyCFrame, current_frame)
+    /// 3.11/3.12: offsetof(_PyCFrame, current_frame); None: the thread state points at the
+    /// frame itself.
     pub cframe_current_frame: Option<u64>,
-    /// f_code (<= 3.12) or f_executable (3.13)
+    /// f_code (<= 3.12) or f_executable (3.13+)
     pub frame_code: u64,
     /// f_back (<= 3.10) or previous (3.11+)
     pub frame_back: u64,
-    /// f_lasti (int, <= 3.10), prev_instr (3.11/3.12), instr_ptr (3.13)
+    /// f_lasti (int, <= 3.10), prev_instr (3.11/3.12), instr_ptr (3.13+)
     pub frame_instr: u64,
     /// `owner` char of _PyInterpreterFrame (3.11+)
     pub frame_owner: Option<u64>,
+    /// Frames whose owner is this value or more are not Python code (3.12+: C stack shims,
+    /// 3.14+: interpreter entry frames): skipped. None: every frame is Python code (3.11's owner
+    /// values mean something else).
+    pub owner_not_python: Option<u8>,
+    /// Low bits of the frame's code reference that tag it (3.14+: f_executable is a
+    /// _PyStackRef), cleared before use.
+    pub code_tag_bits: u64,
+    /// The instruction pointer of a calling frame already points past the call (3.13+).
+    pub instr_after_call: bool,
     pub code_filename: u64,
     pub code_name: u64,
     pub code_firstlineno: u64,
@@ -79,10 +100,8 @@ pub struct Layout {
     pub compact_data: u64,
     pub bytes_size: u64,
     pub bytes_data: u64,
-    /// The gc's generation heads (3 x `struct gc_generation`, 24 bytes each): offset inside
-    /// `_PyRuntimeState` (3.8) or `PyInterpreterState` (3.9+), for the heap census.
-    pub gc_generations: u64,
-    pub gc_in_runtime: bool,
+    /// Where the gc's list heads are (heap census).
+    pub gc: GcHeads,
     pub dict: DictLayout,
     /// offsetof(PyHeapTypeObject, ht_cached_keys) (3.11+: attribute names of inline values)
     pub ht_cached_keys: Option<u64>,
@@ -94,7 +113,8 @@ pub struct Layout {
     pub func_code: u64,
     pub func_globals: u64,
     /// LOAD_GLOBAL and its specialized forms, EXTENDED_ARG, and the shift from LOAD_GLOBAL's
-    /// argument to its co_names index (3.11+: the low bit says "push NULL").
+    /// argument to its co_names index (3.11+: the low bit says "push NULL"). Empty for a
+    /// version tracer has no opcode table for (the lines that use a global are not found).
     pub op_load_global: &'static [u8],
     pub op_extended_arg: u8,
     pub global_arg_shift: u8,
@@ -106,6 +126,34 @@ pub struct Layout {
     pub code_nlocals: u64,
     pub code_localnames: u64,
     pub code_localkinds: Option<u64>,
+    /// Object fields the census reads: type tp_name, tp_basicsize, tp_flags, tp_dict,
+    /// tp_dictoffset; list ob_size and ob_item; dict ma_keys and ma_values; set used.
+    pub tp_name: u64,
+    pub tp_basicsize: u64,
+    pub tp_flags: u64,
+    pub tp_dict: u64,
+    pub tp_dictoffset: u64,
+    pub list_size: u64,
+    pub list_items: u64,
+    pub dict_keys: u64,
+    pub dict_values: u64,
+    pub set_used: u64,
+    pub tuple_items: u64,
+    /// PyModuleObject md_dict and md_name.
+    pub module_dict: u64,
+    pub module_name: u64,
+}
+
+/// Where the gc keeps its lists of tracked objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcHeads {
+    /// 3 x `struct gc_generation` (24 bytes each) at this offset inside `_PyRuntimeState`
+    /// (`in_runtime`, 3.8) or `PyInterpreterState` (3.9+).
+    Fixed { offset: u64, in_runtime: bool },
+    /// Somewhere inside the interpreter's gc state (`offset`, `size` bytes): the heads are
+    /// found by checking candidate positions live. Patch releases of 3.13-3.15 differ here
+    /// (generational vs incremental gc, and Debian's 3.13.5 packs the heads at 4-byte offsets).
+    Search { offset: u64, size: u64 },
 }
 
 /// How dicts and instance attributes are laid out (heap census, naming by reachability).
@@ -138,6 +186,9 @@ const LEGACY: Layout = Layout {
     frame_back: 24,
     frame_instr: 104,
     frame_owner: None,
+    owner_not_python: None,
+    code_tag_bits: 0,
+    instr_after_call: false,
     code_filename: 104,
     code_name: 112,
     code_firstlineno: 40,
@@ -149,8 +200,10 @@ const LEGACY: Layout = Layout {
     compact_data: 72,
     bytes_size: 16,
     bytes_data: 32,
-    gc_generations: 368,
-    gc_in_runtime: true,
+    gc: GcHeads::Fixed {
+        offset: 368,
+        in_runtime: true,
+    },
     dict: DictLayout::Legacy,
     ht_cached_keys: None,
     code_names: 64,
@@ -164,160 +217,280 @@ const LEGACY: Layout = Layout {
     code_nlocals: 28,
     code_localnames: 72,
     code_localkinds: None,
+    tp_name: 24,
+    tp_basicsize: 32,
+    tp_flags: 168,
+    tp_dict: 264,
+    tp_dictoffset: 288,
+    list_size: 16,
+    list_items: 24,
+    dict_keys: 32,
+    dict_values: 40,
+    set_used: 24,
+    tuple_items: 24,
+    module_dict: 16,
+    module_name: 48,
 };
 
-pub static LAYOUTS: &[Layout] = &[
-    LEGACY,
-    Layout {
-        minor: 9,
-        gc_generations: 640,
-        gc_in_runtime: false,
-        ..LEGACY
+const V39: Layout = Layout {
+    minor: 9,
+    gc: GcHeads::Fixed {
+        offset: 640,
+        in_runtime: false,
     },
-    Layout {
-        minor: 10,
-        gc_generations: 640,
-        gc_in_runtime: false,
-        func_code: 48,
-        func_globals: 16,
-        line_table: LineTable::Pep626,
-        frame_instr: 96,
-        frame_localsplus: 352,
-        ..LEGACY
-    },
-    Layout {
-        minor: 11,
-        frame_kind: FrameKind::Interp311,
-        line_table: LineTable::Locations,
-        runtime_interpreters_head: 40,
-        interp_threads_head: 16,
-        tstate_next: 8,
-        tstate_thread_id: 152,
-        tstate_native_thread_id: Some(160),
-        tstate_frame: 56,
-        cframe_current_frame: Some(8),
-        frame_code: 32,
-        frame_back: 48,
-        frame_instr: 56,
-        frame_owner: Some(69),
-        code_filename: 112,
-        code_name: 120,
-        code_firstlineno: 72,
-        code_linetable: 136,
-        code_adaptive: Some(184),
-        unicode_state: 32,
-        unicode_length: 16,
-        ascii_data: 48,
-        compact_data: 72,
-        bytes_size: 16,
-        bytes_data: 32,
-        gc_generations: 672,
-        gc_in_runtime: false,
-        dict: DictLayout::Log2Prevalues,
-        ht_cached_keys: Some(872),
-        code_names: 32,
-        code_code: None,
-        func_code: 48,
-        func_globals: 16,
-        op_load_global: &[116, 47, 48, 55],
-        op_extended_arg: 144,
-        global_arg_shift: 1,
-        frame_localsplus: 72,
-        code_nlocals: 76,
-        code_localnames: 96,
-        code_localkinds: Some(104),
-    },
-    Layout {
-        minor: 12,
-        frame_kind: FrameKind::Interp312,
-        line_table: LineTable::Locations,
-        runtime_interpreters_head: 40,
-        interp_threads_head: 72,
-        tstate_next: 8,
-        tstate_thread_id: 136,
-        tstate_native_thread_id: Some(144),
-        tstate_frame: 56,
-        cframe_current_frame: Some(0),
-        frame_code: 0,
-        frame_back: 8,
-        frame_instr: 56,
-        frame_owner: Some(70),
-        code_filename: 112,
-        code_name: 120,
-        code_firstlineno: 68,
-        code_linetable: 136,
-        code_adaptive: Some(192),
-        unicode_state: 32,
-        unicode_length: 16,
-        ascii_data: 40,
-        compact_data: 56,
-        bytes_size: 16,
-        bytes_data: 32,
-        gc_generations: 136,
-        gc_in_runtime: false,
-        dict: DictLayout::Log2Tagged,
-        ht_cached_keys: Some(880),
-        code_names: 32,
-        code_code: None,
-        func_code: 48,
-        func_globals: 16,
-        op_load_global: &[116, 111, 112],
-        op_extended_arg: 144,
-        global_arg_shift: 1,
-        frame_localsplus: 72,
-        code_nlocals: 72,
-        code_localnames: 96,
-        code_localkinds: Some(104),
-    },
-    Layout {
-        minor: 13,
-        frame_kind: FrameKind::Interp313,
-        line_table: LineTable::Locations,
-        runtime_interpreters_head: 632,
-        interp_threads_head: 7344,
-        tstate_next: 8,
-        tstate_thread_id: 152,
-        tstate_native_thread_id: Some(160),
-        tstate_frame: 72,
-        cframe_current_frame: None,
-        frame_code: 0,
-        frame_back: 8,
-        frame_instr: 56,
-        frame_owner: Some(70),
-        code_filename: 112,
-        code_name: 120,
-        code_firstlineno: 68,
-        code_linetable: 136,
-        code_adaptive: Some(200),
-        unicode_state: 32,
-        unicode_length: 16,
-        ascii_data: 40,
-        compact_data: 56,
-        bytes_size: 16,
-        bytes_data: 32,
-        gc_generations: 7424,
-        gc_in_runtime: false,
-        dict: DictLayout::Log2Inline,
-        ht_cached_keys: Some(880),
-        code_names: 32,
-        code_code: None,
-        func_code: 48,
-        func_globals: 16,
-        op_load_global: &[91, 203, 204],
-        op_extended_arg: 71,
-        global_arg_shift: 1,
-        frame_localsplus: 72,
-        code_nlocals: 72,
-        code_localnames: 96,
-        code_localkinds: Some(104),
-    },
-];
+    ..LEGACY
+};
 
+const V310: Layout = Layout {
+    minor: 10,
+    func_code: 48,
+    func_globals: 16,
+    line_table: LineTable::Pep626,
+    frame_instr: 96,
+    frame_localsplus: 352,
+    ..V39
+};
+
+const V311: Layout = Layout {
+    minor: 11,
+    frame_kind: FrameKind::Interp,
+    line_table: LineTable::Locations,
+    runtime_interpreters_head: 40,
+    interp_threads_head: 16,
+    tstate_thread_id: 152,
+    tstate_native_thread_id: Some(160),
+    tstate_frame: 56,
+    cframe_current_frame: Some(8),
+    frame_code: 32,
+    frame_back: 48,
+    frame_instr: 56,
+    frame_owner: Some(69),
+    code_filename: 112,
+    code_name: 120,
+    code_firstlineno: 72,
+    code_linetable: 136,
+    code_adaptive: Some(184),
+    gc: GcHeads::Fixed {
+        offset: 672,
+        in_runtime: false,
+    },
+    dict: DictLayout::Log2Prevalues,
+    ht_cached_keys: Some(872),
+    code_names: 32,
+    code_code: None,
+    op_load_global: &[116, 47, 48, 55],
+    global_arg_shift: 1,
+    frame_localsplus: 72,
+    code_nlocals: 76,
+    code_localnames: 96,
+    code_localkinds: Some(104),
+    ..V310
+};
+
+const V312: Layout = Layout {
+    minor: 12,
+    interp_threads_head: 72,
+    tstate_thread_id: 136,
+    tstate_native_thread_id: Some(144),
+    cframe_current_frame: Some(0),
+    frame_code: 0,
+    frame_back: 8,
+    frame_owner: Some(70),
+    owner_not_python: Some(3),
+    code_firstlineno: 68,
+    code_adaptive: Some(192),
+    ascii_data: 40,
+    compact_data: 56,
+    gc: GcHeads::Fixed {
+        offset: 136,
+        in_runtime: false,
+    },
+    dict: DictLayout::Log2Tagged,
+    ht_cached_keys: Some(880),
+    op_load_global: &[116, 111, 112],
+    code_nlocals: 72,
+    ..V311
+};
+
+/// pyenv's 3.13.0 (a 3.13 debug table replaces the struct offsets).
+const V313: Layout = Layout {
+    minor: 13,
+    runtime_interpreters_head: 632,
+    interp_threads_head: 7344,
+    tstate_thread_id: 152,
+    tstate_native_thread_id: Some(160),
+    tstate_frame: 72,
+    cframe_current_frame: None,
+    instr_after_call: true,
+    code_adaptive: Some(200),
+    gc: GcHeads::Fixed {
+        offset: 7424,
+        in_runtime: false,
+    },
+    dict: DictLayout::Log2Inline,
+    op_load_global: &[91, 203, 204],
+    op_extended_arg: 71,
+    ..V312
+};
+
+/// Debian's 3.14.10: f_executable is a tagged _PyStackRef; owner 3 = interpreter entry frame;
+/// tuples cache their hash (items at 32).
+const V314: Layout = Layout {
+    minor: 14,
+    tuple_items: 32,
+    runtime_interpreters_head: 808,
+    interp_threads_head: 7344,
+    frame_localsplus: 80,
+    code_tag_bits: 3,
+    code_adaptive: Some(208),
+    gc: GcHeads::Search {
+        offset: 7408,
+        size: 264,
+    },
+    op_load_global: &[92, 192, 193],
+    op_extended_arg: 69,
+    ..V313
+};
+
+/// Debian's 3.15.2: PyModuleObject lost a field before md_name.
+const V315: Layout = Layout {
+    minor: 15,
+    runtime_interpreters_head: 936,
+    interp_threads_head: 7336,
+    tstate_thread_id: 176,
+    tstate_native_thread_id: Some(184),
+    module_name: 40,
+    gc: GcHeads::Search {
+        offset: 7400,
+        size: 176,
+    },
+    op_load_global: &[91, 196, 197],
+    op_extended_arg: 67,
+    ..V314
+};
+
+pub static LAYOUTS: &[Layout] = &[LEGACY, V39, V310, V311, V312, V313, V314, V315];
+
+/// The table's entry for a minor version.
 pub fn layout_for(major: u8, minor: u8) -> Option<&'static Layout> {
     if major != 3 {
         return None;
     }
     LAYOUTS.iter().find(|l| l.minor == minor)
+}
+
+/// Where a process's layout comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// The target's own `_Py_DebugOffsets`, on top of tracer's entry for that minor (or the
+    /// newest one, for a newer minor).
+    DebugOffsets { base_minor: u8 },
+    /// tracer's table only.
+    Table,
+    /// No layout: why (an unknown version, a debug table that fails validation, a
+    /// free-threaded build...).
+    None(String),
+}
+
+impl LayoutSource {
+    pub fn describe(&self, minor: u8) -> String {
+        match self {
+            LayoutSource::DebugOffsets { base_minor } if *base_minor == minor => {
+                "debug offsets in the target (_Py_DebugOffsets, validated)".into()
+            }
+            LayoutSource::DebugOffsets { base_minor } => format!(
+                "debug offsets in the target (_Py_DebugOffsets, validated; the rest from \
+                 tracer's table for 3.{base_minor})"
+            ),
+            LayoutSource::Table => format!("tracer's table for 3.{minor}"),
+            LayoutSource::None(why) => format!("none ({why})"),
+        }
+    }
+}
+
+/// The layout of an interpreter of version 3.`minor`, from its debug table when it has one.
+pub fn resolve(minor: u8, debug: Option<&DebugOffsets>) -> Option<&'static Layout> {
+    let Some(d) = debug else {
+        return (minor < 13).then(|| layout_for(3, minor)).flatten();
+    };
+    let newest = LAYOUTS.last().unwrap();
+    let base = match layout_for(3, minor) {
+        Some(l) => *l,
+        None if minor > newest.minor => Layout {
+            minor,
+            // No opcode table for a version newer than tracer: no lines for a global's uses.
+            op_load_global: &[],
+            ..*newest
+        },
+        None => return None,
+    };
+    Some(intern(from_debug(base, d)))
+}
+
+/// `base` with every offset the debug table gives.
+fn from_debug(base: Layout, d: &DebugOffsets) -> Layout {
+    let or = |name: &str, dflt: u64| d.get(name).unwrap_or(dflt);
+    Layout {
+        runtime_interpreters_head: d.at("runtime_state.interpreters_head"),
+        interp_threads_head: d.at("interpreter_state.threads_head"),
+        tstate_next: d.at("thread_state.next"),
+        tstate_thread_id: d.at("thread_state.thread_id"),
+        tstate_native_thread_id: Some(d.at("thread_state.native_thread_id")),
+        tstate_frame: d.at("thread_state.current_frame"),
+        cframe_current_frame: None,
+        frame_code: d.at("interpreter_frame.executable"),
+        frame_back: d.at("interpreter_frame.previous"),
+        frame_instr: d.at("interpreter_frame.instr_ptr"),
+        frame_owner: Some(d.at("interpreter_frame.owner")),
+        frame_localsplus: d.at("interpreter_frame.localsplus"),
+        code_filename: d.at("code_object.filename"),
+        code_name: d.at("code_object.name"),
+        code_firstlineno: d.at("code_object.firstlineno"),
+        code_linetable: d.at("code_object.linetable"),
+        code_adaptive: Some(d.at("code_object.co_code_adaptive")),
+        code_localnames: d.at("code_object.localsplusnames"),
+        code_localkinds: Some(d.at("code_object.localspluskinds")),
+        unicode_state: d.at("unicode_object.state"),
+        unicode_length: d.at("unicode_object.length"),
+        ascii_data: d.at("unicode_object.asciiobject_size"),
+        compact_data: or(
+            "unicode_object.compactunicodeobject_size",
+            base.compact_data,
+        ),
+        bytes_size: d.at("bytes_object.ob_size"),
+        bytes_data: d.at("bytes_object.ob_sval"),
+        gc: GcHeads::Search {
+            offset: d.at("interpreter_state.gc"),
+            size: d.at("gc.size"),
+        },
+        ht_cached_keys: Some(or(
+            "heap_type_object.ht_cached_keys",
+            base.ht_cached_keys.unwrap_or(0),
+        )),
+        tp_name: d.at("type_object.tp_name"),
+        tp_flags: d.at("type_object.tp_flags"),
+        tp_basicsize: or("type_object.tp_basicsize", base.tp_basicsize),
+        tp_dictoffset: or("type_object.tp_dictoffset", base.tp_dictoffset),
+        list_size: d.at("list_object.ob_size"),
+        list_items: d.at("list_object.ob_item"),
+        dict_keys: d.at("dict_object.ma_keys"),
+        dict_values: d.at("dict_object.ma_values"),
+        set_used: or("set_object.used", base.set_used),
+        tuple_items: d.at("tuple_object.ob_item"),
+        ..base
+    }
+}
+
+/// Layouts built at run time live as long as the tracer: one copy of each distinct one.
+fn intern(l: Layout) -> &'static Layout {
+    static BUILT: Mutex<Vec<&'static Layout>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.iter().find(|b| ***b == l) {
+        return b;
+    }
+    let b: &'static Layout = Box::leak(Box::new(l));
+    built.push(b);
+    b
 }
 
 #[cfg(test)]
@@ -326,7 +499,7 @@ mod tests {
 
     #[test]
     fn one_entry_per_version() {
-        for minor in 8..=13 {
+        for minor in 8..=15 {
             assert_eq!(
                 LAYOUTS.iter().filter(|l| l.minor == minor).count(),
                 1,
@@ -336,5 +509,21 @@ mod tests {
         }
         assert!(layout_for(3, 7).is_none());
         assert!(layout_for(2, 7).is_none());
+        // 3.13+ are read through their debug table only.
+        assert!(resolve(13, None).is_none());
+        assert_eq!(resolve(12, None).unwrap().minor, 12);
+    }
+
+    #[test]
+    fn capabilities() {
+        let l = |m| layout_for(3, m).unwrap();
+        assert_eq!(l(11).owner_not_python, None);
+        assert_eq!(l(12).owner_not_python, Some(3));
+        assert_eq!(l(14).owner_not_python, Some(3));
+        assert_eq!(l(13).code_tag_bits, 0);
+        assert_eq!(l(14).code_tag_bits, 3);
+        assert!(!l(12).instr_after_call && l(13).instr_after_call);
+        assert_eq!(l(12).cframe_current_frame, Some(0));
+        assert_eq!(l(13).cframe_current_frame, None);
     }
 }

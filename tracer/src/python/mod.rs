@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod census;
+pub mod debug_offsets;
 pub mod elf;
 pub mod frames;
 pub mod layouts;
@@ -64,12 +65,30 @@ pub struct Interpreter {
     pub type_type_vaddr: Option<u64>,
     /// The first PT_LOAD page, to compute the load bias from /proc/PID/maps.
     pub first_load_page: u64,
+    /// The struct layouts of this interpreter, if tracer can read it, and where they come from.
+    pub layout: Option<&'static layouts::Layout>,
+    pub layout_source: layouts::LayoutSource,
+    /// A free-threaded build (debug table flag, or a `t` ABI suffix in the file name).
+    pub free_threaded: bool,
 }
 
 impl Interpreter {
-    /// The struct layouts of this version, if tracer knows them.
+    /// The struct layouts of this interpreter, if tracer can read it.
     pub fn layout(&self) -> Option<&'static layouts::Layout> {
-        layouts::layout_for(self.version.major, self.version.minor)
+        self.layout
+    }
+
+    /// The one-line warning for an interpreter whose Python frames and heap cannot be read
+    /// (None when they can).
+    pub fn unreadable_warning(&self) -> Option<String> {
+        let why = match &self.layout_source {
+            layouts::LayoutSource::None(why) => why.clone(),
+            _ if self.runtime_vaddr.is_none() || self.code_type_vaddr.is_none() => {
+                "_PyRuntime or PyCode_Type is not exported".into()
+            }
+            _ => return None,
+        };
+        Some(unreadable_line(&self.version.to_string(), &why))
     }
 
     /// Load bias of the interpreter file in a process (None until it is mapped).
@@ -83,6 +102,28 @@ impl Interpreter {
             .find(|m| m.path.as_deref() == Some(self.target_path.as_str()) && m.offset == 0)
             .map(|m| m.start.wrapping_sub(self.first_load_page))
     }
+}
+
+/// The warning line for an interpreter tracer cannot read: what is missing, what still works.
+pub fn unreadable_line(version: &str, why: &str) -> String {
+    format!(
+        "WARNING: CPython {version}: {why}: no Python frames and no heap census for it; \
+         descriptors (with native stacks) and, in exact mode, allocations where the probes attach \
+         are still traced"
+    )
+}
+
+/// A free-threaded build's file: `python3.13t`, `libpython3.14t.so.1.0`.
+pub fn free_threaded_name(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let Some(idx) = base.find("python") else {
+        return false;
+    };
+    let rest = &base[idx + "python".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(rest.len());
+    rest[..digits].contains('.') && rest[digits..].starts_with('t')
 }
 
 /// Does this basename look like libpython?
@@ -206,6 +247,9 @@ fn inspect(
     let file_id = std::fs::metadata(&open_path)
         .map(|m| (m.dev(), m.ino()))
         .map_err(|e| Error::Other(format!("cannot stat {}: {e}", open_path.display())))?;
+    let runtime_vaddr = elf.dynsym("_PyRuntime").map(|s| s.addr);
+    let (layout, layout_source, free_threaded) =
+        layout_of(elf, version, runtime_vaddr, &target_path);
     Ok(Interpreter {
         shared: is_libpython(&target_path),
         target_path,
@@ -215,11 +259,84 @@ fn inspect(
         has_symtab: elf.has_symtab(),
         bias,
         alloc,
-        runtime_vaddr: elf.dynsym("_PyRuntime").map(|s| s.addr),
+        runtime_vaddr,
         code_type_vaddr: elf.dynsym("PyCode_Type").map(|s| s.addr),
         type_type_vaddr: elf.dynsym("PyType_Type").map(|s| s.addr),
         first_load_page: elf.first_load_page(),
+        layout,
+        layout_source,
+        free_threaded,
     })
+}
+
+/// The layout of an interpreter file: from its `_Py_DebugOffsets` (3.13+, read from the file:
+/// the table is initialised data of `_PyRuntime`, so it is there before the process maps it),
+/// else from tracer's table. Free-threaded builds are refused.
+fn layout_of(
+    elf: &Elf,
+    version: Version,
+    runtime: Option<u64>,
+    path: &str,
+) -> (
+    Option<&'static layouts::Layout>,
+    layouts::LayoutSource,
+    bool,
+) {
+    use layouts::LayoutSource;
+    let free_threaded_refused = || {
+        LayoutSource::None(
+            "free-threaded build (objects have 32-byte headers and no gc lists; not supported)"
+                .into(),
+        )
+    };
+    if free_threaded_name(path) {
+        return (None, free_threaded_refused(), true);
+    }
+    if version.minor < 13 {
+        return match layouts::resolve(version.minor, None) {
+            Some(l) => (Some(l), LayoutSource::Table, false),
+            None => (
+                None,
+                LayoutSource::None(format!("tracer has no layout for CPython {version}")),
+                false,
+            ),
+        };
+    }
+    let table = (|| {
+        let rt = runtime.ok_or("_PyRuntime is not exported")?;
+        let (groups, _) = debug_offsets::description(version.minor)
+            .ok_or("no description of its debug offsets table")?;
+        let len = debug_offsets::table_len(groups);
+        let bytes = elf
+            .read(rt, len)
+            .ok_or("the debug offsets table is not in the file")?;
+        debug_offsets::parse(bytes, version)
+    })();
+    match table {
+        Ok(t) if t.free_threaded => (None, free_threaded_refused(), true),
+        Ok(t) => match layouts::resolve(version.minor, Some(&t)) {
+            Some(l) => {
+                let newest = layouts::LAYOUTS.last().map(|l| l.minor).unwrap_or(0);
+                (
+                    Some(l),
+                    LayoutSource::DebugOffsets {
+                        base_minor: version.minor.min(newest),
+                    },
+                    false,
+                )
+            }
+            None => (
+                None,
+                LayoutSource::None(format!("tracer has no layout for CPython {version}")),
+                false,
+            ),
+        },
+        Err(e) => (
+            None,
+            LayoutSource::None(format!("its debug offsets cannot be used: {e}")),
+            false,
+        ),
+    }
 }
 
 /// "libpython3.11.so.1.0", "python3.8", "python3.12d" -> version.
@@ -349,6 +466,69 @@ mod tests {
         assert!(inspect_file("/bin/sh", Path::new("/bin/sh"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn free_threaded_names() {
+        assert!(free_threaded_name("/usr/bin/python3.13t"));
+        assert!(free_threaded_name("/usr/lib/libpython3.14t.so.1.0"));
+        assert!(!free_threaded_name("/usr/bin/python3.13"));
+        assert!(!free_threaded_name("/usr/lib/libpython3.14.so.1.0"));
+        assert!(!free_threaded_name("/opt/python/bin/python3"));
+        assert!(!free_threaded_name("/usr/bin/python3.12-dbg"));
+    }
+
+    /// Debian's 3.13.5, 3.14.10 and 3.15.2 (root file systems the tests build), when present:
+    /// their layouts come from their debug tables.
+    #[test]
+    fn debug_table_layouts() {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        for (rootfs, minor) in [("trixie", 13), ("sid", 14), ("sid", 15)] {
+            let file = target.join(format!("rootfs-{rootfs}/usr/bin/python3.{minor}"));
+            if !file.exists() {
+                continue;
+            }
+            let i = inspect_file(&format!("/usr/bin/python3.{minor}"), &file)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                i.layout_source,
+                layouts::LayoutSource::DebugOffsets { base_minor: minor }
+            );
+            let l = i.layout().unwrap();
+            assert_eq!(l.minor, minor);
+            assert!(matches!(l.gc, layouts::GcHeads::Search { .. }));
+            assert!(!i.free_threaded);
+        }
+        // A newer minor than tracer knows, with a table that validates (3.15's, as a "3.16"):
+        // read with the newest description and table entry, without the opcode table.
+        let file = target.join("rootfs-sid/usr/bin/python3.15");
+        if let Ok(elf) = Elf::open(&file) {
+            let rt = elf.dynsym("_PyRuntime").unwrap().addr;
+            let (groups, _) = debug_offsets::description(15).unwrap();
+            let mut table = elf
+                .read(rt, debug_offsets::table_len(groups))
+                .unwrap()
+                .to_vec();
+            table[8..16].copy_from_slice(&0x031000f0u64.to_le_bytes());
+            let v316 = Version {
+                major: 3,
+                minor: 16,
+                micro: Some(0),
+            };
+            let t = debug_offsets::parse(&table, v316).unwrap();
+            assert!(!t.described);
+            let l = layouts::resolve(16, Some(&t)).unwrap();
+            let l315 = inspect_file("/usr/bin/python3.15", &file)
+                .unwrap()
+                .unwrap()
+                .layout()
+                .unwrap();
+            assert_eq!(l.minor, 16);
+            assert!(l.op_load_global.is_empty());
+            assert_eq!(l.tstate_native_thread_id, l315.tstate_native_thread_id);
+            assert_eq!(l.gc, l315.gc);
+        }
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub fn render(r: &Report) -> String {
                 "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
                 "suspects": suspects,
                 "census": p.census.as_ref().map(census),
+                "warning": p.warning,
             })
         })
         .collect();

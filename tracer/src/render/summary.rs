@@ -342,6 +342,9 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                 p.open_fds
             );
         }
+        if let Some(w) = &p.warning {
+            let _ = writeln!(o, "  {w}");
+        }
         match coverage_warning(&p.coverage) {
             Some(w) => {
                 let _ = writeln!(o, "  {w}");
