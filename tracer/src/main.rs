@@ -1,5 +1,6 @@
 //! tracer: an eBPF leak tracer for Python services.
 
+mod batch;
 mod collect;
 mod discover;
 mod doctor;
