@@ -864,7 +864,6 @@ fn is_interpreter_frame(name: &str) -> bool {
         || name.starts_with("_PyObject_Call")
         || name.starts_with("method_vectorcall")
         || name.starts_with("cfunction_")
-        || name.ends_with("_Type")
 }
 
 /// Joins Python frames (root first) and native frames (root first).
@@ -935,15 +934,6 @@ mod tests {
         assert_eq!(
             merge_frames(vec![], native, NativeMode::None),
             v(&["[no Python stack]"])
-        );
-        // garbage from frame-pointer-less unwinding stops the leaf part
-        assert_eq!(
-            merge_frames(
-                py.clone(),
-                v(&["PyType_Type", "_PyObject_Malloc"]),
-                NativeMode::Leaf
-            ),
-            v(&["main (app.py:10)", "leak (app.py:3)", "_PyObject_Malloc"])
         );
     }
 }

@@ -6,6 +6,7 @@ mod discover;
 mod doctor;
 mod error;
 mod launch;
+mod native;
 mod probes;
 mod procfs;
 mod python;
