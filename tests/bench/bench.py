@@ -102,8 +102,8 @@ def one_run(args, mode, workdir, iterations):
 
 
 def scale_run(args, workdir, n):
-    """Part S: returns (peak RSS in MiB, seconds from SIGINT to exit, seconds to allocate, the
-    outstanding allocations the summary reports)."""
+    """Part S: returns (peak RSS in MiB, seconds from SIGINT to the summary written, seconds from
+    SIGINT to exit, seconds to allocate, the outstanding allocations the summary reports)."""
     go = os.path.join(workdir, "go")
     done = os.path.join(workdir, "done")
     for p in (go, done):
@@ -128,10 +128,20 @@ def scale_run(args, workdir, n):
             time.sleep(0.05)
         alloc_s = time.monotonic() - t0
         time.sleep(3)  # a few ticks over the full map
+        summary = os.path.join(out_dir, "summary.txt")
+        if os.path.exists(summary):
+            os.remove(summary)
         stopped = time.monotonic()
         tracer.send_signal(signal.SIGINT)
         # wait4 gives the child's peak resident set (ru_maxrss, KiB): VmHWM at its exit.
-        _, status, usage = os.wait4(tracer.pid, 0)
+        reports_s = None
+        while True:
+            pid, status, usage = os.wait4(tracer.pid, os.WNOHANG)
+            if reports_s is None and os.path.exists(summary):
+                reports_s = time.monotonic() - stopped
+            if pid:
+                break
+            time.sleep(0.005)
         exit_s = time.monotonic() - stopped
         tracer.returncode = os.waitstatus_to_exitcode(status)
         out = tracer.stdout.read()
@@ -140,7 +150,7 @@ def scale_run(args, workdir, n):
             raise SystemExit("tracer failed (%d): %s" % (tracer.returncode, err))
         m = re.search(r"outstanding: .* in ([\d,]+) allocations", out)
         count = int(m.group(1).replace(",", "")) if m else None
-        return usage.ru_maxrss / 1024.0, exit_s, alloc_s, count
+        return usage.ru_maxrss / 1024.0, reports_s, exit_s, alloc_s, count
     finally:
         w.kill()
         w.wait()
@@ -268,11 +278,13 @@ def main():
         if "S" in args.parts:
             print("S. exact mode, a process keeping %d small objects allocated while traced, then idle; "
                   "SIGINT 3 s later" % args.scale)
-            print("%4s %16s %18s %14s %22s" % ("run", "tracer peak MiB", "SIGINT to exit s", "allocating s",
-                                               "allocations reported"))
+            print("%4s %16s %21s %18s %14s %22s" % ("run", "tracer peak MiB", "SIGINT to reports s",
+                                                    "SIGINT to exit s", "allocating s", "allocations reported"))
             for rep in range(args.repeat):
-                rss, exit_s, alloc_s, count = scale_run(args, workdir, args.scale)
-                print("%4d %16.1f %18.2f %14.1f %22s" % (rep + 1, rss, exit_s, alloc_s, count), flush=True)
+                rss, reports_s, exit_s, alloc_s, count = scale_run(args, workdir, args.scale)
+                print("%4d %16.1f %21s %18.2f %14.1f %22s" % (
+                    rep + 1, rss, "%.2f" % reports_s if reports_s is not None else "?", exit_s, alloc_s, count),
+                    flush=True)
             print()
         r = {m: statistics.median(v) for m, v in rps.items()}
         if not r:
