@@ -168,6 +168,19 @@ fn doctor_reports_a_process() {
         stdout.contains("python stacks: yes (CPython 3.11 layout"),
         "{stdout}"
     );
+    // Per module: are native stacks deep through it? (pyenv's libpython and Debian's libc are
+    // built without frame pointers.)
+    for module in ["/lib/libpython3.11.so.1.0: ", "/libc.so.6: "] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(module))
+            .unwrap_or_else(|| panic!("no line for {module}: {stdout}"));
+        assert!(
+            line.contains("no frame pointers")
+                && line.contains("native stacks are cut after the first frame"),
+            "{line}"
+        );
+    }
     let out = run_tracer(&["doctor", "-p", "999999999"]);
     assert!(!out.status.success());
 }

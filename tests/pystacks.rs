@@ -390,20 +390,6 @@ fn debian_sid_315_lines() {
     check_static(&debian("sid", 15));
 }
 
-/// --no-native keeps Python frames only; --native keeps every native frame too.
-#[test]
-fn native_frame_options() {
-    let b = pyenv(11);
-    let r = traced_run(&b, &["--no-native"]);
-    for (stack, _) in &r.allocs {
-        assert!(
-            stack.iter().all(|f| f.ends_with(')') || f.starts_with('[')),
-            "only Python frames with --no-native: {stack:?}"
-        );
-    }
-    assert!(Path::new(&b.python).exists());
-}
-
 /// The file offset of an ELF section (x86_64 little-endian ELF64).
 fn section_offset(elf: &[u8], name: &str) -> Option<usize> {
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
@@ -482,4 +468,115 @@ fn unreadable_interpreters_are_said() {
         }
         drop(svc);
     }
+}
+
+/// Names of the data symbols (objects, thread-locals) of an ELF file, from its symbol tables.
+fn data_symbols(file: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for dynamic in [false, true] {
+        let mut cmd = std::process::Command::new("nm");
+        cmd.arg("--defined-only");
+        if dynamic {
+            cmd.arg("-D");
+        }
+        let o = cmd.arg(file).output().expect("nm (binutils)");
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            let mut it = l.split_whitespace();
+            let (Some(_), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if "BbDdRrGgSsVv".contains(ty) && ty.len() == 1 {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Is this frame the process root frame ("comm (pid N)")?
+fn is_process_frame(f: &str) -> bool {
+    f.contains(" (pid ")
+}
+
+/// "function (file.py:LINE)", or "function (file.py)" when the line is not known.
+fn is_python_frame(f: &str) -> bool {
+    let Some((_, loc)) = f.strip_suffix(')').and_then(|f| f.split_once(" (")) else {
+        return false;
+    };
+    loc.contains(".py")
+        || loc.starts_with('<')
+        || loc
+            .rsplit_once(':')
+            .is_some_and(|(_, line)| line.parse::<u32>().is_ok())
+}
+
+/// --no-native keeps Python frames only; --native adds the native frames that can be trusted:
+/// never a data symbol (what a frame-pointer walk through code built without frame pointers
+/// yields), and the allocator function as the leaf.
+#[test]
+fn native_frame_options() {
+    let b = pyenv(11);
+    let py = b.python.clone();
+    let prefix = Path::new(&py).parent().unwrap().parent().unwrap();
+    let libpython = prefix.join("lib/libpython3.11.so.1.0");
+    let mut data = data_symbols(libpython.to_str().unwrap());
+    data.extend(data_symbols("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+    assert!(data.contains("PyType_Type") && data.contains("PyUnicode_Type"));
+
+    let plain = traced_run(&b, &["--no-native"]);
+    assert!(total(&plain.allocs) > 1_000_000);
+    for (stack, _) in plain.allocs.iter().chain(&plain.fds) {
+        // The process, Python frames, markers ([truncated], [no Python stack]); for
+        // descriptors the resource as the leaf.
+        for f in &stack[1..] {
+            assert!(
+                is_python_frame(f) || f.starts_with('['),
+                "only Python frames with --no-native, not {f:?}: {stack:?}"
+            );
+        }
+        assert!(is_process_frame(&stack[0]), "{stack:?}");
+    }
+
+    let native = traced_run(&b, &["--native"]);
+    let all = total(&native.allocs);
+    assert!(all > 1_000_000);
+    let mut native_frames = BTreeSet::new();
+    for (stack, _) in native.allocs.iter().chain(&native.fds) {
+        for f in &stack[1..] {
+            assert!(
+                !f.ends_with("_Type") && !data.contains(f.as_str()),
+                "a data symbol as a frame: {f:?} in {stack:?}"
+            );
+            if !is_python_frame(f) && !f.starts_with('[') {
+                native_frames.insert(f.clone());
+            }
+        }
+    }
+    eprintln!("native frames seen: {native_frames:?}");
+    // The allocator function is the leaf of (nearly) every allocation stack, below the Python
+    // frames.
+    let allocator = |f: &str| {
+        let f = f.trim_start_matches('_');
+        f.starts_with("PyObject_") || f.starts_with("PyMem_")
+    };
+    let at_allocator: u64 = native
+        .allocs
+        .iter()
+        .filter(|(s, _)| s.last().is_some_and(|l| allocator(l)))
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        at_allocator as f64 >= 0.95 * all as f64,
+        "{at_allocator} of {all} B under an allocator leaf: {:?}",
+        by_leaf(&native.allocs)
+    );
+    assert!(
+        native
+            .allocs
+            .iter()
+            .any(|(s, _)| s.iter().any(|f| is_python_frame(f))
+                && s.last().is_some_and(|l| allocator(l))),
+        "Python frames above the allocator: {:?}",
+        native.allocs
+    );
 }

@@ -408,3 +408,60 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
         "the 1 MB kept before exec is void, got {bytes} B"
     );
 }
+
+/// Many outstanding allocations: every one reported, on its line (the map is read in batches
+/// and grouped on the fly).
+#[test]
+fn outstanding_at_scale() {
+    const N: u64 = 200_000;
+    let d = TempDir::new("scale");
+    let (go, done) = (d.path().join("go"), d.path().join("done"));
+    let w = Proc(
+        std::process::Command::new(PY311)
+            .arg(workload("hold.py"))
+            .arg(&go)
+            .arg(&done)
+            .arg(N.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_python_mapped(w.pid());
+    let mut t = Tracer::start(&["-p", &w.pid().to_string()], &d.path().join("out"));
+    t.wait_recording();
+    std::fs::write(&go, b"").unwrap();
+    wait_for("the allocations", Duration::from_secs(180), || {
+        done.exists()
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = t.stop();
+    drop(w);
+    let hold_line = std::fs::read_to_string(workload("hold.py"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("return list(map(object.__new__"))
+        .unwrap()
+        + 1;
+    let at = format!("hold.py:{hold_line})");
+    let counts = f.folded("allocs-count.folded");
+    let on_line: u64 = counts
+        .iter()
+        .filter(|(s, _)| s.iter().any(|fr| fr.ends_with(&at)))
+        .map(|(_, w)| w)
+        .sum();
+    // N objects, the list and its item array.
+    assert!(
+        (N..=N + 10).contains(&on_line),
+        "{on_line} allocations on hold.py:{hold_line}: {counts:?}"
+    );
+    let bytes: u64 = f
+        .folded("allocs.folded")
+        .iter()
+        .filter(|(s, _)| s.iter().any(|fr| fr.ends_with(&at)))
+        .map(|(_, w)| w)
+        .sum();
+    // 16-byte objects and an array of N pointers (with its growth margin).
+    assert!(
+        (16 * N + 8 * N..=16 * N + 10 * N).contains(&bytes),
+        "{bytes} B on hold.py:{hold_line}"
+    );
+}

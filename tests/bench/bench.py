@@ -12,7 +12,10 @@ excluded), as ratios to untraced within one run:
      in a service, the next one comes ~45 s later): untraced, watch, watch --budget 2;
   D. requests per second of a Flask app under gunicorn driven by wrk: untraced, watch, watch
      --budget 2, exact.
-Usage: bench.py --tracer BIN --python PY --venv DIR"""
+  S. the tracer's own resources at scale (not in the default parts: --parts S): exact mode on a
+     process that allocates --scale small objects while traced, keeps them and idles; the
+     tracer's peak RSS (VmHWM, from wait4) and the time from SIGINT to its exit, reports written.
+Usage: bench.py --tracer BIN --python PY --venv DIR [--parts ABCDS]"""
 import argparse
 import json
 import os
@@ -98,6 +101,61 @@ def one_run(args, mode, workdir, iterations):
     return loop_s, calls
 
 
+def scale_run(args, workdir, n):
+    """Part S: returns (peak RSS in MiB, seconds from SIGINT to the summary written, seconds from
+    SIGINT to exit, seconds to allocate, the outstanding allocations the summary reports)."""
+    go = os.path.join(workdir, "go")
+    done = os.path.join(workdir, "done")
+    for p in (go, done):
+        if os.path.exists(p):
+            os.remove(p)
+    w = subprocess.Popen([args.python, os.path.join(HERE, "..", "workloads", "hold.py"), go, done,
+                          str(n)])
+    try:
+        time.sleep(0.5)
+        out_dir = os.path.join(workdir, "out-scale")
+        tracer = subprocess.Popen([args.tracer, "record", "-p", str(w.pid), "-o", out_dir],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while True:
+            line = tracer.stderr.readline()
+            if not line:
+                raise SystemExit("tracer exited early")
+            if "tracer: recording" in line:
+                break
+        t0 = time.monotonic()
+        open(go, "w").close()
+        while not os.path.exists(done):
+            time.sleep(0.05)
+        alloc_s = time.monotonic() - t0
+        time.sleep(3)  # a few ticks over the full map
+        summary = os.path.join(out_dir, "summary.txt")
+        if os.path.exists(summary):
+            os.remove(summary)
+        stopped = time.monotonic()
+        tracer.send_signal(signal.SIGINT)
+        # wait4 gives the child's peak resident set (ru_maxrss, KiB): VmHWM at its exit.
+        reports_s = None
+        while True:
+            pid, status, usage = os.wait4(tracer.pid, os.WNOHANG)
+            if reports_s is None and os.path.exists(summary):
+                reports_s = time.monotonic() - stopped
+            if pid:
+                break
+            time.sleep(0.005)
+        exit_s = time.monotonic() - stopped
+        tracer.returncode = os.waitstatus_to_exitcode(status)
+        out = tracer.stdout.read()
+        err = tracer.stderr.read()
+        if tracer.returncode != 0:
+            raise SystemExit("tracer failed (%d): %s" % (tracer.returncode, err))
+        m = re.search(r"outstanding: .* in ([\d,]+) allocations", out)
+        count = int(m.group(1).replace(",", "")) if m else None
+        return usage.ru_maxrss / 1024.0, reports_s, exit_s, alloc_s, count
+    finally:
+        w.kill()
+        w.wait()
+
+
 def ensure_venv(args):
     """memray from PyPI, in a venv of the benchmarked interpreter."""
     memray = os.path.join(args.venv, "bin", "memray")
@@ -168,9 +226,11 @@ def main():
     ap.add_argument("--long", type=int, default=3000000, help="part C")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--wsgi-seconds", type=int, default=45)
-    ap.add_argument("--parts", default="ABCD", help="which parts to run")
+    ap.add_argument("--parts", default="ABCD", help="which parts to run (S: resources at scale)")
+    ap.add_argument("--scale", type=int, default=1000000, help="part S: outstanding allocations")
     args = ap.parse_args()
-    ensure_venv(args)
+    if args.parts.strip("S") or not args.parts:
+        ensure_venv(args)
     workdir = tempfile.mkdtemp(prefix="tracer-bench-")
     try:
         parts = {"A": {}, "B": {}, "C": {}}
@@ -215,6 +275,17 @@ def main():
                    "tracemalloc-25", "memray"))
         if "C" in args.parts:
             table("C. long loop, %d iterations" % args.long, med["C"], ("untraced", "watch", "watch-windows"))
+        if "S" in args.parts:
+            print("S. exact mode, a process keeping %d small objects allocated while traced, then idle; "
+                  "SIGINT 3 s later" % args.scale)
+            print("%4s %16s %21s %18s %14s %22s" % ("run", "tracer peak MiB", "SIGINT to reports s",
+                                                    "SIGINT to exit s", "allocating s", "allocations reported"))
+            for rep in range(args.repeat):
+                rss, reports_s, exit_s, alloc_s, count = scale_run(args, workdir, args.scale)
+                print("%4d %16.1f %21s %18.2f %14.1f %22s" % (
+                    rep + 1, rss, "%.2f" % reports_s if reports_s is not None else "?", exit_s, alloc_s, count),
+                    flush=True)
+            print()
         r = {m: statistics.median(v) for m, v in rps.items()}
         if not r:
             return

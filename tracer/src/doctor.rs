@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::error::Result;
+use crate::native;
 use crate::probes::{self, Probes};
 use crate::python::census::Census;
 use crate::python::frames::{Check, Runtime};
@@ -196,10 +197,36 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                 None => outln!("  python stacks: no (not mapped yet)"),
             },
         }
+        native_frames(pid);
         match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {
             Some(w) => outln!("  coverage:      {w}"),
             None => outln!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
         }
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+/// Per module mapped as code: can the kernel's frame-pointer walk be trusted through it?
+fn native_frames(pid: u32) {
+    println!("  native frames: by module (the kernel walks native stacks by frame pointers)");
+    let mut modules = native::Modules::default();
+    let mut seen = std::collections::HashSet::new();
+    for m in native::code_mappings(pid) {
+        let path = m.path.clone().unwrap_or_default();
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let verdict = match modules.module(pid, &m) {
+            Some(x) if x.frame_pointers => format!(
+                "frame pointers ({} of {} sampled functions set up a frame): native stacks are deep through it",
+                x.with_frame, x.sampled
+            ),
+            Some(x) => format!(
+                "no frame pointers ({} of {} sampled functions set up a frame): native stacks are cut after the first frame in it",
+                x.with_frame, x.sampled
+            ),
+            None => "unreadable: native stacks are cut after the first frame in it".to_string(),
+        };
+        println!("    {path}: {verdict}");
+    }
 }

@@ -1,10 +1,12 @@
 //! tracer: an eBPF leak tracer for Python services.
 
+mod batch;
 mod collect;
 mod discover;
 mod doctor;
 mod error;
 mod launch;
+mod native;
 mod output;
 mod probes;
 mod procfs;

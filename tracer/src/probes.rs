@@ -10,6 +10,7 @@ use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack};
 
+use crate::batch;
 use crate::error::{one_line, Error, Result};
 use crate::python::allocator::{Domain, Hook};
 use crate::python::{AllocOp, Interpreter};
@@ -237,6 +238,17 @@ impl Probes {
         self.releasing.entry(file).or_default().push(h);
     }
 
+    /// Starts releasing every allocator probe (see `release_allocator`: nothing new is
+    /// recorded from the first step on, frees are followed to the last). Removing a probe costs
+    /// the kernel grace periods, one probe at a time: at exit this overlaps the final reading
+    /// and the reports instead of following them.
+    pub fn release_all(&mut self) {
+        let files: Vec<FileId> = self.links.keys().copied().collect();
+        for f in files {
+            self.release_allocator(f, false);
+        }
+    }
+
     /// Are the probes that `release_allocator` let go of gone?
     pub fn released(&mut self, file: FileId) -> bool {
         let Some(hs) = self.releasing.get(&file) else {
@@ -260,28 +272,34 @@ impl Probes {
 
     /// Removes and returns a process's outstanding allocations.
     pub fn take_allocs(&mut self, pid: u32) -> Vec<(AllocKey, AllocInfo)> {
-        self.take_allocs_where(pid, |_| true)
+        let mut mine = Vec::new();
+        self.for_each_alloc(|k, v| {
+            if k.pid == pid {
+                mine.push((*k, *v));
+            }
+        });
+        let keys: Vec<AllocKey> = mine.iter().map(|(k, _)| *k).collect();
+        self.delete_allocs(&keys);
+        mine
     }
 
-    /// Removes and returns a process's allocations that `keep` selects.
-    fn take_allocs_where(
-        &mut self,
-        pid: u32,
-        keep: impl Fn(&AllocInfo) -> bool,
-    ) -> Vec<(AllocKey, AllocInfo)> {
-        let mine: Vec<(AllocKey, AllocInfo)> = self
-            .allocs()
-            .into_iter()
-            .filter(|(k, v)| k.pid == pid && keep(v))
-            .collect();
-        if let Some(m) = self.ebpf.map_mut("ALLOCS") {
-            if let Ok(mut t) = BpfHashMap::<&mut MapData, AllocKey, AllocInfo>::try_from(m) {
-                for (k, _) in &mine {
-                    let _ = t.remove(k);
-                }
+    /// Removes a process's allocations that `drop` selects (only their keys are held, in
+    /// one walk of the map), and returns how many.
+    fn drop_allocs_where(&mut self, pid: u32, drop: impl Fn(&AllocInfo) -> bool) -> usize {
+        let mut keys = Vec::new();
+        self.for_each_alloc(|k, v| {
+            if k.pid == pid && drop(v) {
+                keys.push(*k);
             }
+        });
+        self.delete_allocs(&keys);
+        keys.len()
+    }
+
+    fn delete_allocs(&mut self, keys: &[AllocKey]) {
+        if !keys.is_empty() {
+            batch::delete::<AllocKey, AllocInfo>(self.ebpf.map_mut("ALLOCS"), keys);
         }
-        mine
     }
 
     /// Stops tracing a process and forgets its entries.
@@ -296,7 +314,7 @@ impl Probes {
                 let _ = t.remove(&pid);
             }
         }
-        self.take_allocs(pid);
+        self.drop_allocs_where(pid, |_| true);
         let fds: Vec<FdKey> = self
             .fds()
             .into_iter()
@@ -366,13 +384,13 @@ impl Probes {
 
     /// Removes a process's allocations made before `before_ns` (its heap was replaced by exec).
     pub fn purge_allocs(&mut self, pid: u32, before_ns: u64) -> usize {
-        self.take_allocs_where(pid, |v| v.ts_ns < before_ns).len()
+        self.drop_allocs_where(pid, |v| v.ts_ns < before_ns)
     }
 
-    /// Reads every outstanding allocation. Entries deleted while iterating can make the kernel
-    /// restart the walk; keys are de-duplicated and the walk is bounded.
-    pub fn allocs(&self) -> HashMap<AllocKey, AllocInfo> {
-        read_hash(self.ebpf.map("ALLOCS"))
+    /// Calls `f` with every outstanding allocation, read in batches (nothing is kept: a
+    /// million entries would weigh ~100 MB in a hash map); returns the number of entries.
+    pub fn for_each_alloc(&self, f: impl FnMut(&AllocKey, &AllocInfo)) -> u64 {
+        batch::for_each(self.ebpf.map("ALLOCS"), f)
     }
 
     pub fn fds(&self) -> HashMap<FdKey, FdInfo> {
@@ -465,19 +483,9 @@ fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
     map: Option<&aya::maps::Map>,
 ) -> HashMap<K, V> {
     let mut out = HashMap::new();
-    let Some(m) = map else { return out };
-    let Ok(h) = BpfHashMap::<&MapData, K, V>::try_from(m) else {
-        return out;
-    };
-    let limit = 4 * 1024 * 1024;
-    for (n, item) in h.iter().enumerate() {
-        if n >= limit {
-            break;
-        }
-        if let Ok((k, v)) = item {
-            out.insert(k, v);
-        }
-    }
+    batch::for_each(map, |k: &K, v: &V| {
+        out.insert(*k, *v);
+    });
     out
 }
 

@@ -284,8 +284,11 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     drop(terminal);
     looped?;
 
-    // Final checkpoint and reports.
+    // Final checkpoint and reports, while the probes go (their removal takes seconds; the
+    // allocation probes go first, the free probes last, so the final reading is the state at
+    // the interruption).
     c.close_windows();
+    c.probes.release_all();
     c.tick();
     c.checkpoint();
     let report = report::build(&c, started.elapsed());

@@ -1,4 +1,5 @@
-//! Native frames: stack ids from the kernel, symbolized with blazesym in the target's own files.
+//! Native frames: stack ids from the kernel, cut to the frames that can be trusted (see
+//! `native`), symbolized with blazesym in the target's own files.
 
 use std::collections::HashMap;
 
@@ -6,12 +7,14 @@ use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::Pid;
 
+use crate::native::Modules;
 use crate::probes::Probes;
 
 pub struct Symbolizer {
     blaze: Blaze,
     /// (pid, stack id) -> frames, root first. Stack ids are never reused while the map lives.
     cache: HashMap<(u32, i32), Vec<String>>,
+    pub modules: Modules,
 }
 
 impl Default for Symbolizer {
@@ -19,12 +22,14 @@ impl Default for Symbolizer {
         Symbolizer {
             blaze: Blaze::new(),
             cache: HashMap::new(),
+            modules: Modules::default(),
         }
     }
 }
 
 impl Symbolizer {
-    /// Frames of a native stack, root first. Symbolized while the process lives; cached after.
+    /// Frames of a native stack, root first: the trusted part of the kernel's walk, never a
+    /// data symbol. Symbolized while the process lives; cached after.
     pub fn native(&mut self, probes: &Probes, pid: u32, stack_id: i32) -> Vec<String> {
         if stack_id < 0 {
             return vec![];
@@ -32,14 +37,36 @@ impl Symbolizer {
         if let Some(f) = self.cache.get(&(pid, stack_id)) {
             return f.clone();
         }
-        let Some(ips) = probes.stack(stack_id) else {
+        let Some(mut ips) = probes.stack(stack_id) else {
             return vec![];
         };
+        ips.truncate(self.modules.trusted_len(pid, &ips));
+        // Deeper frames are return addresses: their call instruction (ip - 1) names the caller
+        // even when the call is the last instruction of its function.
+        let addrs: Vec<u64> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| if i == 0 { ip } else { ip - 1 })
+            .collect();
         let src = Source::Process(Process::new(Pid::from(pid)));
-        let mut frames: Vec<String> = match self.blaze.symbolize(&src, Input::AbsAddr(&ips)) {
-            Ok(syms) => syms.iter().map(label).collect(),
-            Err(_) => ips.iter().map(|_| "[unknown]".to_string()).collect(),
-        };
+        let mut frames = Vec::new();
+        match self.blaze.symbolize(&src, Input::AbsAddr(&addrs)) {
+            Ok(syms) => {
+                for (s, &ip) in syms.iter().zip(&addrs) {
+                    match s {
+                        Symbolized::Sym(sym) => {
+                            // Not a function: the walk went astray here; cut.
+                            if self.modules.is_data_symbol(pid, ip, &sym.name) {
+                                break;
+                            }
+                            frames.push(sym.name.to_string());
+                        }
+                        Symbolized::Unknown(_) => frames.push("[unknown]".to_string()),
+                    }
+                }
+            }
+            Err(_) => frames.extend(addrs.iter().map(|_| "[unknown]".to_string())),
+        }
         frames.reverse();
         self.cache.insert((pid, stack_id), frames.clone());
         frames
@@ -48,12 +75,6 @@ impl Symbolizer {
     /// Forgets a process (its addresses mean nothing once it is gone).
     pub fn forget(&mut self, pid: u32) {
         self.cache.retain(|(p, _), _| *p != pid);
-    }
-}
-
-fn label(s: &Symbolized) -> String {
-    match s {
-        Symbolized::Sym(sym) => sym.name.to_string(),
-        Symbolized::Unknown(_) => "[unknown]".to_string(),
+        self.modules.forget(pid);
     }
 }

@@ -317,8 +317,8 @@ fn main() -> ExitCode {
         Some("build") => build(),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
-        Some("bench") => bench(),
-        _ => Err("usage: cargo xtask setup | build | test [cargo test args] | demo | bench".into()),
+        Some("bench") => bench(&args[1..]),
+        _ => Err("usage: cargo xtask setup | build | test [cargo test args] | demo | bench [bench.py args, e.g. --parts S --repeat 1]".into()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -329,7 +329,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench() -> Result<(), String> {
+/// `extra` goes to bench.py (e.g. `--parts S` for the resources at scale).
+fn bench(extra: &[String]) -> Result<(), String> {
     build()?;
     let python = "/root/.pyenv/versions/3.11.7/bin/python3";
     // The driver runs on Debian's python (stdlib only): another interpreter file than the
@@ -342,5 +343,6 @@ fn bench() -> Result<(), String> {
         .arg("--python")
         .arg(python)
         .arg("--venv")
-        .arg(root().join("target/bench-venv")))
+        .arg(root().join("target/bench-venv"))
+        .args(extra))
 }

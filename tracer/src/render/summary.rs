@@ -478,35 +478,39 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             }
         }
     }
-    let h = &r.health;
     let _ = writeln!(o);
-    match r.mode {
-        Mode::Exact => {
-            let _ = writeln!(
-                o,
-                "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full); {} stacks lost",
-                thousands(h.alloc_calls),
-                thousands(h.free_calls),
-                h.alloc_map_full,
-                h.fd_map_full,
-                h.stacks_lost
-            );
-        }
-        Mode::Watch => {
-            let _ = writeln!(
-                o,
-                "health: {} allocator calls seen in windows; dropped: {} allocations, {} descriptors (map full); {} stacks lost",
-                thousands(h.alloc_calls),
-                h.alloc_map_full,
-                h.fd_map_full,
-                h.stacks_lost
-            );
-        }
-    }
+    let _ = writeln!(o, "{}", health_line(r));
     if let Some(d) = dir {
         let _ = writeln!(o, "reports in {}", d.display());
     }
     o
+}
+
+/// The health line: what the kernel side saw and dropped.
+pub fn health_line(r: &Report) -> String {
+    let h = &r.health;
+    let mut line = match r.mode {
+        Mode::Exact => format!(
+            "health: {} allocator calls, {} frees seen; dropped: {} allocations (map full), {} descriptors (map full)",
+            thousands(h.alloc_calls),
+            thousands(h.free_calls),
+            h.alloc_map_full,
+            h.fd_map_full,
+        ),
+        Mode::Watch => format!(
+            "health: {} allocator calls seen in windows; dropped: {} allocations, {} descriptors (map full)",
+            thousands(h.alloc_calls),
+            h.alloc_map_full,
+            h.fd_map_full,
+        ),
+    };
+    if h.stacks_lost > 0 {
+        line.push_str(&format!(
+            "; {} native stacks lost (the kernel's stack map was full, or two stacks collided in it): those allocations and descriptors keep their Python frames but have no native frames",
+            thousands(h.stacks_lost)
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -544,6 +548,30 @@ mod tests {
         assert_eq!(sites[1].count, 2);
         assert_eq!(sites[1].frames.last().unwrap(), "[socket inet/udp]");
         assert!(sites[1].examples.is_empty());
+    }
+
+    #[test]
+    fn lost_stacks_explained_only_when_some_are() {
+        let mut r = Report {
+            mode: Mode::Exact,
+            interval: std::time::Duration::from_secs(10),
+            budget: None,
+            elapsed: std::time::Duration::from_secs(5),
+            min_age: std::time::Duration::ZERO,
+            procs: vec![],
+            health: Default::default(),
+        };
+        assert!(!health_line(&r).contains("lost"), "{}", health_line(&r));
+        r.health.stacks_lost = 433;
+        let line = health_line(&r);
+        assert!(
+            line.contains("433 native stacks lost (the kernel's stack map was full"),
+            "{line}"
+        );
+        assert!(
+            line.contains("keep their Python frames but have no native frames"),
+            "{line}"
+        );
     }
 
     #[test]
