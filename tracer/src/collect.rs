@@ -1,5 +1,6 @@
 //! Collector: reads the kernel maps into per-process snapshots, reconciles descriptors with
-//! /proc/PID/fd, notices targets that exit.
+//! /proc/PID/fd, notices targets that exit or exec (an exec closes the old program's entry up to
+//! the exec; the new program gets an entry of its own if it is CPython).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
 use crate::python::frames::{self, Runtime};
-use crate::python::Interpreter;
+use crate::python::{self, Interpreter};
 use crate::sampling::{self, Fingerprint};
 use crate::symbolize::Symbolizer;
 
@@ -59,12 +60,24 @@ pub struct Target {
     pub cpu_ticks_last: u64,
     /// Start time (clock ticks after boot): a reused pid is another process.
     pub start_ticks: u64,
+    /// When the process exited, or exec'd another program (then `execd` says which).
     pub exited_after: Option<Duration>,
+    /// The program this entry's program was replaced by (exec): the entry is closed up to the
+    /// exec, and the pid, if still traced, has an entry of its own for the new program.
+    pub execd: Option<String>,
+    /// The process's exec count (the kernel's `PidStats::execs`) this entry accounts for: one
+    /// more is an exec of the entry's program.
+    pub execs_seen: u64,
+    /// When this program started, if by an exec seen by the kernel (monotonic ns; 0: unknown):
+    /// allocations and descriptors from before belong to the program it replaced.
+    pub born_ns: u64,
+    /// Allocator calls the kernel had counted for the pid before this entry.
+    pub alloc_calls_base: u64,
+    /// Started by the launched command's process tree (ended with the recording).
+    pub launched: bool,
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
     pub uprobes: usize,
-    /// Allocations before this time were voided by an exec and purged.
-    pub purged_before_ns: u64,
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
@@ -122,6 +135,49 @@ pub struct Sample {
     pub ts_ns: u64,
     pub fp: Fingerprint,
 }
+
+/// What happened to a target at a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exited(u32),
+    /// Its program was replaced by another (`into`, the new executable).
+    Execd {
+        pid: u32,
+        into: String,
+    },
+}
+
+/// A process that exec'd, its new program being inspected.
+#[derive(Debug, Clone)]
+pub struct PendingExec {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub since: Instant,
+    pub launched: bool,
+}
+
+/// What the re-inspection of a process that exec'd found.
+#[derive(Debug)]
+pub enum ExecOutcome {
+    /// A CPython program: the index of its new entry.
+    Python(usize),
+    /// Not CPython (after `EXEC_GRACE`): no longer traced.
+    NotPython {
+        pid: u32,
+        comm: String,
+    },
+    Gone(u32),
+    Failed {
+        pid: u32,
+        err: crate::error::Error,
+    },
+}
+
+/// How long after an exec libpython may take to be mapped (the dynamic loader runs first).
+pub const EXEC_GRACE: Duration = Duration::from_secs(3);
+
+/// The stack key of descriptors inherited across an exec.
+const BEFORE_EXEC: StackKey = (-7, 0);
 
 /// Most samples kept per process (a leak adds a few per window).
 const MAX_SAMPLES: usize = 200_000;
@@ -200,6 +256,8 @@ pub struct Collector {
     harvested: bool,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
+    /// Processes that exec'd, their new program not inspected yet.
+    pub execs: Vec<PendingExec>,
     started: Instant,
 }
 
@@ -220,11 +278,23 @@ impl Collector {
             budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
+            execs: Vec::new(),
             started: Instant::now(),
         }
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
+        self.add_stopped(pid, interp, 0)
+    }
+
+    /// Adds a process that is stopped inside `execs_in_flight` exec calls (launch mode: a
+    /// ptrace exec stop, before the kernel's syscall exit counts the exec).
+    pub fn add_stopped(
+        &mut self,
+        pid: u32,
+        interp: Interpreter,
+        execs_in_flight: u64,
+    ) -> crate::error::Result<()> {
         self.probes.add_target(pid)?;
         let uprobes = match self.join_group(&interp) {
             Ok(n) => n,
@@ -236,9 +306,12 @@ impl Collector {
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
+        // Threads of a program this pid ran before (an exec) are not this one's.
+        self.probes.set_threads(pid, &HashMap::new());
         if let Some(layout) = interp.layout() {
             self.probes.set_pyconf(pid, frames::pyconf(layout, pid))?;
         }
+        let st_k = self.probes.pid_stats(pid);
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
         self.targets.push(Target {
@@ -250,9 +323,13 @@ impl Collector {
             cpu_ticks_last: ticks,
             start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
             exited_after: None,
+            execd: None,
+            execs_seen: st_k.execs + execs_in_flight,
+            born_ns: st_k.last_exec_ns,
+            alloc_calls_base: st_k.alloc_calls,
+            launched: false,
             last: None,
             uprobes,
-            purged_before_ns: 0,
             runtime: None,
             published: HashMap::new(),
             samples: HashMap::new(),
@@ -321,6 +398,9 @@ impl Collector {
     /// reads of target memory per thread; run often so new threads get Python stacks quickly.
     pub fn refresh_threads(&mut self) {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if replaced(&self.probes, t) {
+                continue; // its memory is another program's now (closed at the next tick)
+            }
             let fresh = t.runtime.is_none();
             if fresh {
                 let (Some(layout), Some(rt), Some(ct)) = (
@@ -611,12 +691,12 @@ impl Collector {
     /// the call paths that reach the lines using them.
     pub fn sample_stacks(&mut self) {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if !t.census.as_ref().is_some_and(|c| c.wants_stacks) || replaced(&self.probes, t) {
+                continue;
+            }
             let (Some(c), Some(rt)) = (t.census.as_mut(), t.runtime.as_mut()) else {
                 continue;
             };
-            if !c.wants_stacks {
-                continue;
-            }
             let tstates: Vec<u64> = t.published.values().copied().collect();
             c.add_stacks(rt.stacks(&tstates));
         }
@@ -626,6 +706,9 @@ impl Collector {
     pub fn census(&mut self) {
         let at = self.started.elapsed().as_secs_f64();
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if replaced(&self.probes, t) {
+                continue;
+            }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.runtime.as_mut());
             }
@@ -643,20 +726,121 @@ impl Collector {
         merge_frames(py, native, self.native)
     }
 
+    /// Every target has exited (or exec'd a program that is not traced), and no exec is being
+    /// followed.
     pub fn all_exited(&self) -> bool {
-        self.targets.iter().all(|t| t.exited_after.is_some())
+        self.targets.iter().all(|t| t.exited_after.is_some()) && self.execs.is_empty()
     }
 
-    /// Takes a snapshot of every live target, and retires targets that have exited (keeping their
-    /// last snapshot). Returns the pids that exited since the last call.
-    pub fn tick(&mut self) -> Vec<u32> {
+    /// The live entry of a pid (a pid that exec'd also has closed entries).
+    pub fn live(&self, pid: u32) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.pid == pid && t.exited_after.is_none())
+    }
+
+    /// The pids traced now: live entries, and processes whose new program is being inspected.
+    pub fn traced_pids(&self) -> std::collections::HashSet<u32> {
+        self.targets
+            .iter()
+            .filter(|t| t.exited_after.is_none())
+            .map(|t| t.pid)
+            .chain(self.execs.iter().map(|e| e.pid))
+            .collect()
+    }
+
+    /// Closes the entry of a program replaced by an exec, as of the exec: its last snapshot
+    /// (taken before the exec) and checkpoints stay; its kernel state goes (the old heap is
+    /// void, the old layout and threads mean nothing in the new image). The pid stays in the
+    /// kernel's target map while its new program is inspected (`follow_execs`).
+    fn close_execd(&mut self, i: usize, st: &PidStats) -> Event {
+        let now = monotonic_ns();
+        let t = &mut self.targets[i];
+        let pid = t.pid;
+        let into = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| "?".into());
+        let since_exec = Duration::from_nanos(now.saturating_sub(st.last_exec_ns));
+        t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
+        t.execd = Some(into.clone());
+        t.execs_seen = st.execs;
+        t.published.clear();
+        t.runtime = None;
+        t.pending.clear();
+        self.probes.remove_pyconf(pid);
+        self.probes.set_threads(pid, &HashMap::new());
+        self.probes.purge_allocs(pid, st.last_exec_ns);
+        self.symbolizer.forget(pid);
+        self.execs.push(PendingExec {
+            pid,
+            start_ticks: t.start_ticks,
+            since: Instant::now(),
+            launched: t.launched,
+        });
+        Event::Execd { pid, into }
+    }
+
+    /// Re-inspects the processes whose program was replaced by an exec: a CPython program gets
+    /// an entry of its own (`Collector::add`); anything else, once `EXEC_GRACE` has passed
+    /// without libpython being mapped (the dynamic loader maps it after the exec), or a process
+    /// gone, is no longer traced.
+    pub fn follow_execs(&mut self) -> Vec<ExecOutcome> {
+        let mut out = Vec::new();
+        for e in std::mem::take(&mut self.execs) {
+            let same = procfs::stat(e.pid)
+                .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == e.start_ticks);
+            let result = if same {
+                python::inspect_pid(e.pid)
+            } else {
+                Err(crate::error::Error::NoSuchPid(e.pid))
+            };
+            let outcome = match result {
+                Ok(interp) => match self.add(e.pid, interp) {
+                    Ok(()) => {
+                        let t = self.targets.last_mut().unwrap();
+                        t.launched = e.launched;
+                        ExecOutcome::Python(self.targets.len() - 1)
+                    }
+                    Err(err) => ExecOutcome::Failed { pid: e.pid, err },
+                },
+                Err(crate::error::Error::NoSuchPid(_)) => ExecOutcome::Gone(e.pid),
+                Err(crate::error::Error::NotPython { .. }) if e.since.elapsed() < EXEC_GRACE => {
+                    self.execs.push(e);
+                    continue;
+                }
+                Err(crate::error::Error::NotPython { comm, .. }) => {
+                    ExecOutcome::NotPython { pid: e.pid, comm }
+                }
+                Err(err) => ExecOutcome::Failed { pid: e.pid, err },
+            };
+            if !matches!(outcome, ExecOutcome::Python(_)) && self.live(e.pid).is_none() {
+                self.probes.remove_target(e.pid);
+            }
+            out.push(outcome);
+        }
+        if !out.is_empty() {
+            self.retire_groups();
+        }
+        out
+    }
+
+    /// Takes a snapshot of every live target, closes the entries of targets that have exited
+    /// (keeping their last snapshot) or exec'd (see `close_execd`). Returns what happened since
+    /// the last call.
+    pub fn tick(&mut self) -> Vec<Event> {
         self.probes.flush_log();
-        for t in &mut self.targets {
-            let st = self.probes.pid_stats(t.pid);
-            if st.last_exec_ns > t.purged_before_ns {
-                self.probes.purge_allocs(t.pid, st.last_exec_ns);
-                t.samples.retain(|_, s| s.ts_ns >= st.last_exec_ns);
-                t.purged_before_ns = st.last_exec_ns;
+        let mut events = Vec::new();
+        for i in 0..self.targets.len() {
+            if self.targets[i].exited_after.is_some() {
+                continue;
+            }
+            let st = self.probes.pid_stats(self.targets[i].pid);
+            if st.execs > self.targets[i].execs_seen {
+                events.push(self.close_execd(i, &st));
             }
         }
         let allocs = self.probes.allocs();
@@ -664,7 +848,6 @@ impl Collector {
         self.map_entries = (allocs.len() as u64, fds.len() as u64);
         let now = monotonic_ns();
         let min_age = self.min_age.as_nanos() as u64;
-        let mut exited = Vec::new();
         for i in 0..self.targets.len() {
             let pid = self.targets[i].pid;
             if self.targets[i].exited_after.is_some() {
@@ -680,8 +863,10 @@ impl Collector {
                 if t.comm == "?" || t.comm.is_empty() {
                     t.comm = "python".into();
                 }
-                exited.push(pid);
+                events.push(Event::Exited(pid));
                 t.published.clear();
+                t.runtime = None;
+                t.pending.clear();
                 self.probes.set_threads(pid, &HashMap::new());
                 self.probes.remove_target(pid);
                 self.symbolizer.forget(pid);
@@ -690,6 +875,7 @@ impl Collector {
             if self.mode == Mode::Watch {
                 self.verify_samples(i);
             }
+            let born = self.targets[i].born_ns;
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
@@ -697,9 +883,16 @@ impl Collector {
                 match links.get(&k.fd) {
                     Some(t) => {
                         if now.saturating_sub(v.ts_ns) >= min_age {
+                            let mut info = *v;
+                            if info.ts_ns < born {
+                                // Inherited across the exec: opened by the program before, whose
+                                // stacks the new one cannot name.
+                                info.ustack = BEFORE_EXEC.0;
+                                info.pystack = BEFORE_EXEC.1;
+                            }
                             open.push(OpenFd {
                                 fd: k.fd,
-                                info: *v,
+                                info,
                                 target: Some(t.clone()),
                             });
                         }
@@ -712,7 +905,7 @@ impl Collector {
             open.sort_by_key(|f| f.fd);
             let mut groups: HashMap<StackKey, AllocGroup> = HashMap::new();
             let mut group = |stack: StackKey, size: u64, ts: u64| {
-                if now.saturating_sub(ts) < min_age {
+                if now.saturating_sub(ts) < min_age || ts < born {
                     return;
                 }
                 let g = groups.entry(stack).or_default();
@@ -739,25 +932,43 @@ impl Collector {
                 .collect();
             for k in keys {
                 if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
-                    e.insert(self.frames_of(i, k));
+                    let f = if k == BEFORE_EXEC {
+                        vec!["[opened before exec]".to_string()]
+                    } else {
+                        self.frames_of(i, k)
+                    };
+                    e.insert(f);
                 }
             }
+            let stats = self.probes.pid_stats(pid);
             let t = &mut self.targets[i];
+            if stats.execs > t.execs_seen {
+                // It exec'd while this snapshot was read: the last one from before the exec
+                // stays (the next tick closes the entry).
+                continue;
+            }
             if let Some(st) = procfs::stat(pid) {
                 t.cpu_ticks_last = st.cpu_ticks;
             }
             t.last = Some(ProcSnapshot {
                 allocs: groups,
                 fds: open,
-                stats: self.probes.pid_stats(pid),
+                stats,
                 frames,
             });
         }
-        if !exited.is_empty() {
+        // A program replaced by an exec keeps its group until its successor is known
+        // (`follow_execs`): the same interpreter again keeps its probes.
+        if events.iter().any(|e| matches!(e, Event::Exited(_))) {
             self.retire_groups();
         }
-        exited
+        events
     }
+}
+
+/// Has the target's program been replaced by an exec the collector has not handled yet?
+fn replaced(probes: &Probes, t: &Target) -> bool {
+    probes.pid_stats(t.pid).execs > t.execs_seen
 }
 
 /// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?
