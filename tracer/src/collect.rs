@@ -77,6 +77,9 @@ pub struct Target {
     pub launched: bool,
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
+    /// The entry's report, made when it closed (exit or exec); what it was made from is
+    /// dropped then (a long `--all-python` recording sees thousands of short-lived processes).
+    pub frozen: Option<crate::report::ProcReport>,
     pub uprobes: usize,
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
@@ -329,6 +332,7 @@ impl Collector {
             alloc_calls_base: st_k.alloc_calls,
             launched: false,
             last: None,
+            frozen: None,
             uprobes,
             runtime: None,
             published: HashMap::new(),
@@ -749,6 +753,22 @@ impl Collector {
             .collect()
     }
 
+    /// Makes a closed entry's report for good and drops what it was made from.
+    fn freeze(&mut self, i: usize) {
+        let probes_off = self.mode == Mode::Watch && !self.windowed();
+        let frozen = crate::report::freeze(&self.targets[i], probes_off);
+        let t = &mut self.targets[i];
+        t.frozen = Some(frozen);
+        t.published.clear();
+        t.runtime = None;
+        t.census = None;
+        t.last = None;
+        t.history = Vec::new();
+        t.samples = HashMap::new();
+        t.pending = HashMap::new();
+        t.types = HashMap::new();
+    }
+
     /// Closes the entry of a program replaced by an exec, as of the exec: its last snapshot
     /// (taken before the exec) and checkpoints stay; its kernel state goes (the old heap is
     /// void, the old layout and threads mean nothing in the new image). The pid stays in the
@@ -768,9 +788,8 @@ impl Collector {
         t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
         t.execd = Some(into.clone());
         t.execs_seen = st.execs;
-        t.published.clear();
-        t.runtime = None;
-        t.pending.clear();
+        self.freeze(i);
+        let t = &mut self.targets[i];
         self.probes.remove_pyconf(pid);
         self.probes.set_threads(pid, &HashMap::new());
         self.probes.purge_allocs(pid, st.last_exec_ns);
@@ -864,9 +883,7 @@ impl Collector {
                     t.comm = "python".into();
                 }
                 events.push(Event::Exited(pid));
-                t.published.clear();
-                t.runtime = None;
-                t.pending.clear();
+                self.freeze(i);
                 self.probes.set_threads(pid, &HashMap::new());
                 self.probes.remove_target(pid);
                 self.symbolizer.forget(pid);

@@ -67,6 +67,11 @@ fn static_warning(interp: &Interpreter) {
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
+    // Each new target's interpreter file (tens of MB) is read into a buffer that is freed right
+    // after: served by mmap, always, it goes back to the system at once. (glibc raises its mmap
+    // threshold after such a free, and the next ones then fragment the heap of a recording that
+    // sees thousands of processes: tests/lifecycle.rs soak_all_python_watch.)
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     if args.pids.is_empty()
         && args.command.is_empty()
         && args.containers.is_empty()

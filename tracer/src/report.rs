@@ -406,7 +406,16 @@ fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
     out
 }
 
+/// The report of a target that has exited (or exec'd), once: its figures no longer change, and
+/// what they were computed from (checkpoints, census state, samples) can go.
+pub fn freeze(t: &Target, probes_off: bool) -> ProcReport {
+    process_report(t, crate::procfs::clock_ticks_per_sec(), probes_off)
+}
+
 fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport {
+    if let Some(r) = &t.frozen {
+        return r.clone();
+    }
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
     let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();

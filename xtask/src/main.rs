@@ -11,9 +11,9 @@ const DEBIAN_PACKAGES: [&str; 4] = [
 ];
 /// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian): bpftool,
 /// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
-/// Prometheus server, tmux for the live view), and the container tests' root file system builder and
-/// OCI runtimes (debootstrap, runc, podman).
-const TEST_PACKAGES: [&str; 10] = [
+/// Prometheus server, tmux for the live view), the container tests' root file system builder and
+/// OCI runtimes (debootstrap, runc, podman), and strace (a launch refused by ptrace).
+const TEST_PACKAGES: [&str; 11] = [
     "bpftool",
     "golang-go",
     "python3-jsonschema",
@@ -24,6 +24,7 @@ const TEST_PACKAGES: [&str; 10] = [
     "debootstrap",
     "runc",
     "podman",
+    "strace",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -123,6 +124,32 @@ fn test(extra: &[String]) -> Result<(), String> {
         .env("TRACER_BIN", tracer_bin()))
 }
 
+/// The soak test (tests/lifecycle.rs `soak_all_python_watch`) for `minutes` instead of its
+/// default four.
+fn soak(args: &[String]) -> Result<(), String> {
+    let minutes: u64 = match args {
+        [] => 60,
+        [flag, n] if flag == "--minutes" => n
+            .parse()
+            .map_err(|_| format!("--minutes {n}: give a whole number of minutes"))?,
+        _ => return Err("usage: cargo xtask soak [--minutes N] (default 60)".into()),
+    };
+    build()?;
+    run(Command::new(cargo())
+        .current_dir(root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tracer-tests",
+            "--test",
+            "lifecycle",
+        ])
+        .args(["--", "--exact", "soak_all_python_watch", "--nocapture"])
+        .env("TRACER_BIN", tracer_bin())
+        .env("TRACER_SOAK_SECS", (minutes * 60).to_string()))
+}
+
 fn demo() -> Result<(), String> {
     build()?;
     let out = root().join("target/demo");
@@ -157,7 +184,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("bench") => bench(),
-        _ => Err("usage: cargo xtask setup | build | test [cargo test args] | demo | bench".into()),
+        Some("soak") => soak(&args[1..]),
+        _ => Err(
+            "usage: cargo xtask setup | build | test [cargo test args] | demo | bench | soak [--minutes N]"
+                .into(),
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
