@@ -364,8 +364,9 @@ fn clean_exit_detaches() {
     );
 }
 
-/// exec replaces the program image: the old heap and CLOEXEC descriptors are gone, and the
-/// report must not keep them.
+/// exec replaces the program image: the old program is reported up to the exec (its 1 MB and
+/// its file, marked as before the exec), nothing is attributed to the new program (sleep, not
+/// Python), and descriptors closed by CLOEXEC are not open in any live entry.
 #[test]
 fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     let dir = TempDir::new("exec");
@@ -397,16 +398,31 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
         "kernel log forwarded: {}",
         f.stderr
     );
-    assert_eq!(
-        total(&f.folded("fds.folded")),
-        0,
-        "CLOEXEC file closed by exec"
-    );
-    let bytes = total(&f.folded("allocs.folded"));
     assert!(
-        bytes < 100_000,
-        "the 1 MB kept before exec is void, got {bytes} B"
+        f.stdout.contains("exec'd into /usr/bin/sleep after")
+            && f.stdout.contains("figures are up to the exec"),
+        "{}",
+        f.stdout
     );
+    let before = |s: &[String]| s[0].ends_with(&format!("(pid {}, before exec)", w.pid()));
+    let fds = f.folded("fds.folded");
+    assert!(
+        fds.iter().all(|(s, _)| before(s)),
+        "CLOEXEC file closed by exec: open only in the entry before the exec: {fds:?}"
+    );
+    let allocs = f.folded("allocs.folded");
+    let (old, new): (Vec<_>, Vec<_>) = allocs.into_iter().partition(|(s, _)| before(s));
+    assert_eq!(total(&new), 0, "nothing attributed to sleep: {new:?}");
+    let bytes = total(&old);
+    assert!(
+        bytes >= 1_000_000,
+        "the 1 MB kept before the exec is reported up to the exec, got {bytes} B"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
+    let procs = r["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{r}");
+    assert_eq!(procs[0]["exec_into"], "/usr/bin/sleep", "{r}");
 }
 
 /// Many outstanding allocations: every one reported, on its line (the map is read in batches

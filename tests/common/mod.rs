@@ -334,6 +334,8 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 pub struct Tracer {
     pub proc: Proc,
     lines: mpsc::Receiver<String>,
+    /// Reads stdout meanwhile (a large summary would fill the pipe and block the tracer).
+    stdout: Option<std::thread::JoinHandle<String>>,
     pub stderr: Vec<String>,
     pub out_dir: PathBuf,
 }
@@ -350,6 +352,12 @@ impl Tracer {
             .spawn()
             .expect("tracer binary (run through `cargo xtask test`)");
         let (tx, rx) = mpsc::channel();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -362,6 +370,7 @@ impl Tracer {
         Tracer {
             proc: Proc(child),
             lines: rx,
+            stdout: Some(stdout),
             stderr: Vec::new(),
             out_dir: out_dir.to_path_buf(),
         }
@@ -415,11 +424,11 @@ impl Tracer {
             .proc
             .wait(Duration::from_secs(120))
             .expect("tracer did not finish");
-        let mut stdout = String::new();
-        if let Some(mut o) = self.proc.0.stdout.take() {
-            use std::io::Read;
-            let _ = o.read_to_string(&mut stdout);
-        }
+        let stdout = self
+            .stdout
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.stderr.push(l);
         }

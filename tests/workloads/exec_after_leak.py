@@ -6,7 +6,7 @@ import time
 ready, go = sys.argv[1], sys.argv[2]
 while not os.path.exists(go + ".start"):
     time.sleep(0.02)
-KEEP = [b"y" * 2000 for _ in range(500)]
+KEEP = [bytearray(2000) for _ in range(500)]  # 1 MB
 f = open(ready, "w")  # not CLOEXEC-free: Python opens files O_CLOEXEC, so exec closes it
 f.write("x")
 f.flush()

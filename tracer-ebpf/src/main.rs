@@ -569,12 +569,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         sys::CLOSE => close_fd(tgid, arg(regs, 0) as u32),
         sys::EXECVE | sys::EXECVEAT => {
             // A new program image: the old heap is gone, CLOEXEC descriptors are closed (the user
-            // side reconciles both). Rare enough to log.
+            // side closes the old program's entry and reconciles both). Rare enough to log.
             let now = unsafe { bpf_ktime_get_ns() };
             bump_pid(tgid, |s| {
                 s.execs += 1;
                 s.last_exec_ns = now;
             });
+            // The old layout means nothing in the new image: stop walking with it at once (the
+            // user side publishes the new program's, if it is Python).
+            let _ = PYCONF.remove(&tgid);
             warn!(
                 &ctx,
                 "traced process {} called execve: its earlier allocations are void", tgid

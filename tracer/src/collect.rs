@@ -1,5 +1,6 @@
 //! Collector: reads the kernel maps into per-process snapshots, reconciles descriptors with
-//! /proc/PID/fd, notices targets that exit.
+//! /proc/PID/fd, notices targets that exit or exec (an exec closes the old program's entry up to
+//! the exec; the new program gets an entry of its own if it is CPython).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -59,12 +60,27 @@ pub struct Target {
     pub cpu_ticks_last: u64,
     /// Start time (clock ticks after boot): a reused pid is another process.
     pub start_ticks: u64,
+    /// When the process exited, or exec'd another program (then `execd` says which).
     pub exited_after: Option<Duration>,
+    /// The program this entry's program was replaced by (exec): the entry is closed up to the
+    /// exec, and the pid, if still traced, has an entry of its own for the new program.
+    pub execd: Option<String>,
+    /// The process's exec count (the kernel's `PidStats::execs`) this entry accounts for: one
+    /// more is an exec of the entry's program.
+    pub execs_seen: u64,
+    /// When this program started, if by an exec seen by the kernel (monotonic ns; 0: unknown):
+    /// allocations and descriptors from before belong to the program it replaced.
+    pub born_ns: u64,
+    /// Allocator calls the kernel had counted for the pid before this entry.
+    pub alloc_calls_base: u64,
+    /// Started by the launched command's process tree (ended with the recording).
+    pub launched: bool,
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
+    /// The entry's report, made when it closed (exit or exec); what it was made from is
+    /// dropped then (a long `--all-python` recording sees thousands of short-lived processes).
+    pub frozen: Option<crate::report::ProcReport>,
     pub uprobes: usize,
-    /// Allocations before this time were voided by an exec and purged.
-    pub purged_before_ns: u64,
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
@@ -131,6 +147,49 @@ pub struct Sample {
     pub ts_ns: u64,
     pub fp: Fingerprint,
 }
+
+/// What happened to a target at a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exited(u32),
+    /// Its program was replaced by another (`into`, the new executable).
+    Execd {
+        pid: u32,
+        into: String,
+    },
+}
+
+/// A process that exec'd, its new program being inspected.
+#[derive(Debug, Clone)]
+pub struct PendingExec {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub since: Instant,
+    pub launched: bool,
+}
+
+/// What the re-inspection of a process that exec'd found.
+#[derive(Debug)]
+pub enum ExecOutcome {
+    /// A CPython program: the index of its new entry.
+    Python(usize),
+    /// Not CPython (after `EXEC_GRACE`): no longer traced.
+    NotPython {
+        pid: u32,
+        comm: String,
+    },
+    Gone(u32),
+    Failed {
+        pid: u32,
+        err: crate::error::Error,
+    },
+}
+
+/// How long after an exec libpython may take to be mapped (the dynamic loader runs first).
+pub const EXEC_GRACE: Duration = Duration::from_secs(3);
+
+/// The stack key of descriptors inherited across an exec.
+const BEFORE_EXEC: StackKey = (-7, 0);
 
 /// Most samples kept per process (a leak adds a few per window).
 const MAX_SAMPLES: usize = 200_000;
@@ -209,6 +268,8 @@ pub struct Collector {
     harvested: bool,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
+    /// Processes that exec'd, their new program not inspected yet.
+    pub execs: Vec<PendingExec>,
     started: Instant,
 }
 
@@ -229,11 +290,23 @@ impl Collector {
             budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
+            execs: Vec::new(),
             started: Instant::now(),
         }
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
+        self.add_stopped(pid, interp, 0)
+    }
+
+    /// Adds a process that is stopped inside `execs_in_flight` exec calls (launch mode: a
+    /// ptrace exec stop, before the kernel's syscall exit counts the exec).
+    pub fn add_stopped(
+        &mut self,
+        pid: u32,
+        interp: Interpreter,
+        execs_in_flight: u64,
+    ) -> crate::error::Result<()> {
         self.probes.add_target(pid)?;
         let uprobes = match self.join_group(&interp) {
             Ok(n) => n,
@@ -256,6 +329,9 @@ impl Collector {
                 interp.version
             );
         }
+        // Threads of a program this pid ran before (an exec) are not this one's.
+        self.probes.set_threads(pid, &HashMap::new());
+        let st_k = self.probes.pid_stats(pid);
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
         self.targets.push(Target {
@@ -267,9 +343,14 @@ impl Collector {
             cpu_ticks_last: ticks,
             start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
             exited_after: None,
+            execd: None,
+            execs_seen: st_k.execs + execs_in_flight,
+            born_ns: st_k.last_exec_ns,
+            alloc_calls_base: st_k.alloc_calls,
+            launched: false,
             last: None,
+            frozen: None,
             uprobes,
-            purged_before_ns: 0,
             runtime: None,
             published: HashMap::new(),
             samples: HashMap::new(),
@@ -341,6 +422,9 @@ impl Collector {
     /// reads of target memory per thread; run often so new threads get Python stacks quickly.
     pub fn refresh_threads(&mut self) {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if replaced(&self.probes, t) {
+                continue; // its memory is another program's now (closed at the next tick)
+            }
             let fresh = t.runtime.is_none();
             if fresh {
                 if t.warning.is_some() {
@@ -662,12 +746,12 @@ impl Collector {
     /// the call paths that reach the lines using them.
     pub fn sample_stacks(&mut self) {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if !t.census.as_ref().is_some_and(|c| c.wants_stacks) || replaced(&self.probes, t) {
+                continue;
+            }
             let (Some(c), Some(rt)) = (t.census.as_mut(), t.runtime.as_mut()) else {
                 continue;
             };
-            if !c.wants_stacks {
-                continue;
-            }
             let tstates: Vec<u64> = t.published.values().copied().collect();
             c.add_stacks(rt.stacks(&tstates));
         }
@@ -677,6 +761,9 @@ impl Collector {
     pub fn census(&mut self) {
         let at = self.started.elapsed().as_secs_f64();
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            if replaced(&self.probes, t) {
+                continue;
+            }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.runtime.as_mut());
             }
@@ -694,43 +781,161 @@ impl Collector {
         merge_frames(py, native, self.native)
     }
 
+    /// Every target has exited (or exec'd a program that is not traced), and no exec is being
+    /// followed.
     pub fn all_exited(&self) -> bool {
-        self.targets.iter().all(|t| t.exited_after.is_some())
+        self.targets.iter().all(|t| t.exited_after.is_some()) && self.execs.is_empty()
     }
 
-    /// Takes a snapshot of every live target, and retires targets that have exited (keeping their
-    /// last snapshot). Returns the pids that exited since the last call.
-    pub fn tick(&mut self) -> Vec<u32> {
+    /// The live entry of a pid (a pid that exec'd also has closed entries).
+    pub fn live(&self, pid: u32) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.pid == pid && t.exited_after.is_none())
+    }
+
+    /// The pids traced now: live entries, and processes whose new program is being inspected.
+    pub fn traced_pids(&self) -> std::collections::HashSet<u32> {
+        self.targets
+            .iter()
+            .filter(|t| t.exited_after.is_none())
+            .map(|t| t.pid)
+            .chain(self.execs.iter().map(|e| e.pid))
+            .collect()
+    }
+
+    /// Makes a closed entry's report for good and drops what it was made from.
+    fn freeze(&mut self, i: usize) {
+        let probes_off = self.mode == Mode::Watch && !self.windowed();
+        let frozen = crate::report::freeze(&self.targets[i], probes_off);
+        let t = &mut self.targets[i];
+        t.frozen = Some(frozen);
+        t.published.clear();
+        t.runtime = None;
+        t.census = None;
+        t.last = None;
+        t.history = Vec::new();
+        t.samples = HashMap::new();
+        t.pending = HashMap::new();
+        t.types = HashMap::new();
+    }
+
+    /// Closes the entry of a program replaced by an exec, as of the exec: its last snapshot
+    /// (taken before the exec) and checkpoints stay; its kernel state goes (the old heap is
+    /// void, the old layout and threads mean nothing in the new image). The pid stays in the
+    /// kernel's target map while its new program is inspected (`follow_execs`).
+    fn close_execd(&mut self, i: usize, st: &PidStats) -> Event {
+        let now = monotonic_ns();
+        let t = &mut self.targets[i];
+        let pid = t.pid;
+        let into = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| "?".into());
+        let since_exec = Duration::from_nanos(now.saturating_sub(st.last_exec_ns));
+        t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
+        t.execd = Some(into.clone());
+        t.execs_seen = st.execs;
+        self.freeze(i);
+        let t = &mut self.targets[i];
+        self.probes.remove_pyconf(pid);
+        self.probes.set_threads(pid, &HashMap::new());
+        self.probes.purge_allocs(pid, st.last_exec_ns);
+        self.symbolizer.forget(pid);
+        self.execs.push(PendingExec {
+            pid,
+            start_ticks: t.start_ticks,
+            since: Instant::now(),
+            launched: t.launched,
+        });
+        Event::Execd { pid, into }
+    }
+
+    /// Re-inspects the processes whose program was replaced by an exec: a CPython program gets
+    /// an entry of its own (`Collector::add`); anything else, once `EXEC_GRACE` has passed
+    /// without libpython being mapped (the dynamic loader maps it after the exec), or a process
+    /// gone, is no longer traced.
+    pub fn follow_execs(&mut self) -> Vec<ExecOutcome> {
+        let mut out = Vec::new();
+        for e in std::mem::take(&mut self.execs) {
+            let same = procfs::stat(e.pid)
+                .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == e.start_ticks);
+            let result = if same {
+                python::inspect_pid(e.pid)
+            } else {
+                Err(crate::error::Error::NoSuchPid(e.pid))
+            };
+            let outcome = match result {
+                Ok(interp) => match self.add(e.pid, interp) {
+                    Ok(()) => {
+                        let t = self.targets.last_mut().unwrap();
+                        t.launched = e.launched;
+                        ExecOutcome::Python(self.targets.len() - 1)
+                    }
+                    Err(err) => ExecOutcome::Failed { pid: e.pid, err },
+                },
+                Err(crate::error::Error::NoSuchPid(_)) => ExecOutcome::Gone(e.pid),
+                Err(crate::error::Error::NotPython { .. }) if e.since.elapsed() < EXEC_GRACE => {
+                    self.execs.push(e);
+                    continue;
+                }
+                Err(crate::error::Error::NotPython { comm, .. }) => {
+                    ExecOutcome::NotPython { pid: e.pid, comm }
+                }
+                Err(err) => ExecOutcome::Failed { pid: e.pid, err },
+            };
+            if !matches!(outcome, ExecOutcome::Python(_)) && self.live(e.pid).is_none() {
+                self.probes.remove_target(e.pid);
+            }
+            out.push(outcome);
+        }
+        if !out.is_empty() {
+            self.retire_groups();
+        }
+        out
+    }
+
+    /// Takes a snapshot of every live target, closes the entries of targets that have exited
+    /// (keeping their last snapshot) or exec'd (see `close_execd`). Returns what happened since
+    /// the last call.
+    pub fn tick(&mut self) -> Vec<Event> {
         self.probes.flush_log();
-        for t in &mut self.targets {
-            let st = self.probes.pid_stats(t.pid);
-            if st.last_exec_ns > t.purged_before_ns {
-                self.probes.purge_allocs(t.pid, st.last_exec_ns);
-                t.samples.retain(|_, s| s.ts_ns >= st.last_exec_ns);
-                t.purged_before_ns = st.last_exec_ns;
+        let mut events = Vec::new();
+        for i in 0..self.targets.len() {
+            if self.targets[i].exited_after.is_some() {
+                continue;
+            }
+            let st = self.probes.pid_stats(self.targets[i].pid);
+            if st.execs > self.targets[i].execs_seen {
+                events.push(self.close_execd(i, &st));
             }
         }
         let now = monotonic_ns();
         let min_age = self.min_age.as_nanos() as u64;
         // Exact mode: each live target's outstanding allocations grouped by stack, in one walk
-        // of the map (the entries themselves are not kept: a million weigh ~100 MB).
-        let mut by_pid: HashMap<u32, HashMap<StackKey, AllocGroup>> = match self.mode {
+        // of the map (the entries themselves are not kept: a million weigh ~100 MB). What a
+        // program left before an exec (older than its successor's birth) is not counted.
+        let mut by_pid: HashMap<u32, (u64, HashMap<StackKey, AllocGroup>)> = match self.mode {
             Mode::Exact => self
                 .targets
                 .iter()
                 .filter(|t| t.exited_after.is_none())
-                .map(|t| (t.pid, HashMap::new()))
+                .map(|t| (t.pid, (t.born_ns, HashMap::new())))
                 .collect(),
             Mode::Watch => HashMap::new(),
         };
         let alloc_entries = self.probes.for_each_alloc(|k, a| {
-            if let Some(groups) = by_pid.get_mut(&k.pid) {
-                add_to_group(groups, (a.ustack, a.pystack), a.size, a.ts_ns, now, min_age);
+            if let Some((born, groups)) = by_pid.get_mut(&k.pid) {
+                if a.ts_ns >= *born {
+                    add_to_group(groups, (a.ustack, a.pystack), a.size, a.ts_ns, now, min_age);
+                }
             }
         });
         let fds = self.probes.fds();
         self.map_entries = (alloc_entries, fds.len() as u64);
-        let mut exited = Vec::new();
         for i in 0..self.targets.len() {
             let pid = self.targets[i].pid;
             if self.targets[i].exited_after.is_some() {
@@ -746,8 +951,8 @@ impl Collector {
                 if t.comm == "?" || t.comm.is_empty() {
                     t.comm = "python".into();
                 }
-                exited.push(pid);
-                t.published.clear();
+                events.push(Event::Exited(pid));
+                self.freeze(i);
                 self.probes.set_threads(pid, &HashMap::new());
                 self.probes.remove_target(pid);
                 self.symbolizer.forget(pid);
@@ -756,6 +961,7 @@ impl Collector {
             if self.mode == Mode::Watch {
                 self.verify_samples(i);
             }
+            let born = self.targets[i].born_ns;
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
@@ -763,9 +969,16 @@ impl Collector {
                 match links.get(&k.fd) {
                     Some(t) => {
                         if now.saturating_sub(v.ts_ns) >= min_age {
+                            let mut info = *v;
+                            if info.ts_ns < born {
+                                // Inherited across the exec: opened by the program before, whose
+                                // stacks the new one cannot name.
+                                info.ustack = BEFORE_EXEC.0;
+                                info.pystack = BEFORE_EXEC.1;
+                            }
                             open.push(OpenFd {
                                 fd: k.fd,
-                                info: *v,
+                                info,
                                 target: Some(t.clone()),
                             });
                         }
@@ -776,9 +989,9 @@ impl Collector {
                 }
             }
             open.sort_by_key(|f| f.fd);
-            let mut groups = by_pid.remove(&pid).unwrap_or_default();
+            let mut groups = by_pid.remove(&pid).map(|g| g.1).unwrap_or_default();
             if self.mode == Mode::Watch {
-                for s in self.targets[i].samples.values() {
+                for s in self.targets[i].samples.values().filter(|s| s.ts_ns >= born) {
                     add_to_group(&mut groups, s.stack, s.size, s.ts_ns, now, min_age);
                 }
             }
@@ -790,24 +1003,37 @@ impl Collector {
                 .collect();
             for k in keys {
                 if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
-                    e.insert(self.frames_of(i, k));
+                    let f = if k == BEFORE_EXEC {
+                        vec!["[opened before exec]".to_string()]
+                    } else {
+                        self.frames_of(i, k)
+                    };
+                    e.insert(f);
                 }
             }
+            let stats = self.probes.pid_stats(pid);
             let t = &mut self.targets[i];
+            if stats.execs > t.execs_seen {
+                // It exec'd while this snapshot was read: the last one from before the exec
+                // stays (the next tick closes the entry).
+                continue;
+            }
             if let Some(st) = procfs::stat(pid) {
                 t.cpu_ticks_last = st.cpu_ticks;
             }
             t.last = Some(ProcSnapshot {
                 allocs: groups,
                 fds: open,
-                stats: self.probes.pid_stats(pid),
+                stats,
                 frames,
             });
         }
-        if !exited.is_empty() {
+        // A program replaced by an exec keeps its group until its successor is known
+        // (`follow_execs`): the same interpreter again keeps its probes.
+        if events.iter().any(|e| matches!(e, Event::Exited(_))) {
             self.retire_groups();
         }
-        exited
+        events
     }
 }
 
@@ -829,6 +1055,11 @@ fn add_to_group(
     if g.oldest_ts == 0 || ts < g.oldest_ts {
         g.oldest_ts = ts;
     }
+}
+
+/// Has the target's program been replaced by an exec the collector has not handled yet?
+fn replaced(probes: &Probes, t: &Target) -> bool {
+    probes.pid_stats(t.pid).execs > t.execs_seen
 }
 
 /// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?

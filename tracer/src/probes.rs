@@ -309,11 +309,7 @@ impl Probes {
                 let _ = t.remove(&pid);
             }
         }
-        if let Some(m) = self.ebpf.map_mut("PYCONF") {
-            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, PyConf>::try_from(m) {
-                let _ = t.remove(&pid);
-            }
-        }
+        self.remove_pyconf(pid);
         self.drop_allocs_where(pid, |_| true);
         let fds: Vec<FdKey> = self
             .fds()
@@ -323,6 +319,15 @@ impl Probes {
             .collect();
         for k in fds {
             self.remove_fd(&k, None);
+        }
+    }
+
+    /// Stops walking a process's Python frames (its program was replaced).
+    pub fn remove_pyconf(&mut self, pid: u32) {
+        if let Some(m) = self.ebpf.map_mut("PYCONF") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, PyConf>::try_from(m) {
+                let _ = t.remove(&pid);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collect::{Collector, Mode, NativeMode};
+use crate::collect::{Collector, Event, ExecOutcome, Mode, NativeMode};
 use crate::discover::{self, Discovery};
 use crate::error::{Error, Result};
 use crate::output::OutputDir;
@@ -120,6 +120,11 @@ fn metrics_lines(addr: std::net::SocketAddr) {
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
     validate(&mut args)?;
+    // Each new target's interpreter file (tens of MB) is read into a buffer that is freed right
+    // after: served by mmap, always, it goes back to the system at once. (glibc raises its mmap
+    // threshold after such a free, and the next ones then fragment the heap of a recording that
+    // sees thousands of processes: tests/lifecycle.rs soak_all_python_watch.)
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     let mut dir: Option<OutputDir> = None;
     let r = run_with(args, &mut dir);
     if r.is_err() {
@@ -215,33 +220,13 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
             )
         );
     }
-    let mut child = None;
-    if !args.command.is_empty() {
-        let l = launch::start(&args.command)?;
-        if mode == Mode::Exact {
-            static_warning(&l.interp);
-        }
-        let added = c.add(l.pid, l.interp.clone());
-        launch::resume(&l);
-        let mut l = l;
-        if let Err(e) = added {
-            launch::terminate(&mut l.child);
-            return Err(e);
-        }
-        let t = c.targets.last().unwrap();
-        eprintln!(
-            "{}",
-            attach_line(
-                l.pid,
-                t.container.as_deref(),
-                &t.interp,
-                t.uprobes,
-                mode,
-                c.budget
-            )
-        );
-        child = Some(l.child);
-    }
+    // Launch mode: the command's tree is followed from a launcher thread; its Python processes
+    // are attached from the collect loop as they start (-d counts from here).
+    let mut launcher = if args.command.is_empty() {
+        None
+    } else {
+        Some(launch::start(&args.command)?)
+    };
     adopt(&mut c, &mut discovery, false);
     if discovery.follows() && c.targets.is_empty() {
         eprintln!("tracer: no Python process yet; waiting for one to start");
@@ -251,7 +236,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
             "tracer: exact mode traps every allocation (microseconds each): allocation-heavy code runs many times slower while traced; for a production service use --mode watch"
         );
     }
-    eprintln!(
+    let recording_line = format!(
         "tracer: recording{}; press Ctrl-C to stop{}",
         args.duration
             .map(|d| format!(" for {:.0?}", d))
@@ -259,6 +244,12 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         dir.map(|d| format!(" and write the reports to {}", d.path().display()))
             .unwrap_or_default()
     );
+    // A launch alone says it records once its first Python is attached (a command that never
+    // runs Python ends with one error line).
+    let launch_only = launcher.is_some() && c.targets.is_empty() && !discovery.follows();
+    if !launch_only {
+        eprintln!("{recording_line}");
+    }
     // The live view owns the terminal until the end (restored on every way out).
     let terminal = if args.live {
         Some(crate::top::Terminal::enter()?)
@@ -280,9 +271,14 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         started,
         metrics_listener,
         &mut discovery,
+        launcher.as_mut(),
+        launch_only.then_some(recording_line),
     ));
     drop(terminal);
-    looped?;
+    if let Err(e) = looped {
+        end_launch(&c, launcher.as_mut());
+        return Err(e);
+    }
 
     // Final checkpoint and reports, while the probes go (their removal takes seconds; the
     // allocation probes go first, the free probes last, so the final reading is the state at
@@ -293,9 +289,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     c.checkpoint();
     let report = report::build(&c, started.elapsed());
     let written = dir.map(|d| render::write_all(&report, d, &args.format.0));
-    if let Some(mut ch) = child {
-        launch::terminate(&mut ch);
-    }
+    end_launch(&c, launcher.as_mut());
     c.probes.settle();
     match (written, dir) {
         (Some(Err(e)), Some(d)) => {
@@ -362,14 +356,91 @@ impl Saved {
     }
 }
 
-/// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
-fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
-    let traced: std::collections::HashSet<u32> = c
+/// Ends the launched command and the Python processes its tree started, if they still run.
+fn end_launch(c: &Collector, launcher: Option<&mut launch::Launcher>) {
+    let Some(l) = launcher else { return };
+    l.stop();
+    let launched: Vec<(u32, u64)> = c
         .targets
         .iter()
-        .filter(|t| t.exited_after.is_none())
-        .map(|t| t.pid)
+        .filter(|t| t.launched && t.exited_after.is_none())
+        .map(|t| (t.pid, t.start_ticks))
         .collect();
+    launch::terminate(&launched);
+}
+
+/// Attaches a Python process that the launched command's tree started (stopped at its exec
+/// until `resume` is answered).
+fn attach_launched(
+    c: &mut Collector,
+    pid: u32,
+    interp: Interpreter,
+    in_exec: bool,
+    progress: bool,
+) -> Result<()> {
+    if c.live(pid).is_some() {
+        return Ok(()); // found by a discovery scan meanwhile
+    }
+    if c.mode == Mode::Exact {
+        static_warning(&interp);
+    }
+    c.add_stopped(pid, interp, in_exec as u64)?;
+    let t = c.targets.last_mut().unwrap();
+    t.launched = true;
+    eprintln!(
+        "{}{}",
+        clear(progress),
+        attach_line(
+            pid,
+            t.container.as_deref(),
+            &t.interp,
+            t.uprobes,
+            c.mode,
+            c.budget
+        )
+    );
+    Ok(())
+}
+
+/// Follows the targets that exec'd: prints what their new program is, and attaches it when it
+/// is CPython.
+fn follow_execs(c: &mut Collector, progress: bool) {
+    for outcome in c.follow_execs() {
+        let cl = clear(progress);
+        match outcome {
+            ExecOutcome::Python(i) => {
+                let t = &c.targets[i];
+                if c.mode == Mode::Exact {
+                    static_warning(&t.interp);
+                }
+                eprintln!(
+                    "{cl}{}",
+                    attach_line(
+                        t.pid,
+                        t.container.as_deref(),
+                        &t.interp,
+                        t.uprobes,
+                        c.mode,
+                        c.budget
+                    )
+                );
+            }
+            ExecOutcome::NotPython { pid, comm } => {
+                eprintln!("{cl}tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
+            }
+            ExecOutcome::Gone(pid) => {
+                eprintln!("{cl}tracer: pid {pid} exited after its exec")
+            }
+            ExecOutcome::Failed { pid, err } => {
+                eprintln!("{cl}tracer: pid {pid} not traced after its exec: {err}")
+            }
+        }
+    }
+}
+
+/// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
+fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
+    let traced = c.traced_pids();
     for found in discovery.scan(&traced) {
         let pid = found.pid;
         let interp = match python::inspect_pid(pid) {
@@ -480,6 +551,8 @@ async fn collect_loop(
     started: Instant,
     metrics_listener: Option<std::net::TcpListener>,
     discovery: &mut Discovery,
+    mut launcher: Option<&mut launch::Launcher>,
+    mut recording_line: Option<String>,
 ) -> Result<()> {
     let metrics = Arc::new(Mutex::new(String::new()));
     if let Some(l) = metrics_listener {
@@ -517,7 +590,15 @@ async fn collect_loop(
     } else {
         tokio::sync::mpsc::unbounded_channel().1
     };
+    let mut waiting_said = false;
     loop {
+        // Launch mode: the Python processes of the launched tree, as they start.
+        let launch_event = async {
+            match launcher.as_mut() {
+                Some(l) if !l.done => l.events.recv().await,
+                _ => std::future::pending().await,
+            }
+        };
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -535,6 +616,39 @@ async fn collect_loop(
         };
         tokio::select! {
             Some(()) = quit.recv() => break,
+            ev = launch_event => {
+                let l = launcher.as_mut().unwrap();
+                match ev {
+                    Some(launch::LaunchEvent::Python { pid, interp, in_exec, resume }) => {
+                        let attached = attach_launched(c, pid, interp, in_exec, progress);
+                        drop(resume);
+                        match attached {
+                            Ok(()) => {}
+                            // The first one fails the launch, as before the tree was followed.
+                            Err(e) if c.targets.is_empty() => return Err(e),
+                            Err(e) => eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress)),
+                        }
+                        if let Some(line) = recording_line.take() {
+                            eprintln!("{line}");
+                        }
+                    }
+                    Some(launch::LaunchEvent::Failed { pid, err }) => {
+                        if c.targets.is_empty() {
+                            return Err(err);
+                        }
+                        eprintln!("{}tracer: pid {pid} not traced: {err}", clear(progress));
+                    }
+                    Some(launch::LaunchEvent::Done) | None => {
+                        l.done = true;
+                        if c.targets.is_empty() {
+                            return Err(Error::Launch {
+                                cmd: l.shown.clone(),
+                                reason: "it exited without running a CPython interpreter".into(),
+                            });
+                        }
+                    }
+                }
+            }
             _ = sigint.recv() => { if !args.live { eprintln!("{}tracer: interrupted, writing the reports", clear(progress)); } break; }
             _ = sigterm.recv() => { eprintln!("{}tracer: terminated, writing the reports", clear(progress)); break; }
             _ = until_deadline => break,
@@ -543,8 +657,18 @@ async fn collect_loop(
             _ = census.tick() => c.census(),
             _ = stack_samples.tick(), if c.census => c.sample_stacks(),
             _ = tick.tick() => {
-                for pid in c.tick() {
-                    eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress));
+                for ev in c.tick() {
+                    match ev {
+                        Event::Exited(pid) => eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress)),
+                        Event::Execd { pid, into } => eprintln!("{}tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec", clear(progress)),
+                    }
+                }
+                follow_execs(c, progress);
+                if let (Some(l), false) = (launcher.as_ref(), waiting_said) {
+                    if c.targets.is_empty() && started.elapsed() >= Duration::from_secs(1) {
+                        eprintln!("{}tracer: waiting for `{}` to start Python", clear(progress), l.shown);
+                        waiting_said = true;
+                    }
                 }
                 let report_now = (args.live || args.metrics_addr.is_some() || progress)
                     .then(|| report::build(c, started.elapsed()));
@@ -565,7 +689,8 @@ async fn collect_loop(
                     }
                 }
                 adopt(c, discovery, progress);
-                if c.all_exited() && !discovery.follows() {
+                let launching = launcher.as_ref().is_some_and(|l| !l.done);
+                if c.all_exited() && !discovery.follows() && !launching {
                     eprintln!("{}tracer: every target has exited", clear(progress));
                     break;
                 }

@@ -88,6 +88,9 @@ pub struct ProcReport {
     pub nspid: Option<u32>,
     pub interpreter: String,
     pub exited_after: Option<Duration>,
+    /// The program the process exec'd (then `exited_after` is the time of the exec, and the
+    /// figures are the last ones from before it).
+    pub execd: Option<String>,
     pub allocs: Vec<AllocStack>,
     pub fds: Vec<FdStack>,
     pub total_bytes: u64,
@@ -117,8 +120,23 @@ impl ProcReport {
             .iter()
             .map(|c| format!("container {c}"))
             .collect();
-        v.push(format!("{} (pid {})", self.comm, self.pid));
+        v.push(format!(
+            "{} (pid {}{})",
+            self.comm,
+            self.pid,
+            self.before_exec()
+        ));
         v
+    }
+
+    /// Marks the entry of a program replaced by an exec (the pid's next program may have an
+    /// entry of its own).
+    fn before_exec(&self) -> &'static str {
+        if self.execd.is_some() {
+            ", before exec"
+        } else {
+            ""
+        }
     }
 
     /// The process as the summary names it: host pid, and the pid inside its namespace.
@@ -129,7 +147,12 @@ impl ProcReport {
             (None, Some(c)) => format!(", container {c}"),
             (None, None) => String::new(),
         };
-        format!("{} (pid {}{inner})", self.comm, self.pid)
+        format!(
+            "{} (pid {}{inner}{})",
+            self.comm,
+            self.pid,
+            self.before_exec()
+        )
     }
 }
 
@@ -385,7 +408,16 @@ fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
     out
 }
 
+/// The report of a target that has exited (or exec'd), once: its figures no longer change, and
+/// what they were computed from (checkpoints, census state, samples) can go.
+pub fn freeze(t: &Target, probes_off: bool) -> ProcReport {
+    process_report(t, crate::procfs::clock_ticks_per_sec(), probes_off)
+}
+
 fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport {
+    if let Some(r) = &t.frozen {
+        return r.clone();
+    }
     let snap = t.last.clone().unwrap_or_default();
     let now = monotonic_ns();
     let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();
@@ -410,6 +442,8 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         }
     }
     fds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+    // The pid's counters include the programs it ran before an exec.
+    let alloc_calls = snap.stats.alloc_calls.saturating_sub(t.alloc_calls_base);
     let cpu_seconds =
         t.cpu_ticks_last.saturating_sub(t.cpu_ticks_at_start) as f64 / ticks_per_s as f64;
     ProcReport {
@@ -419,6 +453,7 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         nspid: t.nspid,
         interpreter: format!("CPython {} ({})", t.interp.version, t.interp.target_path),
         exited_after: t.exited_after,
+        execd: t.execd.clone(),
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
@@ -439,9 +474,9 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
                 },
             }
         } else {
-            assess_coverage(&t.interp, snap.stats.alloc_calls, cpu_seconds)
+            assess_coverage(&t.interp, alloc_calls, cpu_seconds)
         },
-        alloc_calls: snap.stats.alloc_calls,
+        alloc_calls,
         cpu_seconds,
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
         checkpoints: t.history.len(),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use blazesym::symbolize::evict::{self, Evict};
 use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::Pid;
@@ -72,9 +73,13 @@ impl Symbolizer {
         frames
     }
 
-    /// Forgets a process (its addresses mean nothing once it is gone).
+    /// Forgets a process (its addresses mean nothing once it is gone, or once it execs): our
+    /// frames and blazesym's memory maps of it.
     pub fn forget(&mut self, pid: u32) {
         self.cache.retain(|(p, _), _| *p != pid);
         self.modules.forget(pid);
+        let _ = self
+            .blaze
+            .evict(&Evict::Process(evict::Process::new(Pid::from(pid))));
     }
 }

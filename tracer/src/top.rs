@@ -103,7 +103,9 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
             o,
             "{}{} - {}{}",
             p.title(),
-            if p.exited_after.is_some() {
+            if p.execd.is_some() {
+                " (exec'd)"
+            } else if p.exited_after.is_some() {
                 " (exited)"
             } else {
                 ""

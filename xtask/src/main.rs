@@ -11,9 +11,9 @@ const DEBIAN_PACKAGES: [&str; 4] = [
 ];
 /// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian): bpftool,
 /// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
-/// Prometheus server, tmux for the live view), and the container tests' root file system builder and
-/// OCI runtimes (debootstrap, runc, podman).
-const TEST_PACKAGES: [&str; 10] = [
+/// Prometheus server, tmux for the live view), the container tests' root file system builder and
+/// OCI runtimes (debootstrap, runc, podman), and strace (a launch refused by ptrace).
+const TEST_PACKAGES: [&str; 11] = [
     "bpftool",
     "golang-go",
     "python3-jsonschema",
@@ -24,6 +24,7 @@ const TEST_PACKAGES: [&str; 10] = [
     "debootstrap",
     "runc",
     "podman",
+    "strace",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -115,12 +116,13 @@ fn tracer_bin() -> PathBuf {
 /// End-to-end test files that run alone, after the others: containers.rs traces every Python
 /// process on the host (it would take in the processes of the other files), census.rs runs every
 /// build at once (both cores busy: it would starve the others), watch.rs's allocator windows
-/// last longer on a loaded machine (fewer windows in its fixed recording time).
-const ALONE: [&str; 3] = ["watch", "census", "containers"];
+/// last longer on a loaded machine (fewer windows in its fixed recording time), lifecycle.rs's
+/// soak traces every Python process on the host, as containers.rs does.
+const ALONE: [&str; 4] = ["watch", "census", "lifecycle", "containers"];
 /// End-to-end test files run at the same time (most of their time is fixed recording durations).
 const LANES: usize = 2;
 /// The longest end-to-end test files, longest first.
-const LONGEST: [&str; 3] = ["lifecycle", "pystacks", "spine"];
+const LONGEST: [&str; 3] = ["pystacks", "spine", "formats"];
 
 fn test(extra: &[String]) -> Result<(), String> {
     build()?;
@@ -283,6 +285,32 @@ fn run_test_binary(name: &str, path: &Path, tracer: &Path) -> Result<(u64, u64),
     Ok((passed, failed))
 }
 
+/// The soak test (tests/lifecycle.rs `soak_all_python_watch`) for `minutes` instead of its
+/// default four.
+fn soak(args: &[String]) -> Result<(), String> {
+    let minutes: u64 = match args {
+        [] => 60,
+        [flag, n] if flag == "--minutes" => n
+            .parse()
+            .map_err(|_| format!("--minutes {n}: give a whole number of minutes"))?,
+        _ => return Err("usage: cargo xtask soak [--minutes N] (default 60)".into()),
+    };
+    build()?;
+    run(Command::new(cargo())
+        .current_dir(root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tracer-tests",
+            "--test",
+            "lifecycle",
+        ])
+        .args(["--", "--exact", "soak_all_python_watch", "--nocapture"])
+        .env("TRACER_BIN", tracer_bin())
+        .env("TRACER_SOAK_SECS", (minutes * 60).to_string()))
+}
+
 fn demo() -> Result<(), String> {
     build()?;
     let out = root().join("target/demo");
@@ -318,7 +346,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
-        _ => Err("usage: cargo xtask setup | build | test [cargo test args] | demo | bench [bench.py args, e.g. --parts S --repeat 1]".into()),
+        Some("soak") => soak(&args[1..]),
+        _ => Err(
+            "usage: cargo xtask setup | build | test [cargo test args] | demo | bench [bench.py args, e.g. --parts S --repeat 1] | soak [--minutes N]"
+                .into(),
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 //! { "schema": "tracer-report/1", "mode": "exact"|"watch", "elapsed_s", "interval_s",
 //!   "budget": null | { "window_ms", "percent" },
 //!   "processes": [ { "pid", "comm", "container" (short id, null on the host), "interpreter",
-//!       "exited_after_s" (null while alive),
+//!       "exited_after_s" (null while alive; the time of the exec for an entry closed by one),
+//!       "exec_into" (null, or the program the process exec'd: the entry's figures are up to
+//!           the exec, and the pid's new program, if CPython, has an entry of its own),
 //!       "checkpoints", "outstanding_bytes", "outstanding_allocations", "open_fds",
 //!       "sampled" (watch mode: memory figures are samples),
 //!       "suspects": [ { "resource": "memory"|"descriptors", "verdict":
@@ -110,6 +112,7 @@ pub fn render(r: &Report) -> String {
                 "container": p.container,
                 "interpreter": p.interpreter,
                 "exited_after_s": p.exited_after.map(|d| d.as_secs_f64()),
+                "exec_into": p.execd,
                 "checkpoints": p.checkpoints,
                 "outstanding_bytes": p.total_bytes,
                 "outstanding_allocations": p.total_allocs,

@@ -26,6 +26,10 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str) {
 
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
+    // An entry closed by an exec shares its pid (and often its comm) with the pid's next
+    // program: the series are the current program's.
+    let procs: Vec<&crate::report::ProcReport> =
+        r.procs.iter().filter(|p| p.execd.is_none()).collect();
     let proc_labels = |p: &crate::report::ProcReport| {
         format!(
             "pid=\"{}\",comm=\"{}\",container=\"{}\"",
@@ -49,7 +53,7 @@ pub fn render(r: &Report) -> String {
     ];
     for (name, help, value) in totals {
         family(&mut o, name, "gauge", help);
-        for p in &r.procs {
+        for p in procs.iter().copied() {
             let _ = writeln!(o, "{name}{{{}}} {}", proc_labels(p), value(p));
         }
     }
@@ -59,7 +63,7 @@ pub fn render(r: &Report) -> String {
         "gauge",
         "Open descriptors created while traced, by kind.",
     );
-    for p in &r.procs {
+    for p in procs.iter().copied() {
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for f in &p.fds {
             let leaf = f.frames.last().map(String::as_str).unwrap_or("[fd]");
@@ -86,7 +90,7 @@ pub fn render(r: &Report) -> String {
         "gauge",
         "Growth rate of the fastest-growing stacks (top 10 per process), by innermost Python line.",
     );
-    for p in &r.procs {
+    for p in procs.iter().copied() {
         let growing = p
             .suspects
             .iter()
@@ -109,7 +113,7 @@ pub fn render(r: &Report) -> String {
         "gauge",
         "Objects tracked by the gc at the last heap census.",
     );
-    for p in &r.procs {
+    for p in procs.iter().copied() {
         if let Some(c) = p.census.as_ref().filter(|c| c.passes > 0) {
             let _ = writeln!(
                 o,
@@ -125,7 +129,7 @@ pub fn render(r: &Report) -> String {
         "gauge",
         "Length of the lists, dicts and sets the heap census reports (at most 12 per process), by name.",
     );
-    for p in &r.procs {
+    for p in procs.iter().copied() {
         for k in p.census.iter().flat_map(|c| &c.containers) {
             let _ = writeln!(
                 o,

@@ -324,12 +324,22 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     for p in &r.procs {
         let _ = writeln!(o);
         let _ = writeln!(o, "{} - {}", p.title(), p.interpreter);
-        if let Some(after) = p.exited_after {
-            let _ = writeln!(
-                o,
-                "  exited after {:.1}s of tracing: figures are from its last checkpoint",
-                after.as_secs_f64()
-            );
+        match (p.exited_after, &p.execd) {
+            (Some(after), Some(into)) => {
+                let _ = writeln!(
+                    o,
+                    "  exec'd into {into} after {:.1}s: figures are up to the exec",
+                    after.as_secs_f64()
+                );
+            }
+            (Some(after), None) => {
+                let _ = writeln!(
+                    o,
+                    "  exited after {:.1}s of tracing: figures are from its last checkpoint",
+                    after.as_secs_f64()
+                );
+            }
+            _ => {}
         }
         if p.coverage == Coverage::CensusOnly {
             let _ = writeln!(o, "  open descriptors: {}", p.open_fds);
