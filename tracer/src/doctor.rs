@@ -142,7 +142,15 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
         match live {
             Some((l, rt, ct, bias)) => {
                 let mut runtime = Runtime::new(pid, l, rt, ct);
-                let check = runtime.validate();
+                // A running target can tear a read of its frames: look a few times.
+                let mut check = runtime.validate();
+                for _ in 0..40 {
+                    if !matches!(check, Check::Pending(_)) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    check = runtime.validate();
+                }
                 println!(
                     "  live check:    {}",
                     match &check {
