@@ -370,6 +370,15 @@ impl Collector {
                             }
                             Some(why)
                         }
+                        // Threads decode: their frames are checked when one shows; after the
+                        // limit (threads that only run native code) the thread check stands.
+                        Check::ThreadsOnly => {
+                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() <= LAYOUT_PENDING_LIMIT {
+                                continue;
+                            }
+                            None
+                        }
                     };
                     if let Some(why) = why {
                         let w = python::unreadable_line(

@@ -145,7 +145,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                 // A running target can tear a read of its frames: look a few times.
                 let mut check = runtime.validate();
                 for _ in 0..40 {
-                    if !matches!(check, Check::Pending(_)) {
+                    if !matches!(check, Check::Pending(_) | Check::ThreadsOnly) {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -155,11 +155,14 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                     "  live check:    {}",
                     match &check {
                         Check::Valid => "passed (threads and frames decode)".to_string(),
+                        Check::ThreadsOnly => {
+                            "threads decode; no Python frame to check yet".to_string()
+                        }
                         Check::Pending(why) => format!("undecided ({why})"),
                         Check::Invalid(why) => format!("FAILED ({why}): not used"),
                     }
                 );
-                if check == Check::Valid {
+                if matches!(check, Check::Valid | Check::ThreadsOnly) {
                     println!(
                         "  python stacks: yes (frames walked in the kernel; {} threads)",
                         runtime.threads().len()

@@ -89,6 +89,8 @@ pub struct Runtime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Valid,
+    /// The thread list decodes, but no thread shows a Python frame to check yet.
+    ThreadsOnly,
     /// Cannot tell yet (the runtime is starting): why.
     Pending(String),
     /// The layout does not fit the process: why.
@@ -188,7 +190,7 @@ impl Runtime {
             }
         }
         if frames == 0 {
-            return Check::Pending("no thread runs Python code yet".into());
+            return Check::ThreadsOnly;
         }
         if decoded * 2 <= frames {
             return Check::Invalid(format!(
