@@ -145,7 +145,10 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                 // A running target can tear a read of its frames: look a few times.
                 let mut check = runtime.validate();
                 for _ in 0..40 {
-                    if !matches!(check, Check::Pending(_) | Check::ThreadsOnly) {
+                    if !matches!(
+                        check,
+                        Check::Pending(_) | Check::ThreadsOnly | Check::NotRunning
+                    ) {
                         break;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -159,6 +162,9 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                             "threads decode; no Python frame to check yet".to_string()
                         }
                         Check::Pending(why) => format!("undecided ({why})"),
+                        Check::NotRunning => {
+                            "undecided (the interpreter is not running: no thread list)".to_string()
+                        }
                         Check::Invalid(why) => format!("FAILED ({why}): not used"),
                     }
                 );
