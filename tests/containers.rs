@@ -2,6 +2,7 @@
 //! Debian bookworm root file system that the test builds with debootstrap (cached under
 //! target/), traced from the host by container id or name, next to a host Python process and a
 //! healthy container; and `--all-python` picking up a process that starts while it traces.
+//! Debian sid's python3.14 and python3.15 run in containers of their own root file system.
 //!
 //! Nothing is skipped: a missing runtime or a failed debootstrap fails the test with the reason.
 
@@ -54,6 +55,11 @@ impl Runc {
     /// Starts `args` in a container named `name` with cgroup path /docker/<id>; /work is the
     /// test workloads (read-only), /tmp a tmpfs.
     fn start(name: &str, id: &str, args: &[&str]) -> Runc {
+        Runc::start_in(&rootfs(), name, id, args)
+    }
+
+    /// The same on another root file system.
+    fn start_in(root: &Path, name: &str, id: &str, args: &[&str]) -> Runc {
         let bundle = TempDir::new("bundle");
         run(Command::new("runc")
             .arg("spec")
@@ -69,7 +75,8 @@ impl Runc {
             "LD_LIBRARY_PATH=/opt/python/lib",
             "PYTHONDONTWRITEBYTECODE=1"
         ]);
-        spec["root"]["path"] = rootfs().to_string_lossy().into_owned().into();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        spec["root"]["path"] = root.to_string_lossy().into_owned().into();
         spec["root"]["readonly"] = true.into();
         let mounts = spec["mounts"].as_array_mut().unwrap();
         mounts.push(serde_json::json!({
@@ -572,6 +579,43 @@ fn container_threads_get_python_frames() {
                 .any(|fr| fr.starts_with("leak_in_thread (/work/thread_files.py:")),
             "a thread's descriptor without its Python frames: {s:?}"
         );
+    }
+}
+
+/// Debian sid's python3.14 and python3.15 in a container (their layouts from their debug
+/// offsets, thread ids of the container's pid namespace): a thread's leaked descriptors with
+/// its Python frames.
+#[test]
+fn container_debian_sid_threads_get_python_frames() {
+    let root = debian("sid", 14).root.unwrap();
+    for (n, minor) in [(4, 14), (5, 15)] {
+        let name = format!("tracer-sid{minor}-{}", std::process::id());
+        let id = hex_id(n);
+        let python = format!("/usr/bin/python3.{minor}");
+        let c = Runc::start_in(
+            &root,
+            &name,
+            &id,
+            &[&python, "/work/thread_files.py", "/tmp"],
+        );
+        wait_ready(c.pid);
+        let d = TempDir::new("sid-threads");
+        let out = d.0.join("out");
+        let f = Tracer::start(&["--container", &id[..12], "-d", "8s"], &out).finish();
+        assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
+        let leaked: Vec<(Vec<String>, u64)> = f
+            .folded("fds.folded")
+            .into_iter()
+            .filter(|(s, _)| s.last().is_some_and(|l| l.starts_with("[file /tmp/t-")))
+            .collect();
+        assert!(leaked.len() >= 15, "3.{minor}: {leaked:?}");
+        for (s, _) in &leaked {
+            assert!(
+                s.iter()
+                    .any(|fr| fr.starts_with("leak_in_thread (/work/thread_files.py:")),
+                "3.{minor}: a thread's descriptor without its Python frames: {s:?}"
+            );
+        }
     }
 }
 

@@ -165,7 +165,13 @@ fn doctor_reports_a_process() {
     assert!(stdout.contains("_PyObject_Malloc"), "{stdout}");
     assert!(stdout.contains("_PyMem_RawFree"), "{stdout}");
     assert!(
-        stdout.contains("python stacks: yes (CPython 3.11 layout"),
+        stdout.contains("layout:        tracer's table for 3.11"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("live check:    passed"), "{stdout}");
+    assert!(stdout.contains("python stacks: yes"), "{stdout}");
+    assert!(
+        stdout.contains("heap census:   yes (3 gc list heads"),
         "{stdout}"
     );
     // Per module: are native stacks deep through it? (pyenv's libpython and Debian's libc are
@@ -183,6 +189,40 @@ fn doctor_reports_a_process() {
     }
     let out = run_tracer(&["doctor", "-p", "999999999"]);
     assert!(!out.status.success());
+}
+
+/// Debian's 3.13.5, 3.14 and 3.15: doctor says the layout comes from the target's debug
+/// offsets, that it passed the live check, and where the gc list heads are (3.13.5 keeps its
+/// young generation at 20 bytes into the gc state, 7400 + 20, unlike pyenv's 3.13.0).
+#[test]
+fn doctor_reports_debug_offsets() {
+    for b in debian_builds() {
+        let d = b.tempdir("doctor");
+        let svc = start_service_on(&b, &d, &[]);
+        let out = run_tracer(&["doctor", "-p", &svc.pid().to_string()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let name = &b.name;
+        assert!(
+            stdout.contains(&format!("CPython 3.{}.", b.version.1)),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "layout:        debug offsets in the target (_Py_DebugOffsets, validated)"
+            ),
+            "{name}: {stdout}"
+        );
+        assert!(stdout.contains("live check:    passed"), "{name}: {stdout}");
+        assert!(stdout.contains("python stacks: yes"), "{name}: {stdout}");
+        let heads = stdout
+            .lines()
+            .find(|l| l.contains("heap census:   yes ("))
+            .unwrap_or_else(|| panic!("{name}: {stdout}"));
+        assert!(heads.contains("4 gc list heads"), "{name}: {heads}");
+        if b.version == (3, 13) {
+            assert!(heads.contains("at 7420, "), "{name}: {heads}");
+        }
+    }
 }
 
 #[test]

@@ -111,7 +111,7 @@ pub struct Target {
     pub warning: Option<String>,
     /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
     pub layout_checked: bool,
-    pending_since: Option<Instant>,
+    pub pending_since: Option<Instant>,
 }
 
 /// How long a layout may stay undecided (a starting interpreter) before it is refused.
@@ -453,6 +453,21 @@ impl Collector {
                                 continue;
                             }
                             Some(why)
+                        }
+                        // Starting or finalizing: nothing to check (said in the summary if
+                        // it never changes).
+                        Check::NotRunning => {
+                            t.pending_since.get_or_insert_with(Instant::now);
+                            continue;
+                        }
+                        // Threads decode: their frames are checked when one shows; after the
+                        // limit (threads that only run native code) the thread check stands.
+                        Check::ThreadsOnly => {
+                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() <= LAYOUT_PENDING_LIMIT {
+                                continue;
+                            }
+                            None
                         }
                     };
                     if let Some(why) = why {

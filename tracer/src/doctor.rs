@@ -143,16 +143,33 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
         match live {
             Some((l, rt, ct, bias)) => {
                 let mut runtime = Runtime::new(pid, l, rt, ct);
-                let check = runtime.validate();
+                // A running target can tear a read of its frames: look a few times.
+                let mut check = runtime.validate();
+                for _ in 0..40 {
+                    if !matches!(
+                        check,
+                        Check::Pending(_) | Check::ThreadsOnly | Check::NotRunning
+                    ) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    check = runtime.validate();
+                }
                 outln!(
                     "  live check:    {}",
                     match &check {
                         Check::Valid => "passed (threads and frames decode)".to_string(),
+                        Check::ThreadsOnly => {
+                            "threads decode; no Python frame to check yet".to_string()
+                        }
                         Check::Pending(why) => format!("undecided ({why})"),
+                        Check::NotRunning => {
+                            "undecided (the interpreter is not running: no thread list)".to_string()
+                        }
                         Check::Invalid(why) => format!("FAILED ({why}): not used"),
                     }
                 );
-                if check == Check::Valid {
+                if matches!(check, Check::Valid | Check::ThreadsOnly) {
                     outln!(
                         "  python stacks: yes (frames walked in the kernel; {} threads)",
                         runtime.threads().len()
@@ -208,7 +225,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
 
 /// Per module mapped as code: can the kernel's frame-pointer walk be trusted through it?
 fn native_frames(pid: u32) {
-    println!("  native frames: by module (the kernel walks native stacks by frame pointers)");
+    outln!("  native frames: by module (the kernel walks native stacks by frame pointers)");
     let mut modules = native::Modules::default();
     let mut seen = std::collections::HashSet::new();
     for m in native::code_mappings(pid) {
@@ -227,6 +244,6 @@ fn native_frames(pid: u32) {
             ),
             None => "unreadable: native stacks are cut after the first frame in it".to_string(),
         };
-        println!("    {path}: {verdict}");
+        outln!("    {path}: {verdict}");
     }
 }

@@ -482,7 +482,18 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         checkpoints: t.history.len(),
         growth: growth(t),
         census: t.census.as_ref().map(|c| c.report()),
-        warning: t.warning.clone(),
+        warning: t.warning.clone().or_else(|| {
+            // Never silent: a layout that could not be checked was never used.
+            (!t.layout_checked && t.interp.layout().is_some() && t.pending_since.is_some()).then(
+                || {
+                    crate::python::unreadable_line(
+                        &t.interp.version.to_string(),
+                        "its interpreter never showed a running thread list to check the layout \
+                         against",
+                    )
+                },
+            )
+        }),
         allocs,
         fds,
     }

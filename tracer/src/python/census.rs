@@ -251,6 +251,8 @@ pub struct Census {
     runtime: u64,
     /// Runtime address of `PyType_Type` (gc list heads are checked with it).
     type_type: u64,
+    /// The gc list heads, once found.
+    known_heads: Option<Vec<u64>>,
     pub passes: u64,
     pub partial: u64,
     pub last_ms: f64,
@@ -287,6 +289,7 @@ impl Census {
             layout,
             runtime,
             type_type,
+            known_heads: None,
             passes: 0,
             partial: 0,
             last_ms: 0.0,
@@ -536,11 +539,34 @@ impl Census {
         Some(true)
     }
 
-    fn walk(&self, mem: &mut Mem, types: &mut TypeCache) -> Result<Pass, String> {
-        let l = self.layout;
+    /// The heads to walk this pass. They are found once (their positions do not change for the
+    /// process's life; a table's fixed heads must all validate) and checked again every pass: a
+    /// head caught mid-change by the gc is skipped and the pass marked partial, so its counts
+    /// are not taken for a drop.
+    fn pass_heads(&mut self, mem: &mut Mem) -> Result<(Vec<u64>, bool), String> {
+        if let Some(known) = &self.known_heads {
+            let mut ok = Vec::new();
+            for &h in known {
+                if self.is_list_head(mem, h).unwrap_or(false) {
+                    ok.push(h);
+                }
+            }
+            let complete = ok.len() == known.len();
+            return Ok((ok, complete));
+        }
         let heads = self.heads(mem)?;
+        if matches!(self.layout.gc, GcHeads::Fixed { .. }) && heads.len() < GENERATIONS as usize {
+            return Err("a gc generation list does not validate".into());
+        }
+        self.known_heads = Some(heads.clone());
+        Ok((heads, true))
+    }
+
+    fn walk(&mut self, mem: &mut Mem, types: &mut TypeCache) -> Result<Pass, String> {
+        let l = self.layout;
+        let (heads, complete) = self.pass_heads(mem)?;
         let mut p = Pass {
-            complete: true,
+            complete,
             ..Default::default()
         };
         for head in heads {

@@ -89,6 +89,10 @@ pub struct Runtime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Valid,
+    /// The thread list decodes, but no thread shows a Python frame to check yet.
+    ThreadsOnly,
+    /// No interpreter or thread list yet (starting), or no more (finalizing).
+    NotRunning,
     /// Cannot tell yet (the runtime is starting): why.
     Pending(String),
     /// The layout does not fit the process: why.
@@ -166,11 +170,8 @@ impl Runtime {
     pub fn validate(&mut self) -> Check {
         let l = self.layout;
         let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
-        if interp == 0 {
-            return Check::Pending("the interpreter is not initialised".into());
-        }
-        if self.ptr(interp + l.interp_threads_head) == 0 {
-            return Check::Pending("the interpreter has no thread state".into());
+        if interp == 0 || self.ptr(interp + l.interp_threads_head) == 0 {
+            return Check::NotRunning;
         }
         let tstates: Vec<u64> = self.threads().into_iter().map(|t| t.1).collect();
         if tstates.is_empty() {
@@ -188,7 +189,7 @@ impl Runtime {
             }
         }
         if frames == 0 {
-            return Check::Pending("no thread runs Python code yet".into());
+            return Check::ThreadsOnly;
         }
         if decoded * 2 <= frames {
             return Check::Invalid(format!(
