@@ -240,6 +240,31 @@ fn output_directory_removed_mid_recording() {
     assert!(!out.exists(), "nothing recreated behind the user's back");
 }
 
+/// A pipe whose reader is already gone.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    unsafe { Stdio::from_raw_fd_owned(fds[1]) }
+}
+
+/// Stderr a closed pipe (`2>&1 | head -1`): the reports are written and tracer ends quietly.
+#[test]
+fn broken_stderr_ends_quietly() {
+    let d = TempDir::new("stderr");
+    let w = idle_python();
+    let out = d.path().join("out");
+    let st = Command::new(tracer_bin())
+        .args(["record", "-p", &w.pid().to_string(), "-d", "2s", "-o"])
+        .arg(&out)
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+    assert_report_set(&out);
+}
+
 /// Stdout a closed pipe or a full device: the reports are written and tracer ends quietly.
 #[test]
 fn broken_stdout_ends_quietly() {
@@ -248,11 +273,7 @@ fn broken_stdout_ends_quietly() {
     for (i, target) in ["pipe", "/dev/full"].into_iter().enumerate() {
         let out = d.path().join(format!("out{i}"));
         let stdout = if target == "pipe" {
-            // A pipe whose reader is already gone.
-            let mut fds = [0; 2];
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            unsafe { libc::close(fds[0]) };
-            unsafe { Stdio::from_raw_fd_owned(fds[1]) }
+            closed_pipe()
         } else {
             Stdio::from(
                 std::fs::OpenOptions::new()

@@ -13,6 +13,7 @@ use crate::python::census::Census;
 use crate::python::frames::{self, Check, Runtime};
 use crate::python::{self, Interpreter};
 use crate::sampling::{self, Fingerprint};
+use crate::say;
 use crate::symbolize::Symbolizer;
 
 /// Which native frames join the Python ones.
@@ -320,10 +321,10 @@ impl Collector {
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
         let warning = interp.unreadable_warning();
         if let Some(w) = &warning {
-            eprintln!("{w}");
+            say!("{w}");
         }
         if interp.layout().is_some_and(|l| l.op_load_global.is_empty()) {
-            eprintln!(
+            say!(
                 "tracer: note: CPython {} is newer than tracer's opcode table: the heap census \
                  does not name the lines that use a global",
                 interp.version
@@ -475,7 +476,7 @@ impl Collector {
                             &t.interp.version.to_string(),
                             &format!("its layout does not fit the live process ({why})"),
                         );
-                        eprintln!("{w}");
+                        say!("{w}");
                         t.warning = Some(w);
                         continue;
                     }
@@ -547,7 +548,7 @@ impl Collector {
                             }
                         }
                         Err(e) => {
-                            eprintln!("tracer: {e}; retrying later");
+                            say!("tracer: {e}; retrying later");
                             self.groups[g].next_window =
                                 now + self.window.mul_f64(100.0 / self.budget);
                         }

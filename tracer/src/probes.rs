@@ -14,6 +14,7 @@ use crate::batch;
 use crate::error::{one_line, Error, Result};
 use crate::python::allocator::{Domain, Hook};
 use crate::python::{AllocOp, Interpreter};
+use crate::say;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
 
@@ -502,7 +503,7 @@ impl log::Log for KernelLog {
         true
     }
     fn log(&self, record: &log::Record) {
-        eprintln!("tracer: [kernel] {}", record.args());
+        say!("tracer: [kernel] {}", record.args());
     }
     fn flush(&self) {}
 }

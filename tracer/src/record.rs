@@ -10,6 +10,7 @@ use crate::output::OutputDir;
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
 use crate::report::{assess_coverage, Coverage};
+use crate::say;
 use crate::{launch, probes::Probes, render, report, util, RecordArgs};
 
 /// How often the maps are read (liveness, descriptor reconciliation, symbolization).
@@ -63,7 +64,7 @@ fn static_warning(interp: &Interpreter) {
     let c = assess_coverage(interp, 0, 0.0);
     if matches!(c, Coverage::Low { .. } | Coverage::None { .. }) {
         if let Some(w) = coverage_warning(&c) {
-            eprintln!("tracer: {w}");
+            say!("tracer: {w}");
         }
     }
 }
@@ -104,14 +105,14 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
 
 /// Says where /metrics is served, and warns when that is beyond this machine.
 fn metrics_lines(addr: std::net::SocketAddr) {
-    eprintln!("tracer: serving Prometheus metrics at http://{addr}/metrics");
+    say!("tracer: serving Prometheus metrics at http://{addr}/metrics");
     if !addr.ip().is_loopback() {
         let reach = if addr.ip().is_unspecified() {
             "every network interface"
         } else {
             "a non-loopback address"
         };
-        eprintln!(
+        say!(
             "tracer: WARNING: --metrics-addr {addr} serves /metrics on {reach}, without authentication: it shows process ids, command names and the names of module globals to anyone who can reach it; use 127.0.0.1:{} to keep it on this machine",
             addr.port()
         );
@@ -208,7 +209,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         }
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
-        eprintln!(
+        say!(
             "{}",
             attach_line(
                 pid,
@@ -229,10 +230,10 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     };
     adopt(&mut c, &mut discovery, false);
     if discovery.follows() && c.targets.is_empty() {
-        eprintln!("tracer: no Python process yet; waiting for one to start");
+        say!("tracer: no Python process yet; waiting for one to start");
     }
     if mode == Mode::Exact && args.command.is_empty() && !args.floor {
-        eprintln!(
+        say!(
             "tracer: exact mode traps every allocation (microseconds each): allocation-heavy code runs many times slower while traced; for a production service use --mode watch"
         );
     }
@@ -248,7 +249,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     // runs Python ends with one error line).
     let launch_only = launcher.is_some() && c.targets.is_empty() && !discovery.follows();
     if !launch_only {
-        eprintln!("{recording_line}");
+        say!("{recording_line}");
     }
     // The live view owns the terminal until the end (restored on every way out).
     let terminal = if args.live {
@@ -302,7 +303,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         }
         (_, Some(d)) => {
             if args.live {
-                eprintln!("tracer: reports written to {}", d.path().display());
+                say!("tracer: reports written to {}", d.path().display());
             } else {
                 util::print_quietly(&render::summary::render(&report, Some(d.path())));
             }
@@ -331,7 +332,7 @@ impl Saved {
             }
             Err(e) => {
                 if !self.failing {
-                    eprintln!(
+                    say!(
                         "tracer: WARNING: {e}; the recording goes on ({})",
                         self.kept(dir)
                     );
@@ -387,7 +388,7 @@ fn attach_launched(
     c.add_stopped(pid, interp, in_exec as u64)?;
     let t = c.targets.last_mut().unwrap();
     t.launched = true;
-    eprintln!(
+    say!(
         "{}{}",
         clear(progress),
         attach_line(
@@ -413,7 +414,7 @@ fn follow_execs(c: &mut Collector, progress: bool) {
                 if c.mode == Mode::Exact {
                     static_warning(&t.interp);
                 }
-                eprintln!(
+                say!(
                     "{cl}{}",
                     attach_line(
                         t.pid,
@@ -426,13 +427,13 @@ fn follow_execs(c: &mut Collector, progress: bool) {
                 );
             }
             ExecOutcome::NotPython { pid, comm } => {
-                eprintln!("{cl}tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
+                say!("{cl}tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
             }
             ExecOutcome::Gone(pid) => {
-                eprintln!("{cl}tracer: pid {pid} exited after its exec")
+                say!("{cl}tracer: pid {pid} exited after its exec")
             }
             ExecOutcome::Failed { pid, err } => {
-                eprintln!("{cl}tracer: pid {pid} not traced after its exec: {err}")
+                say!("{cl}tracer: pid {pid} not traced after its exec: {err}")
             }
         }
     }
@@ -447,7 +448,7 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
             Ok(i) => i,
             Err(Error::NotPython { .. } | Error::NoSuchPid(_) | Error::Exited { .. }) => continue,
             Err(e) => {
-                eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+                say!("{}tracer: pid {pid} not traced: {e}", clear(progress));
                 continue;
             }
         };
@@ -455,14 +456,14 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
             static_warning(&interp);
         }
         if let Err(e) = c.add(pid, interp) {
-            eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+            say!("{}tracer: pid {pid} not traced: {e}", clear(progress));
             continue;
         }
         let t = c.targets.last_mut().unwrap();
         if t.container.is_none() {
             t.container = found.label;
         }
-        eprintln!(
+        say!(
             "{}{}",
             clear(progress),
             attach_line(
@@ -475,6 +476,14 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
             )
         );
     }
+}
+
+/// Writes to stderr without a line break (the progress line), never panicking.
+fn say_inline(text: &str) {
+    use std::io::Write as _;
+    let mut e = std::io::stderr();
+    let _ = e.write_all(text.as_bytes());
+    let _ = e.flush();
 }
 
 /// Erases the progress line (when there is one) before a message.
@@ -626,17 +635,17 @@ async fn collect_loop(
                             Ok(()) => {}
                             // The first one fails the launch, as before the tree was followed.
                             Err(e) if c.targets.is_empty() => return Err(e),
-                            Err(e) => eprintln!("{}tracer: pid {pid} not traced: {e}", clear(progress)),
+                            Err(e) => say!("{}tracer: pid {pid} not traced: {e}", clear(progress)),
                         }
                         if let Some(line) = recording_line.take() {
-                            eprintln!("{line}");
+                            say!("{line}");
                         }
                     }
                     Some(launch::LaunchEvent::Failed { pid, err }) => {
                         if c.targets.is_empty() {
                             return Err(err);
                         }
-                        eprintln!("{}tracer: pid {pid} not traced: {err}", clear(progress));
+                        say!("{}tracer: pid {pid} not traced: {err}", clear(progress));
                     }
                     Some(launch::LaunchEvent::Done) | None => {
                         l.done = true;
@@ -649,8 +658,8 @@ async fn collect_loop(
                     }
                 }
             }
-            _ = sigint.recv() => { if !args.live { eprintln!("{}tracer: interrupted, writing the reports", clear(progress)); } break; }
-            _ = sigterm.recv() => { eprintln!("{}tracer: terminated, writing the reports", clear(progress)); break; }
+            _ = sigint.recv() => { if !args.live { say!("{}tracer: interrupted, writing the reports", clear(progress)); } break; }
+            _ = sigterm.recv() => { say!("{}tracer: terminated, writing the reports", clear(progress)); break; }
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
             _ = window_due => c.windows(),
@@ -659,21 +668,21 @@ async fn collect_loop(
             _ = tick.tick() => {
                 for ev in c.tick() {
                     match ev {
-                        Event::Exited(pid) => eprintln!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress)),
-                        Event::Execd { pid, into } => eprintln!("{}tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec", clear(progress)),
+                        Event::Exited(pid) => say!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress)),
+                        Event::Execd { pid, into } => say!("{}tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec", clear(progress)),
                     }
                 }
                 follow_execs(c, progress);
                 if let (Some(l), false) = (launcher.as_ref(), waiting_said) {
                     if c.targets.is_empty() && started.elapsed() >= Duration::from_secs(1) {
-                        eprintln!("{}tracer: waiting for `{}` to start Python", clear(progress), l.shown);
+                        say!("{}tracer: waiting for `{}` to start Python", clear(progress), l.shown);
                         waiting_said = true;
                     }
                 }
                 let report_now = (args.live || args.metrics_addr.is_some() || progress)
                     .then(|| report::build(c, started.elapsed()));
                 if let (true, Some(r)) = (progress, &report_now) {
-                    eprint!("\r\x1b[K{}", progress_line(r));
+                    say_inline(&format!("\r\x1b[K{}", progress_line(r)));
                 }
                 if let (true, Some(r)) = (args.live, &report_now) {
                     let (w, h) = crate::top::Terminal::size();
@@ -691,7 +700,7 @@ async fn collect_loop(
                 adopt(c, discovery, progress);
                 let launching = launcher.as_ref().is_some_and(|l| !l.done);
                 if c.all_exited() && !discovery.follows() && !launching {
-                    eprintln!("{}tracer: every target has exited", clear(progress));
+                    say!("{}tracer: every target has exited", clear(progress));
                     break;
                 }
                 // Watch mode takes a checkpoint after each window (when its samples change);
@@ -715,7 +724,7 @@ async fn collect_loop(
                             let sub = dir.subdir("snapshots").and_then(|s| s.subdir(&name));
                             match sub.and_then(|sub| render::write_all(&r, &sub, &args.format.0)) {
                                 Ok(()) => {}
-                                Err(e) => eprintln!("tracer: WARNING: snapshot {name} not written: {e}"),
+                                Err(e) => say!("tracer: WARNING: snapshot {name} not written: {e}"),
                             }
                         }
                     }
@@ -724,7 +733,7 @@ async fn collect_loop(
         }
     }
     if progress {
-        eprint!("\r\x1b[K");
+        say_inline("\r\x1b[K");
     }
     Ok(())
 }
