@@ -120,6 +120,11 @@ impl Mem {
         self.read(addr, &mut b).then_some(b)
     }
 
+    /// Drops every cached page: what is read next is read fresh.
+    fn clear(&mut self) {
+        self.pages.clear();
+    }
+
     /// Drops the cached pages of `addr..addr+len` (read them again, fresh).
     fn forget(&mut self, addr: u64, len: u64) {
         let mut p = addr & !(PAGE - 1);
@@ -1280,20 +1285,34 @@ impl Reader<'_> {
 
     /// What the newest items of a container are: their types and mean shallow size.
     fn holds(&mut self, obj: u64, kind: Kind, len: u64) -> Option<Holds> {
+        // Read fresh: the pages cached by the walk are older than what a growing container holds
+        // now, and a table read half before and half after the container grew (a dict resized,
+        // a list's item array moved) would describe freed memory. The container's table pointer
+        // must be the same after the items are read, or nothing is said this pass.
+        self.mem.clear();
+        let table_at = match kind {
+            Kind::List => obj + self.layout.list_items,
+            Kind::Dict => obj + self.layout.dict_keys,
+            _ => return None,
+        };
+        let table = self.mem.u64(table_at)?;
         let items: Vec<u64> = match kind {
             Kind::List => {
+                let len = self.mem.u64(obj + 16)?.min(len.max(1) * 2);
                 let n = len.min(HOLD_SAMPLE);
-                let base = self.mem.u64(obj + self.layout.list_items)?;
-                let b = self.mem.bytes(base + 8 * (len - n), 8 * n)?;
+                let b = self.mem.bytes(table + 8 * (len - n), 8 * n)?;
                 (0..n as usize).map(|i| word(&b, i * 8)).collect()
             }
-            Kind::Dict => {
+            _ => {
                 let all = self.dict_items(obj);
                 let skip = all.len().saturating_sub(HOLD_SAMPLE as usize);
                 all[skip..].iter().map(|e| e.1).collect()
             }
-            _ => return None,
         };
+        self.mem.forget(table_at, 8);
+        if self.mem.u64(table_at)? != table {
+            return None;
+        }
         let mut by: HashMap<String, u64> = HashMap::new();
         let mut bytes = 0u64;
         let mut deep = 0u64;
