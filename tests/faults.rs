@@ -448,3 +448,50 @@ fn failed_start_leaves_no_directory() {
     assert_one_line_error(&res, "exited without running a CPython interpreter");
     assert!(!out.exists(), "empty output directory left behind");
 }
+
+/// Watch mode on an interpreter tracer has no layout for (3.7): one WARNING line, and nothing
+/// claims a heap census.
+#[test]
+fn watch_mode_without_a_layout_says_so() {
+    let py37 = std::fs::read_dir(PYENV)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("3.7."))
+        .expect("pyenv 3.7")
+        .join("bin/python3");
+    let w = Proc(
+        Command::new(&py37)
+            .args(["-c", "import time; time.sleep(60)"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python 3.7 to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
+            .is_ok_and(|m| m.contains("libpython3.7"))
+    });
+    let d = TempDir::new("py37");
+    let res = record(&[
+        "-p",
+        &w.pid().to_string(),
+        "--mode",
+        "watch",
+        "-d",
+        "3s",
+        "-o",
+        &d.path().join("out").to_string_lossy(),
+    ]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("WARNING: CPython 3.7"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("no heap census"), "{stderr}");
+    assert!(!stderr.contains("heap census, stack samples"), "{stderr}");
+    assert!(stdout.contains("WARNING: CPython 3.7"), "{stdout}");
+    assert!(!stdout.contains("judged by the heap census"), "{stdout}");
+    assert!(stdout.contains("only descriptors are judged"), "{stdout}");
+}

@@ -41,6 +41,9 @@ fn attach_line(
         interp.target_path,
         match mode {
             Mode::Exact => format!("{uprobes} allocator probes (exact mode)"),
+            Mode::Watch if budget == 0.0 && interp.unreadable_warning().is_some() => {
+                "watch mode: no allocator probe (descriptors only: no heap census for this interpreter; --budget 2 adds allocation windows)".into()
+            }
             Mode::Watch if budget == 0.0 => {
                 "watch mode: no allocator probe (heap census, stack samples, descriptors; --budget 2 adds allocation windows)".into()
             }

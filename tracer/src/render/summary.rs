@@ -374,9 +374,14 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             }
         }
         if p.coverage == Coverage::CensusOnly {
+            let judged = if p.warning.is_some() {
+                "no heap census for this interpreter (see the warning): only descriptors are judged"
+            } else {
+                "memory is judged by the heap census below"
+            };
             let _ = writeln!(
                 o,
-                "  watch mode: no allocator probe (no stall); memory is judged by the heap census below; --budget 2 adds allocation stacks from short probe windows"
+                "  watch mode: no allocator probe (no stall); {judged}; --budget 2 adds allocation stacks from short probe windows"
             );
         }
         if let Coverage::Sampled {
