@@ -149,9 +149,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         "xtask",
     ]))?;
     let bins = test_binaries()?;
-    let (alone, shared): (Vec<_>, Vec<_>) = bins
+    let (mut alone, shared): (Vec<_>, Vec<_>) = bins
         .into_iter()
         .partition(|(name, _)| ALONE.contains(&name.as_str()));
+    alone.sort_by_key(|(name, _)| ALONE.iter().position(|a| a == name));
     let started = std::time::Instant::now();
     let queue = std::sync::Mutex::new(shared);
     let failures = std::sync::Mutex::new(Vec::new());
