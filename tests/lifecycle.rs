@@ -672,3 +672,53 @@ fn soak_all_python_watch() {
         );
     }
 }
+
+/// Ended processes are kept up to a bound (a host that starts processes all day must not grow
+/// the tracer without end): beyond it the oldest quiet ones go, and the summary says how many.
+#[test]
+fn ended_entries_are_bounded() {
+    let d = TempDir::new("bounded");
+    // A parent that starts eight short-lived Python children, one after the other.
+    let script = format!(
+        "import subprocess, sys, time\n\
+         for i in range(8):\n    \
+             subprocess.run([sys.executable, '-c', 'import time; time.sleep(2.5)'])\n\
+         time.sleep(30)\n"
+    );
+    let parent = Proc(Command::new(PY311).args(["-c", &script]).spawn().unwrap());
+    let out = d.path().join("out");
+    let t = Tracer::start(
+        &[
+            "-p",
+            &parent.pid().to_string(),
+            "--children",
+            "--mode",
+            "watch",
+            "--keep-ended",
+            "3",
+            "-d",
+            "28s",
+        ],
+        &out,
+    );
+    let f = t.finish();
+    let r = report(&out);
+    let procs = r["processes"].as_array().unwrap();
+    let ended = procs
+        .iter()
+        .filter(|p| !p["exited_after_s"].is_null())
+        .count();
+    let traced = f.stderr.matches("tracer: tracing pid").count();
+    assert!(traced >= 6, "children traced: {}", f.stderr);
+    assert!(ended <= 3, "at most 3 ended entries kept: {procs:?}");
+    let dropped = traced - procs.len();
+    assert!(dropped >= 3, "{traced} traced, {} kept", procs.len());
+    assert!(
+        f.stdout.contains(&format!(
+            "{dropped} processes that ended earlier are not listed"
+        )),
+        "{}",
+        f.stdout
+    );
+    drop(parent);
+}

@@ -359,10 +359,14 @@ fn clean_exit_detaches() {
     assert!(w.alive());
     // The kernel frees the programs once their last link is gone (uprobe removal waits for
     // grace periods): within seconds of the exit.
-    wait_for("its programs to be unloaded", Duration::from_secs(10), || {
-        let loaded = loaded_bpf_program_ids();
-        !ours.iter().any(|id| loaded.contains(id))
-    });
+    wait_for(
+        "its programs to be unloaded",
+        Duration::from_secs(10),
+        || {
+            let loaded = loaded_bpf_program_ids();
+            !ours.iter().any(|id| loaded.contains(id))
+        },
+    );
 }
 
 /// exec replaces the program image: the old program is reported up to the exec (its 1 MB and

@@ -192,6 +192,9 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(3);
 /// The stack key of descriptors inherited across an exec.
 const BEFORE_EXEC: StackKey = (-7, 0);
 
+/// Most closed entries (processes that exited or exec'd) kept for the reports, by default.
+pub const MAX_CLOSED: usize = 500;
+
 /// Most samples kept per process (a leak adds a few per window).
 const MAX_SAMPLES: usize = 200_000;
 
@@ -269,6 +272,9 @@ pub struct Collector {
     harvested: bool,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
+    /// Closed entries (processes that exited or exec'd) kept at most, and how many were dropped.
+    pub keep_closed: usize,
+    pub closed_dropped: u64,
     /// Processes that exec'd, their new program not inspected yet.
     pub execs: Vec<PendingExec>,
     started: Instant,
@@ -291,6 +297,8 @@ impl Collector {
             budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
+            keep_closed: MAX_CLOSED,
+            closed_dropped: 0,
             execs: Vec::new(),
             started: Instant::now(),
         }
@@ -820,6 +828,38 @@ impl Collector {
             .collect()
     }
 
+    /// Keeps at most `keep_closed` closed entries: a host that starts processes all day must not
+    /// grow the tracer without bound. The ones with nothing growing go first, oldest first;
+    /// then the oldest. Their number is reported.
+    fn bound_closed(&mut self) {
+        let closed = self
+            .targets
+            .iter()
+            .filter(|t| t.exited_after.is_some())
+            .count();
+        if closed <= self.keep_closed {
+            return;
+        }
+        let mut excess = closed - self.keep_closed;
+        let growing = |t: &Target| {
+            t.frozen.as_ref().is_some_and(|r| {
+                r.suspects
+                    .iter()
+                    .any(|s| s.trend.verdict == crate::trend::Verdict::Growing)
+            })
+        };
+        for quiet_only in [true, false] {
+            self.targets.retain(|t| {
+                let drop = excess > 0 && t.exited_after.is_some() && !(quiet_only && growing(t));
+                if drop {
+                    excess -= 1;
+                }
+                !drop
+            });
+        }
+        self.closed_dropped += (closed - self.keep_closed) as u64;
+    }
+
     /// Makes a closed entry's report for good and drops what it was made from.
     fn freeze(&mut self, i: usize) {
         let probes_off = self.mode == Mode::Watch && !self.windowed();
@@ -1049,6 +1089,7 @@ impl Collector {
         if events.iter().any(|e| matches!(e, Event::Exited(_))) {
             self.retire_groups();
         }
+        self.bound_closed();
         events
     }
 }

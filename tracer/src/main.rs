@@ -125,6 +125,9 @@ pub struct RecordArgs {
     /// Show Python frames only.
     #[arg(long)]
     pub no_native: bool,
+    /// How many ended processes (exited or exec'd) the reports keep at most.
+    #[arg(long, hide = true, default_value_t = collect::MAX_CLOSED)]
+    pub keep_ended: usize,
     /// Benchmark: do not walk Python frames (native stacks only).
     #[arg(long, hide = true)]
     pub no_python_walk: bool,

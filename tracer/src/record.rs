@@ -195,6 +195,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
     c.census = !args.no_census;
+    c.keep_closed = args.keep_ended;
     c.mode = mode;
     c.interval = args.interval;
     c.window = args.window.unwrap_or(DEFAULT_WINDOW);

@@ -166,6 +166,10 @@ pub struct Health {
     /// Entries in the allocation and descriptor maps, and their capacities.
     pub alloc_entries: u64,
     pub fd_entries: u64,
+    /// Processes that exited (or exec'd) whose entries were dropped to bound the tracer's memory,
+    /// and how many such entries are kept.
+    pub closed_dropped: u64,
+    pub closed_kept: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -521,6 +525,8 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
             free_calls: s[stat::FREE_CALLS as usize],
             alloc_entries: c.map_entries.0,
             fd_entries: c.map_entries.1,
+            closed_dropped: c.closed_dropped,
+            closed_kept: c.keep_closed,
         },
     }
 }

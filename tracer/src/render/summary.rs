@@ -519,6 +519,13 @@ pub fn health_line(r: &Report) -> String {
             h.fd_map_full,
         ),
     };
+    if h.closed_dropped > 0 {
+        line.push_str(&format!(
+            "; {} processes that ended earlier are not listed (at most {} ended ones are kept, those with something growing first)",
+            thousands(h.closed_dropped),
+            h.closed_kept
+        ));
+    }
     if h.stacks_lost > 0 {
         line.push_str(&format!(
             "; {} native stacks lost (the kernel's stack map was full, or two stacks collided in it): those allocations and descriptors keep their Python frames but have no native frames",
