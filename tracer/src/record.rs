@@ -23,14 +23,9 @@ const STACK_SAMPLE: Duration = Duration::from_millis(10);
 /// How long an allocator window lasts (watch mode with --budget) unless --window says.
 const DEFAULT_WINDOW: Duration = Duration::from_millis(200);
 
-fn attach_line(
-    pid: u32,
-    container: Option<&str>,
-    interp: &Interpreter,
-    uprobes: usize,
-    mode: Mode,
-    budget: f64,
-) -> String {
+/// The line that says a target is traced: its interpreter and what is attached.
+fn attach_line(t: &crate::collect::Target, mode: Mode, budget: f64) -> String {
+    let (pid, container, interp, uprobes) = (t.pid, t.container.as_deref(), &t.interp, t.uprobes);
     format!(
         "tracer: tracing pid {pid} ({}{}): CPython {} in {}, {}",
         crate::procfs::comm(pid),
@@ -213,17 +208,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         }
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
-        say!(
-            "{}",
-            attach_line(
-                pid,
-                t.container.as_deref(),
-                &t.interp,
-                t.uprobes,
-                mode,
-                c.budget
-            )
-        );
+        say!("{}", attach_line(t, mode, c.budget));
     }
     // Launch mode: the command's tree is followed from a launcher thread; its Python processes
     // are attached from the collect loop as they start (-d counts from here).
@@ -392,18 +377,7 @@ fn attach_launched(
     c.add_stopped(pid, interp, in_exec as u64)?;
     let t = c.targets.last_mut().unwrap();
     t.launched = true;
-    say!(
-        "{}{}",
-        clear(progress),
-        attach_line(
-            pid,
-            t.container.as_deref(),
-            &t.interp,
-            t.uprobes,
-            c.mode,
-            c.budget
-        )
-    );
+    say!("{}{}", clear(progress), attach_line(t, c.mode, c.budget));
     Ok(())
 }
 
@@ -418,17 +392,7 @@ fn follow_execs(c: &mut Collector, progress: bool) {
                 if c.mode == Mode::Exact {
                     static_warning(&t.interp);
                 }
-                say!(
-                    "{cl}{}",
-                    attach_line(
-                        t.pid,
-                        t.container.as_deref(),
-                        &t.interp,
-                        t.uprobes,
-                        c.mode,
-                        c.budget
-                    )
-                );
+                say!("{cl}{}", attach_line(t, c.mode, c.budget));
             }
             ExecOutcome::NotPython { pid, comm } => {
                 say!("{cl}tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
@@ -467,18 +431,7 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
         if t.container.is_none() {
             t.container = found.label;
         }
-        say!(
-            "{}{}",
-            clear(progress),
-            attach_line(
-                pid,
-                t.container.as_deref(),
-                &t.interp,
-                t.uprobes,
-                c.mode,
-                c.budget
-            )
-        );
+        say!("{}{}", clear(progress), attach_line(t, c.mode, c.budget));
     }
 }
 
