@@ -424,15 +424,7 @@ fn duration_counts_from_the_launch() {
     );
     let pid = ready_pid(&ready, Duration::from_secs(1));
     assert_eq!(entries(&report(&f.dir), pid).len(), 1);
-    wait_for(
-        "the launched Python to be ended",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true)
-        },
-    );
+    wait_ended(pid, "the launched Python to be ended");
 }
 
 /// Under strace -f, the launched command cannot be traced: one actionable line, non-zero exit.

@@ -179,15 +179,7 @@ fn launch_and_check(python: &str, tag: &str) {
     assert_descriptors_exact(&f, dir.path(), pid);
     assert_bytes_close(&f, reference);
     // The launched command is ended with the recording.
-    wait_for(
-        "the launched workload to be gone",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true)
-        },
-    );
+    wait_ended(pid, "the launched workload to be gone");
 }
 
 #[test]

@@ -330,6 +330,15 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until a process is gone or a zombie (ended, not yet reaped), at most 10 s.
+pub fn wait_ended(pid: u32, what: &str) {
+    wait_for(what, Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z"))
+            .unwrap_or(true)
+    });
+}
+
 /// A running `tracer record`, its stderr read line by line in the background.
 pub struct Tracer {
     pub proc: Proc,
