@@ -118,6 +118,13 @@ fn attach_and_check(python: &str, tag: &str) {
     let f = t.stop();
     assert_descriptors_exact(&f, dir.path(), pid);
     assert_bytes_close(&f, reference);
+    // The heap census works on a launched process too (its interpreter was mapped after it
+    // was added: the type object's address is known only then).
+    assert!(
+        f.stdout.contains("heap census (") && !f.stdout.contains("heap census: not taken"),
+        "{}",
+        f.stdout
+    );
     assert!(f.stdout.contains("coverage: good"), "{}", f.stdout);
     drop(w);
 }
@@ -178,6 +185,13 @@ fn launch_and_check(python: &str, tag: &str) {
     let f = t.stop();
     assert_descriptors_exact(&f, dir.path(), pid);
     assert_bytes_close(&f, reference);
+    // The heap census works on a launched process too (its interpreter was mapped after it
+    // was added: the type object's address is known only then).
+    assert!(
+        f.stdout.contains("heap census (") && !f.stdout.contains("heap census: not taken"),
+        "{}",
+        f.stdout
+    );
     // The launched command is ended with the recording.
     wait_ended(pid, "the launched workload to be gone");
 }

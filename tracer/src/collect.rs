@@ -492,6 +492,10 @@ impl Collector {
                     let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
                 }
                 t.runtime = Some(runtime);
+                // Launch mode: the file was not mapped when the target was added.
+                if t.type_type.is_none() {
+                    t.type_type = t.interp.type_type_vaddr.map(|v| v.wrapping_add(bias));
+                }
                 if self.census && t.census.is_none() {
                     let type_type = t.type_type.unwrap_or(0);
                     t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
