@@ -93,10 +93,11 @@ fn traced_run(b: &Build, extra: &[&str]) -> Run {
             .unwrap(),
     );
     let pid = w.pid();
-    wait_for("the interpreter", Duration::from_secs(20), || {
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("python"))
+    // Attached once start-up is over (imports made while traced would be outstanding on the
+    // import lines: a loaded machine can take seconds to import).
+    wait_for("the workload to start", Duration::from_secs(60), || {
+        dir.path().join("go.ready").exists()
     });
-    std::thread::sleep(Duration::from_millis(300));
     let mut args = vec![
         "-p".to_string(),
         pid.to_string(),

@@ -1,7 +1,7 @@
 """Leaks from known lines, marked `# LEAK:<name>`; churn and collected cycles from lines marked
 `# CHURN`. The tests find the line numbers by these markers.
 
-Protocol: wait for --go-file, work, write --done-file (JSON; with --tracemalloc, the bytes per
+Protocol: write GO_FILE.ready once started, wait for --go-file, work, write --done-file (JSON; with --tracemalloc, the bytes per
 line that tracemalloc measured for the window), then sleep until killed.
 """
 import argparse
@@ -180,6 +180,9 @@ def main():
     ap.add_argument("--exit", action="store_true")
     args = ap.parse_args()
     if args.go_file:
+        # Imports and start-up are over: what is allocated from now on is the work's.
+        with open(args.go_file + ".ready", "w"):
+            pass
         while not os.path.exists(args.go_file):
             time.sleep(0.02)
     if args.tracemalloc:
