@@ -7,7 +7,7 @@ Leaks (kept until the process ends):
 Healthy work (must not be reported): transient objects freed at once, reference cycles collected
 by the gc, files and sockets opened and closed.
 
-Protocol: optionally wait for --go-file to exist, do the work, write --done-file (JSON: what was
+Protocol: optionally write GO_FILE.ready once started and wait for --go-file to exist, do the work, write --done-file (JSON: what was
 leaked and, with --tracemalloc, the bytes tracemalloc measured for the window), then sleep until
 killed (or exit with --exit).
 """
@@ -96,6 +96,9 @@ def main():
     args = ap.parse_args()
 
     if args.go_file:
+        # Imports and start-up are over: what is allocated from now on is the work's.
+        with open(args.go_file + ".ready", "w"):
+            pass
         while not os.path.exists(args.go_file):
             time.sleep(0.02)
 
