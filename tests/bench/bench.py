@@ -45,6 +45,19 @@ def bpf_cost():
     return ns / cnt if cnt else None
 
 
+def start_tracer(cmd):
+    """Starts `tracer record` (its earlier reports in the same directory replaced: --force) and
+    returns once it records."""
+    tracer = subprocess.Popen(cmd + ["--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    while True:
+        line = tracer.stderr.readline()
+        if not line:
+            raise SystemExit("tracer exited early")
+        if "tracer: recording" in line:
+            return tracer
+
+
 def one_run(args, mode, workdir, iterations):
     go = os.path.join(workdir, "go")
     result = os.path.join(workdir, "result")
@@ -73,13 +86,7 @@ def one_run(args, mode, workdir, iterations):
             cmd += ["--mode", "watch"]
         if mode.startswith("watch-windows"):
             cmd += ["--budget", "2"]
-        tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while True:
-            line = tracer.stderr.readline()
-            if not line:
-                raise SystemExit("tracer exited early")
-            if "tracer: recording" in line:
-                break
+        tracer = start_tracer(cmd)
         if mode == "watch-windows-between":
             time.sleep(1.5)  # after the first window: the loop runs between two windows
     else:
@@ -114,14 +121,7 @@ def scale_run(args, workdir, n):
     try:
         time.sleep(0.5)
         out_dir = os.path.join(workdir, "out-scale")
-        tracer = subprocess.Popen([args.tracer, "record", "-p", str(w.pid), "-o", out_dir],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while True:
-            line = tracer.stderr.readline()
-            if not line:
-                raise SystemExit("tracer exited early")
-            if "tracer: recording" in line:
-                break
+        tracer = start_tracer([args.tracer, "record", "-p", str(w.pid), "-o", out_dir])
         t0 = time.monotonic()
         open(go, "w").close()
         while not os.path.exists(done):
@@ -192,9 +192,7 @@ def wsgi_run(args, mode, workdir, seconds):
                 cmd += ["--mode", "watch"]
             if mode == "watch-windows":
                 cmd += ["--budget", "2"]
-            tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            while "tracer: recording" not in (tracer.stderr.readline() or "tracer: recording"):
-                pass
+            tracer = start_tracer(cmd)
         out = subprocess.run(["wrk", "-t", "1", "-c", "8", "-d", "%ds" % seconds, url],
                              capture_output=True, text=True).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
