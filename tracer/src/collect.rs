@@ -34,8 +34,9 @@ pub enum Mode {
     /// mode: each probe hit costs microseconds).
     #[default]
     Exact,
-    /// Allocator probes in short budgeted windows; what they saw is then followed from outside
-    /// the process (for production, continuously).
+    /// For production: no allocator probe (the heap census and Python stacks read from outside);
+    /// with --budget, allocator probes in short budgeted windows, what they saw then followed from
+    /// outside the process.
     Watch,
 }
 

@@ -93,7 +93,7 @@ pub struct RecordArgs {
     pub mode: Option<collect::Mode>,
     /// Watch mode: also attach the allocator probes in short windows (allocation stacks), armed
     /// this share of the time, in percent (windows and the kernel's time to remove the probes,
-    /// both counted; e.g. 2). A window stalls allocation-heavy code while armed (~0.8 s here).
+    /// both counted; e.g. 2). A window stalls allocation-heavy code while armed (about 0.8 s on small VMs).
     /// 0: no allocator probe at all.
     #[arg(long, default_value_t = 0.0, value_parser = util::parse_percent)]
     pub budget: f64,
