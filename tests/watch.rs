@@ -202,7 +202,9 @@ fn uprobe_links(tracer_pid: u32) -> usize {
 #[test]
 fn watch_budget_zero_attaches_no_allocator_probe() {
     let d = TempDir::new("budget0");
-    let svc = start_service(DEBIAN_PY311, &d, &[]);
+    // A leaked file every half second: over the recent half of 40 s (4 or 5 census passes),
+    // clearly above the census's noise floor of 16 objects.
+    let svc = start_service(DEBIAN_PY311, &d, &["--fd-every", "0.5"]);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
