@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdInfo, FdKey, FdKind, PidStats};
+use tracer_common::{FdInfo, FdKey, PidStats};
 
 use crate::probes::{FileId, Probes};
 use crate::procfs;
@@ -1179,16 +1179,7 @@ pub fn verdict_key(frames: Vec<String>) -> Vec<String> {
 /// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
 /// place count as one site whatever file they name.
 pub fn fd_site_label(f: &OpenFd) -> String {
-    let label = crate::report::fd_label(f);
-    match FdKind::from_u16(f.info.kind) {
-        FdKind::File | FdKind::Memfd | FdKind::Dup | FdKind::Unknown => {
-            match label.split_once(' ') {
-                Some((kind, _)) => format!("{kind}]"),
-                None => label,
-            }
-        }
-        _ => label,
-    }
+    crate::report::split_resource(&crate::report::fd_label(f)).0
 }
 
 /// Is this native frame part of the interpreter's own machinery (where Python frames take over)?

@@ -47,10 +47,6 @@ pub struct OutputDir {
     created: bool,
 }
 
-fn io_reason(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 impl OutputDir {
     /// The directory for a recording: `requested` (`-o`), or a fresh default name.
     pub fn prepare(requested: Option<&Path>, force: bool) -> Result<OutputDir> {
@@ -71,7 +67,7 @@ impl OutputDir {
     fn fail(path: &Path, reason: impl std::fmt::Display) -> Error {
         Error::Output {
             dir: path.display().to_string(),
-            reason: io_reason(reason),
+            reason: reason.to_string(),
         }
     }
 

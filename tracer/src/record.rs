@@ -278,28 +278,26 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     c.tick();
     c.checkpoint();
     let report = report::build(&c, started.elapsed());
-    let written = dir.map(|d| render::write_all(&report, d, &args.format.0));
+    let written = dir.map(|d| (d, render::write_all(&report, d, &args.format.0)));
     end_launch(&c, launcher.as_mut());
     c.probes.settle();
-    match (written, dir) {
-        (Some(Err(e)), Some(d)) => {
-            // The recording is not lost: the summary goes to stdout, and the directory keeps
-            // the last set written at a checkpoint, if any.
-            if !args.live {
-                util::print_quietly(&render::summary::render(&report, None));
-            }
-            Err(Error::Other(format!("{e}; {}", saved.kept(d))))
+    let Some((d, written)) = written else {
+        return Ok(0);
+    };
+    if let Err(e) = written {
+        // The recording is not lost: the summary goes to stdout, and the directory keeps the
+        // last set written at a checkpoint, if any.
+        if !args.live {
+            util::print_quietly(&render::summary::render(&report, None));
         }
-        (_, Some(d)) => {
-            if args.live {
-                say!("tracer: reports written to {}", d.path().display());
-            } else {
-                util::print_quietly(&render::summary::render(&report, Some(d.path())));
-            }
-            Ok(0)
-        }
-        (_, None) => Ok(0),
+        return Err(Error::Other(format!("{e}; {}", saved.kept(d))));
     }
+    if args.live {
+        say!("tracer: reports written to {}", d.path().display());
+    } else {
+        util::print_quietly(&render::summary::render(&report, Some(d.path())));
+    }
+    Ok(0)
 }
 
 /// What the output directory holds from checkpoints during the recording.

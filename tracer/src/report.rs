@@ -269,6 +269,17 @@ pub fn fd_label(f: &OpenFd) -> String {
     }
 }
 
+/// `[file /tmp/a.log]` -> (`[file]`, Some(`/tmp/a.log`)); kinds without a name stay whole.
+pub fn split_resource(leaf: &str) -> (String, Option<String>) {
+    for kind in ["[file ", "[memfd "] {
+        if let Some(rest) = leaf.strip_prefix(kind) {
+            let name = rest.strip_suffix(']').unwrap_or(rest);
+            return (format!("{}]", kind.trim_end()), Some(name.to_string()));
+        }
+    }
+    (leaf.to_string(), None)
+}
+
 pub fn socket_kind(family: u32, ty: u32) -> String {
     let fam = match family {
         1 => "unix",

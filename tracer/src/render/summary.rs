@@ -256,17 +256,6 @@ struct FdSite {
 /// Most names shown per descriptor site.
 const FD_EXAMPLES: usize = 3;
 
-/// `[file /tmp/a.log]` -> (`[file]`, Some(`/tmp/a.log`)); kinds without a name stay whole.
-fn split_resource(leaf: &str) -> (String, Option<String>) {
-    for kind in ["[file ", "[memfd "] {
-        if let Some(rest) = leaf.strip_prefix(kind) {
-            let name = rest.strip_suffix(']').unwrap_or(rest);
-            return (format!("{}]", kind.trim_end()), Some(name.to_string()));
-        }
-    }
-    (leaf.to_string(), None)
-}
-
 /// The descriptor stacks grouped by site, most descriptors first: a leak that opens a new file
 /// every time is one row, not one row per file.
 fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
@@ -275,7 +264,7 @@ fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
         let Some((leaf, path)) = f.frames.split_last() else {
             continue;
         };
-        let (kind, name) = split_resource(leaf);
+        let (kind, name) = crate::report::split_resource(leaf);
         let mut frames = path.to_vec();
         frames.push(kind);
         let i = match sites.iter().position(|s| s.frames == frames) {
