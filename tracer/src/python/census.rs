@@ -174,18 +174,7 @@ impl TypeInfo {
     }
 }
 
-/// What the newest items of a growing container are.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Holds {
-    pub sampled: u64,
-    /// Type name and how many of the sampled items have it, most common first.
-    pub types: Vec<(String, u64)>,
-    /// Mean shallow size of the sampled items (the item itself, not what it refers to).
-    pub mean_bytes: f64,
-    /// Mean size with the str, bytes, int and float objects each item holds directly (dict
-    /// values, list and tuple items): closer to what one more item costs.
-    pub mean_deep_bytes: f64,
-}
+pub use crate::report::census::{CensusReport, ContainerReport, Holds, TypeReport};
 
 /// A list, dict or set followed across passes.
 struct Followed {
@@ -199,54 +188,6 @@ struct Followed {
     /// The lines that load that global (once growing).
     uses: Option<Vec<String>>,
     holds: Option<Holds>,
-}
-
-/// A container in the report.
-#[derive(Debug, Clone)]
-pub struct ContainerReport {
-    /// `module.global`, `module.global[key]`, `module.Class.attr`... or where it is.
-    pub name: String,
-    pub named: bool,
-    pub type_name: String,
-    pub len: u64,
-    /// Items per minute.
-    pub trend: Trend,
-    pub holds: Option<Holds>,
-    /// "global" (hangs from a module global), "local" (from a local of a running frame), or
-    /// "unreached" (not reached from either within two steps).
-    pub root: &'static str,
-    /// For a global: where the code loads it, `function (file:LINE)`. For a local: the line
-    /// its frame is running.
-    pub uses: Vec<String>,
-    /// Python stacks (root first) that reach those lines, with how many stack samples saw them
-    /// (for a local: the stack of its frame, 0 samples).
-    pub stacks: Vec<(Vec<String>, u64)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TypeReport {
-    pub name: String,
-    pub count: u64,
-    pub trend: Trend,
-}
-
-/// What the census found, for the reports.
-#[derive(Debug, Clone)]
-pub struct CensusReport {
-    pub passes: u64,
-    pub partial: u64,
-    pub last_ms: f64,
-    pub objects: u64,
-    /// Python stacks sampled from outside so far.
-    pub stack_samples: u64,
-    /// The process's resident memory (bytes) at the last pass, and its trend (bytes/min).
-    pub rss: u64,
-    pub rss_trend: Trend,
-    /// Growing containers first (fastest first), then the largest others.
-    pub containers: Vec<ContainerReport>,
-    /// Types whose count grows, fastest first, then the most numerous.
-    pub types: Vec<TypeReport>,
-    pub error: Option<String>,
 }
 
 /// The census of one process, pass after pass.

@@ -37,8 +37,8 @@
 use serde_json::{json, Value};
 
 use crate::collect::Mode;
-use crate::python::census::CensusReport;
 use crate::render::summary::python_line;
+use crate::report::census::CensusReport;
 use crate::report::{Coverage, Report, Resource};
 
 fn census(c: &CensusReport) -> Value {

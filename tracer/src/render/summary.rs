@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::collect::Mode;
-use crate::python::census::{CensusReport, Holds};
+use crate::report::census::{CensusReport, Holds};
 use crate::report::{Coverage, Report, Resource, Suspect};
 use crate::trend::{Verdict, MIN_CHECKPOINTS};
 

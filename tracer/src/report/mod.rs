@@ -7,6 +7,8 @@ use tracer_common::{stat, FdKind, PATH_LEN};
 
 use std::collections::{BTreeSet, HashMap};
 
+pub mod census;
+
 use crate::collect::{monotonic_ns, verdict_key, Checkpoint, Collector, Mode, OpenFd, Target};
 use crate::python::{HookSource, Interpreter};
 use crate::trend::{judge, judge_rate, Trend, Verdict};
@@ -106,7 +108,7 @@ pub struct ProcReport {
     /// gained.
     pub growth: Vec<(Vec<String>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
-    pub census: Option<crate::python::census::CensusReport>,
+    pub census: Option<crate::report::census::CensusReport>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
     pub warning: Option<String>,
 }
