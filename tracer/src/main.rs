@@ -19,6 +19,7 @@ mod symbolize;
 mod top;
 mod trend;
 mod util;
+mod verdict;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,296 @@
+//! Verdict policy: every series the tracer judges (a stack's outstanding bytes, a descriptor
+//! site's open descriptors, a census container's items, a type's object count, the resident
+//! memory) is judged here, with its noise floor, and every list of them is ordered here.
+//!
+//! Outstanding memory alone does not say "leak": a cache that fills once and stays flat is
+//! healthy, and a burst of garbage is freed by the next collection. A series is `growing` when its
+//! value keeps rising over the recent half of the recording: a robust slope (Theil-Sen, the median
+//! of pairwise slopes, insensitive to one-off jumps) above zero, a net gain above the series'
+//! noise floor, and rises in most steps at some time resolution (slow leaks rise in every coarse
+//! step even when they do not in every checkpoint). `freed` means it went back to (almost)
+//! nothing; everything else is `stable`; `unknown` until `MIN_CHECKPOINTS` values.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Growing,
+    Stable,
+    Freed,
+    /// Fewer than `MIN_CHECKPOINTS` checkpoints: too early to judge.
+    Unknown,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Growing => "growing",
+            Verdict::Stable => "stable",
+            Verdict::Freed => "freed",
+            Verdict::Unknown => "unknown",
+        })
+    }
+}
+
+/// Checkpoints needed before judging.
+pub const MIN_CHECKPOINTS: usize = 4;
+/// Fraction of steps that must rise (at the best resolution) for a sustained rise, and that may
+/// fall. Flat steps are allowed: a sampled series only moves when a window was open.
+const RISING_STEPS: f64 = 0.6;
+const FALLING_STEPS: f64 = 0.2;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trend {
+    pub verdict: Verdict,
+    /// Robust growth rate over the recent window, per minute.
+    pub per_min: f64,
+    /// Gain since the first checkpoint.
+    pub gained: f64,
+}
+
+/// Median of pairwise slopes.
+fn theil_sen(p: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::new();
+    for i in 0..p.len() {
+        for j in i + 1..p.len() {
+            let dt = p[j].0 - p[i].0;
+            if dt > 0.0 {
+                slopes.push((p[j].1 - p[i].1) / dt);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(|a, b| a.total_cmp(b));
+    let m = slopes.len() / 2;
+    if slopes.len() % 2 == 1 {
+        slopes[m]
+    } else {
+        (slopes[m - 1] + slopes[m]) / 2.0
+    }
+}
+
+/// Is the rise sustained: at some resolution (every step, every 2nd, 4th... while at least three
+/// steps remain), do most steps rise and few fall?
+fn sustained(w: &[(f64, f64)]) -> bool {
+    let mut stride = 1;
+    while (w.len() - 1) / stride >= 3 {
+        let pts: Vec<f64> = w.iter().step_by(stride).map(|p| p.1).collect();
+        let steps = pts.len() - 1;
+        let rises = pts.windows(2).filter(|s| s[1] > s[0]).count();
+        let falls = pts.windows(2).filter(|s| s[1] < s[0]).count();
+        if rises as f64 >= RISING_STEPS * steps as f64
+            && falls as f64 <= FALLING_STEPS * steps as f64
+        {
+            return true;
+        }
+        stride *= 2;
+    }
+    false
+}
+
+/// Judges one stack from its (seconds, value) checkpoints, oldest first. `min_gain` is the
+/// smallest net gain over the recent window that can count as growth (noise floor).
+pub fn judge(series: &[(f64, f64)], min_gain: f64) -> Trend {
+    judge_rate(series, min_gain, series)
+}
+
+/// As `judge`, with the verdict taken from `verdict_series` (sample counts, in watch mode) and
+/// the rate and gain from `series` (bytes).
+pub fn judge_rate(verdict_series: &[(f64, f64)], min_gain: f64, series: &[(f64, f64)]) -> Trend {
+    let v = judge_one(verdict_series, min_gain);
+    let r = judge_one(series, 0.0);
+    Trend {
+        verdict: v.verdict,
+        per_min: r.per_min,
+        gained: r.gained,
+    }
+}
+
+fn judge_one(series: &[(f64, f64)], min_gain: f64) -> Trend {
+    let first = series.first().map(|p| p.1).unwrap_or(0.0);
+    let last = series.last().map(|p| p.1).unwrap_or(0.0);
+    let peak = series.iter().map(|p| p.1).fold(0.0, f64::max);
+    let gained = last - first;
+    if series.len() < MIN_CHECKPOINTS {
+        return Trend {
+            verdict: Verdict::Unknown,
+            per_min: 0.0,
+            gained,
+        };
+    }
+    // The recent half (at least MIN_CHECKPOINTS points): growth that stopped long ago is a
+    // plateau, not a leak.
+    let n = series.len();
+    let w = &series[n - (n / 2 + 1).max(MIN_CHECKPOINTS).min(n)..];
+    let per_s = theil_sen(w);
+    let net = w.last().unwrap().1 - w[0].1;
+    let verdict = if peak > 0.0 && last <= peak * 0.05 {
+        Verdict::Freed
+    } else if per_s > 0.0 && net >= min_gain && sustained(w) {
+        Verdict::Growing
+    } else {
+        Verdict::Stable
+    };
+    Trend {
+        verdict,
+        per_min: per_s * 60.0,
+        gained,
+    }
+}
+
+/// What a series counts: each kind has its noise floor, the smallest net gain over the recent
+/// window that can count as growth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Series {
+    /// Outstanding bytes of a stack (exact mode).
+    Bytes,
+    /// Live allocation samples of a stack (watch windows: a small share of the allocations).
+    Samples,
+    /// Open descriptors of a site.
+    Descriptors,
+    /// Items of a census container, or objects of a type.
+    Items,
+    /// The process's resident memory, in bytes.
+    Resident,
+}
+
+impl Series {
+    /// The noise floor, given the series' last value.
+    pub fn min_gain(self, last: f64) -> f64 {
+        match self {
+            Series::Bytes => 64.0 * 1024.0,
+            Series::Samples => 8.0,
+            Series::Descriptors => 2.0,
+            // 16 items, or 1% of the size.
+            Series::Items => (last * 0.01).max(16.0),
+            // 1 MiB, or 2% of the resident size.
+            Series::Resident => (last * 0.02).max(1048576.0),
+        }
+    }
+}
+
+/// Judges one series of (seconds, value) points, oldest first.
+pub fn judge_series<T: Copy + Into<f64>>(kind: Series, series: &[(f64, T)]) -> Trend {
+    let s: Vec<(f64, f64)> = series.iter().map(|&(t, v)| (t, v.into())).collect();
+    let last = s.last().map(|p| p.1).unwrap_or(0.0);
+    judge(&s, kind.min_gain(last))
+}
+
+/// Watch windows: the verdict from the stack's live samples, the rate and gain from its bytes.
+pub fn judge_sampled(samples: &[(f64, f64)], bytes: &[(f64, f64)]) -> Trend {
+    judge_rate(samples, Series::Samples.min_gain(0.0), bytes)
+}
+
+fn growing(t: &Trend) -> bool {
+    t.verdict == Verdict::Growing
+}
+
+/// The order of every list of judged things: growing first, fastest first; then the others,
+/// largest first. `size` is what "largest" means for the list (bytes, items, objects).
+pub fn order(a: &Trend, a_size: u64, b: &Trend, b_size: u64) -> Ordering {
+    growing(b)
+        .cmp(&growing(a))
+        .then_with(|| {
+            if growing(a) {
+                b.per_min.total_cmp(&a.per_min)
+            } else {
+                Ordering::Equal
+            }
+        })
+        .then(b_size.cmp(&a_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(v: &[f64]) -> Vec<(f64, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, x)| (i as f64 * 10.0, *x))
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_leak_grows() {
+        let s = series(&[0., 10., 20., 30., 40., 50., 60., 70.]);
+        let t = judge(&s, 1.0);
+        assert_eq!(t.verdict, Verdict::Growing);
+        assert!((t.per_min - 60.0).abs() < 1e-9);
+        assert_eq!(t.gained, 70.0);
+    }
+
+    #[test]
+    fn a_cache_that_filled_is_stable() {
+        let s = series(&[0., 50., 100., 100., 101., 100., 99., 100., 100., 100.]);
+        assert_eq!(judge(&s, 1.0).verdict, Verdict::Stable);
+    }
+
+    #[test]
+    fn collected_garbage_is_freed_or_stable() {
+        let s = series(&[0., 30., 5., 28., 3., 30., 2., 0.]);
+        assert_eq!(judge(&s, 1.0).verdict, Verdict::Freed);
+        let s = series(&[0., 30., 5., 28., 3., 30., 2., 29.]);
+        assert_eq!(judge(&s, 1.0).verdict, Verdict::Stable);
+    }
+
+    #[test]
+    fn a_slow_chunky_leak_grows_at_a_coarser_resolution() {
+        // one step every other checkpoint (a sampled heap: one arena per 20 s)
+        let s = series(&[0., 0., 1., 1., 2., 2., 3., 3., 4., 4., 5., 5., 6.]);
+        assert_eq!(judge(&s, 1.0).verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn rare_steps_are_not_a_leak() {
+        let s = series(&[0., 1., 1., 1., 1., 1., 2., 2., 2., 2., 2., 2.]);
+        assert_eq!(judge(&s, 1.0).verdict, Verdict::Stable);
+    }
+
+    #[test]
+    fn every_kind_has_its_floor() {
+        // 10 items over a 100k-item dict is noise; 10 descriptors are not.
+        let dict = series(&[100_000., 100_002., 100_004., 100_006., 100_008., 100_010.]);
+        assert_eq!(judge_series(Series::Items, &dict).verdict, Verdict::Stable);
+        let fds = series(&[0., 2., 4., 6., 8., 10.]);
+        assert_eq!(
+            judge_series(Series::Descriptors, &fds).verdict,
+            Verdict::Growing
+        );
+        let rss = series(&[1e9, 1.001e9, 1.002e9, 1.003e9, 1.004e9, 1.005e9]);
+        assert_eq!(
+            judge_series(Series::Resident, &rss).verdict,
+            Verdict::Stable
+        );
+    }
+
+    #[test]
+    fn growing_first_fastest_first_then_largest() {
+        let g = |per_min| Trend {
+            verdict: Verdict::Growing,
+            per_min,
+            gained: 1.0,
+        };
+        let s = Trend {
+            verdict: Verdict::Stable,
+            per_min: 0.0,
+            gained: 0.0,
+        };
+        assert_eq!(order(&g(1.0), 10, &s, 1000), Ordering::Less);
+        assert_eq!(order(&g(5.0), 10, &g(1.0), 1000), Ordering::Less);
+        assert_eq!(order(&s, 1000, &s, 10), Ordering::Less);
+    }
+
+    #[test]
+    fn noise_floor_and_short_runs() {
+        let s = series(&[100., 100.5, 101., 101.5, 102., 102.5]);
+        assert_eq!(judge(&s, 10.0).verdict, Verdict::Stable);
+        assert_eq!(
+            judge(&series(&[0., 10., 20.]), 1.0).verdict,
+            Verdict::Unknown
+        );
+    }
+}
