@@ -8,6 +8,7 @@ mod error;
 mod launch;
 mod native;
 mod output;
+mod place;
 mod probes;
 mod procfs;
 mod python;
