@@ -1,6 +1,5 @@
 //! `tracer record`: resolve targets, attach, collect until the end, write the reports.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::collect::{Collector, Event, ExecOutcome, Mode, NativeMode};
@@ -101,22 +100,6 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
     Ok(())
 }
 
-/// Says where /metrics is served, and warns when that is beyond this machine.
-fn metrics_lines(addr: std::net::SocketAddr) {
-    say!("tracer: serving Prometheus metrics at http://{addr}/metrics");
-    if !addr.ip().is_loopback() {
-        let reach = if addr.ip().is_unspecified() {
-            "every network interface"
-        } else {
-            "a non-loopback address"
-        };
-        say!(
-            "tracer: WARNING: --metrics-addr {addr} serves /metrics on {reach}, without authentication: it shows process ids, command names and the names of module globals to anyone who can reach it; use 127.0.0.1:{} to keep it on this machine",
-            addr.port()
-        );
-    }
-}
-
 pub fn run(mut args: RecordArgs) -> Result<i32> {
     validate(&mut args)?;
     // Each new target's interpreter file (tens of MB) is read into a buffer that is freed right
@@ -151,16 +134,10 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     }
     util::require_privileges()?;
     // Bind before anything else: a busy port fails fast.
-    let metrics_listener = match args.metrics_addr {
-        Some(addr) => {
-            let l = std::net::TcpListener::bind(addr).map_err(|e| {
-                Error::BadArgument(format!("cannot listen on {addr} for --metrics-addr: {e}"))
-            })?;
-            metrics_lines(l.local_addr().unwrap_or(addr));
-            Some(l)
-        }
-        None => None,
-    };
+    let metrics_listener = args
+        .metrics_addr
+        .map(crate::metrics::MetricsListener::bind)
+        .transpose()?;
     let mode = args.mode();
 
     // Resolve running targets before loading anything: bad pids and containers fail fast.
@@ -241,7 +218,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         say!("{recording_line}");
     }
     // The live view owns the terminal until the end (restored on every way out).
-    let terminal = if args.live {
+    let mut terminal = if args.live {
         Some(crate::top::Terminal::enter()?)
     } else {
         None
@@ -260,6 +237,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         &mut saved,
         started,
         metrics_listener,
+        terminal.as_mut(),
         &mut discovery,
         launcher.as_mut(),
         launch_only.then_some(recording_line),
@@ -471,41 +449,6 @@ fn progress_line(r: &report::Report) -> String {
     )
 }
 
-/// Serves the latest metrics text to every client of `listener` (GET /metrics).
-async fn serve_metrics(listener: tokio::net::TcpListener, text: Arc<Mutex<String>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let text = text.clone();
-        tokio::spawn(async move {
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
-                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
-                    _ => return,
-                }
-            }
-            let line = String::from_utf8_lossy(&req);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                ("200 OK", text.lock().map(|t| t.clone()).unwrap_or_default())
-            } else {
-                ("404 Not Found", "tracer serves /metrics\n".to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn collect_loop(
     c: &mut Collector,
@@ -513,20 +456,16 @@ async fn collect_loop(
     dir: Option<&OutputDir>,
     saved: &mut Saved,
     started: Instant,
-    metrics_listener: Option<std::net::TcpListener>,
+    metrics_listener: Option<crate::metrics::MetricsListener>,
+    mut live: Option<&mut crate::top::Terminal>,
     discovery: &mut Discovery,
     mut launcher: Option<&mut launch::Launcher>,
     mut recording_line: Option<String>,
 ) -> Result<()> {
-    let metrics = Arc::new(Mutex::new(String::new()));
-    if let Some(l) = metrics_listener {
-        let l = l
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(l))
-            .map_err(|e| Error::Other(format!("metrics listener: {e}")))?;
-        *metrics.lock().unwrap() = render::prometheus::render(&report::build(c, started.elapsed()));
-        tokio::spawn(serve_metrics(l, metrics.clone()));
-    }
+    let metrics = match metrics_listener {
+        Some(l) => Some(l.start(&report::build(c, started.elapsed()))?),
+        None => None,
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
@@ -639,18 +578,11 @@ async fn collect_loop(
                 if let (true, Some(r)) = (progress, &report_now) {
                     say_inline(&format!("\r\x1b[K{}", progress_line(r)));
                 }
-                if let (true, Some(r)) = (args.live, &report_now) {
-                    let (w, h) = crate::top::Terminal::size();
-                    let screen = crate::top::screen(r, w, h);
-                    let mut out = std::io::stdout();
-                    let _ = std::io::Write::write_all(&mut out, screen.as_bytes());
-                    let _ = std::io::Write::flush(&mut out);
+                if let (Some(t), Some(r)) = (live.as_mut(), &report_now) {
+                    t.draw(r);
                 }
-                if let (true, Some(r)) = (args.metrics_addr.is_some(), &report_now) {
-                    let text = render::prometheus::render(r);
-                    if let Ok(mut m) = metrics.lock() {
-                        *m = text;
-                    }
+                if let (Some(m), Some(r)) = (&metrics, &report_now) {
+                    m.publish(r);
                 }
                 adopt(c, discovery, progress);
                 let launching = launcher.as_ref().is_some_and(|l| !l.done);

@@ -1,22 +1,41 @@
-//! `tracer top`: a live terminal view of what grows, refreshed every second; q quits.
+//! `tracer top`: a live terminal view of what grows, refreshed every second; q quits. Drawn with
+//! ratatui on crossterm's alternate screen; the terminal is restored on every way out (the end,
+//! an error, a signal, a panic).
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::IsTerminal as _;
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::{cursor, execute, terminal};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Text};
+use ratatui::widgets::Paragraph;
+use ratatui::DefaultTerminal;
 
 use crate::error::{Error, Result};
 use crate::render::summary::{human_bytes, suspect_line, thousands};
 use crate::report::{Coverage, Report};
 
-/// Raw keys, the alternate screen and a hidden cursor while alive; the terminal as it was after.
+/// The alternate screen, raw keys and a hidden cursor while alive; the terminal as it was after.
 pub struct Terminal {
-    saved: libc::termios,
+    term: DefaultTerminal,
+}
+
+/// Leaves the alternate screen and raw mode, shows the cursor (errors ignored: there is nothing
+/// better to do on the way out).
+fn restore() {
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(
+        std::io::stdout(),
+        terminal::LeaveAlternateScreen,
+        cursor::Show
+    );
 }
 
 impl Terminal {
     /// Fails unless stdin and stdout are a terminal.
     pub fn check() -> Result<()> {
-        let tty = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
-        if tty {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
             Ok(())
         } else {
             Err(Error::BadArgument(
@@ -28,46 +47,59 @@ impl Terminal {
 
     pub fn enter() -> Result<Terminal> {
         Self::check()?;
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
-            return Err(Error::Other("cannot read the terminal's settings".into()));
+        let failed = |e: std::io::Error| Error::Other(format!("cannot set up the terminal: {e}"));
+        terminal::enable_raw_mode().map_err(failed)?;
+        // From here on, every way out restores: Drop, and a panic (its hook runs first).
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+        let entered = execute!(
+            std::io::stdout(),
+            terminal::EnterAlternateScreen,
+            cursor::Hide
+        )
+        .and_then(|_| {
+            ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
+        });
+        match entered {
+            Ok(term) => Ok(Terminal { term }),
+            Err(e) => {
+                restore();
+                Err(failed(e))
+            }
         }
-        let mut raw = saved;
-        raw.c_lflag &= !(libc::ICANON | libc::ECHO);
-        raw.c_cc[libc::VMIN] = 1;
-        raw.c_cc[libc::VTIME] = 0;
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) };
-        print!("\x1b[?1049h\x1b[?25l");
-        let _ = std::io::stdout().flush();
-        Ok(Terminal { saved })
     }
 
-    /// Terminal width and height.
-    pub fn size() -> (usize, usize) {
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
-            (ws.ws_col as usize, ws.ws_row as usize)
-        } else {
-            (120, 40)
-        }
+    /// Shows `r` (a stdout that went away is ignored).
+    pub fn draw(&mut self, r: &Report) {
+        let view = view(r);
+        let _ = self.term.draw(|f| f.render_widget(view, f.area()));
     }
 }
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        print!("\x1b[?25h\x1b[?1049l");
-        let _ = std::io::stdout().flush();
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+        restore();
     }
 }
 
-/// Reads keys on a thread; sends () when q (or Q) is pressed.
+/// Reads keys on a thread; sends () on q, Q or Ctrl-C (raw mode: Ctrl-C is a key here).
 pub fn quit_key() -> tokio::sync::mpsc::UnboundedReceiver<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        let mut b = [0u8; 1];
-        while let Ok(1) = std::io::stdin().read(&mut b) {
-            if b[0] == b'q' || b[0] == b'Q' {
+        while let Ok(ev) = event::read() {
+            let Event::Key(k) = ev else {
+                continue;
+            };
+            let quit = k.kind == KeyEventKind::Press
+                && match k.code {
+                    KeyCode::Char('q' | 'Q') => true,
+                    KeyCode::Char('c') => k.modifiers.contains(KeyModifiers::CONTROL),
+                    _ => false,
+                };
+            if quit {
                 let _ = tx.send(());
                 return;
             }
@@ -76,8 +108,17 @@ pub fn quit_key() -> tokio::sync::mpsc::UnboundedReceiver<()> {
     rx
 }
 
-/// One screen of the live view.
-pub fn screen(r: &Report, width: usize, height: usize) -> String {
+/// The screen of `r`: its lines, the title in bold; what does not fit is cut.
+fn view(r: &Report) -> Paragraph<'static> {
+    let mut text: Vec<Line> = lines(r).into_iter().map(Line::from).collect();
+    if let Some(title) = text.first_mut() {
+        *title = std::mem::take(title).style(Style::default().add_modifier(Modifier::BOLD));
+    }
+    Paragraph::new(Text::from(text))
+}
+
+/// The lines of one screen of the live view (the terminal cuts what does not fit).
+pub fn lines(r: &Report) -> Vec<String> {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -186,12 +227,38 @@ pub fn screen(r: &Report, width: usize, height: usize) -> String {
         h.fd_map_full,
         h.stacks_lost
     );
-    // Fit the terminal: cut long lines and what does not fit.
-    let mut out = String::from("\x1b[H\x1b[2J");
-    for line in o.lines().take(height.saturating_sub(1)) {
-        let cut: String = line.chars().take(width.saturating_sub(1)).collect();
-        out.push_str(&cut);
-        out.push_str("\r\n");
+    o.lines().map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Mode;
+    use ratatui::backend::TestBackend;
+    use std::time::Duration;
+
+    #[test]
+    fn screen_fits_the_terminal() {
+        let mut r = Report {
+            mode: Mode::Exact,
+            interval: Duration::from_secs(10),
+            budget: Some((Duration::from_millis(200), 2.0)),
+            elapsed: Duration::from_secs(42),
+            min_age: Duration::ZERO,
+            procs: vec![],
+            health: Default::default(),
+        };
+        r.health.alloc_calls = 1234;
+        let mut term = ratatui::Terminal::new(TestBackend::new(30, 2)).unwrap();
+        term.draw(|f| f.render_widget(view(&r), f.area())).unwrap();
+        let buf = term.backend().buffer();
+        let row = |y| (0..30).map(|x| buf[(x, y)].symbol()).collect::<String>();
+        // The title, cut at the width; the rest of the screen is cut at its height.
+        assert_eq!(row(0), "tracer top - 42s - watch mode ");
+        assert_eq!(row(1).trim(), "");
+        assert!(lines(&r)
+            .last()
+            .unwrap()
+            .starts_with("tracer: 1,234 allocator calls"));
     }
-    out
 }

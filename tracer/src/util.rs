@@ -6,53 +6,37 @@ use crate::error::{Error, Result};
 use crate::procfs;
 
 /// Longest duration accepted on the command line.
-const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
+const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 
-/// "30s", "5m", "1h", "1d", "250ms", "2.5s", "1h30m"; a bare number is seconds.
+/// A duration on the command line, read by `humantime` ("30s", "5m", "1h30m", "1h 30m", "1d",
+/// "500ms"); a bare number is seconds ("2.5", "0"). Our own limits on top: not negative, at most
+/// 365 days, and one-line errors.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let err =
         || format!("invalid duration '{s}': use a number with a unit, e.g. 500ms, 30s, 5m, 1h, 1d");
+    let too_long = || format!("invalid duration '{s}': at most 365d");
     let t = s.trim();
     if t.starts_with('-') {
         return Err(format!(
             "invalid duration '{s}': a duration cannot be negative"
         ));
     }
-    if t.is_empty() {
-        return Err(err());
+    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = t.parse().map_err(|_| err())?;
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| err())?
+    } else {
+        humantime::parse_duration(t).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_long(),
+            _ => err(),
+        })?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
-    let mut rest = t;
-    let mut secs = 0.0f64;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(split);
-        let n: f64 = num.parse().map_err(|_| err())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit.trim() {
-            "" if tail.is_empty() && secs == 0.0 => 1.0,
-            "s" | "sec" | "secs" => 1.0,
-            "ms" => 1e-3,
-            "us" => 1e-6,
-            "m" | "min" | "mins" => 60.0,
-            "h" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            _ => return Err(err()),
-        };
-        secs += n * scale;
-        rest = tail;
-    }
-    if !secs.is_finite() {
-        return Err(err());
-    }
-    if secs > MAX_DURATION_SECS {
-        return Err(format!("invalid duration '{s}': at most 365d"));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| err())
+    Ok(d)
 }
 
 /// UTC "YYYYMMDD-HHMMSS".
@@ -190,6 +174,13 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        assert!(parse_duration("366d").unwrap_err().contains("at most 365d"));
+        assert!(parse_duration("1.5").is_ok());
         assert!(parse_duration("-5s")
             .unwrap_err()
             .contains("cannot be negative"));

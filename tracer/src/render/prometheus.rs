@@ -1,69 +1,94 @@
-//! /metrics in the Prometheus text exposition format (version 0.0.4): outstanding bytes, objects
-//! and open descriptors per process (and descriptor kind), the top growing stacks as a bounded
-//! label set, the heap census (tracked objects, the reported containers' lengths), and the
-//! tracer's own health.
+//! /metrics as a `prometheus-client` registry: outstanding bytes, objects and open descriptors per
+//! process (and descriptor kind), the top growing stacks as a bounded label set, the heap census
+//! (tracked objects, the reported containers' lengths), and the tracer's own health. The text is
+//! the OpenMetrics exposition that Prometheus scrapes (`CONTENT_TYPE`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::render::summary::python_line;
-use crate::report::{Report, Resource};
+use crate::report::{ProcReport, Report, Resource};
 use crate::trend::Verdict;
+
+/// The content type of `render`'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Growing stacks exported per process (bounded label cardinality).
 const TOP_GROWING: usize = 10;
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The labels of a process's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Proc {
+    pid: u32,
+    comm: String,
+    container: String,
 }
 
-fn family(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} {kind}");
-}
-
-pub fn render(r: &Report) -> String {
-    let mut o = String::new();
-    // An entry closed by an exec shares its pid (and often its comm) with the pid's next
-    // program: the series are the current program's.
-    let procs: Vec<&crate::report::ProcReport> =
-        r.procs.iter().filter(|p| p.execd.is_none()).collect();
-    let proc_labels = |p: &crate::report::ProcReport| {
-        format!(
-            "pid=\"{}\",comm=\"{}\",container=\"{}\"",
-            p.pid,
-            esc(&p.comm),
-            esc(p.container.as_deref().unwrap_or(""))
-        )
-    };
-    type Total = fn(&crate::report::ProcReport) -> u64;
-    let totals: [(&str, &str, Total); 2] = [
-        (
-            "tracer_outstanding_bytes",
-            "Outstanding bytes (sampled in watch mode).",
-            |p| p.total_bytes,
-        ),
-        (
-            "tracer_outstanding_objects",
-            "Outstanding allocations (sampled in watch mode).",
-            |p| p.total_allocs,
-        ),
-    ];
-    for (name, help, value) in totals {
-        family(&mut o, name, "gauge", help);
-        for p in procs.iter().copied() {
-            let _ = writeln!(o, "{name}{{{}}} {}", proc_labels(p), value(p));
+impl Proc {
+    fn of(p: &ProcReport) -> Proc {
+        Proc {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            container: p.container.clone().unwrap_or_default(),
         }
     }
-    family(
-        &mut o,
-        "tracer_open_fds",
-        "gauge",
-        "Open descriptors created while traced, by kind.",
-    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FdKind {
+    #[prometheus(flatten)]
+    proc: Proc,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Growing {
+    #[prometheus(flatten)]
+    proc: Proc,
+    rank: usize,
+    line: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Container {
+    #[prometheus(flatten)]
+    proc: Proc,
+    name: String,
+    r#type: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Map {
+    map: &'static str,
+}
+
+/// The registry of one report. Counters carry the kernel's running totals (registered without
+/// their `_total` suffix, which the encoding adds).
+pub fn registry(r: &Report) -> Registry {
+    let mut reg = Registry::default();
+    // An entry closed by an exec shares its pid (and often its comm) with the pid's next
+    // program: the series are the current program's.
+    let procs: Vec<&ProcReport> = r.procs.iter().filter(|p| p.execd.is_none()).collect();
+
+    let bytes = Family::<Proc, Gauge>::default();
+    let objects = Family::<Proc, Gauge>::default();
+    let fds = Family::<FdKind, Gauge>::default();
+    let growing = Family::<Growing, FloatGauge>::default();
+    let census = Family::<Proc, Gauge>::default();
+    let items = Family::<Container, Gauge>::default();
     for p in procs.iter().copied() {
+        let labels = Proc::of(p);
+        bytes.get_or_create(&labels).set(p.total_bytes as i64);
+        objects.get_or_create(&labels).set(p.total_allocs as i64);
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for f in &p.fds {
             let leaf = f.frames.last().map(String::as_str).unwrap_or("[fd]");
@@ -75,140 +100,171 @@ pub fn render(r: &Report) -> String {
                 .to_string();
             *kinds.entry(kind).or_default() += f.count;
         }
-        for (k, n) in kinds {
-            let _ = writeln!(
-                o,
-                "tracer_open_fds{{{},kind=\"{}\"}} {n}",
-                proc_labels(p),
-                esc(&k)
-            );
+        for (kind, n) in kinds {
+            let proc = labels.clone();
+            fds.get_or_create(&FdKind { proc, kind }).set(n as i64);
         }
-    }
-    family(
-        &mut o,
-        "tracer_growing_stack_bytes_per_minute",
-        "gauge",
-        "Growth rate of the fastest-growing stacks (top 10 per process), by innermost Python line.",
-    );
-    for p in procs.iter().copied() {
-        let growing = p
+        let top = p
             .suspects
             .iter()
             .filter(|s| s.resource == Resource::Memory && s.trend.verdict == Verdict::Growing)
             .take(TOP_GROWING);
-        for (rank, s) in growing.enumerate() {
-            let _ = writeln!(
-                o,
-                "tracer_growing_stack_bytes_per_minute{{{},rank=\"{}\",line=\"{}\"}} {:.0}",
-                proc_labels(p),
-                rank + 1,
-                esc(python_line(&s.frames)),
-                s.trend.per_min
-            );
+        for (rank, s) in top.enumerate() {
+            let key = Growing {
+                proc: labels.clone(),
+                rank: rank + 1,
+                line: python_line(&s.frames).to_string(),
+            };
+            growing.get_or_create(&key).set(s.trend.per_min);
         }
-    }
-    family(
-        &mut o,
-        "tracer_census_objects",
-        "gauge",
-        "Objects tracked by the gc at the last heap census.",
-    );
-    for p in procs.iter().copied() {
         if let Some(c) = p.census.as_ref().filter(|c| c.passes > 0) {
-            let _ = writeln!(
-                o,
-                "tracer_census_objects{{{}}} {}",
-                proc_labels(p),
-                c.objects
-            );
+            census.get_or_create(&labels).set(c.objects as i64);
         }
-    }
-    family(
-        &mut o,
-        "tracer_census_container_items",
-        "gauge",
-        "Length of the lists, dicts and sets the heap census reports (at most 12 per process), by name.",
-    );
-    for p in procs.iter().copied() {
         for k in p.census.iter().flat_map(|c| &c.containers) {
-            let _ = writeln!(
-                o,
-                "tracer_census_container_items{{{},name=\"{}\",type=\"{}\",verdict=\"{}\"}} {}",
-                proc_labels(p),
-                esc(&k.name),
-                esc(&k.type_name),
-                k.trend.verdict,
-                k.len
-            );
+            let key = Container {
+                proc: labels.clone(),
+                name: k.name.clone(),
+                r#type: k.type_name.clone(),
+                verdict: k.trend.verdict.to_string(),
+            };
+            items.get_or_create(&key).set(k.len as i64);
         }
     }
+    reg.register(
+        "tracer_outstanding_bytes",
+        "Outstanding bytes (sampled in watch mode)",
+        bytes,
+    );
+    reg.register(
+        "tracer_outstanding_objects",
+        "Outstanding allocations (sampled in watch mode)",
+        objects,
+    );
+    reg.register(
+        "tracer_open_fds",
+        "Open descriptors created while traced, by kind",
+        fds,
+    );
+    reg.register(
+        "tracer_growing_stack_bytes_per_minute",
+        "Growth rate of the fastest-growing stacks (top 10 per process), by innermost Python line",
+        growing,
+    );
+    reg.register(
+        "tracer_census_objects",
+        "Objects tracked by the gc at the last heap census",
+        census,
+    );
+    reg.register(
+        "tracer_census_container_items",
+        "Length of the lists, dicts and sets the heap census reports (at most 12 per process), by name",
+        items,
+    );
+
     let h = &r.health;
-    family(
-        &mut o,
-        "tracer_allocator_calls_total",
-        "counter",
-        "Allocator probe hits.",
+    let calls = Counter::<u64>::default();
+    calls.inc_by(h.alloc_calls);
+    reg.register("tracer_allocator_calls", "Allocator probe hits", calls);
+    let dropped = Family::<Map, Counter>::default();
+    let fullness = Family::<Map, FloatGauge>::default();
+    let maps = [
+        (
+            "allocations",
+            h.alloc_map_full,
+            h.alloc_entries as f64 / tracer_common::ALLOC_MAP_CAPACITY as f64,
+        ),
+        (
+            "descriptors",
+            h.fd_map_full,
+            h.fd_entries as f64 / tracer_common::FD_MAP_CAPACITY as f64,
+        ),
+    ];
+    for (map, full, ratio) in maps {
+        dropped.get_or_create(&Map { map }).inc_by(full);
+        fullness.get_or_create(&Map { map }).set(ratio);
+    }
+    reg.register(
+        "tracer_dropped",
+        "Events dropped because a map was full, by map",
+        dropped,
     );
-    let _ = writeln!(o, "tracer_allocator_calls_total {}", h.alloc_calls);
-    family(
-        &mut o,
-        "tracer_dropped_total",
-        "counter",
-        "Events dropped because a map was full, by map.",
-    );
-    let _ = writeln!(
-        o,
-        "tracer_dropped_total{{map=\"allocations\"}} {}",
-        h.alloc_map_full
-    );
-    let _ = writeln!(
-        o,
-        "tracer_dropped_total{{map=\"descriptors\"}} {}",
-        h.fd_map_full
-    );
-    family(
-        &mut o,
+    reg.register(
         "tracer_map_fullness_ratio",
-        "gauge",
-        "Entries over capacity of the kernel maps, by map.",
+        "Entries over capacity of the kernel maps, by map",
+        fullness,
     );
-    let _ = writeln!(
-        o,
-        "tracer_map_fullness_ratio{{map=\"allocations\"}} {:.6}",
-        h.alloc_entries as f64 / tracer_common::ALLOC_MAP_CAPACITY as f64
+    let lost = Counter::<u64>::default();
+    lost.inc_by(h.stacks_lost);
+    reg.register(
+        "tracer_stacks_lost",
+        "Stacks the kernel could not record",
+        lost,
     );
-    let _ = writeln!(
-        o,
-        "tracer_map_fullness_ratio{{map=\"descriptors\"}} {:.6}",
-        h.fd_entries as f64 / tracer_common::FD_MAP_CAPACITY as f64
-    );
-    family(
-        &mut o,
-        "tracer_stacks_lost_total",
-        "counter",
-        "Stacks the kernel could not record.",
-    );
-    let _ = writeln!(o, "tracer_stacks_lost_total {}", h.stacks_lost);
-    family(
-        &mut o,
-        "tracer_traced_processes",
-        "gauge",
-        "Processes traced (alive).",
-    );
-    let _ = writeln!(
-        o,
-        "tracer_traced_processes {}",
-        r.procs.iter().filter(|p| p.exited_after.is_none()).count()
-    );
+    let alive = Gauge::<i64>::default();
+    alive.set(r.procs.iter().filter(|p| p.exited_after.is_none()).count() as i64);
+    reg.register("tracer_traced_processes", "Processes traced (alive)", alive);
+    reg
+}
+
+/// The exposition text of one report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut o, &registry(r));
     o
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::Mode;
+    use std::time::Duration;
+
+    #[test]
+    fn health_series_and_names() {
+        let mut r = Report {
+            mode: Mode::Exact,
+            interval: Duration::from_secs(10),
+            budget: None,
+            elapsed: Duration::from_secs(5),
+            min_age: Duration::ZERO,
+            procs: vec![],
+            health: Default::default(),
+        };
+        r.health.alloc_calls = 12;
+        r.health.fd_map_full = 3;
+        r.health.fd_entries = tracer_common::FD_MAP_CAPACITY as u64 / 4;
+        let text = render(&r);
+        for line in [
+            "# TYPE tracer_allocator_calls counter",
+            "tracer_allocator_calls_total 12",
+            "tracer_dropped_total{map=\"descriptors\"} 3",
+            "tracer_dropped_total{map=\"allocations\"} 0",
+            "tracer_map_fullness_ratio{map=\"descriptors\"} 0.25",
+            "tracer_stacks_lost_total 0",
+            "tracer_traced_processes 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut reg = Registry::default();
+        let f = Family::<Proc, Gauge>::default();
+        let proc = Proc {
+            pid: 7,
+            comm: "a\"b\\c\nd".into(),
+            container: String::new(),
+        };
+        f.get_or_create(&proc).set(1);
+        reg.register("t", "T", f);
+        let mut o = String::new();
+        prometheus_client::encoding::text::encode(&mut o, &reg).unwrap();
+        assert!(
+            o.contains("t{pid=\"7\",comm=\"a\\\"b\\\\c\\nd\",container=\"\"} 1"),
+            "{o}"
+        );
     }
 }

@@ -1,0 +1,239 @@
+//! Descriptor tracking from the `sys_exit` raw tracepoint: every descriptor-creating syscall of a
+//! traced process inserts into `FDS`, keyed by (pid, fd); close/dup2/dup3 over an open fd remove
+//! or replace. What each syscall does is described in `syscalls`; the syscall arguments are read
+//! from the saved user registers at exit.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use aya_log_ebpf::warn;
+use tracer_common::{stat, sys, FdKey, FdKind, PATH_LEN};
+
+use crate::maps::{bump, bump_pid, traced, user_stack, FDS, FD_SCRATCH, PYCONF};
+use crate::python::py_stack;
+use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, When};
+
+// struct pt_regs (x86_64) offsets.
+const REG_R10: usize = 56;
+const REG_R8: usize = 72;
+const REG_DX: usize = 96;
+const REG_SI: usize = 104;
+const REG_DI: usize = 112;
+const REG_ORIG_AX: usize = 120;
+
+#[inline(always)]
+fn reg(regs: *const u8, off: usize) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64).unwrap_or(0) }
+}
+
+/// The value of a syscall argument from the saved user registers.
+#[inline(always)]
+fn arg(regs: *const u8, a: Arg) -> u64 {
+    match a.0 {
+        0 => reg(regs, REG_DI),
+        1 => reg(regs, REG_SI),
+        2 => reg(regs, REG_DX),
+        3 => reg(regs, REG_R10),
+        _ => reg(regs, REG_R8),
+    }
+}
+
+#[inline(always)]
+fn close_fd(tgid: u32, fd: u32) {
+    if FDS.remove(FdKey { pid: tgid, fd }).is_ok() {
+        bump(stat::FD_CLOSES);
+        bump_pid(tgid, |s| s.fd_closes += 1);
+    }
+}
+
+/// A new descriptor, ready to record.
+struct NewFd {
+    tgid: u32,
+    tid: u32,
+    fd: u32,
+    syscall: u32,
+    kind: FdKind,
+    /// `FdInfo::a` and `FdInfo::b`.
+    a: u32,
+    b: u32,
+    /// User pointer to a NUL-terminated path or name, or 0.
+    path: u64,
+    /// A descriptor whose entry, when there is one, gives the kind, `a`, `b` and path instead.
+    inherit: Option<u32>,
+}
+
+/// Records a new descriptor in `FDS` with the current stacks.
+#[inline(always)]
+fn record_fd(ctx: &RawTracePointContext, new: &NewFd) {
+    let Some(info) = FD_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let info = unsafe { &mut *info };
+    info.ts_ns = unsafe { bpf_ktime_get_ns() };
+    info.ustack = user_stack(ctx);
+    info.pystack = py_stack(new.tgid, ((new.tgid as u64) << 32) | new.tid as u64);
+    info.kind = new.kind as u16;
+    info.syscall = new.syscall as u16;
+    info.a = new.a;
+    info.b = new.b;
+    info.tid = new.tid;
+    info.path[0] = 0;
+    if let Some(src) = new.inherit {
+        if let Some(orig) = unsafe {
+            FDS.get(FdKey {
+                pid: new.tgid,
+                fd: src,
+            })
+        } {
+            info.kind = orig.kind;
+            info.a = orig.a;
+            info.b = orig.b;
+            info.path = orig.path;
+        }
+    } else if new.path != 0 {
+        let _ = unsafe {
+            bpf_probe_read_user_str_bytes(new.path as *const u8, &mut info.path[..PATH_LEN])
+        };
+    }
+    let key = FdKey {
+        pid: new.tgid,
+        fd: new.fd,
+    };
+    if FDS.insert(key, &*info, 0).is_err() {
+        bump(stat::FD_MAP_FULL);
+        return;
+    }
+    bump(stat::FD_OPENS);
+    bump_pid(new.tgid, |s| s.fd_opens += 1);
+}
+
+/// Applies the description of a descriptor-creating syscall that returned `ret` (>= 0).
+#[inline(always)]
+fn create(
+    ctx: &RawTracePointContext,
+    regs: *const u8,
+    tgid: u32,
+    tid: u32,
+    nr: u32,
+    ret: u32,
+    c: &Creates,
+) {
+    let happened = match c.when {
+        When::Always => true,
+        When::MinusOne(a) => arg(regs, a) as i32 == -1,
+        When::DupCommand(a) => {
+            let cmd = arg(regs, a);
+            cmd == sys::F_DUPFD || cmd == sys::F_DUPFD_CLOEXEC
+        }
+        When::NotSame(a) => arg(regs, a) as u32 != ret,
+    };
+    if !happened {
+        return;
+    }
+    if c.replaces {
+        close_fd(tgid, ret);
+    }
+    let mut new = NewFd {
+        tgid,
+        tid,
+        fd: ret,
+        syscall: nr,
+        kind: c.kind,
+        a: 0,
+        b: 0,
+        path: 0,
+        inherit: None,
+    };
+    match c.detail {
+        Detail::Nothing => {}
+        Detail::Path(a) => new.path = arg(regs, a),
+        Detail::Socket { family, ty } => {
+            new.a = arg(regs, family) as u32;
+            new.b = (arg(regs, ty) as u32) & 0xf;
+        }
+        Detail::Inherit(a) => new.inherit = Some(arg(regs, a) as u32),
+        Detail::Dup(a) => {
+            let src = arg(regs, a) as u32;
+            new.a = src;
+            new.inherit = Some(src);
+        }
+    }
+    match c.fds {
+        Fds::Ret => record_fd(ctx, &new),
+        Fds::Pair(a) => {
+            let ptr = arg(regs, a);
+            let fds: [i32; 2] =
+                unsafe { bpf_probe_read_user(ptr as *const [i32; 2]).unwrap_or([-1, -1]) };
+            for fd in fds {
+                if fd >= 0 {
+                    new.fd = fd as u32;
+                    record_fd(ctx, &new);
+                }
+            }
+        }
+    }
+}
+
+/// `sys_exit(struct pt_regs *regs, long ret)`
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !traced(tgid) {
+        return 0;
+    }
+    let tid = id as u32;
+    let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return 0;
+    }
+    let nr = reg(regs, REG_ORIG_AX) as u32;
+    let Some(effect) = effect(nr) else {
+        return 0;
+    };
+    match effect {
+        Effect::Creates(c) => create(&ctx, regs, tgid, tid, nr, ret as u32, &c),
+        Effect::Close(a) => close_fd(tgid, arg(regs, a) as u32),
+        Effect::CloseRange { first, last, flags } => {
+            // Close the first descriptors of the range here; the user side reconciles the rest
+            // (and CLOEXEC descriptors after exec) against /proc/PID/fd.
+            let first = arg(regs, first) as u32;
+            let last = arg(regs, last) as u32;
+            if arg(regs, flags) & 4 == 0 {
+                // not CLOSE_RANGE_CLOEXEC
+                let mut i: u32 = 0;
+                while i < 64 {
+                    let fd = first.wrapping_add(i);
+                    if fd > last || fd < first {
+                        break;
+                    }
+                    close_fd(tgid, fd);
+                    i += 1;
+                }
+            }
+        }
+        Effect::Exec => {
+            // A new program image: the old heap is gone, CLOEXEC descriptors are closed (the user
+            // side closes the old program's entry and reconciles both). Rare enough to log.
+            let now = unsafe { bpf_ktime_get_ns() };
+            bump_pid(tgid, |s| {
+                s.execs += 1;
+                s.last_exec_ns = now;
+            });
+            // The old layout means nothing in the new image: stop walking with it at once (the
+            // user side publishes the new program's, if it is Python).
+            let _ = PYCONF.remove(&tgid);
+            warn!(
+                &ctx,
+                "traced process {} called execve: its earlier allocations are void", tgid
+            );
+        }
+    }
+    0
+}

@@ -1,0 +1,97 @@
+//! Every map of the kernel programs (the user side reads them by these names) and the small
+//! helpers that update the shared ones: the global and per-process counters, the traced-process
+//! check, the native stack map.
+
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use tracer_common::{
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, PendingAlloc, PidStats, PyConf, PyStack,
+    ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY, NO_STACK,
+};
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Traced processes (tgid -> flags).
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static ALLOCS: HashMap<AllocKey, AllocInfo> =
+    HashMap::with_max_entries(ALLOC_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static PENDING: HashMap<u64, PendingAlloc> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static FDS: HashMap<FdKey, FdInfo> =
+    HashMap::with_max_entries(FD_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(32768, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[map]
+pub static PID_STATS: PerCpuHashMap<u32, PidStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per traced process: how to walk its Python frames.
+#[map]
+pub static PYCONF: HashMap<u32, PyConf> = HashMap::with_max_entries(4096, 0);
+
+/// pid_tgid -> the thread's PyThreadState address: published by the user side, or found by the
+/// kernel walking the interpreter's thread list the first time it sees a thread.
+#[map]
+pub static THREADS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Python stacks by hash (the `pystack` of allocations and descriptors).
+#[map]
+pub static PYSTACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for building an `FdInfo` (too large for comfort on the 512-byte BPF stack).
+#[map]
+pub static FD_SCRATCH: PerCpuArray<FdInfo> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts one event in the global counters (`stat::*`).
+#[inline(always)]
+pub fn bump(idx: u32) {
+    if let Some(p) = STATS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Updates the per-process counters of `pid`.
+#[inline(always)]
+pub fn bump_pid(pid: u32, f: impl FnOnce(&mut PidStats)) {
+    if let Some(p) = PID_STATS.get_ptr_mut(pid) {
+        unsafe { f(&mut *p) };
+    } else {
+        let mut s = PidStats::default();
+        f(&mut s);
+        let _ = PID_STATS.insert(pid, s, 0);
+    }
+}
+
+#[inline(always)]
+pub fn traced(tgid: u32) -> bool {
+    unsafe { TARGETS.get(tgid).is_some() }
+}
+
+/// The current user stack's id in `STACKS`, `NO_STACK` when it could not be recorded.
+#[inline(always)]
+pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            bump(stat::STACK_LOST);
+            NO_STACK
+        }
+    }
+}

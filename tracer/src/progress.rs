@@ -1,0 +1,79 @@
+//! The progress line of a recording on stderr (time, totals, what grows so far), drawn by
+//! indicatif only when stderr is a terminal: hidden otherwise, and never failing the recording
+//! (a closed or full stderr is ignored).
+
+// Not used by the record loop yet: its rewrite (the list of sinks) takes it in place of the
+// hand-written `\r\x1b[K` line.
+#![allow(dead_code)]
+
+use std::io::IsTerminal as _;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// One line of progress that messages print above.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A progress line when `enabled` and stderr is a terminal, else one that shows nothing.
+    pub fn new(enabled: bool) -> Progress {
+        let bar = if enabled && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("{spinner} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar }
+    }
+
+    /// Whether the line is shown at all.
+    pub fn shown(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// Replaces the line (and turns the spinner).
+    pub fn set(&self, line: impl Into<String>) {
+        self.bar.set_message(line.into());
+        self.bar.tick();
+    }
+
+    /// Prints a message line to stderr above the progress line (never panicking): what
+    /// `say!` after an erased line does today.
+    pub fn say(&self, line: &str) {
+        self.bar.suspend(|| {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{line}");
+        });
+    }
+
+    /// Erases the line for good.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under `cargo test` stderr is captured (not a terminal): nothing is drawn, nothing fails.
+    #[test]
+    fn hidden_without_a_terminal() {
+        let p = Progress::new(true);
+        assert_eq!(p.shown(), std::io::stderr().is_terminal());
+        p.set("tracer: 1s");
+        p.say("a message");
+        p.finish();
+        assert!(!Progress::new(false).shown());
+    }
+}
