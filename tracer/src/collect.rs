@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdInfo, FdKey, PidStats};
+use tracer_common::{FdInfo, FdKey, FdKind, PidStats, PATH_LEN};
 
+use crate::frame::{verdict_key, Frame, Marker};
 use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
@@ -46,9 +47,9 @@ pub struct Checkpoint {
     /// Seconds since tracing began.
     pub at: f64,
     /// Bytes and objects (allocations, or live samples in watch mode) per stack.
-    pub allocs: HashMap<Vec<String>, (u64, u64)>,
+    pub allocs: HashMap<Vec<Frame>, (u64, u64)>,
     /// Open descriptors per site: the stack and the kind of resource, without its name.
-    pub fds: HashMap<Vec<String>, u64>,
+    pub fds: HashMap<Vec<Frame>, u64>,
 }
 
 /// A traced process.
@@ -223,13 +224,13 @@ pub struct ProcSnapshot {
     pub fds: Vec<OpenFd>,
     pub stats: PidStats,
     /// Frames of every stack in this snapshot, root first (resolved while the process lives).
-    pub frames: HashMap<StackKey, Vec<String>>,
+    pub frames: HashMap<StackKey, Vec<Frame>>,
 }
 
 impl ProcSnapshot {
     /// The descriptor site of an open descriptor, as verdicts group it: its Python call path
     /// and the kind of resource.
-    pub fn fd_site(&self, f: &OpenFd) -> Vec<String> {
+    pub fn fd_site(&self, f: &OpenFd) -> Vec<Frame> {
         let mut frames = verdict_key(
             self.frames
                 .get(&(f.info.ustack, f.info.pystack))
@@ -800,7 +801,7 @@ impl Collector {
     }
 
     /// Frames of one stack, root first: Python frames with the native frames chosen by `native`.
-    fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<String> {
+    fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<Frame> {
         let pid = self.targets[i].pid;
         let native = self.symbolizer.native(&self.probes, pid, key.0);
         let py = match (self.probes.pystack(key.1), self.targets[i].runtime.as_mut()) {
@@ -1065,7 +1066,7 @@ impl Collector {
             for k in keys {
                 if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
                     let f = if k == BEFORE_EXEC {
-                        vec!["[opened before exec]".to_string()]
+                        vec![Frame::Marker(Marker::OpenedBeforeExec)]
                     } else {
                         self.frames_of(i, k)
                     };
@@ -1154,36 +1155,91 @@ fn is_type_object(
     v
 }
 
-/// Is this a Python frame label ("function (file:LINE)")?
-pub fn is_python_frame(f: &str) -> bool {
-    f.ends_with(')')
-        && f.contains(" (")
-        && f.rsplit(':')
-            .next()
-            .is_some_and(|l| l.trim_end_matches(')').parse::<u32>().is_ok())
+/// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
+/// place count as one site whatever file they name.
+pub fn fd_site_label(f: &OpenFd) -> Frame {
+    fd_label(f).without_name()
 }
 
-/// Verdicts judge Python call paths: the native frames below them (which C routine allocated,
-/// or first touched a page in watch mode) would split one line's growth into several stacks.
-pub fn verdict_key(frames: Vec<String>) -> Vec<String> {
-    if frames.iter().any(|f| is_python_frame(f)) {
-        frames
-            .into_iter()
-            .filter(|f| is_python_frame(f) || f == "[truncated]")
-            .collect()
-    } else {
-        frames
+/// A descriptor's resource, as the leaf frame of its stack.
+pub fn fd_label(f: &OpenFd) -> Frame {
+    let info = &f.info;
+    let kpath = {
+        let end = info.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
+        String::from_utf8_lossy(&info.path[..end]).into_owned()
+    };
+    let link = f.target.as_deref().unwrap_or("");
+    let res = |kind: &str, name: Option<String>| Frame::Resource {
+        kind: kind.to_string(),
+        name,
+    };
+    let from_link = || -> Frame {
+        if let Some(rest) = link.strip_prefix("anon_inode:") {
+            res(rest.trim_matches(|c| c == '[' || c == ']'), None)
+        } else if link.starts_with("socket:") {
+            res("socket", None)
+        } else if link.starts_with("pipe:") {
+            res("pipe", None)
+        } else if link.is_empty() {
+            res("fd", None)
+        } else {
+            res("file", Some(link.to_string()))
+        }
+    };
+    match FdKind::from_u16(info.kind) {
+        FdKind::File => {
+            let p = if link.starts_with('/') {
+                link.to_string()
+            } else {
+                kpath
+            };
+            res("file", Some(p))
+        }
+        FdKind::Socket => res(&format!("socket {}", socket_kind(info.a, info.b)), None),
+        FdKind::Pipe => res("pipe", None),
+        FdKind::Eventfd => res("eventfd", None),
+        FdKind::Epoll => res("epoll", None),
+        FdKind::Memfd => res("memfd", (!kpath.is_empty()).then_some(kpath)),
+        FdKind::Signalfd => res("signalfd", None),
+        FdKind::Timerfd => res("timerfd", None),
+        FdKind::Inotify => res("inotify", None),
+        FdKind::Fanotify => res("fanotify", None),
+        FdKind::Pidfd => res("pidfd", None),
+        FdKind::Userfaultfd => res("userfaultfd", None),
+        FdKind::PerfEvent => res("perf_event", None),
+        FdKind::IoUring => res("io_uring", None),
+        FdKind::Dup | FdKind::Unknown => from_link(),
     }
 }
 
-/// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
-/// place count as one site whatever file they name.
-pub fn fd_site_label(f: &OpenFd) -> String {
-    crate::report::split_resource(&crate::report::fd_label(f)).0
+pub fn socket_kind(family: u32, ty: u32) -> String {
+    let fam = match family {
+        1 => "unix",
+        2 => "inet",
+        10 => "inet6",
+        16 => "netlink",
+        17 => "packet",
+        40 => "vsock",
+        0 => "unknown",
+        n => return format!("family{n}"),
+    };
+    let t = match (family, ty) {
+        (2 | 10, 1) => "tcp",
+        (2 | 10, 2) => "udp",
+        (_, 1) => "stream",
+        (_, 2) => "dgram",
+        (_, 3) => "raw",
+        (_, 5) => "seqpacket",
+        _ => "other",
+    };
+    format!("{fam}/{t}")
 }
 
 /// Is this native frame part of the interpreter's own machinery (where Python frames take over)?
-fn is_interpreter_frame(name: &str) -> bool {
+fn is_interpreter_frame(frame: &Frame) -> bool {
+    let Frame::Native { symbol: Some(name) } = frame else {
+        return true; // unknown
+    };
     name.starts_with('[')
         || name.contains("EvalFrame")
         || name.starts_with("_PyEval_")
@@ -1197,10 +1253,10 @@ fn is_interpreter_frame(name: &str) -> bool {
 }
 
 /// Joins Python frames (root first) and native frames (root first).
-pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> Vec<String> {
+pub fn merge_frames(py: Vec<Frame>, native: Vec<Frame>, mode: NativeMode) -> Vec<Frame> {
     if py.is_empty() {
         return match mode {
-            NativeMode::None => vec!["[no Python stack]".into()],
+            NativeMode::None => vec![Frame::Marker(Marker::NoPythonStack)],
             _ => native,
         };
     }
@@ -1210,7 +1266,7 @@ pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> V
         NativeMode::All => out.extend(native),
         NativeMode::Leaf => {
             // From the leaf up to the first interpreter frame, at most four.
-            let leaf: Vec<String> = native
+            let leaf: Vec<Frame> = native
                 .iter()
                 .rev()
                 .take_while(|n| !is_interpreter_frame(n))
@@ -1227,13 +1283,16 @@ pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> V
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
+    fn v(s: &[&str]) -> Vec<Frame> {
+        s.iter().map(|x| Frame::native(x)).collect()
     }
 
     #[test]
     fn native_frames_join_python_ones() {
-        let py = v(&["main (app.py:10)", "leak (app.py:3)"]);
+        let py = vec![
+            Frame::python("main", "app.py", Some(10)),
+            Frame::python("leak", "app.py", Some(3)),
+        ];
         let native = v(&[
             "_start",
             "_PyEval_EvalFrameDefault",
@@ -1242,12 +1301,7 @@ mod tests {
         ]);
         assert_eq!(
             merge_frames(py.clone(), native.clone(), NativeMode::Leaf),
-            v(&[
-                "main (app.py:10)",
-                "leak (app.py:3)",
-                "list_append",
-                "_PyObject_Malloc"
-            ])
+            [py.clone(), v(&["list_append", "_PyObject_Malloc"])].concat()
         );
         assert_eq!(
             merge_frames(py.clone(), native.clone(), NativeMode::None),
@@ -1263,7 +1317,16 @@ mod tests {
         );
         assert_eq!(
             merge_frames(vec![], native, NativeMode::None),
-            v(&["[no Python stack]"])
+            vec![Frame::Marker(Marker::NoPythonStack)]
         );
+    }
+
+    #[test]
+    fn socket_kinds() {
+        assert_eq!(socket_kind(2, 1), "inet/tcp");
+        assert_eq!(socket_kind(10, 2), "inet6/udp");
+        assert_eq!(socket_kind(1, 1), "unix/stream");
+        assert_eq!(socket_kind(1, 5), "unix/seqpacket");
+        assert_eq!(socket_kind(99, 1), "family99");
     }
 }

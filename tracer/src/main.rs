@@ -5,6 +5,7 @@ mod collect;
 mod discover;
 mod doctor;
 mod error;
+mod frame;
 mod launch;
 mod native;
 mod output;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::render::summary::python_line;
+use crate::frame::{python_line, Frame};
 use crate::report::{Report, Resource};
 use crate::trend::Verdict;
 
@@ -66,13 +66,11 @@ pub fn render(r: &Report) -> String {
     for p in procs.iter().copied() {
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for f in &p.fds {
-            let leaf = f.frames.last().map(String::as_str).unwrap_or("[fd]");
-            let kind = leaf
-                .trim_start_matches('[')
-                .split([' ', ']'])
-                .next()
-                .unwrap_or("fd")
-                .to_string();
+            let kind = match f.frames.last() {
+                Some(Frame::Resource { kind, .. }) => kind.split(' ').next().unwrap_or(kind),
+                _ => "fd",
+            }
+            .to_string();
             *kinds.entry(kind).or_default() += f.count;
         }
         for (k, n) in kinds {
@@ -102,7 +100,7 @@ pub fn render(r: &Report) -> String {
                 "tracer_growing_stack_bytes_per_minute{{{},rank=\"{}\",line=\"{}\"}} {:.0}",
                 proc_labels(p),
                 rank + 1,
-                esc(python_line(&s.frames)),
+                esc(&python_line(&s.frames)),
                 s.trend.per_min
             );
         }

@@ -3,20 +3,21 @@
 
 use std::time::Duration;
 
-use tracer_common::{stat, FdKind, PATH_LEN};
+use tracer_common::stat;
 
 use std::collections::{BTreeSet, HashMap};
 
 pub mod census;
 
-use crate::collect::{monotonic_ns, verdict_key, Checkpoint, Collector, Mode, OpenFd, Target};
+use crate::collect::{fd_label, monotonic_ns, Checkpoint, Collector, Mode, Target};
+use crate::frame::{verdict_key, Frame};
 use crate::python::{HookSource, Interpreter};
 use crate::trend::{judge, judge_rate, Trend, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct AllocStack {
     /// Frames root first, below the process frame.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     pub bytes: u64,
     pub count: u64,
     pub oldest_age: Duration,
@@ -25,7 +26,7 @@ pub struct AllocStack {
 #[derive(Debug, Clone)]
 pub struct FdStack {
     /// Frames root first, below the process frame; the last one names the resource.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     pub count: u64,
 }
 
@@ -42,7 +43,7 @@ pub enum Resource {
 pub struct Suspect {
     pub resource: Resource,
     /// Frames root first; for descriptors the last one is the kind of resource.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     /// Outstanding bytes or open descriptors at the last checkpoint.
     pub now: u64,
     /// Objects (allocations or live samples) at the last checkpoint; descriptors: = now.
@@ -106,7 +107,7 @@ pub struct ProcReport {
     pub checkpoints: usize,
     /// Memory stacks (Python call paths) that grew since the first checkpoint, with the bytes
     /// gained.
-    pub growth: Vec<(Vec<String>, u64)>,
+    pub growth: Vec<(Vec<Frame>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
     pub census: Option<crate::report::census::CensusReport>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
@@ -116,18 +117,18 @@ pub struct ProcReport {
 impl ProcReport {
     /// The root frames of every stack of this process: its container, if any, then the
     /// process.
-    pub fn root_frames(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
+    pub fn root_frames(&self) -> Vec<Frame> {
+        let mut v: Vec<Frame> = self
             .container
             .iter()
-            .map(|c| format!("container {c}"))
+            .cloned()
+            .map(Frame::Container)
             .collect();
-        v.push(format!(
-            "{} (pid {}{})",
-            self.comm,
-            self.pid,
-            self.before_exec()
-        ));
+        v.push(Frame::Process {
+            comm: self.comm.clone(),
+            pid: self.pid,
+            before_exec: self.execd.is_some(),
+        });
         v
     }
 
@@ -218,93 +219,6 @@ pub fn assess_coverage(interp: &Interpreter, alloc_calls: u64, cpu_seconds: f64)
     }
 }
 
-/// A descriptor's resource, as the leaf frame of its stack.
-pub fn fd_label(f: &OpenFd) -> String {
-    let info = &f.info;
-    let kpath = {
-        let end = info.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
-        String::from_utf8_lossy(&info.path[..end]).into_owned()
-    };
-    let link = f.target.as_deref().unwrap_or("");
-    let from_link = || -> String {
-        if let Some(rest) = link.strip_prefix("anon_inode:") {
-            format!("[{}]", rest.trim_matches(|c| c == '[' || c == ']'))
-        } else if link.starts_with("socket:") {
-            "[socket]".into()
-        } else if link.starts_with("pipe:") {
-            "[pipe]".into()
-        } else if link.is_empty() {
-            "[fd]".into()
-        } else {
-            format!("[file {link}]")
-        }
-    };
-    match FdKind::from_u16(info.kind) {
-        FdKind::File => {
-            let p = if link.starts_with('/') {
-                link.to_string()
-            } else {
-                kpath
-            };
-            format!("[file {p}]")
-        }
-        FdKind::Socket => format!("[socket {}]", socket_kind(info.a, info.b)),
-        FdKind::Pipe => "[pipe]".into(),
-        FdKind::Eventfd => "[eventfd]".into(),
-        FdKind::Epoll => "[epoll]".into(),
-        FdKind::Memfd => {
-            if kpath.is_empty() {
-                "[memfd]".into()
-            } else {
-                format!("[memfd {kpath}]")
-            }
-        }
-        FdKind::Signalfd => "[signalfd]".into(),
-        FdKind::Timerfd => "[timerfd]".into(),
-        FdKind::Inotify => "[inotify]".into(),
-        FdKind::Fanotify => "[fanotify]".into(),
-        FdKind::Pidfd => "[pidfd]".into(),
-        FdKind::Userfaultfd => "[userfaultfd]".into(),
-        FdKind::PerfEvent => "[perf_event]".into(),
-        FdKind::IoUring => "[io_uring]".into(),
-        FdKind::Dup | FdKind::Unknown => from_link(),
-    }
-}
-
-/// `[file /tmp/a.log]` -> (`[file]`, Some(`/tmp/a.log`)); kinds without a name stay whole.
-pub fn split_resource(leaf: &str) -> (String, Option<String>) {
-    for kind in ["[file ", "[memfd "] {
-        if let Some(rest) = leaf.strip_prefix(kind) {
-            let name = rest.strip_suffix(']').unwrap_or(rest);
-            return (format!("{}]", kind.trim_end()), Some(name.to_string()));
-        }
-    }
-    (leaf.to_string(), None)
-}
-
-pub fn socket_kind(family: u32, ty: u32) -> String {
-    let fam = match family {
-        1 => "unix",
-        2 => "inet",
-        10 => "inet6",
-        16 => "netlink",
-        17 => "packet",
-        40 => "vsock",
-        0 => "unknown",
-        n => return format!("family{n}"),
-    };
-    let t = match (family, ty) {
-        (2 | 10, 1) => "tcp",
-        (2 | 10, 2) => "udp",
-        (_, 1) => "stream",
-        (_, 2) => "dgram",
-        (_, 3) => "raw",
-        (_, 5) => "seqpacket",
-        _ => "other",
-    };
-    format!("{fam}/{t}")
-}
-
 /// Watch mode on a build that inlines pymalloc: the windows see only the allocations that miss the
 /// inlined fast path, which favour whatever code carves fresh blocks, not what keeps them.
 fn watch_biased(t: &Target) -> bool {
@@ -330,21 +244,21 @@ fn suspects(
     let mut out = Vec::new();
     // The oldest allocation of each memory site, and the oldest descriptor of each descriptor
     // site (computed once: thousands of stacks map to hundreds of sites).
-    let mut oldest_alloc: HashMap<Vec<String>, Duration> = HashMap::new();
+    let mut oldest_alloc: HashMap<Vec<Frame>, Duration> = HashMap::new();
     for a in allocs {
         let e = oldest_alloc
             .entry(verdict_key(a.frames.clone()))
             .or_default();
         *e = (*e).max(a.oldest_age);
     }
-    let mut oldest_fd: HashMap<Vec<String>, u64> = HashMap::new();
+    let mut oldest_fd: HashMap<Vec<Frame>, u64> = HashMap::new();
     if let Some(s) = &t.last {
         for f in &s.fds {
             let e = oldest_fd.entry(s.fd_site(f)).or_insert(u64::MAX);
             *e = (*e).min(f.info.ts_ns);
         }
     }
-    let alloc_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
+    let alloc_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
     for k in alloc_keys {
         let bytes = series(&|c| c.allocs.get(k).map(|v| v.0).unwrap_or(0));
         let last = h
@@ -373,7 +287,7 @@ fn suspects(
             oldest_age: oldest_alloc.get(k).copied(),
         });
     }
-    let fd_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.fds.keys()).collect();
+    let fd_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.fds.keys()).collect();
     for k in fd_keys {
         let open = series(&|c| c.fds.get(k).copied().unwrap_or(0));
         let now = h.last().and_then(|c| c.fds.get(k)).copied().unwrap_or(0);
@@ -409,11 +323,11 @@ fn suspects(
 }
 
 /// Bytes gained by each memory stack between the first and the last checkpoint.
-fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
+fn growth(t: &Target) -> Vec<(Vec<Frame>, u64)> {
     let (Some(first), Some(last)) = (t.history.first(), t.history.last()) else {
         return Vec::new();
     };
-    let mut out: Vec<(Vec<String>, u64)> = last
+    let mut out: Vec<(Vec<Frame>, u64)> = last
         .allocs
         .iter()
         .filter_map(|(k, now)| {
@@ -541,19 +455,5 @@ pub fn build(c: &Collector, elapsed: Duration) -> Report {
             closed_dropped: c.closed_dropped,
             closed_kept: c.keep_closed,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_kinds() {
-        assert_eq!(socket_kind(2, 1), "inet/tcp");
-        assert_eq!(socket_kind(10, 2), "inet6/udp");
-        assert_eq!(socket_kind(1, 1), "unix/stream");
-        assert_eq!(socket_kind(1, 5), "unix/seqpacket");
-        assert_eq!(socket_kind(99, 1), "family99");
     }
 }
