@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdInfo, FdKey, FdKind, PidStats, PATH_LEN};
+use tracer_common::{FdKey, PidStats};
 
+use crate::config::{Mode, NativeMode};
 use crate::frame::{verdict_key, Frame, Marker};
 use crate::probes::{FileId, Probes};
 use crate::procfs;
@@ -15,45 +16,16 @@ use crate::python::frames::{self, Check, Runtime};
 use crate::python::{self, Interpreter};
 use crate::sampling::{self, Fingerprint};
 use crate::say;
+use crate::snapshot::{
+    AllocGroup, Checkpoint, CollectorView, HookCoverage, OpenFd, ProcSnapshot, StackKey, TargetView,
+};
 use crate::symbolize::Symbolizer;
-
-/// Which native frames join the Python ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NativeMode {
-    /// Only the native frames below the innermost Python frame (the C path to the allocation or
-    /// syscall); all native frames when there is no Python stack.
-    #[default]
-    Leaf,
-    All,
-    None,
-}
-
-/// How allocations are followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// Every allocation and free, through uprobes on the allocator (a short-window debugging
-    /// mode: each probe hit costs microseconds).
-    #[default]
-    Exact,
-    /// For production: no allocator probe (the heap census and Python stacks read from outside);
-    /// with --budget, allocator probes in short budgeted windows, what they saw then followed from
-    /// outside the process.
-    Watch,
-}
-
-/// Outstanding values per stack (frames, root first) at one checkpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Checkpoint {
-    /// Seconds since tracing began.
-    pub at: f64,
-    /// Bytes and objects (allocations, or live samples in watch mode) per stack.
-    pub allocs: HashMap<Vec<Frame>, (u64, u64)>,
-    /// Open descriptors per site: the stack and the kind of resource, without its name.
-    pub fds: HashMap<Vec<Frame>, u64>,
-}
+use crate::util::monotonic_ns;
 
 /// A traced process.
 pub struct Target {
+    /// Entries are numbered in the order they were attached (the reports list them so).
+    pub seq: u64,
     pub pid: u32,
     pub comm: String,
     pub interp: Interpreter,
@@ -80,9 +52,6 @@ pub struct Target {
     pub launched: bool,
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
-    /// The entry's report, made when it closed (exit or exec); what it was made from is
-    /// dropped then (a long `--all-python` recording sees thousands of short-lived processes).
-    pub frozen: Option<crate::report::ProcReport>,
     pub uprobes: usize,
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
@@ -194,62 +163,8 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(3);
 /// The stack key of descriptors inherited across an exec.
 const BEFORE_EXEC: StackKey = (-7, 0);
 
-/// Most closed entries (processes that exited or exec'd) kept for the reports, by default.
-pub const MAX_CLOSED: usize = 500;
-
 /// Most samples kept per process (a leak adds a few per window).
 const MAX_SAMPLES: usize = 200_000;
-
-/// Stack key: native stack id and Python stack key.
-pub type StackKey = (i32, u64);
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllocGroup {
-    pub bytes: u64,
-    pub count: u64,
-    pub oldest_ts: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct OpenFd {
-    pub fd: u32,
-    pub info: FdInfo,
-    /// readlink of /proc/PID/fd/N when it was read.
-    pub target: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ProcSnapshot {
-    pub allocs: HashMap<StackKey, AllocGroup>,
-    pub fds: Vec<OpenFd>,
-    pub stats: PidStats,
-    /// Frames of every stack in this snapshot, root first (resolved while the process lives).
-    pub frames: HashMap<StackKey, Vec<Frame>>,
-}
-
-impl ProcSnapshot {
-    /// The descriptor site of an open descriptor, as verdicts group it: its Python call path
-    /// and the kind of resource.
-    pub fn fd_site(&self, f: &OpenFd) -> Vec<Frame> {
-        let mut frames = verdict_key(
-            self.frames
-                .get(&(f.info.ustack, f.info.pystack))
-                .cloned()
-                .unwrap_or_default(),
-        );
-        frames.push(fd_site_label(f));
-        frames
-    }
-}
-
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 pub struct Collector {
     pub probes: Probes,
@@ -274,9 +189,12 @@ pub struct Collector {
     harvested: bool,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
-    /// Closed entries (processes that exited or exec'd) kept at most, and how many were dropped.
-    pub keep_closed: usize,
-    pub closed_dropped: u64,
+    /// Entries closed (processes that exited or exec'd) since the last `take_closed`: the
+    /// report keeps what it needs of them, the collector forgets them (a long `--all-python`
+    /// recording sees thousands of short-lived processes).
+    closed: Vec<Target>,
+    /// Entries added so far.
+    added: u64,
     /// Processes that exec'd, their new program not inspected yet.
     pub execs: Vec<PendingExec>,
     started: Instant,
@@ -299,8 +217,8 @@ impl Collector {
             budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
-            keep_closed: MAX_CLOSED,
-            closed_dropped: 0,
+            closed: Vec::new(),
+            added: 0,
             execs: Vec::new(),
             started: Instant::now(),
         }
@@ -345,7 +263,9 @@ impl Collector {
         let st_k = self.probes.pid_stats(pid);
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
+        self.added += 1;
         self.targets.push(Target {
+            seq: self.added,
             pid,
             comm: procfs::comm(pid),
             interp,
@@ -360,7 +280,6 @@ impl Collector {
             alloc_calls_base: st_k.alloc_calls,
             launched: false,
             last: None,
-            frozen: None,
             uprobes,
             runtime: None,
             published: HashMap::new(),
@@ -834,50 +753,38 @@ impl Collector {
             .collect()
     }
 
-    /// Keeps at most `keep_closed` closed entries: a host that starts processes all day must not
-    /// grow the tracer without bound. The ones with nothing growing go first, oldest first;
-    /// then the oldest. Their number is reported.
-    fn bound_closed(&mut self) {
-        let closed = self
-            .targets
-            .iter()
-            .filter(|t| t.exited_after.is_some())
-            .count();
-        if closed <= self.keep_closed {
-            return;
-        }
-        let mut excess = closed - self.keep_closed;
-        let growing = |t: &Target| {
-            t.frozen.as_ref().is_some_and(|r| {
-                r.suspects
-                    .iter()
-                    .any(|s| s.trend.verdict == crate::trend::Verdict::Growing)
-            })
-        };
-        for quiet_only in [true, false] {
-            self.targets.retain(|t| {
-                let drop = excess > 0 && t.exited_after.is_some() && !(quiet_only && growing(t));
-                if drop {
-                    excess -= 1;
-                }
-                !drop
-            });
-        }
-        self.closed_dropped += (closed - self.keep_closed) as u64;
+    /// The entries closed since the last call (exited, or replaced by an exec), with their
+    /// last snapshot, checkpoints and census; the collector keeps nothing of them.
+    pub fn take_closed(&mut self) -> Vec<Target> {
+        std::mem::take(&mut self.closed)
     }
 
-    /// Makes a closed entry's report for good and drops what it was made from.
+    /// Has any process been traced (even one that has ended since)?
+    pub fn ever_traced(&self) -> bool {
+        self.added > 0
+    }
+
+    /// The collector as the report reads it: settings, counters and the live entries.
+    pub fn view(&self) -> CollectorView<'_> {
+        CollectorView {
+            mode: self.mode,
+            interval: self.interval,
+            window: self.window,
+            budget: self.budget,
+            probes_off: self.mode == Mode::Watch && !self.windowed(),
+            min_age: self.min_age,
+            targets: self.targets.iter().map(Target::view).collect(),
+            kernel_stats: self.probes.stats().to_vec(),
+            map_entries: self.map_entries,
+        }
+    }
+
+    /// Drops what a closed entry no longer needs (its kernel state: the runtime it read, the
+    /// threads it published); the rest goes with it at the end of the tick (`take_closed`).
     fn freeze(&mut self, i: usize) {
-        let probes_off = self.mode == Mode::Watch && !self.windowed();
-        let frozen = crate::report::freeze(&self.targets[i], probes_off);
         let t = &mut self.targets[i];
-        t.frozen = Some(frozen);
         t.published.clear();
         t.runtime = None;
-        t.census = None;
-        t.last = None;
-        t.history = Vec::new();
-        t.samples = HashMap::new();
         t.pending = HashMap::new();
         t.types = HashMap::new();
     }
@@ -1095,8 +1002,67 @@ impl Collector {
         if events.iter().any(|e| matches!(e, Event::Exited(_))) {
             self.retire_groups();
         }
-        self.bound_closed();
+        let (closed, live) = std::mem::take(&mut self.targets)
+            .into_iter()
+            .partition(|t| t.exited_after.is_some());
+        self.targets = live;
+        self.closed.extend::<Vec<Target>>(closed);
         events
+    }
+}
+
+impl Target {
+    /// The entry as the report reads it.
+    pub fn view(&self) -> TargetView<'_> {
+        let ticks_per_s = procfs::clock_ticks_per_sec();
+        TargetView {
+            seq: self.seq,
+            pid: self.pid,
+            comm: &self.comm,
+            container: self.container.as_deref(),
+            nspid: self.nspid,
+            interpreter: format!(
+                "CPython {} ({})",
+                self.interp.version, self.interp.target_path
+            ),
+            hooks: hooks_of(&self.interp),
+            exited_after: self.exited_after,
+            execd: self.execd.as_deref(),
+            last: self.last.as_ref(),
+            history: &self.history,
+            alloc_calls_base: self.alloc_calls_base,
+            cpu_seconds: self.cpu_ticks_last.saturating_sub(self.cpu_ticks_at_start) as f64
+                / ticks_per_s as f64,
+            windows: self.windows,
+            samples: self.samples.len() as u64,
+            armed: self.armed,
+            traced_for: self
+                .exited_after
+                .unwrap_or_else(|| self.attached_at.elapsed()),
+            census: self.census.as_ref().map(|c| c.report()),
+            warning: self.warning.clone().or_else(|| {
+                // Never silent: a layout that could not be checked was never used.
+                (!self.layout_checked
+                    && self.interp.layout().is_some()
+                    && self.pending_since.is_some())
+                .then(|| {
+                    python::unreadable_line(
+                        &self.interp.version.to_string(),
+                        "its interpreter never showed a running thread list to check the layout \
+                         against",
+                    )
+                })
+            }),
+        }
+    }
+}
+
+/// What an interpreter's allocator hooks can see.
+pub fn hooks_of(interp: &Interpreter) -> HookCoverage {
+    HookCoverage {
+        hooked: interp.alloc.source != python::HookSource::None && !interp.alloc.hooks.is_empty(),
+        notes: interp.alloc.notes.join("; "),
+        inlined_fast_path: interp.alloc.inlined_fast_path,
     }
 }
 
@@ -1153,86 +1119,6 @@ fn is_type_object(
         cache.insert(addr, v);
     }
     v
-}
-
-/// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
-/// place count as one site whatever file they name.
-pub fn fd_site_label(f: &OpenFd) -> Frame {
-    fd_label(f).without_name()
-}
-
-/// A descriptor's resource, as the leaf frame of its stack.
-pub fn fd_label(f: &OpenFd) -> Frame {
-    let info = &f.info;
-    let kpath = {
-        let end = info.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
-        String::from_utf8_lossy(&info.path[..end]).into_owned()
-    };
-    let link = f.target.as_deref().unwrap_or("");
-    let res = |kind: &str, name: Option<String>| Frame::Resource {
-        kind: kind.to_string(),
-        name,
-    };
-    let from_link = || -> Frame {
-        if let Some(rest) = link.strip_prefix("anon_inode:") {
-            res(rest.trim_matches(|c| c == '[' || c == ']'), None)
-        } else if link.starts_with("socket:") {
-            res("socket", None)
-        } else if link.starts_with("pipe:") {
-            res("pipe", None)
-        } else if link.is_empty() {
-            res("fd", None)
-        } else {
-            res("file", Some(link.to_string()))
-        }
-    };
-    match FdKind::from_u16(info.kind) {
-        FdKind::File => {
-            let p = if link.starts_with('/') {
-                link.to_string()
-            } else {
-                kpath
-            };
-            res("file", Some(p))
-        }
-        FdKind::Socket => res(&format!("socket {}", socket_kind(info.a, info.b)), None),
-        FdKind::Pipe => res("pipe", None),
-        FdKind::Eventfd => res("eventfd", None),
-        FdKind::Epoll => res("epoll", None),
-        FdKind::Memfd => res("memfd", (!kpath.is_empty()).then_some(kpath)),
-        FdKind::Signalfd => res("signalfd", None),
-        FdKind::Timerfd => res("timerfd", None),
-        FdKind::Inotify => res("inotify", None),
-        FdKind::Fanotify => res("fanotify", None),
-        FdKind::Pidfd => res("pidfd", None),
-        FdKind::Userfaultfd => res("userfaultfd", None),
-        FdKind::PerfEvent => res("perf_event", None),
-        FdKind::IoUring => res("io_uring", None),
-        FdKind::Dup | FdKind::Unknown => from_link(),
-    }
-}
-
-pub fn socket_kind(family: u32, ty: u32) -> String {
-    let fam = match family {
-        1 => "unix",
-        2 => "inet",
-        10 => "inet6",
-        16 => "netlink",
-        17 => "packet",
-        40 => "vsock",
-        0 => "unknown",
-        n => return format!("family{n}"),
-    };
-    let t = match (family, ty) {
-        (2 | 10, 1) => "tcp",
-        (2 | 10, 2) => "udp",
-        (_, 1) => "stream",
-        (_, 2) => "dgram",
-        (_, 3) => "raw",
-        (_, 5) => "seqpacket",
-        _ => "other",
-    };
-    format!("{fam}/{t}")
 }
 
 /// Is this native frame part of the interpreter's own machinery (where Python frames take over)?
@@ -1319,14 +1205,5 @@ mod tests {
             merge_frames(vec![], native, NativeMode::None),
             vec![Frame::Marker(Marker::NoPythonStack)]
         );
-    }
-
-    #[test]
-    fn socket_kinds() {
-        assert_eq!(socket_kind(2, 1), "inet/tcp");
-        assert_eq!(socket_kind(10, 2), "inet6/udp");
-        assert_eq!(socket_kind(1, 1), "unix/stream");
-        assert_eq!(socket_kind(1, 5), "unix/seqpacket");
-        assert_eq!(socket_kind(99, 1), "family99");
     }
 }

@@ -175,7 +175,7 @@ impl TypeInfo {
     }
 }
 
-pub use crate::report::census::{CensusReport, ContainerReport, Holds, TypeReport};
+pub use crate::snapshot::census::{CensusReport, ContainerReport, Holds, TypeReport};
 
 /// A list, dict or set followed across passes.
 struct Followed {

@@ -36,9 +36,9 @@
 
 use serde_json::{json, Value};
 
-use crate::collect::Mode;
 use crate::frame::{labels, python_line};
 use crate::report::census::CensusReport;
+use crate::report::Mode;
 use crate::report::{Coverage, Report, Resource};
 
 fn census(c: &CensusReport) -> Value {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::frame::{python_line, Frame};
+use crate::report::Verdict;
 use crate::report::{Report, Resource};
-use crate::trend::Verdict;
 
 /// Growing stacks exported per process (bounded label cardinality).
 const TOP_GROWING: usize = 10;

@@ -3,12 +3,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::collect::Mode;
 pub use crate::frame::python_line;
 use crate::frame::Frame;
 use crate::report::census::{CensusReport, Holds};
+use crate::report::Mode;
 use crate::report::{Coverage, Report, Resource, Suspect};
-use crate::trend::{Verdict, MIN_CHECKPOINTS};
+use crate::report::{Verdict, MIN_CHECKPOINTS};
 
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -7,12 +7,15 @@ use tracer_common::stat;
 
 use std::collections::{BTreeSet, HashMap};
 
-pub mod census;
+/// What the heap census found (plain data made by the census, read by the renderers).
+pub use crate::snapshot::census;
 
-use crate::collect::{fd_label, monotonic_ns, Checkpoint, Collector, Mode, Target};
+pub use crate::config::Mode;
 use crate::frame::{verdict_key, Frame};
-use crate::python::{HookSource, Interpreter};
-use crate::trend::{judge, judge_rate, Trend, Verdict};
+use crate::snapshot::{fd_label, Checkpoint, CollectorView, HookCoverage, TargetView};
+use crate::trend::{judge, judge_rate};
+pub use crate::trend::{Trend, Verdict, MIN_CHECKPOINTS};
+use crate::util::monotonic_ns;
 
 #[derive(Debug, Clone)]
 pub struct AllocStack {
@@ -194,14 +197,14 @@ const LOW_CALL_RATE: f64 = 2000.0;
 /// Judge the call rate only once the target has used this much CPU.
 const MIN_CPU_TO_JUDGE: f64 = 0.3;
 
-pub fn assess_coverage(interp: &Interpreter, alloc_calls: u64, cpu_seconds: f64) -> Coverage {
-    if interp.alloc.source == HookSource::None || interp.alloc.hooks.is_empty() {
+pub fn assess_coverage(hooks: &HookCoverage, alloc_calls: u64, cpu_seconds: f64) -> Coverage {
+    if !hooks.hooked {
         return Coverage::None {
-            reason: interp.alloc.notes.join("; "),
+            reason: hooks.notes.clone(),
         };
     }
     let rate = (cpu_seconds >= MIN_CPU_TO_JUDGE).then(|| alloc_calls as f64 / cpu_seconds);
-    if interp.alloc.inlined_fast_path {
+    if hooks.inlined_fast_path {
         return Coverage::Low {
             reason: format!(
                 "this build inlines pymalloc into its callers (LTO/PGO): the hooks only see allocations that miss the inlined fast path{}",
@@ -221,8 +224,8 @@ pub fn assess_coverage(interp: &Interpreter, alloc_calls: u64, cpu_seconds: f64)
 
 /// Watch mode on a build that inlines pymalloc: the windows see only the allocations that miss the
 /// inlined fast path, which favour whatever code carves fresh blocks, not what keeps them.
-fn watch_biased(t: &Target) -> bool {
-    t.windows > 0 && t.interp.alloc.inlined_fast_path
+fn watch_biased(t: &TargetView) -> bool {
+    t.windows > 0 && t.hooks.inlined_fast_path
 }
 
 /// Judges every stack and descriptor site seen at any checkpoint.
@@ -230,13 +233,13 @@ fn watch_biased(t: &Target) -> bool {
 /// `biased`: the memory samples are not a fair sample of the allocations (see `watch_biased`):
 /// memory suspects are listed but not judged.
 fn suspects(
-    t: &Target,
+    t: &TargetView,
     allocs: &[AllocStack],
     now_ns: u64,
     sampled: bool,
     biased: bool,
 ) -> Vec<Suspect> {
-    let h = &t.history;
+    let h = t.history;
     // One value per checkpoint, 0 where the key is absent.
     let series = |value: &dyn Fn(&Checkpoint) -> u64| -> Vec<(f64, f64)> {
         h.iter().map(|c| (c.at, value(c) as f64)).collect()
@@ -252,7 +255,7 @@ fn suspects(
         *e = (*e).max(a.oldest_age);
     }
     let mut oldest_fd: HashMap<Vec<Frame>, u64> = HashMap::new();
-    if let Some(s) = &t.last {
+    if let Some(s) = t.last {
         for f in &s.fds {
             let e = oldest_fd.entry(s.fd_site(f)).or_insert(u64::MAX);
             *e = (*e).min(f.info.ts_ns);
@@ -323,7 +326,7 @@ fn suspects(
 }
 
 /// Bytes gained by each memory stack between the first and the last checkpoint.
-fn growth(t: &Target) -> Vec<(Vec<Frame>, u64)> {
+fn growth(t: &TargetView) -> Vec<(Vec<Frame>, u64)> {
     let (Some(first), Some(last)) = (t.history.first(), t.history.last()) else {
         return Vec::new();
     };
@@ -339,17 +342,10 @@ fn growth(t: &Target) -> Vec<(Vec<Frame>, u64)> {
     out
 }
 
-/// The report of a target that has exited (or exec'd), once: its figures no longer change, and
-/// what they were computed from (checkpoints, census state, samples) can go.
-pub fn freeze(t: &Target, probes_off: bool) -> ProcReport {
-    process_report(t, crate::procfs::clock_ticks_per_sec(), probes_off)
-}
-
-fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport {
-    if let Some(r) = &t.frozen {
-        return r.clone();
-    }
-    let snap = t.last.clone().unwrap_or_default();
+/// The report of one entry (a live process's, or the final one of an entry that closed).
+pub fn process_report(t: &TargetView, probes_off: bool) -> ProcReport {
+    let empty = Default::default();
+    let snap = t.last.unwrap_or(&empty);
     let now = monotonic_ns();
     let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();
     let mut allocs: Vec<AllocStack> = snap
@@ -375,16 +371,15 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
     fds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
     // The pid's counters include the programs it ran before an exec.
     let alloc_calls = snap.stats.alloc_calls.saturating_sub(t.alloc_calls_base);
-    let cpu_seconds =
-        t.cpu_ticks_last.saturating_sub(t.cpu_ticks_at_start) as f64 / ticks_per_s as f64;
+    let cpu_seconds = t.cpu_seconds;
     ProcReport {
         pid: t.pid,
-        comm: t.comm.clone(),
-        container: t.container.clone(),
+        comm: t.comm.to_string(),
+        container: t.container.map(str::to_string),
         nspid: t.nspid,
-        interpreter: format!("CPython {} ({})", t.interp.version, t.interp.target_path),
+        interpreter: t.interpreter.clone(),
         exited_after: t.exited_after,
-        execd: t.execd.clone(),
+        execd: t.execd.map(str::to_string),
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
@@ -393,67 +388,110 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         } else if t.windows > 0 {
             Coverage::Sampled {
                 windows: t.windows,
-                samples: t.samples.len() as u64,
-                armed_pct: 100.0 * t.armed.as_secs_f64()
-                    / t.exited_after
-                        .unwrap_or_else(|| t.attached_at.elapsed())
-                        .as_secs_f64()
-                        .max(1e-9),
-                partial: match assess_coverage(&t.interp, 0, 0.0) {
+                samples: t.samples,
+                armed_pct: 100.0 * t.armed.as_secs_f64() / t.traced_for.as_secs_f64().max(1e-9),
+                partial: match assess_coverage(&t.hooks, 0, 0.0) {
                     Coverage::Low { reason } | Coverage::None { reason } => Some(reason),
                     _ => None,
                 },
             }
         } else {
-            assess_coverage(&t.interp, alloc_calls, cpu_seconds)
+            assess_coverage(&t.hooks, alloc_calls, cpu_seconds)
         },
         alloc_calls,
         cpu_seconds,
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
         checkpoints: t.history.len(),
         growth: growth(t),
-        census: t.census.as_ref().map(|c| c.report()),
-        warning: t.warning.clone().or_else(|| {
-            // Never silent: a layout that could not be checked was never used.
-            (!t.layout_checked && t.interp.layout().is_some() && t.pending_since.is_some()).then(
-                || {
-                    crate::python::unreadable_line(
-                        &t.interp.version.to_string(),
-                        "its interpreter never showed a running thread list to check the layout \
-                         against",
-                    )
-                },
-            )
-        }),
+        census: t.census.clone(),
+        warning: t.warning.clone(),
         allocs,
         fds,
     }
 }
 
-pub fn build(c: &Collector, elapsed: Duration) -> Report {
-    let ticks = crate::procfs::clock_ticks_per_sec();
-    let s = c.probes.stats();
+/// Most closed entries (processes that exited or exec'd) kept for the reports, by default.
+pub const MAX_CLOSED: usize = 500;
+
+/// The reports of the entries that closed (exit or exec), made once when they close: their
+/// figures no longer change, and what they were made from is dropped. At most `keep` are kept:
+/// a host that starts processes all day must not grow the tracer without bound.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// (entry number, report), oldest entry first.
+    closed: Vec<(u64, ProcReport)>,
+    keep: usize,
+    dropped: u64,
+}
+
+impl Archive {
+    pub fn new(keep: usize) -> Archive {
+        Archive {
+            closed: Vec::new(),
+            keep,
+            dropped: 0,
+        }
+    }
+
+    /// Adds the final report of an entry that closed; then, when more than `keep` are kept, the
+    /// ones with nothing growing go first, oldest first; then the oldest. Their number is
+    /// reported.
+    pub fn add(&mut self, t: &TargetView, probes_off: bool) {
+        let r = process_report(t, probes_off);
+        let at = self.closed.partition_point(|(seq, _)| *seq < t.seq);
+        self.closed.insert(at, (t.seq, r));
+        let n = self.closed.len();
+        if n <= self.keep {
+            return;
+        }
+        let mut excess = n - self.keep;
+        let growing = |r: &ProcReport| {
+            r.suspects
+                .iter()
+                .any(|s| s.trend.verdict == Verdict::Growing)
+        };
+        for quiet_only in [true, false] {
+            self.closed.retain(|(_, r)| {
+                let drop = excess > 0 && !(quiet_only && growing(r));
+                if drop {
+                    excess -= 1;
+                }
+                !drop
+            });
+        }
+        self.dropped += (n - self.keep) as u64;
+    }
+}
+
+/// The report: the closed entries' (kept in `archive`) and the live ones', in the order they were
+/// attached.
+pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report {
+    let s = &c.kernel_stats;
+    let counter = |i: u32| s.get(i as usize).copied().unwrap_or(0);
+    let mut procs: Vec<(u64, ProcReport)> = archive.closed.clone();
+    procs.extend(
+        c.targets
+            .iter()
+            .map(|t| (t.seq, process_report(t, c.probes_off))),
+    );
+    procs.sort_by_key(|p| p.0);
     Report {
         mode: c.mode,
         interval: c.interval,
         budget: (c.mode == Mode::Watch).then_some((c.window, c.budget)),
         elapsed,
         min_age: c.min_age,
-        procs: c
-            .targets
-            .iter()
-            .map(|t| process_report(t, ticks, c.mode == Mode::Watch && !c.windowed()))
-            .collect(),
+        procs: procs.into_iter().map(|p| p.1).collect(),
         health: Health {
-            alloc_map_full: s[stat::ALLOC_MAP_FULL as usize],
-            fd_map_full: s[stat::FD_MAP_FULL as usize],
-            stacks_lost: s[stat::STACK_LOST as usize],
-            alloc_calls: s[stat::ALLOC_CALLS as usize],
-            free_calls: s[stat::FREE_CALLS as usize],
+            alloc_map_full: counter(stat::ALLOC_MAP_FULL),
+            fd_map_full: counter(stat::FD_MAP_FULL),
+            stacks_lost: counter(stat::STACK_LOST),
+            alloc_calls: counter(stat::ALLOC_CALLS),
+            free_calls: counter(stat::FREE_CALLS),
             alloc_entries: c.map_entries.0,
             fd_entries: c.map_entries.1,
-            closed_dropped: c.closed_dropped,
-            closed_kept: c.keep_closed,
+            closed_dropped: archive.dropped,
+            closed_kept: archive.keep,
         },
     }
 }
