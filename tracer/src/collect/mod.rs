@@ -2,6 +2,8 @@
 //! /proc/PID/fd, notices targets that exit or exec (an exec closes the old program's entry up to
 //! the exec; the new program gets an entry of its own if it is CPython).
 
+mod watch;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -14,15 +16,16 @@ use crate::procfs;
 use crate::python::census::Census;
 use crate::python::frames::{self, Check, Runtime};
 use crate::python::{self, Interpreter};
-use crate::sampling::{self, Fingerprint};
 use crate::say;
 use crate::snapshot::{
     AllocGroup, Checkpoint, CollectorView, HookCoverage, OpenFd, ProcSnapshot, StackKey, TargetView,
 };
 use crate::symbolize::Symbolizer;
 use crate::util::monotonic_ns;
+pub use watch::{Sample, Window};
 
-/// A traced process.
+/// A traced process: who it is, where it stands (exit, exec), and what is followed in it, by
+/// concern.
 pub struct Target {
     /// Entries are numbered in the order they were attached (the reports list them so).
     pub seq: u64,
@@ -30,13 +33,36 @@ pub struct Target {
     pub comm: String,
     pub interp: Interpreter,
     pub attached_at: Instant,
-    /// utime+stime (ticks) when tracing started.
-    pub cpu_ticks_at_start: u64,
-    pub cpu_ticks_last: u64,
     /// Start time (clock ticks after boot): a reused pid is another process.
     pub start_ticks: u64,
-    /// When the process exited, or exec'd another program (then `execd` says which).
+    /// Started by the launched command's process tree (ended with the recording).
+    pub launched: bool,
+    /// Short id (or name) of the container the process runs in (None on the host).
+    pub container: Option<String>,
+    /// Its pid in its own pid namespace, when that is not the host's.
+    pub nspid: Option<u32>,
+    /// Allocator probes attached for good (exact mode).
+    pub uprobes: usize,
+    /// When the process exited, or exec'd another program (then `exec.execd` says which).
     pub exited_after: Option<Duration>,
+    pub exec: ExecState,
+    /// CPU and allocator-call counters at the start and now.
+    pub counters: Counters,
+    /// The last snapshot taken while the process was alive.
+    pub last: Option<ProcSnapshot>,
+    /// Checkpoints, oldest first.
+    pub history: Vec<Checkpoint>,
+    /// Reading the interpreter: its runtime, its threads, the layout's live check.
+    pub threads: Threads,
+    /// Watch mode's samples and windows.
+    pub watch: WatchState,
+    /// The heap census (once the runtime is known).
+    pub census: Option<Census>,
+}
+
+/// Where a target stands with respect to exec.
+#[derive(Debug, Clone, Default)]
+pub struct ExecState {
     /// The program this entry's program was replaced by (exec): the entry is closed up to the
     /// exec, and the pid, if still traced, has an entry of its own for the new program.
     pub execd: Option<String>,
@@ -46,19 +72,37 @@ pub struct Target {
     /// When this program started, if by an exec seen by the kernel (monotonic ns; 0: unknown):
     /// allocations and descriptors from before belong to the program it replaced.
     pub born_ns: u64,
+}
+
+/// A target's counters when tracing started and at the last tick.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// utime+stime (ticks) when tracing started, and at the last tick.
+    pub cpu_ticks_at_start: u64,
+    pub cpu_ticks_last: u64,
     /// Allocator calls the kernel had counted for the pid before this entry.
     pub alloc_calls_base: u64,
-    /// Started by the launched command's process tree (ended with the recording).
-    pub launched: bool,
-    /// The last snapshot taken while the process was alive.
-    pub last: Option<ProcSnapshot>,
-    pub uprobes: usize,
+}
+
+/// Reading a target's interpreter from outside.
+#[derive(Default)]
+pub struct Threads {
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
     pub published: HashMap<u32, u64>,
-    /// Watch mode: live samples by address, how many windows ran and for how long the probes
-    /// were armed in all (windows belong to the process's `ProbeGroup`).
+    /// The interpreter cannot be read (its layout is unknown, or fails the live checks): the
+    /// one-line warning said at attach and in the summary.
+    pub warning: Option<String>,
+    /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
+    pub layout_checked: bool,
+    pub pending_since: Option<Instant>,
+}
+
+/// Watch mode: live samples by address, how many windows ran and for how long the probes were
+/// armed in all (windows belong to the process's `ProbeGroup`).
+#[derive(Default)]
+pub struct WatchState {
     pub samples: HashMap<u64, Sample>,
     /// When the last window opened (monotonic ns): samples from before it have survived at
     /// least one period, and only those count in checkpoints.
@@ -70,20 +114,6 @@ pub struct Target {
     /// Runtime address of PyType_Type, and addresses already checked for being a type.
     type_type: Option<u64>,
     types: HashMap<u64, bool>,
-    /// Checkpoints, oldest first.
-    pub history: Vec<Checkpoint>,
-    /// The heap census (once the runtime is known).
-    pub census: Option<Census>,
-    /// Short id (or name) of the container the process runs in (None on the host).
-    pub container: Option<String>,
-    /// Its pid in its own pid namespace, when that is not the host's.
-    pub nspid: Option<u32>,
-    /// The interpreter cannot be read (its layout is unknown, or fails the live checks): the
-    /// one-line warning said at attach and in the summary.
-    pub warning: Option<String>,
-    /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
-    pub layout_checked: bool,
-    pub pending_since: Option<Instant>,
 }
 
 /// How long a layout may stay undecided (a starting interpreter) before it is refused.
@@ -97,27 +127,6 @@ pub struct ProbeGroup {
     pub next_window: Instant,
     /// Probes attached (exact mode: for as long as a target maps the file).
     pub probes: usize,
-}
-
-/// Where a group's watch window stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Closed,
-    /// Probes attached at this time.
-    Open(Instant),
-    /// Allocation probes being released, frees still traced (the window opened at this time).
-    Closing(Instant),
-    /// What the window saw is fingerprinted; the free probes are being released.
-    Freeing(Instant),
-}
-
-/// An allocation seen by a watch window and still alive at its end.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    pub stack: StackKey,
-    pub size: u64,
-    pub ts_ns: u64,
-    pub fp: Fingerprint,
 }
 
 /// What happened to a target at a tick.
@@ -162,9 +171,6 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(3);
 
 /// The stack key of descriptors inherited across an exec.
 const BEFORE_EXEC: StackKey = (-7, 0);
-
-/// Most samples kept per process (a leak adds a few per window).
-const MAX_SAMPLES: usize = 200_000;
 
 pub struct Collector {
     pub probes: Probes,
@@ -270,33 +276,33 @@ impl Collector {
             comm: procfs::comm(pid),
             interp,
             attached_at: Instant::now(),
-            cpu_ticks_at_start: ticks,
-            cpu_ticks_last: ticks,
             start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
-            exited_after: None,
-            execd: None,
-            execs_seen: st_k.execs + execs_in_flight,
-            born_ns: st_k.last_exec_ns,
-            alloc_calls_base: st_k.alloc_calls,
             launched: false,
-            last: None,
-            uprobes,
-            runtime: None,
-            published: HashMap::new(),
-            samples: HashMap::new(),
-            window_opened_ns: 0,
-            pending: HashMap::new(),
-            windows: 0,
-            armed: Duration::ZERO,
-            type_type,
-            types: HashMap::new(),
-            history: Vec::new(),
-            census: None,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
-            warning,
-            layout_checked: false,
-            pending_since: None,
+            uprobes,
+            exited_after: None,
+            exec: ExecState {
+                execd: None,
+                execs_seen: st_k.execs + execs_in_flight,
+                born_ns: st_k.last_exec_ns,
+            },
+            counters: Counters {
+                cpu_ticks_at_start: ticks,
+                cpu_ticks_last: ticks,
+                alloc_calls_base: st_k.alloc_calls,
+            },
+            last: None,
+            history: Vec::new(),
+            threads: Threads {
+                warning,
+                ..Default::default()
+            },
+            watch: WatchState {
+                type_type,
+                ..Default::default()
+            },
+            census: None,
         });
         self.refresh_threads();
         Ok(())
@@ -355,9 +361,9 @@ impl Collector {
             if replaced(&self.probes, t) {
                 continue; // its memory is another program's now (closed at the next tick)
             }
-            let fresh = t.runtime.is_none();
+            let fresh = t.threads.runtime.is_none();
             if fresh {
-                if t.warning.is_some() {
+                if t.threads.warning.is_some() {
                     continue;
                 }
                 let (Some(layout), Some(rt), Some(ct)) = (
@@ -373,12 +379,12 @@ impl Collector {
                 let mut runtime =
                     Runtime::new(t.pid, layout, rt.wrapping_add(bias), ct.wrapping_add(bias));
                 // The layout is trusted once it reads this process right.
-                if !t.layout_checked {
+                if !t.threads.layout_checked {
                     let why = match runtime.validate() {
                         Check::Valid => None,
                         Check::Invalid(why) => Some(why),
                         Check::Pending(why) => {
-                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
                                 continue;
                             }
@@ -387,13 +393,13 @@ impl Collector {
                         // Starting or finalizing: nothing to check (said in the summary if
                         // it never changes).
                         Check::NotRunning => {
-                            t.pending_since.get_or_insert_with(Instant::now);
+                            t.threads.pending_since.get_or_insert_with(Instant::now);
                             continue;
                         }
                         // Threads decode: their frames are checked when one shows; after the
                         // limit (threads that only run native code) the thread check stands.
                         Check::ThreadsOnly => {
-                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
                                 continue;
                             }
@@ -406,250 +412,38 @@ impl Collector {
                             &format!("its layout does not fit the live process ({why})"),
                         );
                         say!("{w}");
-                        t.warning = Some(w);
+                        t.threads.warning = Some(w);
                         continue;
                     }
-                    t.layout_checked = true;
+                    t.threads.layout_checked = true;
                     let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
                 }
-                t.runtime = Some(runtime);
+                t.threads.runtime = Some(runtime);
                 // Launch mode: the file was not mapped when the target was added.
-                if t.type_type.is_none() {
-                    t.type_type = t.interp.type_type_vaddr.map(|v| v.wrapping_add(bias));
+                if t.watch.type_type.is_none() {
+                    t.watch.type_type = t.interp.type_type_vaddr.map(|v| v.wrapping_add(bias));
                 }
                 if self.census && t.census.is_none() {
-                    let type_type = t.type_type.unwrap_or(0);
+                    let type_type = t.watch.type_type.unwrap_or(0);
                     t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
                 }
             }
-            let rt = t.runtime.as_mut().unwrap();
+            let rt = t.threads.runtime.as_mut().unwrap();
             let now: HashMap<u32, u64> = rt.threads().into_iter().collect();
             if now.is_empty() {
                 // Not initialised yet (launch mode): try again next time.
-                t.runtime = None;
+                t.threads.runtime = None;
                 continue;
             }
             if fresh && self.python_walk {
                 // Now that the thread list is known, the kernel can find new threads by itself.
                 let _ = self.probes.set_pyconf(t.pid, rt.conf());
             }
-            if now != t.published {
+            if now != t.threads.published {
                 self.probes.set_threads(t.pid, &now);
-                t.published = now;
+                t.threads.published = now;
             }
         }
-    }
-
-    /// Watch mode: opens and closes the allocator windows, one per probe group. Run every
-    /// ~10 ms.
-    ///
-    /// A window's cost is the time its probes are armed: the window itself plus their release
-    /// (see `Probes::release_allocator`). The next window opens when that time is `budget`
-    /// percent of the time since this one opened.
-    pub fn windows(&mut self) {
-        if !self.windowed() {
-            return;
-        }
-        let now = Instant::now();
-        for g in 0..self.groups.len() {
-            let file = self.groups[g].file;
-            let members = self.members(file);
-            match self.groups[g].window {
-                Window::Open(since)
-                    if members.is_empty() || now.duration_since(since) >= self.window =>
-                {
-                    self.probes.release_allocator(file, true);
-                    self.groups[g].window = Window::Closing(since);
-                }
-                Window::Closing(since) | Window::Freeing(since) => {
-                    if let Some(armed) = self.close_step(g) {
-                        self.groups[g].next_window = since + armed.mul_f64(100.0 / self.budget);
-                        self.harvested = true;
-                    }
-                }
-                Window::Closed if !members.is_empty() && now >= self.groups[g].next_window => {
-                    // Attached through a live process's view of the file.
-                    let interp = &self.targets[members[0]].interp;
-                    let hooks = crate::probes::watch_hooks(&interp.alloc.hooks);
-                    match self.probes.attach_allocator(interp, &hooks) {
-                        Ok(_) => {
-                            self.groups[g].window = Window::Open(now);
-                            let opened = monotonic_ns();
-                            for i in members {
-                                self.targets[i].windows += 1;
-                                self.targets[i].window_opened_ns = opened;
-                            }
-                        }
-                        Err(e) => {
-                            say!("tracer: {e}; retrying later");
-                            self.groups[g].next_window =
-                                now + self.window.mul_f64(100.0 / self.budget);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Groups whose processes all exited, once their window is closed.
-        let idle: Vec<FileId> = self
-            .groups
-            .iter()
-            .filter(|g| g.window == Window::Closed)
-            .map(|g| g.file)
-            .filter(|&f| self.members(f).is_empty())
-            .collect();
-        self.groups.retain(|g| !idle.contains(&g.file));
-    }
-
-    /// Watch mode with a budget: allocator probes in windows. (`--budget 0`: none at all; the
-    /// heap census and the descriptors only.)
-    pub fn windowed(&self) -> bool {
-        self.mode == Mode::Watch && self.budget > 0.0
-    }
-
-    /// When `windows` next has something to do (None outside watch mode).
-    pub fn next_window_event(&self) -> Option<Instant> {
-        if !self.windowed() {
-            return None;
-        }
-        let poll = Instant::now() + Duration::from_millis(10);
-        self.groups
-            .iter()
-            .map(|g| match g.window {
-                Window::Open(since) => since + self.window,
-                Window::Closing(_) | Window::Freeing(_) => poll,
-                Window::Closed => g.next_window,
-            })
-            .min()
-    }
-
-    /// Was a window harvested since the last call?
-    pub fn take_harvested(&mut self) -> bool {
-        std::mem::take(&mut self.harvested)
-    }
-
-    /// One step in closing a group's window, once the probes released by the previous step are
-    /// gone. The window's allocations are fingerprinted while the free probes still remove what
-    /// dies (a block freed unseen and reused by another object would otherwise be fingerprinted
-    /// as that object, and live on under the window's stack); the free probes go next, and what
-    /// is still in the map then becomes samples. Returns the time the probes were armed when
-    /// done.
-    fn close_step(&mut self, g: usize) -> Option<Duration> {
-        let file = self.groups[g].file;
-        if !self.probes.released(file) {
-            return None;
-        }
-        let members = self.members(file);
-        match self.groups[g].window {
-            Window::Closing(since) => {
-                for &i in &members {
-                    self.fingerprint_window(i);
-                }
-                self.probes.release_allocator(file, false);
-                self.groups[g].window = Window::Freeing(since);
-                None
-            }
-            Window::Freeing(since) => {
-                let armed = since.elapsed();
-                for &i in &members {
-                    self.harvest(i);
-                    self.targets[i].armed += armed;
-                }
-                self.groups[g].window = Window::Closed;
-                Some(armed)
-            }
-            _ => None,
-        }
-    }
-
-    /// Fingerprints the allocations the window saw that hold a Python object.
-    fn fingerprint_window(&mut self, i: usize) {
-        let pid = self.targets[i].pid;
-        let mut seen = Vec::new();
-        self.probes.for_each_alloc(|k, a| {
-            if k.pid == pid {
-                seen.push((*k, *a));
-            }
-        });
-        let t = &mut self.targets[i];
-        t.pending.clear();
-        for (k, a) in seen {
-            if t.samples.len() + t.pending.len() >= MAX_SAMPLES {
-                break;
-            }
-            let Ok(bytes) =
-                procfs::read_mem(pid, k.addr, (a.size as usize).min(8 * sampling::WORDS))
-            else {
-                continue;
-            };
-            // The type candidates (words 1, 3, 5), checked against the target's memory.
-            let w = sampling::words_of(&bytes);
-            let known: HashMap<u64, bool> = [w[1], w[3], w[5]]
-                .into_iter()
-                .map(|c| (c, is_type_object(pid, t.type_type, &mut t.types, c)))
-                .collect();
-            if let Some(fp) =
-                sampling::fingerprint(&bytes, a.size, |c| known.get(&c).copied().unwrap_or(false))
-            {
-                t.pending.insert(
-                    k.addr,
-                    Sample {
-                        stack: (a.ustack, a.pystack),
-                        size: a.size,
-                        ts_ns: a.ts_ns,
-                        fp,
-                    },
-                );
-            }
-        }
-    }
-
-    /// After the free probes are gone: the fingerprinted allocations that were not freed
-    /// meanwhile (still in the map, same entry) become samples.
-    fn harvest(&mut self, i: usize) {
-        let pid = self.targets[i].pid;
-        let left: HashMap<u64, u64> = self
-            .probes
-            .take_allocs(pid)
-            .into_iter()
-            .map(|(k, a)| (k.addr, a.ts_ns))
-            .collect();
-        let t = &mut self.targets[i];
-        for (addr, s) in t.pending.drain() {
-            if left.get(&addr) == Some(&s.ts_ns) {
-                t.samples.insert(addr, s);
-            }
-        }
-    }
-
-    /// Closes every window (before the final report), waiting for the probes to go.
-    pub fn close_windows(&mut self) {
-        for g in 0..self.groups.len() {
-            if let Window::Open(since) = self.groups[g].window {
-                self.probes.release_allocator(self.groups[g].file, true);
-                self.groups[g].window = Window::Closing(since);
-            }
-            while matches!(
-                self.groups[g].window,
-                Window::Closing(_) | Window::Freeing(_)
-            ) {
-                if self.close_step(g).is_none() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    /// Drops the samples whose block no longer holds what was sampled.
-    fn verify_samples(&mut self, i: usize) {
-        let t = &mut self.targets[i];
-        let pid = t.pid;
-        t.samples.retain(|addr, s| {
-            match procfs::read_mem(pid, *addr, 8 * s.fp.n) {
-                Ok(b) => sampling::alive(&s.fp, &sampling::words_of(&b)),
-                Err(_) => false, // unmapped
-            }
-        });
     }
 
     /// Records every live target's last snapshot as a checkpoint, grouped by frames.
@@ -667,8 +461,8 @@ impl Collector {
             if self.mode == Mode::Watch {
                 let now = monotonic_ns();
                 let min_age = self.min_age.as_nanos() as u64;
-                for s in t.samples.values().filter(|s| {
-                    s.ts_ns < t.window_opened_ns && now.saturating_sub(s.ts_ns) >= min_age
+                for s in t.watch.samples.values().filter(|s| {
+                    s.ts_ns < t.watch.window_opened_ns && now.saturating_sub(s.ts_ns) >= min_age
                 }) {
                     let e = by_stack.entry(s.stack).or_default();
                     e.0 += s.size;
@@ -698,10 +492,10 @@ impl Collector {
             if !t.census.as_ref().is_some_and(|c| c.wants_stacks) || replaced(&self.probes, t) {
                 continue;
             }
-            let (Some(c), Some(rt)) = (t.census.as_mut(), t.runtime.as_mut()) else {
+            let (Some(c), Some(rt)) = (t.census.as_mut(), t.threads.runtime.as_mut()) else {
                 continue;
             };
-            let tstates: Vec<u64> = t.published.values().copied().collect();
+            let tstates: Vec<u64> = t.threads.published.values().copied().collect();
             c.add_stacks(rt.stacks(&tstates));
         }
     }
@@ -714,7 +508,7 @@ impl Collector {
                 continue;
             }
             if let Some(c) = t.census.as_mut() {
-                c.pass(at, t.runtime.as_mut());
+                c.pass(at, t.threads.runtime.as_mut());
             }
         }
     }
@@ -723,7 +517,10 @@ impl Collector {
     fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<Frame> {
         let pid = self.targets[i].pid;
         let native = self.symbolizer.native(&self.probes, pid, key.0);
-        let py = match (self.probes.pystack(key.1), self.targets[i].runtime.as_mut()) {
+        let py = match (
+            self.probes.pystack(key.1),
+            self.targets[i].threads.runtime.as_mut(),
+        ) {
             (Some(stack), Some(rt)) => rt.labels(key.1, &stack),
             _ => Vec::new(),
         };
@@ -783,10 +580,10 @@ impl Collector {
     /// threads it published); the rest goes with it at the end of the tick (`take_closed`).
     fn freeze(&mut self, i: usize) {
         let t = &mut self.targets[i];
-        t.published.clear();
-        t.runtime = None;
-        t.pending = HashMap::new();
-        t.types = HashMap::new();
+        t.threads.published.clear();
+        t.threads.runtime = None;
+        t.watch.pending = HashMap::new();
+        t.watch.types = HashMap::new();
     }
 
     /// Closes the entry of a program replaced by an exec, as of the exec: its last snapshot
@@ -806,8 +603,8 @@ impl Collector {
             .unwrap_or_else(|_| "?".into());
         let since_exec = Duration::from_nanos(now.saturating_sub(st.last_exec_ns));
         t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
-        t.execd = Some(into.clone());
-        t.execs_seen = st.execs;
+        t.exec.execd = Some(into.clone());
+        t.exec.execs_seen = st.execs;
         self.freeze(i);
         let t = &mut self.targets[i];
         self.probes.remove_pyconf(pid);
@@ -878,7 +675,7 @@ impl Collector {
                 continue;
             }
             let st = self.probes.pid_stats(self.targets[i].pid);
-            if st.execs > self.targets[i].execs_seen {
+            if st.execs > self.targets[i].exec.execs_seen {
                 events.push(self.close_execd(i, &st));
             }
         }
@@ -892,7 +689,7 @@ impl Collector {
                 .targets
                 .iter()
                 .filter(|t| t.exited_after.is_none())
-                .map(|t| (t.pid, (t.born_ns, HashMap::new())))
+                .map(|t| (t.pid, (t.exec.born_ns, HashMap::new())))
                 .collect(),
             Mode::Watch => HashMap::new(),
         };
@@ -930,7 +727,7 @@ impl Collector {
             if self.mode == Mode::Watch {
                 self.verify_samples(i);
             }
-            let born = self.targets[i].born_ns;
+            let born = self.targets[i].exec.born_ns;
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
@@ -960,7 +757,12 @@ impl Collector {
             open.sort_by_key(|f| f.fd);
             let mut groups = by_pid.remove(&pid).map(|g| g.1).unwrap_or_default();
             if self.mode == Mode::Watch {
-                for s in self.targets[i].samples.values().filter(|s| s.ts_ns >= born) {
+                for s in self.targets[i]
+                    .watch
+                    .samples
+                    .values()
+                    .filter(|s| s.ts_ns >= born)
+                {
                     add_to_group(&mut groups, s.stack, s.size, s.ts_ns, now, min_age);
                 }
             }
@@ -982,13 +784,13 @@ impl Collector {
             }
             let stats = self.probes.pid_stats(pid);
             let t = &mut self.targets[i];
-            if stats.execs > t.execs_seen {
+            if stats.execs > t.exec.execs_seen {
                 // It exec'd while this snapshot was read: the last one from before the exec
                 // stays (the next tick closes the entry).
                 continue;
             }
             if let Some(st) = procfs::stat(pid) {
-                t.cpu_ticks_last = st.cpu_ticks;
+                t.counters.cpu_ticks_last = st.cpu_ticks;
             }
             t.last = Some(ProcSnapshot {
                 allocs: groups,
@@ -1027,24 +829,27 @@ impl Target {
             ),
             hooks: hooks_of(&self.interp),
             exited_after: self.exited_after,
-            execd: self.execd.as_deref(),
+            execd: self.exec.execd.as_deref(),
             last: self.last.as_ref(),
             history: &self.history,
-            alloc_calls_base: self.alloc_calls_base,
-            cpu_seconds: self.cpu_ticks_last.saturating_sub(self.cpu_ticks_at_start) as f64
+            alloc_calls_base: self.counters.alloc_calls_base,
+            cpu_seconds: self
+                .counters
+                .cpu_ticks_last
+                .saturating_sub(self.counters.cpu_ticks_at_start) as f64
                 / ticks_per_s as f64,
-            windows: self.windows,
-            samples: self.samples.len() as u64,
-            armed: self.armed,
+            windows: self.watch.windows,
+            samples: self.watch.samples.len() as u64,
+            armed: self.watch.armed,
             traced_for: self
                 .exited_after
                 .unwrap_or_else(|| self.attached_at.elapsed()),
             census: self.census.as_ref().map(|c| c.report()),
-            warning: self.warning.clone().or_else(|| {
+            warning: self.threads.warning.clone().or_else(|| {
                 // Never silent: a layout that could not be checked was never used.
-                (!self.layout_checked
+                (!self.threads.layout_checked
                     && self.interp.layout().is_some()
-                    && self.pending_since.is_some())
+                    && self.threads.pending_since.is_some())
                 .then(|| {
                     python::unreadable_line(
                         &self.interp.version.to_string(),
@@ -1088,37 +893,7 @@ fn add_to_group(
 
 /// Has the target's program been replaced by an exec the collector has not handled yet?
 fn replaced(probes: &Probes, t: &Target) -> bool {
-    probes.pid_stats(t.pid).execs > t.execs_seen
-}
-
-/// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?
-fn is_type_object(
-    pid: u32,
-    type_type: Option<u64>,
-    cache: &mut HashMap<u64, bool>,
-    addr: u64,
-) -> bool {
-    let Some(tt) = type_type else { return false };
-    if addr < 0x1000 {
-        return false;
-    }
-    if let Some(v) = cache.get(&addr) {
-        return *v;
-    }
-    let ty = |a: u64| -> Option<u64> {
-        procfs::read_mem(pid, a + 8, 8)
-            .ok()
-            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
-    };
-    let v = match ty(addr) {
-        Some(m) if m == tt => true,
-        Some(m) if m > 0x1000 => ty(m) == Some(tt),
-        _ => false,
-    };
-    if cache.len() < 100_000 {
-        cache.insert(addr, v);
-    }
-    v
+    probes.pid_stats(t.pid).execs > t.exec.execs_seen
 }
 
 /// Is this native frame part of the interpreter's own machinery (where Python frames take over)?
