@@ -1,4 +1,5 @@
-//! `tracer record`: resolve targets, attach, collect until the end, write the reports.
+//! `tracer record`: resolve targets, attach, collect until the end; the reports go to the sinks
+//! (`sink/`) at every tick and checkpoint and at the end.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

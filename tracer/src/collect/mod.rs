@@ -1,6 +1,7 @@
 //! Collector: reads the kernel maps into per-process snapshots, reconciles descriptors with
 //! /proc/PID/fd, notices targets that exit or exec (an exec closes the old program's entry up to
-//! the exec; the new program gets an entry of its own if it is CPython).
+//! the exec; the new program gets an entry of its own if it is CPython). It hands over plain views
+//! (`snapshot`) and the entries that closed, and knows nothing of the report.
 
 mod watch;
 

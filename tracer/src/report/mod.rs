@@ -1,5 +1,6 @@
-//! The report model: per process, outstanding allocations and open descriptors grouped by stack,
-//! with labels ready for any renderer. It knows nothing of output formats.
+//! The report model: per process, outstanding allocations and open descriptors grouped by stack
+//! (typed frames), judged over the checkpoints. Built from the collector's plain views
+//! (`snapshot`), never from the collector itself; it knows nothing of output formats.
 
 use std::time::Duration;
 
