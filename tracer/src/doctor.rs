@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::collect::hooks_of;
 use crate::error::Result;
 use crate::native;
 use crate::probes::{self, Probes};
@@ -215,7 +216,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
             },
         }
         native_frames(pid);
-        match coverage_warning(&assess_coverage(&interp, 0, 0.0)) {
+        match coverage_warning(&assess_coverage(&hooks_of(&interp), 0, 0.0)) {
             Some(w) => outln!("  coverage:      {w}"),
             None => outln!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
         }

@@ -2,10 +2,6 @@
 //! indicatif only when stderr is a terminal: hidden otherwise, and never failing the recording
 //! (a closed or full stderr is ignored).
 
-// Not used by the record loop yet: its rewrite (the list of sinks) takes it in place of the
-// hand-written `\r\x1b[K` line.
-#![allow(dead_code)]
-
 use std::io::IsTerminal as _;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -1,16 +1,20 @@
-//! `tracer record`: resolve targets, attach, collect until the end, write the reports.
+//! `tracer record`: resolve targets, attach, collect until the end; the reports go to the sinks
+//! (`sink/`) at every tick and checkpoint and at the end.
 
 use std::time::{Duration, Instant};
 
-use crate::collect::{Collector, Event, ExecOutcome, Mode, NativeMode};
+use crate::cli::RecordArgs;
+use crate::collect::{hooks_of, Collector, Event, ExecOutcome};
+use crate::config::{Mode, NativeMode};
 use crate::discover::{self, Discovery};
 use crate::error::{Error, Result};
 use crate::output::OutputDir;
 use crate::python::{self, Interpreter};
 use crate::render::summary::coverage_warning;
-use crate::report::{assess_coverage, Coverage};
+use crate::report::{assess_coverage, Archive, Coverage, Report};
 use crate::say;
-use crate::{launch, probes::Probes, render, report, util, RecordArgs};
+use crate::sink::{self, Sink};
+use crate::{launch, probes::Probes, render, report, util};
 
 /// How often the maps are read (liveness, descriptor reconciliation, symbolization).
 const TICK: Duration = Duration::from_secs(1);
@@ -58,7 +62,7 @@ fn attach_line(t: &crate::collect::Target, mode: Mode, budget: f64) -> String {
 
 fn static_warning(interp: &Interpreter) {
     // Before any measurement: say at once when the build hides its allocations.
-    let c = assess_coverage(interp, 0, 0.0);
+    let c = assess_coverage(&hooks_of(interp), 0, 0.0);
     if matches!(c, Coverage::Low { .. } | Coverage::None { .. }) {
         if let Some(w) = coverage_warning(&c) {
             say!("tracer: {w}");
@@ -167,7 +171,6 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
     c.census = !args.no_census;
-    c.keep_closed = args.keep_ended;
     c.mode = mode;
     c.interval = args.interval;
     c.window = args.window.unwrap_or(DEFAULT_WINDOW);
@@ -218,31 +221,35 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         say!("{recording_line}");
     }
     // The live view owns the terminal until the end (restored on every way out).
-    let mut terminal = if args.live {
+    let terminal = if args.live {
         Some(crate::top::Terminal::enter()?)
     } else {
         None
     };
+    // A progress line on stderr when it is a terminal (not in the live view, which has the screen).
+    let progress = !args.live && unsafe { libc::isatty(2) == 1 };
+    let mut sinks = sinks(&args, dir, progress, terminal, metrics_listener);
 
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
-    let mut saved = Saved::default();
+    let mut archive = Archive::new(args.keep_ended);
     let looped = rt.block_on(collect_loop(
         &mut c,
+        &mut archive,
         &args,
-        dir,
-        &mut saved,
+        &mut sinks,
+        progress,
         started,
-        metrics_listener,
-        terminal.as_mut(),
         &mut discovery,
         launcher.as_mut(),
         launch_only.then_some(recording_line),
     ));
-    drop(terminal);
+    for s in sinks.iter_mut() {
+        s.stop();
+    }
     if let Err(e) = looped {
         end_launch(&c, launcher.as_mut());
         return Err(e);
@@ -254,12 +261,19 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     c.close_windows();
     c.probes.release_all();
     c.tick();
+    archive_closed(&mut c, &mut archive);
     c.checkpoint();
-    let report = report::build(&c, started.elapsed());
-    let written = dir.map(|d| (d, render::write_all(&report, d, &args.format.0)));
+    let report = report::build(&c.view(), &archive, started.elapsed());
+    let mut written = Ok(());
+    for s in sinks.iter_mut() {
+        let w = s.finish(&report);
+        if written.is_ok() {
+            written = w;
+        }
+    }
     end_launch(&c, launcher.as_mut());
     c.probes.settle();
-    let Some((d, written)) = written else {
+    let Some(d) = dir else {
         return Ok(0);
     };
     if let Err(e) = written {
@@ -268,7 +282,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         if !args.live {
             util::print_quietly(&render::summary::render(&report, None));
         }
-        return Err(Error::Other(format!("{e}; {}", saved.kept(d))));
+        return Err(e);
     }
     if args.live {
         say!("tracer: reports written to {}", d.path().display());
@@ -278,48 +292,46 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     Ok(0)
 }
 
-/// What the output directory holds from checkpoints during the recording.
-#[derive(Default)]
-struct Saved {
-    /// Seconds into the recording of the last report set written whole.
-    last: Option<f64>,
-    /// A write failed (said once, then said again only when writing works again).
-    failing: bool,
+/// Where the reports go while recording and at the end: one line per sink.
+fn sinks<'a>(
+    args: &RecordArgs,
+    dir: Option<&'a OutputDir>,
+    progress: bool,
+    terminal: Option<crate::top::Terminal>,
+    metrics: Option<crate::metrics::MetricsListener>,
+) -> Vec<Box<dyn Sink + 'a>> {
+    let formats = &args.format.0;
+    let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
+    if progress {
+        sinks.push(Box::new(sink::progress::Progress::default()));
+    }
+    if let Some(t) = terminal {
+        sinks.push(Box::new(sink::live::Live::new(t)));
+    }
+    if let Some(m) = metrics {
+        sinks.push(Box::new(sink::metrics::Metrics::new(m)));
+    }
+    if let Some(d) = dir {
+        sinks.push(Box::new(sink::files::Files::new(d, formats)));
+        if args.snapshots {
+            sinks.push(Box::new(sink::snapshots::Snapshots::new(d, formats)));
+        }
+    }
+    sinks
 }
 
-impl Saved {
-    /// Writes the reports of a checkpoint (the recording goes on when that fails).
-    fn write(&mut self, r: &report::Report, dir: &OutputDir, formats: &[render::Format]) {
-        match render::write_all(r, dir, formats) {
-            Ok(()) => {
-                self.last = Some(r.elapsed.as_secs_f64());
-                self.failing = false;
-            }
-            Err(e) => {
-                if !self.failing {
-                    say!(
-                        "tracer: WARNING: {e}; the recording goes on ({})",
-                        self.kept(dir)
-                    );
-                }
-                self.failing = true;
-            }
-        }
+/// The entries the collector closed at its last tick (exit, exec) go to the archive, as their
+/// final reports.
+fn archive_closed(c: &mut Collector, archive: &mut Archive) {
+    let probes_off = c.mode == Mode::Watch && !c.windowed();
+    for t in c.take_closed() {
+        archive.add(&t.view(), probes_off);
     }
+}
 
-    /// What is in the directory, for a message.
-    fn kept(&self, dir: &OutputDir) -> String {
-        match self.last {
-            _ if dir.removed() => {
-                "nothing is kept on disk: the summary above is all there is".into()
-            }
-            Some(at) => format!(
-                "{} keeps the reports of the checkpoint at {at:.0}s",
-                dir.path().display()
-            ),
-            None => "no report was written before".into(),
-        }
-    }
+/// The report as it stands.
+fn report_now(c: &Collector, archive: &Archive, started: Instant) -> Report {
+    report::build(&c.view(), archive, started.elapsed())
 }
 
 /// Ends the launched command and the Python processes its tree started, if they still run.
@@ -411,14 +423,6 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
     }
 }
 
-/// Writes to stderr without a line break (the progress line), never panicking.
-fn say_inline(text: &str) {
-    use std::io::Write as _;
-    let mut e = std::io::stderr();
-    let _ = e.write_all(text.as_bytes());
-    let _ = e.flush();
-}
-
 /// Erases the progress line (when there is one) before a message.
 fn clear(progress: bool) -> &'static str {
     if progress {
@@ -428,44 +432,22 @@ fn clear(progress: bool) -> &'static str {
     }
 }
 
-/// One line of progress: time, totals, suspects growing so far.
-fn progress_line(r: &report::Report) -> String {
-    let bytes: u64 = r.procs.iter().map(|p| p.total_bytes).sum();
-    let fds: u64 = r.procs.iter().map(|p| p.open_fds).sum();
-    let growing = r
-        .procs
-        .iter()
-        .flat_map(|p| &p.suspects)
-        .filter(|s| s.trend.verdict == crate::trend::Verdict::Growing)
-        .count();
-    format!(
-        "tracer: {:.0}s, {} process(es): {} outstanding{}, {} open descriptors, {} growing",
-        r.elapsed.as_secs_f64(),
-        r.procs.len(),
-        render::summary::human_bytes(bytes),
-        if r.budget.is_some() { " (sampled)" } else { "" },
-        fds,
-        growing
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn collect_loop(
     c: &mut Collector,
+    archive: &mut Archive,
     args: &RecordArgs,
-    dir: Option<&OutputDir>,
-    saved: &mut Saved,
+    sinks: &mut [Box<dyn Sink + '_>],
+    progress: bool,
     started: Instant,
-    metrics_listener: Option<crate::metrics::MetricsListener>,
-    mut live: Option<&mut crate::top::Terminal>,
     discovery: &mut Discovery,
     mut launcher: Option<&mut launch::Launcher>,
     mut recording_line: Option<String>,
 ) -> Result<()> {
-    let metrics = match metrics_listener {
-        Some(l) => Some(l.start(&report::build(c, started.elapsed()))?),
-        None => None,
-    };
+    let first = report_now(c, archive, started);
+    for s in sinks.iter_mut() {
+        s.start(&first)?;
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
@@ -485,9 +467,6 @@ async fn collect_loop(
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stack_samples = tokio::time::interval(STACK_SAMPLE);
     stack_samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u32;
-    // A progress line on stderr when it is a terminal (not in the live view, which has the screen).
-    let progress = !args.live && unsafe { libc::isatty(2) == 1 };
     let mut quit = if args.live {
         crate::top::quit_key()
     } else {
@@ -528,7 +507,7 @@ async fn collect_loop(
                         match attached {
                             Ok(()) => {}
                             // The first one fails the launch, as before the tree was followed.
-                            Err(e) if c.targets.is_empty() => return Err(e),
+                            Err(e) if !c.ever_traced() => return Err(e),
                             Err(e) => say!("{}tracer: pid {pid} not traced: {e}", clear(progress)),
                         }
                         if let Some(line) = recording_line.take() {
@@ -536,14 +515,14 @@ async fn collect_loop(
                         }
                     }
                     Some(launch::LaunchEvent::Failed { pid, err }) => {
-                        if c.targets.is_empty() {
+                        if !c.ever_traced() {
                             return Err(err);
                         }
                         say!("{}tracer: pid {pid} not traced: {err}", clear(progress));
                     }
                     Some(launch::LaunchEvent::Done) | None => {
                         l.done = true;
-                        if c.targets.is_empty() {
+                        if !c.ever_traced() {
                             return Err(Error::Launch {
                                 cmd: l.shown.clone(),
                                 reason: "it exited without running a CPython interpreter".into(),
@@ -560,7 +539,9 @@ async fn collect_loop(
             _ = census.tick() => c.census(),
             _ = stack_samples.tick(), if c.census => c.sample_stacks(),
             _ = tick.tick() => {
-                for ev in c.tick() {
+                let events = c.tick();
+                archive_closed(c, archive);
+                for ev in events {
                     match ev {
                         Event::Exited(pid) => say!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress)),
                         Event::Execd { pid, into } => say!("{}tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec", clear(progress)),
@@ -568,21 +549,16 @@ async fn collect_loop(
                 }
                 follow_execs(c, progress);
                 if let (Some(l), false) = (launcher.as_ref(), waiting_said) {
-                    if c.targets.is_empty() && started.elapsed() >= Duration::from_secs(1) {
+                    if !c.ever_traced() && started.elapsed() >= Duration::from_secs(1) {
                         say!("{}tracer: waiting for `{}` to start Python", clear(progress), l.shown);
                         waiting_said = true;
                     }
                 }
-                let report_now = (args.live || args.metrics_addr.is_some() || progress)
-                    .then(|| report::build(c, started.elapsed()));
-                if let (true, Some(r)) = (progress, &report_now) {
-                    say_inline(&format!("\r\x1b[K{}", progress_line(r)));
-                }
-                if let (Some(t), Some(r)) = (live.as_mut(), &report_now) {
-                    t.draw(r);
-                }
-                if let (Some(m), Some(r)) = (&metrics, &report_now) {
-                    m.publish(r);
+                if sinks.iter().any(|s| s.wants_ticks()) {
+                    let r = report_now(c, archive, started);
+                    for s in sinks.iter_mut().filter(|s| s.wants_ticks()) {
+                        s.tick(&r);
+                    }
                 }
                 adopt(c, discovery, progress);
                 let launching = launcher.as_ref().is_some_and(|l| !l.done);
@@ -600,27 +576,15 @@ async fn collect_loop(
                 if due {
                     c.checkpoint();
                     next_checkpoint += args.interval;
-                    if let Some(dir) = dir {
-                        // The directory always holds the last complete set: a failure at the
-                        // end (full disk) loses only what came after it.
-                        let r = report::build(c, started.elapsed());
-                        saved.write(&r, dir, &args.format.0);
-                        if args.snapshots {
-                            seq += 1;
-                            let name = format!("{seq:04}-{:.0}s", r.elapsed.as_secs_f64());
-                            let sub = dir.subdir("snapshots").and_then(|s| s.subdir(&name));
-                            match sub.and_then(|sub| render::write_all(&r, &sub, &args.format.0)) {
-                                Ok(()) => {}
-                                Err(e) => say!("tracer: WARNING: snapshot {name} not written: {e}"),
-                            }
+                    if sinks.iter().any(|s| s.wants_checkpoints()) {
+                        let r = report_now(c, archive, started);
+                        for s in sinks.iter_mut().filter(|s| s.wants_checkpoints()) {
+                            s.checkpoint(&r);
                         }
                     }
                 }
             }
         }
-    }
-    if progress {
-        say_inline("\r\x1b[K");
     }
     Ok(())
 }

@@ -8,13 +8,14 @@ use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::Pid;
 
+use crate::frame::Frame;
 use crate::native::Modules;
 use crate::probes::Probes;
 
 pub struct Symbolizer {
     blaze: Blaze,
     /// (pid, stack id) -> frames, root first. Stack ids are never reused while the map lives.
-    cache: HashMap<(u32, i32), Vec<String>>,
+    cache: HashMap<(u32, i32), Vec<Frame>>,
     pub modules: Modules,
 }
 
@@ -31,7 +32,7 @@ impl Default for Symbolizer {
 impl Symbolizer {
     /// Frames of a native stack, root first: the trusted part of the kernel's walk, never a
     /// data symbol. Symbolized while the process lives; cached after.
-    pub fn native(&mut self, probes: &Probes, pid: u32, stack_id: i32) -> Vec<String> {
+    pub fn native(&mut self, probes: &Probes, pid: u32, stack_id: i32) -> Vec<Frame> {
         if stack_id < 0 {
             return vec![];
         }
@@ -60,13 +61,13 @@ impl Symbolizer {
                             if self.modules.is_data_symbol(pid, ip, &sym.name) {
                                 break;
                             }
-                            frames.push(sym.name.to_string());
+                            frames.push(Frame::native(&sym.name));
                         }
-                        Symbolized::Unknown(_) => frames.push("[unknown]".to_string()),
+                        Symbolized::Unknown(_) => frames.push(Frame::Native { symbol: None }),
                     }
                 }
             }
-            Err(_) => frames.extend(addrs.iter().map(|_| "[unknown]".to_string())),
+            Err(_) => frames.extend(addrs.iter().map(|_| Frame::Native { symbol: None })),
         }
         frames.reverse();
         self.cache.insert((pid, stack_id), frames.clone());

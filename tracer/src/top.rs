@@ -233,7 +233,7 @@ pub fn lines(r: &Report) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Mode;
+    use crate::config::Mode;
     use ratatui::backend::TestBackend;
     use std::time::Duration;
 

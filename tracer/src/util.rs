@@ -135,6 +135,17 @@ pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("'{s}' is not an address to listen on (e.g. 127.0.0.1:9464 or 9464)"))
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the kernel programs' clock (bpf_ktime_get_ns), so that the
+/// ages of what they record can be told.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

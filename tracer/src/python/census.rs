@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::frames::{FrameLocals, Runtime};
 use super::layouts::{DictLayout, GcHeads, Layout};
+use crate::frame::Frame;
 use crate::procfs;
 use crate::trend::{self, Trend, Verdict};
 
@@ -174,7 +175,7 @@ impl TypeInfo {
     }
 }
 
-pub use crate::report::census::{CensusReport, ContainerReport, Holds, TypeReport};
+pub use crate::snapshot::census::{CensusReport, ContainerReport, Holds, TypeReport};
 
 /// A list, dict or set followed across passes.
 struct Followed {
@@ -186,7 +187,7 @@ struct Followed {
     /// What holds it: a module global, or a local of a running frame.
     root: Option<Root>,
     /// The lines that load that global (once growing).
-    uses: Option<Vec<String>>,
+    uses: Option<Vec<Frame>>,
     holds: Option<Holds>,
 }
 
@@ -207,7 +208,7 @@ pub struct Census {
     types: HashMap<String, Vec<(f64, u64)>>,
     followed: HashMap<(u64, u64), Followed>,
     /// Python stacks sampled from outside (root first), with how often each was seen.
-    samples: HashMap<Vec<String>, u64>,
+    samples: HashMap<Vec<Frame>, u64>,
     /// Resident memory (bytes) at each pass.
     rss: Vec<(f64, u64)>,
     /// A growing container hangs from a module global: stack samples can say which call
@@ -250,7 +251,7 @@ impl Census {
     }
 
     /// Adds the Python stacks the threads were running at one moment (read from outside).
-    pub fn add_stacks(&mut self, stacks: Vec<Vec<String>>) {
+    pub fn add_stacks(&mut self, stacks: Vec<Vec<Frame>>) {
         for s in stacks {
             if self.samples.len() < MAX_STACK_SAMPLES || self.samples.contains_key(&s) {
                 *self.samples.entry(s).or_default() += 1;
@@ -260,28 +261,22 @@ impl Census {
 
     /// The sampled call paths to the lines in `uses` (each cut at the using function, whose
     /// frame shows the line of the use), most seen first.
-    fn paths_to(&self, uses: &[String]) -> Vec<(Vec<String>, u64)> {
-        let wanted: Vec<(&str, &str, &String)> = uses
-            .iter()
-            .filter_map(|u| function_and_file(u).map(|(f, file)| (f, file, u)))
-            .collect();
-        let mut paths: HashMap<Vec<String>, u64> = HashMap::new();
+    fn paths_to(&self, uses: &[Frame]) -> Vec<(Vec<Frame>, u64)> {
+        let mut paths: HashMap<Vec<Frame>, u64> = HashMap::new();
         for (stack, n) in &self.samples {
             // The innermost frame in a function that uses the container.
-            let hit = stack.iter().enumerate().rev().find_map(|(i, fr)| {
-                let (f, file) = function_and_file(fr)?;
-                wanted
-                    .iter()
-                    .find(|w| w.0 == f && w.1 == file)
-                    .map(|w| (i, w.2))
-            });
+            let hit = stack
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, fr)| uses.iter().find(|u| same_function(u, fr)).map(|u| (i, u)));
             if let Some((i, use_label)) = hit {
                 let mut p = stack[..i].to_vec();
                 p.push(use_label.clone());
                 *paths.entry(p).or_default() += n;
             }
         }
-        let mut v: Vec<(Vec<String>, u64)> = paths.into_iter().collect();
+        let mut v: Vec<(Vec<Frame>, u64)> = paths.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(3);
         v
@@ -745,11 +740,23 @@ fn legacy_index_bytes(size: u64) -> u64 {
     }
 }
 
-/// "function (file:LINE)" -> (function, file).
-fn function_and_file(label: &str) -> Option<(&str, &str)> {
-    let (f, rest) = label.split_once(" (")?;
-    let loc = rest.strip_suffix(')')?;
-    Some((f, loc.rsplit_once(':').map(|(file, _)| file).unwrap_or(loc)))
+/// Are both frames in one Python function (same name, same file; the lines may differ)?
+fn same_function(a: &Frame, b: &Frame) -> bool {
+    match (a, b) {
+        (
+            Frame::Python {
+                function: fa,
+                file: ra,
+                ..
+            },
+            Frame::Python {
+                function: fb,
+                file: rb,
+                ..
+            },
+        ) => fa == fb && ra == rb,
+        _ => false,
+    }
 }
 
 /// Growing first (fastest first), then by size.
@@ -834,9 +841,9 @@ type Named = (String, Root);
 enum Root {
     /// A module global: (module dict, global name).
     Global(u64, String),
-    /// A local variable of a running frame (`function (file:LINE)`, the line it runs), and
-    /// the stack down to that frame, root first.
-    Local(String, Vec<String>),
+    /// A local variable of a running frame (the line it runs), and the stack down to that
+    /// frame, root first.
+    Local(Frame, Vec<Frame>),
 }
 
 /// Reads objects of one pass.
@@ -1360,7 +1367,12 @@ mod tests {
     #[test]
     fn call_paths_to_a_use() {
         let mut c = Census::new(1, layout_for(3, 11).unwrap(), 0, 0);
-        let st = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fr = |s: &str| {
+            let (f, rest) = s.split_once(" (").unwrap();
+            let (file, line) = rest.trim_end_matches(')').rsplit_once(':').unwrap();
+            Frame::python(f, file, line.parse().ok())
+        };
+        let st = |v: &[&str]| v.iter().map(|s| fr(s)).collect::<Vec<_>>();
         c.add_stacks(vec![
             st(&[
                 "<module> (a.py:90)",
@@ -1376,7 +1388,7 @@ mod tests {
             "main (a.py:70)",
             "handle (a.py:27)",
         ])]);
-        let p = c.paths_to(&["handle (a.py:28)".to_string()]);
+        let p = c.paths_to(&[fr("handle (a.py:28)")]);
         assert_eq!(
             p,
             vec![(
@@ -1384,7 +1396,7 @@ mod tests {
                 3
             )]
         );
-        assert_eq!(function_and_file("f (x/y.py:3)"), Some(("f", "x/y.py")));
+        assert!(same_function(&fr("f (x/y.py:3)"), &fr("f (x/y.py:9)")));
     }
 
     #[test]

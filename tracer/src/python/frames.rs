@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
 
 use super::layouts::{FrameKind, Layout, LineTable};
+use crate::frame::{Frame, Marker};
 use crate::procfs;
 
 /// What the kernel needs to walk the frames of `pid`, an interpreter with layout `l`.
@@ -80,9 +81,9 @@ pub struct Runtime {
     /// the kernel's.
     in_pid_namespace: bool,
     codes: HashMap<(u64, u64, u64), Option<CodeInfo>>,
-    stacks: HashMap<u64, Vec<String>>,
+    stacks: HashMap<u64, Vec<Frame>>,
     /// Labels of sampled frames by (code object, instruction).
-    frame_labels: HashMap<(u64, u64), (String, String)>,
+    frame_labels: HashMap<(u64, u64), (Frame, String)>,
 }
 
 /// The outcome of checking a layout against a live process.
@@ -105,11 +106,11 @@ const MAX_SAMPLED_FRAMES: usize = 64;
 /// A running frame and its local variables (name, object).
 #[derive(Debug, Clone)]
 pub struct FrameLocals {
-    /// `function (file:LINE)`, the line it is executing.
-    pub label: String,
+    /// The function and the line it is executing.
+    pub label: Frame,
     pub function: String,
     /// The Python stack down to this frame, root first.
-    pub stack: Vec<String>,
+    pub stack: Vec<Frame>,
     pub locals: Vec<(String, u64)>,
 }
 
@@ -418,8 +419,8 @@ impl Runtime {
         Some(frames)
     }
 
-    /// `function (file:LINE)` of a frame, and the function's name.
-    fn frame_label(&mut self, code: u64, head: &[u8]) -> Option<(String, String)> {
+    /// The frame (function, file, line), and the function's name.
+    fn frame_label(&mut self, code: u64, head: &[u8]) -> Option<(Frame, String)> {
         let l = self.layout;
         let instr = match l.frame_kind {
             FrameKind::Legacy => i32_at(head, l.frame_instr) as u32 as u64,
@@ -429,10 +430,7 @@ impl Runtime {
             return Some(v.clone());
         }
         let c = self.code(code)?;
-        let label = match self.line(&c, instr) {
-            Some(line) => format!("{} ({}:{line})", c.name, c.filename),
-            None => format!("{} ({})", c.name, c.filename),
-        };
+        let label = Frame::python(&c.name, &c.filename, self.line(&c, instr));
         if self.frame_labels.len() > 100_000 {
             self.frame_labels.clear();
         }
@@ -443,10 +441,10 @@ impl Runtime {
 
     /// The Python stacks (root first) the threads with these thread states are running now,
     /// read from outside (a sample: the target is not stopped).
-    pub fn stacks(&mut self, tstates: &[u64]) -> Vec<Vec<String>> {
+    pub fn stacks(&mut self, tstates: &[u64]) -> Vec<Vec<Frame>> {
         let mut out = Vec::new();
         for frames in self.thread_frames(tstates) {
-            let mut stack: Vec<String> = frames
+            let mut stack: Vec<Frame> = frames
                 .iter()
                 .filter_map(|(_, code, head)| self.frame_label(*code, head).map(|l| l.0))
                 .collect();
@@ -464,7 +462,7 @@ impl Runtime {
         let tstates: Vec<u64> = self.threads().into_iter().map(|t| t.1).collect();
         let mut out = Vec::new();
         for frames in self.thread_frames(&tstates) {
-            let labels: Vec<Option<(String, String)>> = frames
+            let labels: Vec<Option<(Frame, String)>> = frames
                 .iter()
                 .map(|(_, code, head)| self.frame_label(*code, head))
                 .collect();
@@ -473,7 +471,7 @@ impl Runtime {
                     continue;
                 };
                 // The path to this frame, root first.
-                let stack: Vec<String> = labels[i..]
+                let stack: Vec<Frame> = labels[i..]
                     .iter()
                     .rev()
                     .filter_map(|l| l.as_ref().map(|l| l.0.clone()))
@@ -527,8 +525,8 @@ impl Runtime {
     }
 
     /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized
-    /// forms), as `function (file:LINE)` labels.
-    pub fn global_uses(&mut self, code: u64, name: &str) -> Vec<String> {
+    /// forms), as frames (function, file, line).
+    pub fn global_uses(&mut self, code: u64, name: &str) -> Vec<Frame> {
         let l = self.layout;
         if l.op_load_global.is_empty() {
             return Vec::new();
@@ -577,7 +575,7 @@ impl Runtime {
                 LineTable::Locations => location_line(&info.linetable, info.firstlineno, i),
             };
             if let Some(line) = line {
-                let label = format!("{} ({}:{line})", info.name, info.filename);
+                let label = Frame::python(&info.name, &info.filename, Some(line));
                 if !out.contains(&label) {
                     out.push(label);
                 }
@@ -586,26 +584,20 @@ impl Runtime {
         out
     }
 
-    /// Labels of a kernel Python stack, root first (`function (file:LINE)`), cached by its key.
-    pub fn labels(&mut self, key: u64, stack: &PyStack) -> Vec<String> {
+    /// The frames of a kernel Python stack, root first, cached by its key.
+    pub fn labels(&mut self, key: u64, stack: &PyStack) -> Vec<Frame> {
         if let Some(v) = self.stacks.get(&key) {
             return v.clone();
         }
         let n = (stack.len as usize).min(stack.frames.len());
-        let mut out: Vec<String> = Vec::with_capacity(n + 1);
+        let mut out: Vec<Frame> = Vec::with_capacity(n + 1);
         if stack.truncated != 0 {
-            out.push("[truncated]".into());
+            out.push(Frame::Marker(Marker::Truncated));
         }
         for f in stack.frames[..n].iter().rev() {
             out.push(match self.code(f.code) {
-                Some(c) => {
-                    let line = self.line(&c, f.instr);
-                    match line {
-                        Some(line) => format!("{} ({}:{line})", c.name, c.filename),
-                        None => format!("{} ({})", c.name, c.filename),
-                    }
-                }
-                None => "[unknown python frame]".into(),
+                Some(c) => Frame::python(&c.name, &c.filename, self.line(&c, f.instr)),
+                None => Frame::Marker(Marker::UnknownPython),
             });
         }
         self.stacks.insert(key, out.clone());

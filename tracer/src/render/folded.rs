@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::frame::{Frame, Marker};
 use crate::report::Report;
 
 /// Makes a frame safe for the format: no `;` (separator) and no line breaks.
@@ -46,13 +47,13 @@ pub fn render(stacks: impl IntoIterator<Item = (Vec<String>, u64)>) -> String {
     out
 }
 
-fn with_root(root: &[String], frames: &[String]) -> Vec<String> {
+fn with_root(root: &[Frame], frames: &[Frame]) -> Vec<String> {
     let mut v = Vec::with_capacity(frames.len() + root.len());
-    v.extend(root.iter().cloned());
+    v.extend(root.iter().map(Frame::to_string));
     if frames.is_empty() {
-        v.push("[no stack]".into());
+        v.push(Frame::Marker(Marker::NoStack).to_string());
     } else {
-        v.extend(frames.iter().cloned());
+        v.extend(frames.iter().map(Frame::to_string));
     }
     v
 }
@@ -122,8 +123,8 @@ mod tests {
     fn empty_frames_are_named() {
         assert_eq!(sanitize(""), "[unknown]");
         assert_eq!(
-            with_root(&["r".to_string()], &[]),
-            vec!["r".to_string(), "[no stack]".to_string()]
+            with_root(&[Frame::Container("r".into())], &[]),
+            vec!["container r".to_string(), "[no stack]".to_string()]
         );
     }
 }

@@ -36,9 +36,9 @@
 
 use serde_json::{json, Value};
 
-use crate::collect::Mode;
-use crate::render::summary::python_line;
+use crate::frame::{labels, python_line};
 use crate::report::census::CensusReport;
+use crate::report::Mode;
 use crate::report::{Coverage, Report, Resource};
 
 fn census(c: &CensusReport) -> Value {
@@ -60,8 +60,8 @@ fn census(c: &CensusReport) -> Value {
             "verdict": k.trend.verdict.to_string(),
             "growth_per_min": k.trend.per_min,
             "root": k.root,
-            "uses": k.uses,
-            "stacks": k.stacks.iter().map(|(frames, n)| json!({"frames": frames, "samples": n})).collect::<Vec<_>>(),
+            "uses": labels(&k.uses),
+            "stacks": k.stacks.iter().map(|(frames, n)| json!({"frames": labels(frames), "samples": n})).collect::<Vec<_>>(),
             "holds": k.holds.as_ref().map(|h| json!({
                 "sampled": h.sampled,
                 "types": h.types,
@@ -102,7 +102,7 @@ pub fn render(r: &Report) -> String {
                         "objects": s.count,
                         "oldest_age_s": s.oldest_age.map(|a| a.as_secs_f64()),
                         "line": python_line(frames),
-                        "stack": s.frames,
+                        "stack": labels(&s.frames),
                     })
                 })
                 .collect();

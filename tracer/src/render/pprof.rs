@@ -12,6 +12,7 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use crate::frame::Frame;
 use crate::report::Report;
 
 /// The messages of pprof's profile.proto that tracer writes (field numbers as in the .proto),
@@ -112,18 +113,17 @@ impl Strings {
     }
 }
 
-/// "function (path/file.py:LINE)" -> (function, file, line).
-pub fn split_frame(f: &str) -> (String, String, i64) {
-    if let Some((func, rest)) = f.rsplit_once(" (") {
-        if let Some(loc) = rest.strip_suffix(')') {
-            if let Some((file, line)) = loc.rsplit_once(':') {
-                if let Ok(n) = line.parse::<i64>() {
-                    return (func.to_string(), file.to_string(), n);
-                }
-            }
-        }
+/// A frame as pprof sees it: (function, file, line). Python frames with a line have all three;
+/// every other frame is a function named by its label.
+fn function_file_line(f: &Frame) -> (String, String, i64) {
+    match f {
+        Frame::Python {
+            function,
+            file,
+            line: Some(line),
+        } => (function.clone(), file.clone(), *line as i64),
+        f => (f.to_string(), String::new(), 0),
     }
-    (f.to_string(), String::new(), 0)
 }
 
 pub fn encode(r: &Report) -> Vec<u8> {
@@ -144,7 +144,7 @@ pub fn encode(r: &Report) -> Vec<u8> {
         });
     }
     // One function and one location per distinct frame label.
-    let mut locations: HashMap<String, u64> = HashMap::new();
+    let mut locations: HashMap<Frame, u64> = HashMap::new();
     let pid_key = s.id("pid");
     let container_key = s.id("container");
     for p in &r.procs {
@@ -161,12 +161,12 @@ pub fn encode(r: &Report) -> Vec<u8> {
                 .rev()
                 .chain(root.iter().rev())
                 .map(|frame| {
-                    if let Some(id) = locations.get(frame.as_str()) {
+                    if let Some(id) = locations.get(frame) {
                         return *id;
                     }
                     let id = locations.len() as u64 + 1;
                     locations.insert(frame.clone(), id);
-                    let (name, file, line) = split_frame(frame);
+                    let (name, file, line) = function_file_line(frame);
                     let name = s.id(&name);
                     prof.function.push(Function {
                         id,
@@ -217,11 +217,11 @@ mod tests {
     #[test]
     fn frames() {
         assert_eq!(
-            split_frame("leak (/srv/app.py:12)"),
+            function_file_line(&Frame::python("leak", "/srv/app.py", Some(12))),
             ("leak".into(), "/srv/app.py".into(), 12)
         );
         assert_eq!(
-            split_frame("_PyObject_Malloc"),
+            function_file_line(&Frame::native("_PyObject_Malloc")),
             ("_PyObject_Malloc".into(), String::new(), 0)
         );
     }

@@ -12,9 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::render::summary::python_line;
-use crate::report::{ProcReport, Report, Resource};
-use crate::trend::Verdict;
+use crate::frame::{python_line, Frame};
+use crate::report::{ProcReport, Report, Resource, Verdict};
 
 /// The content type of `render`'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -91,13 +90,11 @@ pub fn registry(r: &Report) -> Registry {
         objects.get_or_create(&labels).set(p.total_allocs as i64);
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
         for f in &p.fds {
-            let leaf = f.frames.last().map(String::as_str).unwrap_or("[fd]");
-            let kind = leaf
-                .trim_start_matches('[')
-                .split([' ', ']'])
-                .next()
-                .unwrap_or("fd")
-                .to_string();
+            let kind = match f.frames.last() {
+                Some(Frame::Resource { kind, .. }) => kind.split(' ').next().unwrap_or(kind),
+                _ => "fd",
+            }
+            .to_string();
             *kinds.entry(kind).or_default() += f.count;
         }
         for (kind, n) in kinds {
@@ -113,7 +110,7 @@ pub fn registry(r: &Report) -> Registry {
             let key = Growing {
                 proc: labels.clone(),
                 rank: rank + 1,
-                line: python_line(&s.frames).to_string(),
+                line: python_line(&s.frames),
             };
             growing.get_or_create(&key).set(s.trend.per_min);
         }
@@ -217,7 +214,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Mode;
+    use crate::config::Mode;
     use std::time::Duration;
 
     #[test]

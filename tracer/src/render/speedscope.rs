@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use crate::frame::Frame;
 use crate::report::Report;
 
 struct Frames {
@@ -28,14 +29,14 @@ fn profile(
     frames: &mut Frames,
     name: String,
     unit: &str,
-    root: &[String],
-    stacks: impl Iterator<Item = (Vec<String>, u64)>,
+    root: &[Frame],
+    stacks: impl Iterator<Item = (Vec<Frame>, u64)>,
 ) -> Option<Value> {
     let mut samples = Vec::new();
     let mut weights = Vec::new();
     for (stack, w) in stacks.filter(|(_, w)| *w > 0) {
-        let mut ids: Vec<usize> = root.iter().map(|r| frames.id(r)).collect();
-        ids.extend(stack.iter().map(|f| frames.id(f)));
+        let mut ids: Vec<usize> = root.iter().map(|r| frames.id(&r.to_string())).collect();
+        ids.extend(stack.iter().map(|f| frames.id(&f.to_string())));
         samples.push(ids);
         weights.push(w);
     }

@@ -3,10 +3,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::collect::Mode;
+pub use crate::frame::python_line;
+use crate::frame::Frame;
 use crate::report::census::{CensusReport, Holds};
+use crate::report::Mode;
 use crate::report::{Coverage, Report, Resource, Suspect};
-use crate::trend::{Verdict, MIN_CHECKPOINTS};
+use crate::report::{Verdict, MIN_CHECKPOINTS};
 
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -36,26 +38,15 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// The innermost frames of a stack, leaf first, for one line of text.
-fn short_stack(frames: &[String], n: usize) -> String {
+fn short_stack(frames: &[Frame], n: usize) -> String {
     if frames.is_empty() {
         return "[no stack]".into();
     }
-    let mut v: Vec<&str> = frames.iter().rev().take(n).map(String::as_str).collect();
+    let mut v: Vec<String> = frames.iter().rev().take(n).map(Frame::to_string).collect();
     if frames.len() > n {
-        v.push("...");
+        v.push("...".into());
     }
     v.join(" <- ")
-}
-
-/// The innermost Python frame of a stack ("function (file.py:LINE)"), or its leaf.
-pub fn python_line(frames: &[String]) -> &str {
-    frames
-        .iter()
-        .rev()
-        .find(|f| f.contains(".py:") && f.ends_with(')'))
-        .or_else(|| frames.last())
-        .map(String::as_str)
-        .unwrap_or("[no stack]")
 }
 
 fn amount(resource: Resource, v: f64) -> String {
@@ -72,9 +63,9 @@ pub fn suspect_line(s: &Suspect) -> String {
         "-".into()
     };
     let what = match s.resource {
-        Resource::Memory => python_line(&s.frames).to_string(),
+        Resource::Memory => python_line(&s.frames),
         Resource::Descriptors => {
-            let kind = s.frames.last().map(String::as_str).unwrap_or("");
+            let kind = s.frames.last().map(Frame::to_string).unwrap_or_default();
             let site = python_line(&s.frames[..s.frames.len().saturating_sub(1)]);
             format!("{site} {kind}")
         }
@@ -246,7 +237,7 @@ fn census(o: &mut String, c: &CensusReport) {
 /// Descriptors opened at one place (same stack, same kind of resource), whatever they name.
 struct FdSite {
     /// The stack, its leaf the kind of resource (`[file]`, `[socket inet/tcp]`...).
-    frames: Vec<String>,
+    frames: Vec<Frame>,
     count: u64,
     /// A few of the names (paths) they refer to, and how many different names there are.
     examples: Vec<String>,
@@ -264,9 +255,12 @@ fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
         let Some((leaf, path)) = f.frames.split_last() else {
             continue;
         };
-        let (kind, name) = crate::report::split_resource(leaf);
+        let name = match leaf {
+            Frame::Resource { name, .. } => name.clone(),
+            _ => None,
+        };
         let mut frames = path.to_vec();
-        frames.push(kind);
+        frames.push(leaf.without_name());
         let i = match sites.iter().position(|s| s.frames == frames) {
             Some(i) => i,
             None => {
@@ -539,25 +533,36 @@ mod tests {
 
     #[test]
     fn descriptors_grouped_by_site() {
-        let st = |v: &[&str], count| crate::report::FdStack {
-            frames: v.iter().map(|s| s.to_string()).collect(),
+        let st = |f: &str, line, kind: &str, name: Option<String>, count| crate::report::FdStack {
+            frames: vec![
+                Frame::python("main", "a.py", Some(9)),
+                Frame::python(f, "a.py", Some(line)),
+                Frame::Resource {
+                    kind: kind.into(),
+                    name,
+                },
+            ],
             count,
         };
+        let file = |i| Some(format!("/tmp/a-{i}.log"));
         let fds = vec![
-            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-1.log]"], 1),
-            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-2.log]"], 1),
-            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-3.log]"], 1),
-            st(&["main (a.py:9)", "log (a.py:3)", "[file /tmp/a-4.log]"], 1),
-            st(&["main (a.py:9)", "udp (a.py:5)", "[socket inet/udp]"], 2),
+            st("log", 3, "file", file(1), 1),
+            st("log", 3, "file", file(2), 1),
+            st("log", 3, "file", file(3), 1),
+            st("log", 3, "file", file(4), 1),
+            st("udp", 5, "socket inet/udp", None, 2),
         ];
         let sites = fd_sites(&fds);
         assert_eq!(sites.len(), 2);
         assert_eq!(sites[0].count, 4);
-        assert_eq!(sites[0].frames.last().unwrap(), "[file]");
+        assert_eq!(sites[0].frames.last().unwrap().to_string(), "[file]");
         assert_eq!(sites[0].examples.len(), FD_EXAMPLES);
         assert_eq!(sites[0].names, 4);
         assert_eq!(sites[1].count, 2);
-        assert_eq!(sites[1].frames.last().unwrap(), "[socket inet/udp]");
+        assert_eq!(
+            sites[1].frames.last().unwrap().to_string(),
+            "[socket inet/udp]"
+        );
         assert!(sites[1].examples.is_empty());
     }
 
@@ -587,7 +592,7 @@ mod tests {
 
     #[test]
     fn stacks_leaf_first() {
-        let f: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let f: Vec<Frame> = ["a", "b", "c"].iter().map(|s| Frame::native(s)).collect();
         assert_eq!(short_stack(&f, 2), "c <- b <- ...");
         assert_eq!(short_stack(&[], 2), "[no stack]");
     }

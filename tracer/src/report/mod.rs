@@ -1,22 +1,27 @@
-//! The report model: per process, outstanding allocations and open descriptors grouped by stack,
-//! with labels ready for any renderer. It knows nothing of output formats.
+//! The report model: per process, outstanding allocations and open descriptors grouped by stack
+//! (typed frames), judged over the checkpoints. Built from the collector's plain views
+//! (`snapshot`), never from the collector itself; it knows nothing of output formats.
 
 use std::time::Duration;
 
-use tracer_common::{stat, FdKind, PATH_LEN};
+use tracer_common::stat;
 
 use std::collections::{BTreeSet, HashMap};
 
-pub mod census;
+/// What the heap census found (plain data made by the census, read by the renderers).
+pub use crate::snapshot::census;
 
-use crate::collect::{monotonic_ns, verdict_key, Checkpoint, Collector, Mode, OpenFd, Target};
-use crate::python::{HookSource, Interpreter};
-use crate::trend::{judge, judge_rate, Trend, Verdict};
+pub use crate::config::Mode;
+use crate::frame::{verdict_key, Frame};
+use crate::snapshot::{fd_label, Checkpoint, CollectorView, HookCoverage, TargetView};
+use crate::trend::{judge, judge_rate};
+pub use crate::trend::{Trend, Verdict, MIN_CHECKPOINTS};
+use crate::util::monotonic_ns;
 
 #[derive(Debug, Clone)]
 pub struct AllocStack {
     /// Frames root first, below the process frame.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     pub bytes: u64,
     pub count: u64,
     pub oldest_age: Duration,
@@ -25,7 +30,7 @@ pub struct AllocStack {
 #[derive(Debug, Clone)]
 pub struct FdStack {
     /// Frames root first, below the process frame; the last one names the resource.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     pub count: u64,
 }
 
@@ -42,7 +47,7 @@ pub enum Resource {
 pub struct Suspect {
     pub resource: Resource,
     /// Frames root first; for descriptors the last one is the kind of resource.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
     /// Outstanding bytes or open descriptors at the last checkpoint.
     pub now: u64,
     /// Objects (allocations or live samples) at the last checkpoint; descriptors: = now.
@@ -106,7 +111,7 @@ pub struct ProcReport {
     pub checkpoints: usize,
     /// Memory stacks (Python call paths) that grew since the first checkpoint, with the bytes
     /// gained.
-    pub growth: Vec<(Vec<String>, u64)>,
+    pub growth: Vec<(Vec<Frame>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
     pub census: Option<crate::report::census::CensusReport>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
@@ -116,18 +121,18 @@ pub struct ProcReport {
 impl ProcReport {
     /// The root frames of every stack of this process: its container, if any, then the
     /// process.
-    pub fn root_frames(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
+    pub fn root_frames(&self) -> Vec<Frame> {
+        let mut v: Vec<Frame> = self
             .container
             .iter()
-            .map(|c| format!("container {c}"))
+            .cloned()
+            .map(Frame::Container)
             .collect();
-        v.push(format!(
-            "{} (pid {}{})",
-            self.comm,
-            self.pid,
-            self.before_exec()
-        ));
+        v.push(Frame::Process {
+            comm: self.comm.clone(),
+            pid: self.pid,
+            before_exec: self.execd.is_some(),
+        });
         v
     }
 
@@ -193,14 +198,14 @@ const LOW_CALL_RATE: f64 = 2000.0;
 /// Judge the call rate only once the target has used this much CPU.
 const MIN_CPU_TO_JUDGE: f64 = 0.3;
 
-pub fn assess_coverage(interp: &Interpreter, alloc_calls: u64, cpu_seconds: f64) -> Coverage {
-    if interp.alloc.source == HookSource::None || interp.alloc.hooks.is_empty() {
+pub fn assess_coverage(hooks: &HookCoverage, alloc_calls: u64, cpu_seconds: f64) -> Coverage {
+    if !hooks.hooked {
         return Coverage::None {
-            reason: interp.alloc.notes.join("; "),
+            reason: hooks.notes.clone(),
         };
     }
     let rate = (cpu_seconds >= MIN_CPU_TO_JUDGE).then(|| alloc_calls as f64 / cpu_seconds);
-    if interp.alloc.inlined_fast_path {
+    if hooks.inlined_fast_path {
         return Coverage::Low {
             reason: format!(
                 "this build inlines pymalloc into its callers (LTO/PGO): the hooks only see allocations that miss the inlined fast path{}",
@@ -218,97 +223,10 @@ pub fn assess_coverage(interp: &Interpreter, alloc_calls: u64, cpu_seconds: f64)
     }
 }
 
-/// A descriptor's resource, as the leaf frame of its stack.
-pub fn fd_label(f: &OpenFd) -> String {
-    let info = &f.info;
-    let kpath = {
-        let end = info.path.iter().position(|&b| b == 0).unwrap_or(PATH_LEN);
-        String::from_utf8_lossy(&info.path[..end]).into_owned()
-    };
-    let link = f.target.as_deref().unwrap_or("");
-    let from_link = || -> String {
-        if let Some(rest) = link.strip_prefix("anon_inode:") {
-            format!("[{}]", rest.trim_matches(|c| c == '[' || c == ']'))
-        } else if link.starts_with("socket:") {
-            "[socket]".into()
-        } else if link.starts_with("pipe:") {
-            "[pipe]".into()
-        } else if link.is_empty() {
-            "[fd]".into()
-        } else {
-            format!("[file {link}]")
-        }
-    };
-    match FdKind::from_u16(info.kind) {
-        FdKind::File => {
-            let p = if link.starts_with('/') {
-                link.to_string()
-            } else {
-                kpath
-            };
-            format!("[file {p}]")
-        }
-        FdKind::Socket => format!("[socket {}]", socket_kind(info.a, info.b)),
-        FdKind::Pipe => "[pipe]".into(),
-        FdKind::Eventfd => "[eventfd]".into(),
-        FdKind::Epoll => "[epoll]".into(),
-        FdKind::Memfd => {
-            if kpath.is_empty() {
-                "[memfd]".into()
-            } else {
-                format!("[memfd {kpath}]")
-            }
-        }
-        FdKind::Signalfd => "[signalfd]".into(),
-        FdKind::Timerfd => "[timerfd]".into(),
-        FdKind::Inotify => "[inotify]".into(),
-        FdKind::Fanotify => "[fanotify]".into(),
-        FdKind::Pidfd => "[pidfd]".into(),
-        FdKind::Userfaultfd => "[userfaultfd]".into(),
-        FdKind::PerfEvent => "[perf_event]".into(),
-        FdKind::IoUring => "[io_uring]".into(),
-        FdKind::Dup | FdKind::Unknown => from_link(),
-    }
-}
-
-/// `[file /tmp/a.log]` -> (`[file]`, Some(`/tmp/a.log`)); kinds without a name stay whole.
-pub fn split_resource(leaf: &str) -> (String, Option<String>) {
-    for kind in ["[file ", "[memfd "] {
-        if let Some(rest) = leaf.strip_prefix(kind) {
-            let name = rest.strip_suffix(']').unwrap_or(rest);
-            return (format!("{}]", kind.trim_end()), Some(name.to_string()));
-        }
-    }
-    (leaf.to_string(), None)
-}
-
-pub fn socket_kind(family: u32, ty: u32) -> String {
-    let fam = match family {
-        1 => "unix",
-        2 => "inet",
-        10 => "inet6",
-        16 => "netlink",
-        17 => "packet",
-        40 => "vsock",
-        0 => "unknown",
-        n => return format!("family{n}"),
-    };
-    let t = match (family, ty) {
-        (2 | 10, 1) => "tcp",
-        (2 | 10, 2) => "udp",
-        (_, 1) => "stream",
-        (_, 2) => "dgram",
-        (_, 3) => "raw",
-        (_, 5) => "seqpacket",
-        _ => "other",
-    };
-    format!("{fam}/{t}")
-}
-
 /// Watch mode on a build that inlines pymalloc: the windows see only the allocations that miss the
 /// inlined fast path, which favour whatever code carves fresh blocks, not what keeps them.
-fn watch_biased(t: &Target) -> bool {
-    t.windows > 0 && t.interp.alloc.inlined_fast_path
+fn watch_biased(t: &TargetView) -> bool {
+    t.windows > 0 && t.hooks.inlined_fast_path
 }
 
 /// Judges every stack and descriptor site seen at any checkpoint.
@@ -316,13 +234,13 @@ fn watch_biased(t: &Target) -> bool {
 /// `biased`: the memory samples are not a fair sample of the allocations (see `watch_biased`):
 /// memory suspects are listed but not judged.
 fn suspects(
-    t: &Target,
+    t: &TargetView,
     allocs: &[AllocStack],
     now_ns: u64,
     sampled: bool,
     biased: bool,
 ) -> Vec<Suspect> {
-    let h = &t.history;
+    let h = t.history;
     // One value per checkpoint, 0 where the key is absent.
     let series = |value: &dyn Fn(&Checkpoint) -> u64| -> Vec<(f64, f64)> {
         h.iter().map(|c| (c.at, value(c) as f64)).collect()
@@ -330,21 +248,21 @@ fn suspects(
     let mut out = Vec::new();
     // The oldest allocation of each memory site, and the oldest descriptor of each descriptor
     // site (computed once: thousands of stacks map to hundreds of sites).
-    let mut oldest_alloc: HashMap<Vec<String>, Duration> = HashMap::new();
+    let mut oldest_alloc: HashMap<Vec<Frame>, Duration> = HashMap::new();
     for a in allocs {
         let e = oldest_alloc
             .entry(verdict_key(a.frames.clone()))
             .or_default();
         *e = (*e).max(a.oldest_age);
     }
-    let mut oldest_fd: HashMap<Vec<String>, u64> = HashMap::new();
-    if let Some(s) = &t.last {
+    let mut oldest_fd: HashMap<Vec<Frame>, u64> = HashMap::new();
+    if let Some(s) = t.last {
         for f in &s.fds {
             let e = oldest_fd.entry(s.fd_site(f)).or_insert(u64::MAX);
             *e = (*e).min(f.info.ts_ns);
         }
     }
-    let alloc_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
+    let alloc_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
     for k in alloc_keys {
         let bytes = series(&|c| c.allocs.get(k).map(|v| v.0).unwrap_or(0));
         let last = h
@@ -373,7 +291,7 @@ fn suspects(
             oldest_age: oldest_alloc.get(k).copied(),
         });
     }
-    let fd_keys: BTreeSet<&Vec<String>> = h.iter().flat_map(|c| c.fds.keys()).collect();
+    let fd_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.fds.keys()).collect();
     for k in fd_keys {
         let open = series(&|c| c.fds.get(k).copied().unwrap_or(0));
         let now = h.last().and_then(|c| c.fds.get(k)).copied().unwrap_or(0);
@@ -409,11 +327,11 @@ fn suspects(
 }
 
 /// Bytes gained by each memory stack between the first and the last checkpoint.
-fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
+fn growth(t: &TargetView) -> Vec<(Vec<Frame>, u64)> {
     let (Some(first), Some(last)) = (t.history.first(), t.history.last()) else {
         return Vec::new();
     };
-    let mut out: Vec<(Vec<String>, u64)> = last
+    let mut out: Vec<(Vec<Frame>, u64)> = last
         .allocs
         .iter()
         .filter_map(|(k, now)| {
@@ -425,17 +343,10 @@ fn growth(t: &Target) -> Vec<(Vec<String>, u64)> {
     out
 }
 
-/// The report of a target that has exited (or exec'd), once: its figures no longer change, and
-/// what they were computed from (checkpoints, census state, samples) can go.
-pub fn freeze(t: &Target, probes_off: bool) -> ProcReport {
-    process_report(t, crate::procfs::clock_ticks_per_sec(), probes_off)
-}
-
-fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport {
-    if let Some(r) = &t.frozen {
-        return r.clone();
-    }
-    let snap = t.last.clone().unwrap_or_default();
+/// The report of one entry (a live process's, or the final one of an entry that closed).
+pub fn process_report(t: &TargetView, probes_off: bool) -> ProcReport {
+    let empty = Default::default();
+    let snap = t.last.unwrap_or(&empty);
     let now = monotonic_ns();
     let frames_of = |k: (i32, u64)| snap.frames.get(&k).cloned().unwrap_or_default();
     let mut allocs: Vec<AllocStack> = snap
@@ -461,16 +372,15 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
     fds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
     // The pid's counters include the programs it ran before an exec.
     let alloc_calls = snap.stats.alloc_calls.saturating_sub(t.alloc_calls_base);
-    let cpu_seconds =
-        t.cpu_ticks_last.saturating_sub(t.cpu_ticks_at_start) as f64 / ticks_per_s as f64;
+    let cpu_seconds = t.cpu_seconds;
     ProcReport {
         pid: t.pid,
-        comm: t.comm.clone(),
-        container: t.container.clone(),
+        comm: t.comm.to_string(),
+        container: t.container.map(str::to_string),
         nspid: t.nspid,
-        interpreter: format!("CPython {} ({})", t.interp.version, t.interp.target_path),
+        interpreter: t.interpreter.clone(),
         exited_after: t.exited_after,
-        execd: t.execd.clone(),
+        execd: t.execd.map(str::to_string),
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
@@ -479,81 +389,110 @@ fn process_report(t: &Target, ticks_per_s: u64, probes_off: bool) -> ProcReport 
         } else if t.windows > 0 {
             Coverage::Sampled {
                 windows: t.windows,
-                samples: t.samples.len() as u64,
-                armed_pct: 100.0 * t.armed.as_secs_f64()
-                    / t.exited_after
-                        .unwrap_or_else(|| t.attached_at.elapsed())
-                        .as_secs_f64()
-                        .max(1e-9),
-                partial: match assess_coverage(&t.interp, 0, 0.0) {
+                samples: t.samples,
+                armed_pct: 100.0 * t.armed.as_secs_f64() / t.traced_for.as_secs_f64().max(1e-9),
+                partial: match assess_coverage(&t.hooks, 0, 0.0) {
                     Coverage::Low { reason } | Coverage::None { reason } => Some(reason),
                     _ => None,
                 },
             }
         } else {
-            assess_coverage(&t.interp, alloc_calls, cpu_seconds)
+            assess_coverage(&t.hooks, alloc_calls, cpu_seconds)
         },
         alloc_calls,
         cpu_seconds,
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
         checkpoints: t.history.len(),
         growth: growth(t),
-        census: t.census.as_ref().map(|c| c.report()),
-        warning: t.warning.clone().or_else(|| {
-            // Never silent: a layout that could not be checked was never used.
-            (!t.layout_checked && t.interp.layout().is_some() && t.pending_since.is_some()).then(
-                || {
-                    crate::python::unreadable_line(
-                        &t.interp.version.to_string(),
-                        "its interpreter never showed a running thread list to check the layout \
-                         against",
-                    )
-                },
-            )
-        }),
+        census: t.census.clone(),
+        warning: t.warning.clone(),
         allocs,
         fds,
     }
 }
 
-pub fn build(c: &Collector, elapsed: Duration) -> Report {
-    let ticks = crate::procfs::clock_ticks_per_sec();
-    let s = c.probes.stats();
+/// Most closed entries (processes that exited or exec'd) kept for the reports, by default.
+pub const MAX_CLOSED: usize = 500;
+
+/// The reports of the entries that closed (exit or exec), made once when they close: their
+/// figures no longer change, and what they were made from is dropped. At most `keep` are kept:
+/// a host that starts processes all day must not grow the tracer without bound.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// (entry number, report), oldest entry first.
+    closed: Vec<(u64, ProcReport)>,
+    keep: usize,
+    dropped: u64,
+}
+
+impl Archive {
+    pub fn new(keep: usize) -> Archive {
+        Archive {
+            closed: Vec::new(),
+            keep,
+            dropped: 0,
+        }
+    }
+
+    /// Adds the final report of an entry that closed; then, when more than `keep` are kept, the
+    /// ones with nothing growing go first, oldest first; then the oldest. Their number is
+    /// reported.
+    pub fn add(&mut self, t: &TargetView, probes_off: bool) {
+        let r = process_report(t, probes_off);
+        let at = self.closed.partition_point(|(seq, _)| *seq < t.seq);
+        self.closed.insert(at, (t.seq, r));
+        let n = self.closed.len();
+        if n <= self.keep {
+            return;
+        }
+        let mut excess = n - self.keep;
+        let growing = |r: &ProcReport| {
+            r.suspects
+                .iter()
+                .any(|s| s.trend.verdict == Verdict::Growing)
+        };
+        for quiet_only in [true, false] {
+            self.closed.retain(|(_, r)| {
+                let drop = excess > 0 && !(quiet_only && growing(r));
+                if drop {
+                    excess -= 1;
+                }
+                !drop
+            });
+        }
+        self.dropped += (n - self.keep) as u64;
+    }
+}
+
+/// The report: the closed entries' (kept in `archive`) and the live ones', in the order they were
+/// attached.
+pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report {
+    let s = &c.kernel_stats;
+    let counter = |i: u32| s.get(i as usize).copied().unwrap_or(0);
+    let mut procs: Vec<(u64, ProcReport)> = archive.closed.clone();
+    procs.extend(
+        c.targets
+            .iter()
+            .map(|t| (t.seq, process_report(t, c.probes_off))),
+    );
+    procs.sort_by_key(|p| p.0);
     Report {
         mode: c.mode,
         interval: c.interval,
         budget: (c.mode == Mode::Watch).then_some((c.window, c.budget)),
         elapsed,
         min_age: c.min_age,
-        procs: c
-            .targets
-            .iter()
-            .map(|t| process_report(t, ticks, c.mode == Mode::Watch && !c.windowed()))
-            .collect(),
+        procs: procs.into_iter().map(|p| p.1).collect(),
         health: Health {
-            alloc_map_full: s[stat::ALLOC_MAP_FULL as usize],
-            fd_map_full: s[stat::FD_MAP_FULL as usize],
-            stacks_lost: s[stat::STACK_LOST as usize],
-            alloc_calls: s[stat::ALLOC_CALLS as usize],
-            free_calls: s[stat::FREE_CALLS as usize],
+            alloc_map_full: counter(stat::ALLOC_MAP_FULL),
+            fd_map_full: counter(stat::FD_MAP_FULL),
+            stacks_lost: counter(stat::STACK_LOST),
+            alloc_calls: counter(stat::ALLOC_CALLS),
+            free_calls: counter(stat::FREE_CALLS),
             alloc_entries: c.map_entries.0,
             fd_entries: c.map_entries.1,
-            closed_dropped: c.closed_dropped,
-            closed_kept: c.keep_closed,
+            closed_dropped: archive.dropped,
+            closed_kept: archive.keep,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_kinds() {
-        assert_eq!(socket_kind(2, 1), "inet/tcp");
-        assert_eq!(socket_kind(10, 2), "inet6/udp");
-        assert_eq!(socket_kind(1, 1), "unix/stream");
-        assert_eq!(socket_kind(1, 5), "unix/seqpacket");
-        assert_eq!(socket_kind(99, 1), "family99");
     }
 }

@@ -1,6 +1,7 @@
 //! What the heap census found, as the reports see it: plain data made by `python::census` and read
 //! by the renderers, which never see the census itself.
 
+use crate::frame::Frame;
 use crate::trend::Trend;
 
 /// What the newest items of a growing container are.
@@ -30,12 +31,12 @@ pub struct ContainerReport {
     /// "global" (hangs from a module global), "local" (from a local of a running frame), or
     /// "unreached" (not reached from either within two steps).
     pub root: &'static str,
-    /// For a global: where the code loads it, `function (file:LINE)`. For a local: the line
+    /// For a global: where the code loads it (function, file, line). For a local: the line
     /// its frame is running.
-    pub uses: Vec<String>,
+    pub uses: Vec<Frame>,
     /// Python stacks (root first) that reach those lines, with how many stack samples saw them
     /// (for a local: the stack of its frame, 0 samples).
-    pub stacks: Vec<(Vec<String>, u64)>,
+    pub stacks: Vec<(Vec<Frame>, u64)>,
 }
 
 #[derive(Debug, Clone)]

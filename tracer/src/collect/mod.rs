@@ -1,69 +1,69 @@
 //! Collector: reads the kernel maps into per-process snapshots, reconciles descriptors with
 //! /proc/PID/fd, notices targets that exit or exec (an exec closes the old program's entry up to
-//! the exec; the new program gets an entry of its own if it is CPython).
+//! the exec; the new program gets an entry of its own if it is CPython). It hands over plain views
+//! (`snapshot`) and the entries that closed, and knows nothing of the report.
+
+mod watch;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdInfo, FdKey, PidStats};
+use tracer_common::{FdKey, PidStats};
 
+use crate::config::{Mode, NativeMode};
+use crate::frame::{verdict_key, Frame, Marker};
 use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
 use crate::python::frames::{self, Check, Runtime};
 use crate::python::{self, Interpreter};
-use crate::sampling::{self, Fingerprint};
 use crate::say;
+use crate::snapshot::{
+    AllocGroup, Checkpoint, CollectorView, HookCoverage, OpenFd, ProcSnapshot, StackKey, TargetView,
+};
 use crate::symbolize::Symbolizer;
+use crate::util::monotonic_ns;
+pub use watch::{Sample, Window};
 
-/// Which native frames join the Python ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NativeMode {
-    /// Only the native frames below the innermost Python frame (the C path to the allocation or
-    /// syscall); all native frames when there is no Python stack.
-    #[default]
-    Leaf,
-    All,
-    None,
-}
-
-/// How allocations are followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    /// Every allocation and free, through uprobes on the allocator (a short-window debugging
-    /// mode: each probe hit costs microseconds).
-    #[default]
-    Exact,
-    /// For production: no allocator probe (the heap census and Python stacks read from outside);
-    /// with --budget, allocator probes in short budgeted windows, what they saw then followed from
-    /// outside the process.
-    Watch,
-}
-
-/// Outstanding values per stack (frames, root first) at one checkpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Checkpoint {
-    /// Seconds since tracing began.
-    pub at: f64,
-    /// Bytes and objects (allocations, or live samples in watch mode) per stack.
-    pub allocs: HashMap<Vec<String>, (u64, u64)>,
-    /// Open descriptors per site: the stack and the kind of resource, without its name.
-    pub fds: HashMap<Vec<String>, u64>,
-}
-
-/// A traced process.
+/// A traced process: who it is, where it stands (exit, exec), and what is followed in it, by
+/// concern.
 pub struct Target {
+    /// Entries are numbered in the order they were attached (the reports list them so).
+    pub seq: u64,
     pub pid: u32,
     pub comm: String,
     pub interp: Interpreter,
     pub attached_at: Instant,
-    /// utime+stime (ticks) when tracing started.
-    pub cpu_ticks_at_start: u64,
-    pub cpu_ticks_last: u64,
     /// Start time (clock ticks after boot): a reused pid is another process.
     pub start_ticks: u64,
-    /// When the process exited, or exec'd another program (then `execd` says which).
+    /// Started by the launched command's process tree (ended with the recording).
+    pub launched: bool,
+    /// Short id (or name) of the container the process runs in (None on the host).
+    pub container: Option<String>,
+    /// Its pid in its own pid namespace, when that is not the host's.
+    pub nspid: Option<u32>,
+    /// Allocator probes attached for good (exact mode).
+    pub uprobes: usize,
+    /// When the process exited, or exec'd another program (then `exec.execd` says which).
     pub exited_after: Option<Duration>,
+    pub exec: ExecState,
+    /// CPU and allocator-call counters at the start and now.
+    pub counters: Counters,
+    /// The last snapshot taken while the process was alive.
+    pub last: Option<ProcSnapshot>,
+    /// Checkpoints, oldest first.
+    pub history: Vec<Checkpoint>,
+    /// Reading the interpreter: its runtime, its threads, the layout's live check.
+    pub threads: Threads,
+    /// Watch mode's samples and windows.
+    pub watch: WatchState,
+    /// The heap census (once the runtime is known).
+    pub census: Option<Census>,
+}
+
+/// Where a target stands with respect to exec.
+#[derive(Debug, Clone, Default)]
+pub struct ExecState {
     /// The program this entry's program was replaced by (exec): the entry is closed up to the
     /// exec, and the pid, if still traced, has an entry of its own for the new program.
     pub execd: Option<String>,
@@ -73,22 +73,37 @@ pub struct Target {
     /// When this program started, if by an exec seen by the kernel (monotonic ns; 0: unknown):
     /// allocations and descriptors from before belong to the program it replaced.
     pub born_ns: u64,
+}
+
+/// A target's counters when tracing started and at the last tick.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// utime+stime (ticks) when tracing started, and at the last tick.
+    pub cpu_ticks_at_start: u64,
+    pub cpu_ticks_last: u64,
     /// Allocator calls the kernel had counted for the pid before this entry.
     pub alloc_calls_base: u64,
-    /// Started by the launched command's process tree (ended with the recording).
-    pub launched: bool,
-    /// The last snapshot taken while the process was alive.
-    pub last: Option<ProcSnapshot>,
-    /// The entry's report, made when it closed (exit or exec); what it was made from is
-    /// dropped then (a long `--all-python` recording sees thousands of short-lived processes).
-    pub frozen: Option<crate::report::ProcReport>,
-    pub uprobes: usize,
+}
+
+/// Reading a target's interpreter from outside.
+#[derive(Default)]
+pub struct Threads {
     /// The live interpreter, once its runtime is mapped (None when its layout is unknown).
     pub runtime: Option<Runtime>,
     /// Thread ids published to the kernel, with their thread state.
     pub published: HashMap<u32, u64>,
-    /// Watch mode: live samples by address, how many windows ran and for how long the probes
-    /// were armed in all (windows belong to the process's `ProbeGroup`).
+    /// The interpreter cannot be read (its layout is unknown, or fails the live checks): the
+    /// one-line warning said at attach and in the summary.
+    pub warning: Option<String>,
+    /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
+    pub layout_checked: bool,
+    pub pending_since: Option<Instant>,
+}
+
+/// Watch mode: live samples by address, how many windows ran and for how long the probes were
+/// armed in all (windows belong to the process's `ProbeGroup`).
+#[derive(Default)]
+pub struct WatchState {
     pub samples: HashMap<u64, Sample>,
     /// When the last window opened (monotonic ns): samples from before it have survived at
     /// least one period, and only those count in checkpoints.
@@ -100,20 +115,6 @@ pub struct Target {
     /// Runtime address of PyType_Type, and addresses already checked for being a type.
     type_type: Option<u64>,
     types: HashMap<u64, bool>,
-    /// Checkpoints, oldest first.
-    pub history: Vec<Checkpoint>,
-    /// The heap census (once the runtime is known).
-    pub census: Option<Census>,
-    /// Short id (or name) of the container the process runs in (None on the host).
-    pub container: Option<String>,
-    /// Its pid in its own pid namespace, when that is not the host's.
-    pub nspid: Option<u32>,
-    /// The interpreter cannot be read (its layout is unknown, or fails the live checks): the
-    /// one-line warning said at attach and in the summary.
-    pub warning: Option<String>,
-    /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
-    pub layout_checked: bool,
-    pub pending_since: Option<Instant>,
 }
 
 /// How long a layout may stay undecided (a starting interpreter) before it is refused.
@@ -127,27 +128,6 @@ pub struct ProbeGroup {
     pub next_window: Instant,
     /// Probes attached (exact mode: for as long as a target maps the file).
     pub probes: usize,
-}
-
-/// Where a group's watch window stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Closed,
-    /// Probes attached at this time.
-    Open(Instant),
-    /// Allocation probes being released, frees still traced (the window opened at this time).
-    Closing(Instant),
-    /// What the window saw is fingerprinted; the free probes are being released.
-    Freeing(Instant),
-}
-
-/// An allocation seen by a watch window and still alive at its end.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    pub stack: StackKey,
-    pub size: u64,
-    pub ts_ns: u64,
-    pub fp: Fingerprint,
 }
 
 /// What happened to a target at a tick.
@@ -193,63 +173,6 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(3);
 /// The stack key of descriptors inherited across an exec.
 const BEFORE_EXEC: StackKey = (-7, 0);
 
-/// Most closed entries (processes that exited or exec'd) kept for the reports, by default.
-pub const MAX_CLOSED: usize = 500;
-
-/// Most samples kept per process (a leak adds a few per window).
-const MAX_SAMPLES: usize = 200_000;
-
-/// Stack key: native stack id and Python stack key.
-pub type StackKey = (i32, u64);
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllocGroup {
-    pub bytes: u64,
-    pub count: u64,
-    pub oldest_ts: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct OpenFd {
-    pub fd: u32,
-    pub info: FdInfo,
-    /// readlink of /proc/PID/fd/N when it was read.
-    pub target: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ProcSnapshot {
-    pub allocs: HashMap<StackKey, AllocGroup>,
-    pub fds: Vec<OpenFd>,
-    pub stats: PidStats,
-    /// Frames of every stack in this snapshot, root first (resolved while the process lives).
-    pub frames: HashMap<StackKey, Vec<String>>,
-}
-
-impl ProcSnapshot {
-    /// The descriptor site of an open descriptor, as verdicts group it: its Python call path
-    /// and the kind of resource.
-    pub fn fd_site(&self, f: &OpenFd) -> Vec<String> {
-        let mut frames = verdict_key(
-            self.frames
-                .get(&(f.info.ustack, f.info.pystack))
-                .cloned()
-                .unwrap_or_default(),
-        );
-        frames.push(fd_site_label(f));
-        frames
-    }
-}
-
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 pub struct Collector {
     pub probes: Probes,
     pub targets: Vec<Target>,
@@ -273,9 +196,12 @@ pub struct Collector {
     harvested: bool,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
-    /// Closed entries (processes that exited or exec'd) kept at most, and how many were dropped.
-    pub keep_closed: usize,
-    pub closed_dropped: u64,
+    /// Entries closed (processes that exited or exec'd) since the last `take_closed`: the
+    /// report keeps what it needs of them, the collector forgets them (a long `--all-python`
+    /// recording sees thousands of short-lived processes).
+    closed: Vec<Target>,
+    /// Entries added so far.
+    added: u64,
     /// Processes that exec'd, their new program not inspected yet.
     pub execs: Vec<PendingExec>,
     started: Instant,
@@ -298,8 +224,8 @@ impl Collector {
             budget: 0.0,
             harvested: false,
             map_entries: (0, 0),
-            keep_closed: MAX_CLOSED,
-            closed_dropped: 0,
+            closed: Vec::new(),
+            added: 0,
             execs: Vec::new(),
             started: Instant::now(),
         }
@@ -344,39 +270,40 @@ impl Collector {
         let st_k = self.probes.pid_stats(pid);
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
+        self.added += 1;
         self.targets.push(Target {
+            seq: self.added,
             pid,
             comm: procfs::comm(pid),
             interp,
             attached_at: Instant::now(),
-            cpu_ticks_at_start: ticks,
-            cpu_ticks_last: ticks,
             start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
-            exited_after: None,
-            execd: None,
-            execs_seen: st_k.execs + execs_in_flight,
-            born_ns: st_k.last_exec_ns,
-            alloc_calls_base: st_k.alloc_calls,
             launched: false,
-            last: None,
-            frozen: None,
-            uprobes,
-            runtime: None,
-            published: HashMap::new(),
-            samples: HashMap::new(),
-            window_opened_ns: 0,
-            pending: HashMap::new(),
-            windows: 0,
-            armed: Duration::ZERO,
-            type_type,
-            types: HashMap::new(),
-            history: Vec::new(),
-            census: None,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
-            warning,
-            layout_checked: false,
-            pending_since: None,
+            uprobes,
+            exited_after: None,
+            exec: ExecState {
+                execd: None,
+                execs_seen: st_k.execs + execs_in_flight,
+                born_ns: st_k.last_exec_ns,
+            },
+            counters: Counters {
+                cpu_ticks_at_start: ticks,
+                cpu_ticks_last: ticks,
+                alloc_calls_base: st_k.alloc_calls,
+            },
+            last: None,
+            history: Vec::new(),
+            threads: Threads {
+                warning,
+                ..Default::default()
+            },
+            watch: WatchState {
+                type_type,
+                ..Default::default()
+            },
+            census: None,
         });
         self.refresh_threads();
         Ok(())
@@ -435,9 +362,9 @@ impl Collector {
             if replaced(&self.probes, t) {
                 continue; // its memory is another program's now (closed at the next tick)
             }
-            let fresh = t.runtime.is_none();
+            let fresh = t.threads.runtime.is_none();
             if fresh {
-                if t.warning.is_some() {
+                if t.threads.warning.is_some() {
                     continue;
                 }
                 let (Some(layout), Some(rt), Some(ct)) = (
@@ -453,12 +380,12 @@ impl Collector {
                 let mut runtime =
                     Runtime::new(t.pid, layout, rt.wrapping_add(bias), ct.wrapping_add(bias));
                 // The layout is trusted once it reads this process right.
-                if !t.layout_checked {
+                if !t.threads.layout_checked {
                     let why = match runtime.validate() {
                         Check::Valid => None,
                         Check::Invalid(why) => Some(why),
                         Check::Pending(why) => {
-                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
                                 continue;
                             }
@@ -467,13 +394,13 @@ impl Collector {
                         // Starting or finalizing: nothing to check (said in the summary if
                         // it never changes).
                         Check::NotRunning => {
-                            t.pending_since.get_or_insert_with(Instant::now);
+                            t.threads.pending_since.get_or_insert_with(Instant::now);
                             continue;
                         }
                         // Threads decode: their frames are checked when one shows; after the
                         // limit (threads that only run native code) the thread check stands.
                         Check::ThreadsOnly => {
-                            let since = *t.pending_since.get_or_insert_with(Instant::now);
+                            let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
                                 continue;
                             }
@@ -486,250 +413,38 @@ impl Collector {
                             &format!("its layout does not fit the live process ({why})"),
                         );
                         say!("{w}");
-                        t.warning = Some(w);
+                        t.threads.warning = Some(w);
                         continue;
                     }
-                    t.layout_checked = true;
+                    t.threads.layout_checked = true;
                     let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
                 }
-                t.runtime = Some(runtime);
+                t.threads.runtime = Some(runtime);
                 // Launch mode: the file was not mapped when the target was added.
-                if t.type_type.is_none() {
-                    t.type_type = t.interp.type_type_vaddr.map(|v| v.wrapping_add(bias));
+                if t.watch.type_type.is_none() {
+                    t.watch.type_type = t.interp.type_type_vaddr.map(|v| v.wrapping_add(bias));
                 }
                 if self.census && t.census.is_none() {
-                    let type_type = t.type_type.unwrap_or(0);
+                    let type_type = t.watch.type_type.unwrap_or(0);
                     t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
                 }
             }
-            let rt = t.runtime.as_mut().unwrap();
+            let rt = t.threads.runtime.as_mut().unwrap();
             let now: HashMap<u32, u64> = rt.threads().into_iter().collect();
             if now.is_empty() {
                 // Not initialised yet (launch mode): try again next time.
-                t.runtime = None;
+                t.threads.runtime = None;
                 continue;
             }
             if fresh && self.python_walk {
                 // Now that the thread list is known, the kernel can find new threads by itself.
                 let _ = self.probes.set_pyconf(t.pid, rt.conf());
             }
-            if now != t.published {
+            if now != t.threads.published {
                 self.probes.set_threads(t.pid, &now);
-                t.published = now;
+                t.threads.published = now;
             }
         }
-    }
-
-    /// Watch mode: opens and closes the allocator windows, one per probe group. Run every
-    /// ~10 ms.
-    ///
-    /// A window's cost is the time its probes are armed: the window itself plus their release
-    /// (see `Probes::release_allocator`). The next window opens when that time is `budget`
-    /// percent of the time since this one opened.
-    pub fn windows(&mut self) {
-        if !self.windowed() {
-            return;
-        }
-        let now = Instant::now();
-        for g in 0..self.groups.len() {
-            let file = self.groups[g].file;
-            let members = self.members(file);
-            match self.groups[g].window {
-                Window::Open(since)
-                    if members.is_empty() || now.duration_since(since) >= self.window =>
-                {
-                    self.probes.release_allocator(file, true);
-                    self.groups[g].window = Window::Closing(since);
-                }
-                Window::Closing(since) | Window::Freeing(since) => {
-                    if let Some(armed) = self.close_step(g) {
-                        self.groups[g].next_window = since + armed.mul_f64(100.0 / self.budget);
-                        self.harvested = true;
-                    }
-                }
-                Window::Closed if !members.is_empty() && now >= self.groups[g].next_window => {
-                    // Attached through a live process's view of the file.
-                    let interp = &self.targets[members[0]].interp;
-                    let hooks = crate::probes::watch_hooks(&interp.alloc.hooks);
-                    match self.probes.attach_allocator(interp, &hooks) {
-                        Ok(_) => {
-                            self.groups[g].window = Window::Open(now);
-                            let opened = monotonic_ns();
-                            for i in members {
-                                self.targets[i].windows += 1;
-                                self.targets[i].window_opened_ns = opened;
-                            }
-                        }
-                        Err(e) => {
-                            say!("tracer: {e}; retrying later");
-                            self.groups[g].next_window =
-                                now + self.window.mul_f64(100.0 / self.budget);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Groups whose processes all exited, once their window is closed.
-        let idle: Vec<FileId> = self
-            .groups
-            .iter()
-            .filter(|g| g.window == Window::Closed)
-            .map(|g| g.file)
-            .filter(|&f| self.members(f).is_empty())
-            .collect();
-        self.groups.retain(|g| !idle.contains(&g.file));
-    }
-
-    /// Watch mode with a budget: allocator probes in windows. (`--budget 0`: none at all; the
-    /// heap census and the descriptors only.)
-    pub fn windowed(&self) -> bool {
-        self.mode == Mode::Watch && self.budget > 0.0
-    }
-
-    /// When `windows` next has something to do (None outside watch mode).
-    pub fn next_window_event(&self) -> Option<Instant> {
-        if !self.windowed() {
-            return None;
-        }
-        let poll = Instant::now() + Duration::from_millis(10);
-        self.groups
-            .iter()
-            .map(|g| match g.window {
-                Window::Open(since) => since + self.window,
-                Window::Closing(_) | Window::Freeing(_) => poll,
-                Window::Closed => g.next_window,
-            })
-            .min()
-    }
-
-    /// Was a window harvested since the last call?
-    pub fn take_harvested(&mut self) -> bool {
-        std::mem::take(&mut self.harvested)
-    }
-
-    /// One step in closing a group's window, once the probes released by the previous step are
-    /// gone. The window's allocations are fingerprinted while the free probes still remove what
-    /// dies (a block freed unseen and reused by another object would otherwise be fingerprinted
-    /// as that object, and live on under the window's stack); the free probes go next, and what
-    /// is still in the map then becomes samples. Returns the time the probes were armed when
-    /// done.
-    fn close_step(&mut self, g: usize) -> Option<Duration> {
-        let file = self.groups[g].file;
-        if !self.probes.released(file) {
-            return None;
-        }
-        let members = self.members(file);
-        match self.groups[g].window {
-            Window::Closing(since) => {
-                for &i in &members {
-                    self.fingerprint_window(i);
-                }
-                self.probes.release_allocator(file, false);
-                self.groups[g].window = Window::Freeing(since);
-                None
-            }
-            Window::Freeing(since) => {
-                let armed = since.elapsed();
-                for &i in &members {
-                    self.harvest(i);
-                    self.targets[i].armed += armed;
-                }
-                self.groups[g].window = Window::Closed;
-                Some(armed)
-            }
-            _ => None,
-        }
-    }
-
-    /// Fingerprints the allocations the window saw that hold a Python object.
-    fn fingerprint_window(&mut self, i: usize) {
-        let pid = self.targets[i].pid;
-        let mut seen = Vec::new();
-        self.probes.for_each_alloc(|k, a| {
-            if k.pid == pid {
-                seen.push((*k, *a));
-            }
-        });
-        let t = &mut self.targets[i];
-        t.pending.clear();
-        for (k, a) in seen {
-            if t.samples.len() + t.pending.len() >= MAX_SAMPLES {
-                break;
-            }
-            let Ok(bytes) =
-                procfs::read_mem(pid, k.addr, (a.size as usize).min(8 * sampling::WORDS))
-            else {
-                continue;
-            };
-            // The type candidates (words 1, 3, 5), checked against the target's memory.
-            let w = sampling::words_of(&bytes);
-            let known: HashMap<u64, bool> = [w[1], w[3], w[5]]
-                .into_iter()
-                .map(|c| (c, is_type_object(pid, t.type_type, &mut t.types, c)))
-                .collect();
-            if let Some(fp) =
-                sampling::fingerprint(&bytes, a.size, |c| known.get(&c).copied().unwrap_or(false))
-            {
-                t.pending.insert(
-                    k.addr,
-                    Sample {
-                        stack: (a.ustack, a.pystack),
-                        size: a.size,
-                        ts_ns: a.ts_ns,
-                        fp,
-                    },
-                );
-            }
-        }
-    }
-
-    /// After the free probes are gone: the fingerprinted allocations that were not freed
-    /// meanwhile (still in the map, same entry) become samples.
-    fn harvest(&mut self, i: usize) {
-        let pid = self.targets[i].pid;
-        let left: HashMap<u64, u64> = self
-            .probes
-            .take_allocs(pid)
-            .into_iter()
-            .map(|(k, a)| (k.addr, a.ts_ns))
-            .collect();
-        let t = &mut self.targets[i];
-        for (addr, s) in t.pending.drain() {
-            if left.get(&addr) == Some(&s.ts_ns) {
-                t.samples.insert(addr, s);
-            }
-        }
-    }
-
-    /// Closes every window (before the final report), waiting for the probes to go.
-    pub fn close_windows(&mut self) {
-        for g in 0..self.groups.len() {
-            if let Window::Open(since) = self.groups[g].window {
-                self.probes.release_allocator(self.groups[g].file, true);
-                self.groups[g].window = Window::Closing(since);
-            }
-            while matches!(
-                self.groups[g].window,
-                Window::Closing(_) | Window::Freeing(_)
-            ) {
-                if self.close_step(g).is_none() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    /// Drops the samples whose block no longer holds what was sampled.
-    fn verify_samples(&mut self, i: usize) {
-        let t = &mut self.targets[i];
-        let pid = t.pid;
-        t.samples.retain(|addr, s| {
-            match procfs::read_mem(pid, *addr, 8 * s.fp.n) {
-                Ok(b) => sampling::alive(&s.fp, &sampling::words_of(&b)),
-                Err(_) => false, // unmapped
-            }
-        });
     }
 
     /// Records every live target's last snapshot as a checkpoint, grouped by frames.
@@ -747,8 +462,8 @@ impl Collector {
             if self.mode == Mode::Watch {
                 let now = monotonic_ns();
                 let min_age = self.min_age.as_nanos() as u64;
-                for s in t.samples.values().filter(|s| {
-                    s.ts_ns < t.window_opened_ns && now.saturating_sub(s.ts_ns) >= min_age
+                for s in t.watch.samples.values().filter(|s| {
+                    s.ts_ns < t.watch.window_opened_ns && now.saturating_sub(s.ts_ns) >= min_age
                 }) {
                     let e = by_stack.entry(s.stack).or_default();
                     e.0 += s.size;
@@ -778,10 +493,10 @@ impl Collector {
             if !t.census.as_ref().is_some_and(|c| c.wants_stacks) || replaced(&self.probes, t) {
                 continue;
             }
-            let (Some(c), Some(rt)) = (t.census.as_mut(), t.runtime.as_mut()) else {
+            let (Some(c), Some(rt)) = (t.census.as_mut(), t.threads.runtime.as_mut()) else {
                 continue;
             };
-            let tstates: Vec<u64> = t.published.values().copied().collect();
+            let tstates: Vec<u64> = t.threads.published.values().copied().collect();
             c.add_stacks(rt.stacks(&tstates));
         }
     }
@@ -794,16 +509,19 @@ impl Collector {
                 continue;
             }
             if let Some(c) = t.census.as_mut() {
-                c.pass(at, t.runtime.as_mut());
+                c.pass(at, t.threads.runtime.as_mut());
             }
         }
     }
 
     /// Frames of one stack, root first: Python frames with the native frames chosen by `native`.
-    fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<String> {
+    fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<Frame> {
         let pid = self.targets[i].pid;
         let native = self.symbolizer.native(&self.probes, pid, key.0);
-        let py = match (self.probes.pystack(key.1), self.targets[i].runtime.as_mut()) {
+        let py = match (
+            self.probes.pystack(key.1),
+            self.targets[i].threads.runtime.as_mut(),
+        ) {
             (Some(stack), Some(rt)) => rt.labels(key.1, &stack),
             _ => Vec::new(),
         };
@@ -833,52 +551,40 @@ impl Collector {
             .collect()
     }
 
-    /// Keeps at most `keep_closed` closed entries: a host that starts processes all day must not
-    /// grow the tracer without bound. The ones with nothing growing go first, oldest first;
-    /// then the oldest. Their number is reported.
-    fn bound_closed(&mut self) {
-        let closed = self
-            .targets
-            .iter()
-            .filter(|t| t.exited_after.is_some())
-            .count();
-        if closed <= self.keep_closed {
-            return;
-        }
-        let mut excess = closed - self.keep_closed;
-        let growing = |t: &Target| {
-            t.frozen.as_ref().is_some_and(|r| {
-                r.suspects
-                    .iter()
-                    .any(|s| s.trend.verdict == crate::trend::Verdict::Growing)
-            })
-        };
-        for quiet_only in [true, false] {
-            self.targets.retain(|t| {
-                let drop = excess > 0 && t.exited_after.is_some() && !(quiet_only && growing(t));
-                if drop {
-                    excess -= 1;
-                }
-                !drop
-            });
-        }
-        self.closed_dropped += (closed - self.keep_closed) as u64;
+    /// The entries closed since the last call (exited, or replaced by an exec), with their
+    /// last snapshot, checkpoints and census; the collector keeps nothing of them.
+    pub fn take_closed(&mut self) -> Vec<Target> {
+        std::mem::take(&mut self.closed)
     }
 
-    /// Makes a closed entry's report for good and drops what it was made from.
+    /// Has any process been traced (even one that has ended since)?
+    pub fn ever_traced(&self) -> bool {
+        self.added > 0
+    }
+
+    /// The collector as the report reads it: settings, counters and the live entries.
+    pub fn view(&self) -> CollectorView<'_> {
+        CollectorView {
+            mode: self.mode,
+            interval: self.interval,
+            window: self.window,
+            budget: self.budget,
+            probes_off: self.mode == Mode::Watch && !self.windowed(),
+            min_age: self.min_age,
+            targets: self.targets.iter().map(Target::view).collect(),
+            kernel_stats: self.probes.stats().to_vec(),
+            map_entries: self.map_entries,
+        }
+    }
+
+    /// Drops what a closed entry no longer needs (its kernel state: the runtime it read, the
+    /// threads it published); the rest goes with it at the end of the tick (`take_closed`).
     fn freeze(&mut self, i: usize) {
-        let probes_off = self.mode == Mode::Watch && !self.windowed();
-        let frozen = crate::report::freeze(&self.targets[i], probes_off);
         let t = &mut self.targets[i];
-        t.frozen = Some(frozen);
-        t.published.clear();
-        t.runtime = None;
-        t.census = None;
-        t.last = None;
-        t.history = Vec::new();
-        t.samples = HashMap::new();
-        t.pending = HashMap::new();
-        t.types = HashMap::new();
+        t.threads.published.clear();
+        t.threads.runtime = None;
+        t.watch.pending = HashMap::new();
+        t.watch.types = HashMap::new();
     }
 
     /// Closes the entry of a program replaced by an exec, as of the exec: its last snapshot
@@ -898,8 +604,8 @@ impl Collector {
             .unwrap_or_else(|_| "?".into());
         let since_exec = Duration::from_nanos(now.saturating_sub(st.last_exec_ns));
         t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
-        t.execd = Some(into.clone());
-        t.execs_seen = st.execs;
+        t.exec.execd = Some(into.clone());
+        t.exec.execs_seen = st.execs;
         self.freeze(i);
         let t = &mut self.targets[i];
         self.probes.remove_pyconf(pid);
@@ -970,7 +676,7 @@ impl Collector {
                 continue;
             }
             let st = self.probes.pid_stats(self.targets[i].pid);
-            if st.execs > self.targets[i].execs_seen {
+            if st.execs > self.targets[i].exec.execs_seen {
                 events.push(self.close_execd(i, &st));
             }
         }
@@ -984,7 +690,7 @@ impl Collector {
                 .targets
                 .iter()
                 .filter(|t| t.exited_after.is_none())
-                .map(|t| (t.pid, (t.born_ns, HashMap::new())))
+                .map(|t| (t.pid, (t.exec.born_ns, HashMap::new())))
                 .collect(),
             Mode::Watch => HashMap::new(),
         };
@@ -1022,7 +728,7 @@ impl Collector {
             if self.mode == Mode::Watch {
                 self.verify_samples(i);
             }
-            let born = self.targets[i].born_ns;
+            let born = self.targets[i].exec.born_ns;
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
@@ -1052,7 +758,12 @@ impl Collector {
             open.sort_by_key(|f| f.fd);
             let mut groups = by_pid.remove(&pid).map(|g| g.1).unwrap_or_default();
             if self.mode == Mode::Watch {
-                for s in self.targets[i].samples.values().filter(|s| s.ts_ns >= born) {
+                for s in self.targets[i]
+                    .watch
+                    .samples
+                    .values()
+                    .filter(|s| s.ts_ns >= born)
+                {
                     add_to_group(&mut groups, s.stack, s.size, s.ts_ns, now, min_age);
                 }
             }
@@ -1065,7 +776,7 @@ impl Collector {
             for k in keys {
                 if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
                     let f = if k == BEFORE_EXEC {
-                        vec!["[opened before exec]".to_string()]
+                        vec![Frame::Marker(Marker::OpenedBeforeExec)]
                     } else {
                         self.frames_of(i, k)
                     };
@@ -1074,13 +785,13 @@ impl Collector {
             }
             let stats = self.probes.pid_stats(pid);
             let t = &mut self.targets[i];
-            if stats.execs > t.execs_seen {
+            if stats.execs > t.exec.execs_seen {
                 // It exec'd while this snapshot was read: the last one from before the exec
                 // stays (the next tick closes the entry).
                 continue;
             }
             if let Some(st) = procfs::stat(pid) {
-                t.cpu_ticks_last = st.cpu_ticks;
+                t.counters.cpu_ticks_last = st.cpu_ticks;
             }
             t.last = Some(ProcSnapshot {
                 allocs: groups,
@@ -1094,8 +805,70 @@ impl Collector {
         if events.iter().any(|e| matches!(e, Event::Exited(_))) {
             self.retire_groups();
         }
-        self.bound_closed();
+        let (closed, live) = std::mem::take(&mut self.targets)
+            .into_iter()
+            .partition(|t| t.exited_after.is_some());
+        self.targets = live;
+        self.closed.extend::<Vec<Target>>(closed);
         events
+    }
+}
+
+impl Target {
+    /// The entry as the report reads it.
+    pub fn view(&self) -> TargetView<'_> {
+        let ticks_per_s = procfs::clock_ticks_per_sec();
+        TargetView {
+            seq: self.seq,
+            pid: self.pid,
+            comm: &self.comm,
+            container: self.container.as_deref(),
+            nspid: self.nspid,
+            interpreter: format!(
+                "CPython {} ({})",
+                self.interp.version, self.interp.target_path
+            ),
+            hooks: hooks_of(&self.interp),
+            exited_after: self.exited_after,
+            execd: self.exec.execd.as_deref(),
+            last: self.last.as_ref(),
+            history: &self.history,
+            alloc_calls_base: self.counters.alloc_calls_base,
+            cpu_seconds: self
+                .counters
+                .cpu_ticks_last
+                .saturating_sub(self.counters.cpu_ticks_at_start) as f64
+                / ticks_per_s as f64,
+            windows: self.watch.windows,
+            samples: self.watch.samples.len() as u64,
+            armed: self.watch.armed,
+            traced_for: self
+                .exited_after
+                .unwrap_or_else(|| self.attached_at.elapsed()),
+            census: self.census.as_ref().map(|c| c.report()),
+            warning: self.threads.warning.clone().or_else(|| {
+                // Never silent: a layout that could not be checked was never used.
+                (!self.threads.layout_checked
+                    && self.interp.layout().is_some()
+                    && self.threads.pending_since.is_some())
+                .then(|| {
+                    python::unreadable_line(
+                        &self.interp.version.to_string(),
+                        "its interpreter never showed a running thread list to check the layout \
+                         against",
+                    )
+                })
+            }),
+        }
+    }
+}
+
+/// What an interpreter's allocator hooks can see.
+pub fn hooks_of(interp: &Interpreter) -> HookCoverage {
+    HookCoverage {
+        hooked: interp.alloc.source != python::HookSource::None && !interp.alloc.hooks.is_empty(),
+        notes: interp.alloc.notes.join("; "),
+        inlined_fast_path: interp.alloc.inlined_fast_path,
     }
 }
 
@@ -1121,69 +894,14 @@ fn add_to_group(
 
 /// Has the target's program been replaced by an exec the collector has not handled yet?
 fn replaced(probes: &Probes, t: &Target) -> bool {
-    probes.pid_stats(t.pid).execs > t.execs_seen
-}
-
-/// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?
-fn is_type_object(
-    pid: u32,
-    type_type: Option<u64>,
-    cache: &mut HashMap<u64, bool>,
-    addr: u64,
-) -> bool {
-    let Some(tt) = type_type else { return false };
-    if addr < 0x1000 {
-        return false;
-    }
-    if let Some(v) = cache.get(&addr) {
-        return *v;
-    }
-    let ty = |a: u64| -> Option<u64> {
-        procfs::read_mem(pid, a + 8, 8)
-            .ok()
-            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
-    };
-    let v = match ty(addr) {
-        Some(m) if m == tt => true,
-        Some(m) if m > 0x1000 => ty(m) == Some(tt),
-        _ => false,
-    };
-    if cache.len() < 100_000 {
-        cache.insert(addr, v);
-    }
-    v
-}
-
-/// Is this a Python frame label ("function (file:LINE)")?
-pub fn is_python_frame(f: &str) -> bool {
-    f.ends_with(')')
-        && f.contains(" (")
-        && f.rsplit(':')
-            .next()
-            .is_some_and(|l| l.trim_end_matches(')').parse::<u32>().is_ok())
-}
-
-/// Verdicts judge Python call paths: the native frames below them (which C routine allocated,
-/// or first touched a page in watch mode) would split one line's growth into several stacks.
-pub fn verdict_key(frames: Vec<String>) -> Vec<String> {
-    if frames.iter().any(|f| is_python_frame(f)) {
-        frames
-            .into_iter()
-            .filter(|f| is_python_frame(f) || f == "[truncated]")
-            .collect()
-    } else {
-        frames
-    }
-}
-
-/// The kind of resource a descriptor refers to, without its name: descriptors opened at the same
-/// place count as one site whatever file they name.
-pub fn fd_site_label(f: &OpenFd) -> String {
-    crate::report::split_resource(&crate::report::fd_label(f)).0
+    probes.pid_stats(t.pid).execs > t.exec.execs_seen
 }
 
 /// Is this native frame part of the interpreter's own machinery (where Python frames take over)?
-fn is_interpreter_frame(name: &str) -> bool {
+fn is_interpreter_frame(frame: &Frame) -> bool {
+    let Frame::Native { symbol: Some(name) } = frame else {
+        return true; // unknown
+    };
     name.starts_with('[')
         || name.contains("EvalFrame")
         || name.starts_with("_PyEval_")
@@ -1197,10 +915,10 @@ fn is_interpreter_frame(name: &str) -> bool {
 }
 
 /// Joins Python frames (root first) and native frames (root first).
-pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> Vec<String> {
+pub fn merge_frames(py: Vec<Frame>, native: Vec<Frame>, mode: NativeMode) -> Vec<Frame> {
     if py.is_empty() {
         return match mode {
-            NativeMode::None => vec!["[no Python stack]".into()],
+            NativeMode::None => vec![Frame::Marker(Marker::NoPythonStack)],
             _ => native,
         };
     }
@@ -1210,7 +928,7 @@ pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> V
         NativeMode::All => out.extend(native),
         NativeMode::Leaf => {
             // From the leaf up to the first interpreter frame, at most four.
-            let leaf: Vec<String> = native
+            let leaf: Vec<Frame> = native
                 .iter()
                 .rev()
                 .take_while(|n| !is_interpreter_frame(n))
@@ -1227,13 +945,16 @@ pub fn merge_frames(py: Vec<String>, native: Vec<String>, mode: NativeMode) -> V
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
+    fn v(s: &[&str]) -> Vec<Frame> {
+        s.iter().map(|x| Frame::native(x)).collect()
     }
 
     #[test]
     fn native_frames_join_python_ones() {
-        let py = v(&["main (app.py:10)", "leak (app.py:3)"]);
+        let py = vec![
+            Frame::python("main", "app.py", Some(10)),
+            Frame::python("leak", "app.py", Some(3)),
+        ];
         let native = v(&[
             "_start",
             "_PyEval_EvalFrameDefault",
@@ -1242,12 +963,7 @@ mod tests {
         ]);
         assert_eq!(
             merge_frames(py.clone(), native.clone(), NativeMode::Leaf),
-            v(&[
-                "main (app.py:10)",
-                "leak (app.py:3)",
-                "list_append",
-                "_PyObject_Malloc"
-            ])
+            [py.clone(), v(&["list_append", "_PyObject_Malloc"])].concat()
         );
         assert_eq!(
             merge_frames(py.clone(), native.clone(), NativeMode::None),
@@ -1263,7 +979,7 @@ mod tests {
         );
         assert_eq!(
             merge_frames(vec![], native, NativeMode::None),
-            v(&["[no Python stack]"])
+            vec![Frame::Marker(Marker::NoPythonStack)]
         );
     }
 }

@@ -1,0 +1,31 @@
+//! tracer as a library: the modules of the `tracer` command (main.rs only parses the command line
+//! and calls one of them), open to integration tests and benchmarks.
+
+pub mod batch;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod discover;
+pub mod doctor;
+pub mod error;
+pub mod frame;
+pub mod launch;
+pub mod metrics;
+pub mod native;
+pub mod output;
+pub mod place;
+pub mod probes;
+pub mod procfs;
+pub mod progress;
+pub mod python;
+pub mod record;
+pub mod render;
+pub mod report;
+pub mod sampling;
+pub mod sink;
+pub mod snapshot;
+pub mod symbolize;
+pub mod top;
+pub mod trend;
+pub mod util;
+pub mod verdict;
