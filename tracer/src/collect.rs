@@ -11,6 +11,7 @@ use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
 use crate::python::frames::{self, Check, Runtime};
+use crate::python::mem::{self, Memory};
 use crate::python::{self, Interpreter};
 use crate::sampling::{self, Fingerprint};
 use crate::say;
@@ -657,8 +658,8 @@ impl Collector {
             if t.samples.len() + t.pending.len() >= MAX_SAMPLES {
                 break;
             }
-            let Ok(bytes) =
-                procfs::read_mem(pid, k.addr, (a.size as usize).min(8 * sampling::WORDS))
+            let Some(bytes) =
+                mem::Process(pid).bytes(k.addr, (a.size as usize).min(8 * sampling::WORDS))
             else {
                 continue;
             };
@@ -725,9 +726,9 @@ impl Collector {
         let t = &mut self.targets[i];
         let pid = t.pid;
         t.samples.retain(|addr, s| {
-            match procfs::read_mem(pid, *addr, 8 * s.fp.n) {
-                Ok(b) => sampling::alive(&s.fp, &sampling::words_of(&b)),
-                Err(_) => false, // unmapped
+            match sampling::read_words(&mem::Process(pid), *addr, s.fp.n) {
+                Some(now) => sampling::alive(&s.fp, &now),
+                None => false, // unmapped
             }
         });
     }

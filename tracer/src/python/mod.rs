@@ -8,6 +8,7 @@ pub mod debug_offsets;
 pub mod elf;
 pub mod frames;
 pub mod layouts;
+pub mod mem;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
