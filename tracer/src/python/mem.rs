@@ -33,6 +33,12 @@ pub trait Memory {
         Some(buf)
     }
 
+    /// The bytes are already in this process (recorded pages): a page cache over it would
+    /// only copy them (and would hide which bytes are read).
+    fn caches_pages(&self) -> bool {
+        false
+    }
+
     /// `len` bytes at `addr` (None for a null pointer or an unreadable range).
     fn bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         if addr < 0x1000 {
@@ -211,8 +217,8 @@ impl Memory for Pages<'_> {
         if addr < 0x1000 {
             return false;
         }
-        // Big reads go straight to the source.
-        if out.len() as u64 > 2 * PAGE {
+        // Big reads go straight to the source, and every read to a source in memory.
+        if out.len() as u64 > 2 * PAGE || self.src.caches_pages() {
             return self.src.read(addr, out);
         }
         let mut done = 0;
@@ -262,9 +268,13 @@ pub mod recorded {
     /// A `Memory` that reads whole pages from another one, once, and keeps every page it read:
     /// what decoders read from a live process, saved as a fixture. Its view is a snapshot (a page is
     /// read once), which a quiet target makes consistent.
+    /// A page's bytes, and a bit per byte: read by a decoder.
+    type UsedPage = (Box<[u8]>, Box<[u64]>);
+
     pub struct Recorder<M: Memory> {
         src: M,
-        pages: Mutex<PageMap>,
+        /// Each page read, with a bit per byte the decoders read.
+        pages: Mutex<BTreeMap<u64, UsedPage>>,
     }
 
     impl<M: Memory> Recorder<M> {
@@ -275,29 +285,64 @@ pub mod recorded {
             }
         }
 
+        /// The pages read, the bytes no decoder read set to zero (a fixture stays small, and
+        /// says only what was used).
         pub fn pages(&self) -> PageMap {
-            self.pages.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+            pages
+                .iter()
+                .map(|(&base, (bytes, used))| {
+                    let mut p = bytes.clone();
+                    for (i, b) in p.iter_mut().enumerate() {
+                        if used[i / 64] & (1 << (i % 64)) == 0 {
+                            *b = 0;
+                        }
+                    }
+                    (base, p)
+                })
+                .collect()
         }
     }
 
     impl<M: Memory> Memory for Recorder<M> {
         fn read(&self, addr: u64, out: &mut [u8]) -> bool {
-            if addr < 0x1000 || addr.checked_add(out.len() as u64).is_none() {
+            let Some(end) = addr.checked_add(out.len() as u64) else {
+                return false;
+            };
+            if addr < 0x1000 {
                 return false;
             }
             let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
             let mut base = addr & !(PAGE - 1);
-            while base < addr + out.len() as u64 {
-                if !pages.contains_key(&base) {
+            while base < end {
+                if let std::collections::btree_map::Entry::Vacant(e) = pages.entry(base) {
                     let mut p = vec![0u8; PAGE as usize];
                     if !self.src.read(base, &mut p) {
                         return false;
                     }
-                    pages.insert(base, p.into_boxed_slice());
+                    let used = vec![0u64; PAGE as usize / 64].into_boxed_slice();
+                    e.insert((p.into_boxed_slice(), used));
                 }
                 base += PAGE;
             }
-            read_pages(&pages, addr, out)
+            let mut done = 0;
+            while done < out.len() {
+                let a = addr + done as u64;
+                let base = a & !(PAGE - 1);
+                let off = (a - base) as usize;
+                let n = (PAGE as usize - off).min(out.len() - done);
+                let (bytes, used) = pages.get_mut(&base).unwrap();
+                out[done..done + n].copy_from_slice(&bytes[off..off + n]);
+                for i in off..off + n {
+                    used[i / 64] |= 1 << (i % 64);
+                }
+                done += n;
+            }
+            true
+        }
+
+        fn caches_pages(&self) -> bool {
+            true
         }
     }
 
@@ -309,6 +354,10 @@ pub mod recorded {
     impl Memory for Replay {
         fn read(&self, addr: u64, out: &mut [u8]) -> bool {
             addr.checked_add(out.len() as u64).is_some() && read_pages(&self.pages, addr, out)
+        }
+
+        fn caches_pages(&self) -> bool {
+            true
         }
     }
 
@@ -435,7 +484,14 @@ mod tests {
         let (meta, back) = load_pages(&file[..]).unwrap();
         assert_eq!(meta, "{\"x\":1}");
         let replayed = Replay { pages: back };
-        assert_eq!(replayed.u64(at + 8), src.u64(at + 8));
+        assert_eq!(replayed.u64(at + PAGE - 8), src.u64(at + PAGE - 8));
+        assert_eq!(replayed.u64(at + PAGE), src.u64(at + PAGE));
+        assert_ne!(src.u64(at + 8), Some(0));
+        assert_eq!(
+            replayed.u64(at + 8),
+            Some(0),
+            "a byte no one read is not kept"
+        );
         assert_eq!(replayed.u64(at + 2 * PAGE), None, "not recorded");
         assert!(load_pages(&b"garbage"[..]).is_err());
     }

@@ -448,6 +448,49 @@ impl Census {
     }
 }
 
+/// The decoders and the names, for tests on recorded pages.
+#[cfg(test)]
+impl Census {
+    fn with_reader<R>(&self, f: impl FnOnce(&mut Reader) -> R) -> R {
+        let mem = Pages::new(&*self.mem);
+        let mut types = TypeCache::new(self.layout);
+        f(&mut Reader {
+            mem: &mem,
+            types: &mut types,
+            layout: self.layout,
+        })
+    }
+
+    /// A dict's (key, value) pairs.
+    pub fn decode_dict(&self, d: u64) -> Vec<(u64, u64)> {
+        self.with_reader(|r| r.dict_items(d))
+    }
+
+    /// A list's items.
+    pub fn decode_list(&self, l: u64) -> Option<Vec<u64>> {
+        self.with_reader(|r| r.list_items(l, 1 << 20))
+    }
+
+    /// An object's type name.
+    pub fn type_name(&self, obj: u64) -> Option<String> {
+        self.with_reader(|r| r.type_of(obj).map(|t| t.name))
+    }
+
+    /// Every followed container that has a name: (name, length now).
+    pub fn names(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .followed
+            .values()
+            .filter_map(|f| {
+                let len = f.series.last()?.1;
+                Some((f.name.clone()??, len))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
 /// "function (file:LINE)" -> (function, file).
 fn function_and_file(label: &str) -> Option<(&str, &str)> {
     let (f, rest) = label.split_once(" (")?;

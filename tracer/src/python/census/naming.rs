@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::objects::{Kind, Reader};
 use crate::python::frames::FrameLocals;
-use crate::python::mem::{u64_at, Memory};
+use crate::python::mem::Memory;
 
 /// Values looked into, one level below the modules' globals, when naming.
 const MAX_SECOND_LEVEL: usize = 50_000;
@@ -50,17 +50,13 @@ impl Reader<'_> {
                 .collect();
         }
         match t.kind() {
-            Kind::List => {
-                let len = self.mem.u64(obj + self.layout.list_size).unwrap_or(0);
-                let items = self.mem.u64(obj + self.layout.list_items).unwrap_or(0);
-                if len == 0 || len > 4096 {
-                    return Vec::new();
-                }
-                let b = self.mem.bytes(items, len as usize * 8).unwrap_or_default();
-                (0..len as usize)
-                    .map(|i| (format!("[{i}]"), u64_at(&b, i * 8)))
-                    .collect()
-            }
+            Kind::List => self
+                .list_items(obj, 4096)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("[{i}]"), v))
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -320,6 +320,17 @@ impl Reader<'_> {
         }
     }
 
+    /// A list's items (None when it is empty, longer than `max`, or unreadable).
+    pub(super) fn list_items(&mut self, obj: u64, max: u64) -> Option<Vec<u64>> {
+        let len = self.mem.u64(obj + self.layout.list_size)?;
+        let items = self.mem.u64(obj + self.layout.list_items)?;
+        if len == 0 || len > max {
+            return None;
+        }
+        let b = self.mem.bytes(items, len as usize * 8)?;
+        Some((0..len as usize).map(|i| u64_at(&b, i * 8)).collect())
+    }
+
     /// The length of a list, dict or set.
     pub(super) fn len_of(&mut self, obj: u64, kind: Kind) -> Option<u64> {
         match kind {
