@@ -25,7 +25,10 @@
 //! PyGC_Head is 16 bytes before the object; ob_type 8; list ob_size 16, ob_item 24; dict ma_used
 //! 16, ma_keys 32, ma_values 40; set used 24; tuple ob_item 24 (32 from 3.14); module md_dict 16,
 //! md_name 48 (40 in 3.15); type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict 264,
-//! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects).
+//! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects). The other
+//! object fields the census reads (ob_type, ob_size, the gc header, the managed dict slots before
+//! an object, PyDictKeysObject and its entries) are named fields of `Layout` too, each with the
+//! CPython field it is.
 
 use std::sync::Mutex;
 
@@ -185,7 +188,25 @@ pub struct DictKeys {
     pub nentries: u64,
     /// Bytes before the index table (dk_indices), the entries following it.
     pub indices: u64,
+    /// PyDictKeyEntry (hash, key, value) and, 3.11+, PyDictUnicodeEntry (key, value) of
+    /// str-keyed and split tables (dk_kind != 0).
+    pub general_entry: DictEntry,
+    pub unicode_entry: DictEntry,
 }
+
+/// One entry of a dict's keys table: its size and where its key and value pointers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictEntry {
+    pub size: u64,
+    pub key: u64,
+    pub value: u64,
+}
+
+const GENERAL_ENTRY: DictEntry = DictEntry {
+    size: 24,
+    key: 8,
+    value: 16,
+};
 
 /// 3.8-3.10 PyDictKeysObject: refcnt, size, lookup function, usable, nentries, indices.
 const LEGACY_DICT_KEYS: DictKeys = DictKeys {
@@ -195,6 +216,8 @@ const LEGACY_DICT_KEYS: DictKeys = DictKeys {
     kind: 0,
     nentries: 32,
     indices: 40,
+    general_entry: GENERAL_ENTRY,
+    unicode_entry: GENERAL_ENTRY,
 };
 
 /// 3.11+ PyDictKeysObject: refcnt, log2_size, log2_index_bytes, kind (bytes), version,
@@ -206,6 +229,12 @@ const LOG2_DICT_KEYS: DictKeys = DictKeys {
     kind: 10,
     nentries: 24,
     indices: 32,
+    general_entry: GENERAL_ENTRY,
+    unicode_entry: DictEntry {
+        size: 16,
+        key: 0,
+        value: 8,
+    },
 };
 
 /// Where the gc keeps its lists of tracked objects.

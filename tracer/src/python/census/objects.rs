@@ -185,14 +185,9 @@ impl Reader<'_> {
             if n > MAX_ENTRIES || size > 4 * MAX_ENTRIES || n > size {
                 return None;
             }
-            // Entries: hash, key, value.
-            Some((
-                keys + k.indices + size * legacy_index_bytes(size),
-                n,
-                24,
-                8,
-                16,
-            ))
+            let e = k.general_entry;
+            let entries = keys + k.indices + size * legacy_index_bytes(size);
+            Some((entries, n, e.size, e.key as usize, e.value as usize))
         } else {
             let index_bytes = h[k.log2_index_bytes as usize] as u32;
             let kind = h[k.kind as usize];
@@ -201,11 +196,12 @@ impl Reader<'_> {
             }
             let entries = keys + k.indices + (1u64 << index_bytes);
             // DICT_KEYS_GENERAL: hash, key, value; unicode and split keys: key, value.
-            Some(if kind == 0 {
-                (entries, n, 24, 8, 16)
+            let e = if kind == 0 {
+                k.general_entry
             } else {
-                (entries, n, 16, 0, 8)
-            })
+                k.unicode_entry
+            };
+            Some((entries, n, e.size, e.key as usize, e.value as usize))
         }
     }
 
@@ -220,7 +216,7 @@ impl Reader<'_> {
         let usable = |size: u64| size * 2 / 3;
         Some(if self.layout.dict == DictLayout::Legacy {
             let size = u64_at(&h, k.size).min(1 << 32);
-            k.indices + size * legacy_index_bytes(size) + 24 * usable(size)
+            k.indices + size * legacy_index_bytes(size) + k.general_entry.size * usable(size)
         } else {
             let (log2_size, index_bytes, kind) = (
                 h[k.size as usize] as u32,
@@ -230,7 +226,11 @@ impl Reader<'_> {
             if log2_size > 32 || index_bytes > 40 {
                 return None;
             }
-            let esz = if kind == 0 { 24 } else { 16 };
+            let esz = if kind == 0 {
+                k.general_entry.size
+            } else {
+                k.unicode_entry.size
+            };
             k.indices + (1u64 << index_bytes) + esz * usable(1u64 << log2_size)
         })
     }
