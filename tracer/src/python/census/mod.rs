@@ -1,9 +1,10 @@
 //! Heap census from outside the process, with no probe at all: walk the gc's generation lists
-//! through process_vm_readv (read-only), count the gc-tracked objects by type, follow the length
-//! of every big list, dict and set from one pass to the next, and name the ones that keep growing
-//! by how they are reachable from a module (`__main__.REQUEST_LOG`, `app.Registry.items`,
-//! `__main__.CACHES['users']`). It costs the target nothing (no trap; the tracer reads), works
-//! the same on builds that inline pymalloc, and says what a leak is made of.
+//! in the target's memory (read through python/mem.rs, never written), count the gc-tracked
+//! objects by type, follow the length of every big list, dict and set from one pass to the next,
+//! and name the ones that keep growing by how they are reachable from a module
+//! (`__main__.REQUEST_LOG`, `app.Registry.items`, `__main__.CACHES['users']`). It costs the
+//! target nothing (no trap; the tracer reads), works the same on builds that inline pymalloc, and
+//! says what a leak is made of.
 //!
 //! It does not see objects the gc does not track (str, bytes, int, dicts of atomic values...):
 //! those are seen through the containers that hold them.
