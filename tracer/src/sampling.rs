@@ -15,6 +15,8 @@
 //! the window and the fingerprint would look alive until reused. The objects of a leak carry its
 //! line; their buffers follow them.
 
+use crate::python::mem::{self, Memory};
+
 /// Words read and compared per sample.
 pub const WORDS: usize = 8;
 
@@ -34,12 +36,20 @@ fn refcnt_like(v: u64) -> bool {
     (1..1u64 << 40).contains(&v)
 }
 
+/// The first WORDS little-endian words of `bytes` (0 past its end).
 pub fn words_of(bytes: &[u8]) -> [u64; WORDS] {
-    let mut w = [0u64; WORDS];
-    for (i, c) in bytes.chunks_exact(8).take(WORDS).enumerate() {
-        w[i] = u64::from_le_bytes(c.try_into().unwrap());
-    }
-    w
+    std::array::from_fn(|i| {
+        if 8 * i + 8 <= bytes.len() {
+            mem::u64_at(bytes, 8 * i)
+        } else {
+            0
+        }
+    })
+}
+
+/// The words of the block at `addr` now (`n` of them, at most WORDS), read from the target.
+pub fn read_words(m: &dyn Memory, addr: u64, n: usize) -> Option<[u64; WORDS]> {
+    m.bytes(addr, 8 * n.min(WORDS)).map(|b| words_of(&b))
 }
 
 /// Fingerprints a block of `size` bytes that holds a live Python object. `is_type` tells

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Collector, StackKey};
 use crate::config::Mode;
 use crate::probes::FileId;
-use crate::procfs;
+use crate::python::mem::{self, Memory};
 use crate::sampling::{self, Fingerprint};
 use crate::say;
 use crate::util::monotonic_ns;
@@ -176,8 +176,8 @@ impl Collector {
             if t.watch.samples.len() + t.watch.pending.len() >= MAX_SAMPLES {
                 break;
             }
-            let Ok(bytes) =
-                procfs::read_mem(pid, k.addr, (a.size as usize).min(8 * sampling::WORDS))
+            let Some(bytes) =
+                mem::Process(pid).bytes(k.addr, (a.size as usize).min(8 * sampling::WORDS))
             else {
                 continue;
             };
@@ -249,9 +249,9 @@ impl Collector {
         let t = &mut self.targets[i];
         let pid = t.pid;
         t.watch.samples.retain(|addr, s| {
-            match procfs::read_mem(pid, *addr, 8 * s.fp.n) {
-                Ok(b) => sampling::alive(&s.fp, &sampling::words_of(&b)),
-                Err(_) => false, // unmapped
+            match sampling::read_words(&mem::Process(pid), *addr, s.fp.n) {
+                Some(now) => sampling::alive(&s.fp, &now),
+                None => false, // unmapped
             }
         });
     }
@@ -271,11 +271,7 @@ fn is_type_object(
     if let Some(v) = cache.get(&addr) {
         return *v;
     }
-    let ty = |a: u64| -> Option<u64> {
-        procfs::read_mem(pid, a + 8, 8)
-            .ok()
-            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
-    };
+    let ty = |a: u64| mem::Process(pid).u64(a + 8);
     let v = match ty(addr) {
         Some(m) if m == tt => true,
         Some(m) if m > 0x1000 => ty(m) == Some(tt),

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::elf::Elf;
-use crate::procfs;
+use super::mem::{self, Memory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AllocOp {
@@ -173,12 +173,10 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
             funcs[i] = elf.static_pointer(base + op.slot()).unwrap_or(0);
         }
         if let Some((pid, bias)) = live {
-            if let Ok(bytes) = procfs::read_mem(pid, base.wrapping_add(bias), 40) {
+            if let Some(bytes) = mem::Process(pid).bytes(base.wrapping_add(bias), 40) {
                 source = HookSource::LiveTable;
                 for (i, op) in AllocOp::ALL.iter().enumerate() {
-                    let o = op.slot() as usize;
-                    let p =
-                        u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap()).wrapping_sub(bias);
+                    let p = mem::u64_at(&bytes, op.slot()).wrapping_sub(bias);
                     if p != funcs[i] {
                         if elf.is_code(p) {
                             notes.push(format!(

@@ -12,6 +12,7 @@
 //! flag, every group's size and every offset inside its struct pass the checks below; the user
 //! side then checks it live (see `frames::Runtime::validate`).
 
+use super::mem;
 use super::Version;
 
 /// The groups of u64 fields after the header (cookie, version, free_threaded), in order.
@@ -254,7 +255,7 @@ pub fn parse(bytes: &[u8], version: Version) -> Result<DebugOffsets, String> {
     if &bytes[..8] != b"xdebugpy" {
         return Err("no debug offsets cookie (\"xdebugpy\") at the start of _PyRuntime".into());
     }
-    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+    let word = |i: usize| mem::u64_at(bytes, i);
     let version_hex = word(8);
     let (major, minor, micro) = (
         (version_hex >> 24) & 0xff,

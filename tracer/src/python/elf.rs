@@ -7,6 +7,7 @@ use object::{
     Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags,
 };
 
+use super::mem;
 use super::Version;
 
 const PF_X: u32 = 1;
@@ -151,15 +152,13 @@ impl Elf {
                 }
             }
         }
-        let b = self.read(vaddr, 8)?;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
+        Some(mem::u64_at(self.read(vaddr, 8)?, 0usize))
     }
 
     /// `Py_Version` (3.11+): 0x030b07f0 -> 3.11.7.
     pub fn py_version(&self) -> Option<Version> {
         let s = self.dynsym("Py_Version")?;
-        let b = self.read(s.addr, 4)?;
-        let v = u32::from_le_bytes(b.try_into().ok()?);
+        let v = mem::u32_at(self.read(s.addr, 4)?, 0usize);
         Some(Version {
             major: (v >> 24) as u8,
             minor: (v >> 16) as u8,
@@ -210,8 +209,7 @@ impl Elf {
         };
         let (mut needed, mut paths) = (vec![], vec![]);
         for e in d.chunks_exact(16) {
-            let tag = u64::from_le_bytes(e[..8].try_into().unwrap());
-            let val = u64::from_le_bytes(e[8..].try_into().unwrap());
+            let (tag, val) = (mem::u64_at(e, 0usize), mem::u64_at(e, 8usize));
             match tag {
                 0 => break,
                 1 => needed.extend(get(val)),

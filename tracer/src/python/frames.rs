@@ -2,10 +2,12 @@
 //! behind the kernel's (code, instruction) frames, turned into `function (file.py:LINE)`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
 
 use super::layouts::{FrameKind, Layout, LineTable};
+use super::mem::{self, i32_at, u64_at, Memory};
 use crate::frame::{Frame, Marker};
 use crate::procfs;
 
@@ -52,23 +54,13 @@ fn pid_namespace(pid: u32) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
-fn u64_at(b: &[u8], off: u64) -> u64 {
-    let o = off as usize;
-    b.get(o..o + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
-        .unwrap_or(0)
-}
-
-fn i32_at(b: &[u8], off: u64) -> i32 {
-    let o = off as usize;
-    b.get(o..o + 4)
-        .map(|s| i32::from_le_bytes(s.try_into().unwrap()))
-        .unwrap_or(0)
-}
-
 /// A live CPython runtime in one process.
 pub struct Runtime {
     pub pid: u32,
+    /// The process's memory (or recorded pages of it).
+    mem: Arc<dyn Memory + Send + Sync>,
+    /// Thread ids and thread states given instead of listing /proc/PID/task (recorded pages).
+    given_threads: Option<Vec<(u32, u64)>>,
     pub layout: &'static Layout,
     /// Runtime address of `_PyRuntime`.
     pub runtime: u64,
@@ -126,8 +118,21 @@ struct CodeInfo {
 
 impl Runtime {
     pub fn new(pid: u32, layout: &'static Layout, runtime: u64, code_type: u64) -> Runtime {
+        Runtime::with_memory(pid, Arc::new(mem::Process(pid)), layout, runtime, code_type)
+    }
+
+    /// The same over any `Memory` (recorded pages, in tests).
+    pub fn with_memory(
+        pid: u32,
+        mem: Arc<dyn Memory + Send + Sync>,
+        layout: &'static Layout,
+        runtime: u64,
+        code_type: u64,
+    ) -> Runtime {
         Runtime {
             pid,
+            mem,
+            given_threads: None,
             layout,
             runtime,
             code_type,
@@ -139,15 +144,18 @@ impl Runtime {
         }
     }
 
+    /// Replays a recording: these (thread id, thread state) pairs instead of /proc/PID/task.
+    #[cfg(test)]
+    pub fn set_threads(&mut self, threads: Vec<(u32, u64)>) {
+        self.given_threads = Some(threads);
+    }
+
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        if addr == 0 {
-            return None;
-        }
-        procfs::read_mem(self.pid, addr, len).ok()
+        self.mem.bytes(addr, len)
     }
 
     fn ptr(&self, addr: u64) -> u64 {
-        self.read(addr, 8).map(|b| u64_at(&b, 0)).unwrap_or(0)
+        self.mem.u64(addr).unwrap_or(0)
     }
 
     /// The kernel's walking configuration, complete with this process's thread list address.
@@ -202,6 +210,9 @@ impl Runtime {
 
     /// Every thread state of the main interpreter, with the kernel thread id it runs on.
     pub fn threads(&mut self) -> Vec<(u32, u64)> {
+        if let Some(t) = &self.given_threads {
+            return t.clone();
+        }
         let l = self.layout;
         let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
         let mut tstate = self.ptr(interp + l.interp_threads_head);
@@ -257,50 +268,13 @@ impl Runtime {
         Some(i32_at(&b, off) as u32)
     }
 
-    /// Reads a str object (compact ASCII or compact UCS1/2/4).
+    /// A str object's text (every compact kind).
     fn string(&self, addr: u64) -> Option<String> {
-        let l = self.layout;
-        let head = self.read(addr, l.compact_data as usize)?;
-        let len = u64_at(&head, l.unicode_length) as usize;
-        if len > 4096 {
-            return None;
-        }
-        let state = u32::from_le_bytes(
-            head.get(l.unicode_state as usize..l.unicode_state as usize + 4)?
-                .try_into()
-                .ok()?,
-        );
-        // state: interned (2 bits), kind (3 bits), compact (1), ascii (1).
-        let kind = ((state >> 2) & 7) as usize;
-        let compact = (state >> 5) & 1 == 1;
-        let ascii = (state >> 6) & 1 == 1;
-        if !compact || kind == 0 {
-            return None;
-        }
-        let data_off = if ascii { l.ascii_data } else { l.compact_data };
-        let raw = self.read(addr + data_off, len * kind)?;
-        Some(match kind {
-            1 => raw.iter().map(|&c| c as char).collect(),
-            2 => String::from_utf16_lossy(
-                &raw.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect::<Vec<_>>(),
-            ),
-            _ => raw
-                .chunks_exact(4)
-                .filter_map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-        })
+        mem::py_string(&*self.mem, self.layout, addr, 4096)
     }
 
     fn bytes(&self, addr: u64) -> Option<Vec<u8>> {
-        let l = self.layout;
-        let head = self.read(addr, l.bytes_data as usize)?;
-        let n = u64_at(&head, l.bytes_size) as usize;
-        if n > 1 << 20 {
-            return None;
-        }
-        self.read(addr + l.bytes_data, n)
+        mem::py_bytes(&*self.mem, self.layout, addr)
     }
 
     fn code(&mut self, addr: u64) -> Option<CodeInfo> {
@@ -316,7 +290,7 @@ impl Runtime {
         .unwrap()
             + 8;
         let b = self.read(addr, span as usize)?;
-        if u64_at(&b, 8) != self.code_type {
+        if u64_at(&b, l.ob_type) != self.code_type {
             return None; // not a code object (stale pointer, or a non-code executable)
         }
         // Address plus immutable fields: a new code object at a recycled address is a new key.
@@ -398,8 +372,8 @@ impl Runtime {
         }
         let mut parts = vec![(slot, 8)];
         parts.extend(chain.iter().map(|&f| (f, span as usize)));
-        let buf = procfs::read_mem_many(self.pid, &parts).ok()?;
-        if u64_at(&buf, 0) != chain[0] {
+        let buf = self.mem.read_many(&parts)?;
+        if u64_at(&buf, 0usize) != chain[0] {
             return None;
         }
         let mut frames = Vec::new();
@@ -492,7 +466,7 @@ impl Runtime {
     /// A frame's local variables (name, object).
     fn locals_of(&mut self, frame: u64, code: u64) -> Option<Vec<(String, u64)>> {
         let l = self.layout;
-        let n = i32_at(&self.read(code + l.code_nlocals, 4)?, 0);
+        let n = i32_at(&self.read(code + l.code_nlocals, 4)?, 0usize);
         if !(0..=1024).contains(&n) {
             return None;
         }
@@ -512,7 +486,7 @@ impl Runtime {
             }
             // A cell or free variable: the slot holds a cell (ob_ref after the header).
             if kinds.get(i).is_some_and(|k| k & 0xc0 != 0) {
-                v = self.ptr(v + 16);
+                v = self.ptr(v + l.cell_ref);
                 if v == 0 {
                     continue;
                 }
@@ -535,7 +509,7 @@ impl Runtime {
             return Vec::new();
         };
         let names = self.ptr(code + l.code_names);
-        let n = self.ptr(names + 16);
+        let n = self.ptr(names + l.var_size);
         if names == 0 || n == 0 || n > 4096 {
             return Vec::new();
         }
@@ -550,7 +524,7 @@ impl Runtime {
         let bytecode = match (l.code_code, l.code_adaptive) {
             (Some(off), _) => self.bytes(self.ptr(code + off)),
             (None, Some(adaptive)) => {
-                let units = self.ptr(code + 16);
+                let units = self.ptr(code + l.var_size);
                 (units <= 1 << 20)
                     .then(|| self.read(code + adaptive, 2 * units as usize))
                     .flatten()

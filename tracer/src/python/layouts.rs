@@ -25,7 +25,10 @@
 //! PyGC_Head is 16 bytes before the object; ob_type 8; list ob_size 16, ob_item 24; dict ma_used
 //! 16, ma_keys 32, ma_values 40; set used 24; tuple ob_item 24 (32 from 3.14); module md_dict 16,
 //! md_name 48 (40 in 3.15); type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict 264,
-//! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects).
+//! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects). The other
+//! object fields the census reads (ob_type, ob_size, the gc header, the managed dict slots before
+//! an object, PyDictKeysObject and its entries) are named fields of `Layout` too, each with the
+//! CPython field it is.
 
 use std::sync::Mutex;
 
@@ -142,7 +145,97 @@ pub struct Layout {
     /// PyModuleObject md_dict and md_name.
     pub module_dict: u64,
     pub module_name: u64,
+    /// PyObject.ob_type.
+    pub ob_type: u64,
+    /// PyVarObject.ob_size: a tuple's length, an int's digit count, a bytes' length; a 3.11+
+    /// code object's count of code units.
+    pub var_size: u64,
+    /// PyCellObject.ob_ref (a cell or free variable's object).
+    pub cell_ref: u64,
+    /// sizeof(PyGC_Head): the gc's links (next, prev) sit this many bytes before the object.
+    pub gc_head_size: u64,
+    /// sizeof(struct gc_generation) (a list head, threshold, count), for `GcHeads::Fixed`.
+    pub gc_generation_size: u64,
+    /// PyDictObject.ma_used (the number of items).
+    pub dict_used: u64,
+    /// PyListObject.allocated (slots of the item array).
+    pub list_allocated: u64,
+    /// 3.11+ managed dicts (`Py_TPFLAGS_MANAGED_DICT`): the dict pointer sits this many bytes
+    /// before the object (3.12: a tagged word, the values' address - 1 when they are inline).
+    pub managed_dict_before: u64,
+    /// 3.11: the PyDictValues pointer of an object without a dict, this many bytes before it.
+    pub managed_values_before: u64,
+    /// PyDictValues: bytes before the first value (3.13+: capacity, size, embedded, valid).
+    pub values_header: u64,
+    /// 3.13+ PyDictValues.valid (a byte: the inline values are in use, not a dict).
+    pub values_valid: u64,
+    /// PyDictKeysObject.
+    pub dict_keys_object: DictKeys,
 }
+
+/// Fields of a PyDictKeysObject (the keys table of a dict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictKeys {
+    /// dk_refcnt (a u64: 1 for a dict's own table, more for shared keys).
+    pub refcnt: u64,
+    /// 3.8-3.10: dk_size (a u64, slots of the index table). 3.11+: dk_log2_size (a byte).
+    pub size: u64,
+    /// 3.11+ dk_log2_index_bytes (a byte: the index table is 1 << it bytes).
+    pub log2_index_bytes: u64,
+    /// 3.11+ dk_kind (a byte: 0 = general, hash/key/value entries; else key/value entries).
+    pub kind: u64,
+    /// dk_nentries (a u64: entries used, deleted included).
+    pub nentries: u64,
+    /// Bytes before the index table (dk_indices), the entries following it.
+    pub indices: u64,
+    /// PyDictKeyEntry (hash, key, value) and, 3.11+, PyDictUnicodeEntry (key, value) of
+    /// str-keyed and split tables (dk_kind != 0).
+    pub general_entry: DictEntry,
+    pub unicode_entry: DictEntry,
+}
+
+/// One entry of a dict's keys table: its size and where its key and value pointers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictEntry {
+    pub size: u64,
+    pub key: u64,
+    pub value: u64,
+}
+
+const GENERAL_ENTRY: DictEntry = DictEntry {
+    size: 24,
+    key: 8,
+    value: 16,
+};
+
+/// 3.8-3.10 PyDictKeysObject: refcnt, size, lookup function, usable, nentries, indices.
+const LEGACY_DICT_KEYS: DictKeys = DictKeys {
+    refcnt: 0,
+    size: 8,
+    log2_index_bytes: 0,
+    kind: 0,
+    nentries: 32,
+    indices: 40,
+    general_entry: GENERAL_ENTRY,
+    unicode_entry: GENERAL_ENTRY,
+};
+
+/// 3.11+ PyDictKeysObject: refcnt, log2_size, log2_index_bytes, kind (bytes), version,
+/// usable, nentries, indices.
+const LOG2_DICT_KEYS: DictKeys = DictKeys {
+    refcnt: 0,
+    size: 8,
+    log2_index_bytes: 9,
+    kind: 10,
+    nentries: 24,
+    indices: 32,
+    general_entry: GENERAL_ENTRY,
+    unicode_entry: DictEntry {
+        size: 16,
+        key: 0,
+        value: 8,
+    },
+};
 
 /// Where the gc keeps its lists of tracked objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +323,18 @@ const LEGACY: Layout = Layout {
     tuple_items: 24,
     module_dict: 16,
     module_name: 48,
+    ob_type: 8,
+    var_size: 16,
+    cell_ref: 16,
+    gc_head_size: 16,
+    gc_generation_size: 24,
+    dict_used: 16,
+    list_allocated: 32,
+    managed_dict_before: 24,
+    managed_values_before: 32,
+    values_header: 0,
+    values_valid: 3,
+    dict_keys_object: LEGACY_DICT_KEYS,
 };
 
 const V39: Layout = Layout {
@@ -275,6 +380,7 @@ const V311: Layout = Layout {
         in_runtime: false,
     },
     dict: DictLayout::Log2Prevalues,
+    dict_keys_object: LOG2_DICT_KEYS,
     ht_cached_keys: Some(872),
     code_names: 32,
     code_code: None,
@@ -328,6 +434,7 @@ const V313: Layout = Layout {
         in_runtime: false,
     },
     dict: DictLayout::Log2Inline,
+    values_header: 8,
     op_load_global: &[91, 203, 204],
     op_extended_arg: 71,
     ..V312
@@ -477,6 +584,7 @@ fn from_debug(base: Layout, d: &DebugOffsets) -> Layout {
         dict_values: d.at("dict_object.ma_values"),
         set_used: or("set_object.used", base.set_used),
         tuple_items: d.at("tuple_object.ob_item"),
+        ob_type: d.at("pyobject.ob_type"),
         ..base
     }
 }

@@ -6,8 +6,11 @@ pub mod allocator;
 pub mod census;
 pub mod debug_offsets;
 pub mod elf;
+#[cfg(test)]
+mod fixtures;
 pub mod frames;
 pub mod layouts;
+pub mod mem;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -425,44 +428,87 @@ mod tests {
         .supported());
     }
 
-    /// The real interpreters of this machine kind, when present.
+    /// The real interpreters every test machine has: pyenv's CPython 3.6-3.13 (shared
+    /// libpython, full symbol tables) and Debian's static, stripped /usr/bin/python3.11. A
+    /// missing or misread one fails.
     #[test]
     fn real_interpreter_files() {
-        let lib = Path::new("/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0");
-        if lib.exists() {
-            let i = inspect_file(&lib.to_string_lossy(), lib).unwrap().unwrap();
+        let versions: Vec<String> = std::fs::read_dir("/root/.pyenv/versions")
+            .expect("pyenv's interpreters in /root/.pyenv/versions")
+            .filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_string()))
+            .collect();
+        for minor in 6..=13u8 {
+            let dir = versions
+                .iter()
+                .find(|v| v.starts_with(&format!("3.{minor}.")))
+                .unwrap_or_else(|| panic!("no pyenv CPython 3.{minor} in {versions:?}"));
+            let micro: u8 = dir.rsplit('.').next().unwrap().parse().unwrap();
+            let abi = if minor < 8 { "m" } else { "" };
+            let base = format!("/root/.pyenv/versions/{dir}");
+            let lib = PathBuf::from(format!("{base}/lib/libpython3.{minor}{abi}.so.1.0"));
+            let i = inspect_file(&lib.to_string_lossy(), &lib)
+                .unwrap_or_else(|e| panic!("{}: {e}", lib.display()))
+                .unwrap_or_else(|| panic!("{} is not seen as Python", lib.display()));
+            let what = lib.display();
             assert_eq!(
                 i.version,
                 Version {
                     major: 3,
-                    minor: 11,
-                    micro: Some(7)
-                }
+                    minor,
+                    micro: (minor >= 11).then_some(micro),
+                },
+                "{what}"
             );
-            assert!(i.has_symtab && i.shared);
-            assert_eq!(i.alloc.source, HookSource::Symtab);
-            assert_eq!(i.alloc.hooks.len(), 8);
-            assert!(!i.alloc.inlined_fast_path);
-            let exe = Path::new("/root/.pyenv/versions/3.11.7/bin/python3.11");
+            assert!(i.has_symtab && i.shared, "{what}");
+            assert_eq!(i.alloc.source, HookSource::Symtab, "{what}");
+            assert_eq!(i.alloc.hooks.len(), 8, "{what}");
+            assert!(!i.alloc.inlined_fast_path, "{what}");
+            // _PyRuntime exists from 3.7 on.
+            assert_eq!(i.runtime_vaddr.is_some(), minor >= 7, "{what}");
+            assert!(i.code_type_vaddr.is_some(), "{what}");
+            // 3.8+ are read with tracer's layouts; 3.13 through its own debug table.
             assert_eq!(
-                interpreter_file_of_executable(exe, None).as_deref(),
-                Some(lib)
+                i.layout().map(|l| l.minor),
+                (minor >= 8).then_some(minor),
+                "{what}"
+            );
+            let source = match minor {
+                ..=7 => "none",
+                8..=12 => "table",
+                _ => "debug",
+            };
+            assert_eq!(
+                match i.layout_source {
+                    layouts::LayoutSource::None(_) => "none",
+                    layouts::LayoutSource::Table => "table",
+                    layouts::LayoutSource::DebugOffsets { .. } => "debug",
+                },
+                source,
+                "{what}"
+            );
+            let exe = PathBuf::from(format!("{base}/bin/python3.{minor}"));
+            assert_eq!(
+                interpreter_file_of_executable(&exe, None).as_deref(),
+                Some(lib.as_path()),
+                "{}",
+                exe.display()
             );
         }
         let deb = Path::new("/usr/bin/python3.11");
-        if deb.exists() {
-            let i = inspect_file("/usr/bin/python3.11", deb).unwrap().unwrap();
-            assert_eq!((i.version.major, i.version.minor), (3, 11));
-            assert!(!i.has_symtab && !i.shared);
-            assert_eq!(i.alloc.source, HookSource::StaticTable);
-            // raw malloc/calloc/realloc/free and pymalloc's four, found through the tables.
-            assert_eq!(i.alloc.hooks.len(), 8);
-            assert!(i.alloc.inlined_fast_path);
-            assert_eq!(
-                interpreter_file_of_executable(deb, None).as_deref(),
-                Some(deb)
-            );
-        }
+        let i = inspect_file("/usr/bin/python3.11", deb)
+            .expect("Debian's /usr/bin/python3.11")
+            .expect("/usr/bin/python3.11 is seen as Python");
+        assert_eq!((i.version.major, i.version.minor), (3, 11));
+        assert!(!i.has_symtab && !i.shared);
+        assert_eq!(i.alloc.source, HookSource::StaticTable);
+        // raw malloc/calloc/realloc/free and pymalloc's four, found through the tables.
+        assert_eq!(i.alloc.hooks.len(), 8);
+        assert!(i.alloc.inlined_fast_path);
+        assert_eq!(i.layout_source, layouts::LayoutSource::Table);
+        assert_eq!(
+            interpreter_file_of_executable(deb, None).as_deref(),
+            Some(deb)
+        );
         assert!(inspect_file("/bin/sh", Path::new("/bin/sh"))
             .unwrap()
             .is_none());
