@@ -26,6 +26,5 @@ pub mod sink;
 pub mod snapshot;
 pub mod symbolize;
 pub mod top;
-pub mod trend;
 pub mod util;
 pub mod verdict;

@@ -195,7 +195,7 @@ pub fn lines(r: &Report) -> Vec<String> {
             for k in c
                 .containers
                 .iter()
-                .filter(|k| k.trend.verdict == crate::trend::Verdict::Growing)
+                .filter(|k| k.trend.verdict == crate::verdict::Verdict::Growing)
                 .take(3)
             {
                 let _ = writeln!(

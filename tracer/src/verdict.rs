@@ -173,10 +173,15 @@ impl Series {
 }
 
 /// Judges one series of (seconds, value) points, oldest first.
-pub fn judge_series<T: Copy + Into<f64>>(kind: Series, series: &[(f64, T)]) -> Trend {
-    let s: Vec<(f64, f64)> = series.iter().map(|&(t, v)| (t, v.into())).collect();
-    let last = s.last().map(|p| p.1).unwrap_or(0.0);
-    judge(&s, kind.min_gain(last))
+pub fn judge_series(kind: Series, series: &[(f64, f64)]) -> Trend {
+    let last = series.last().map(|p| p.1).unwrap_or(0.0);
+    judge(series, kind.min_gain(last))
+}
+
+/// As `judge_series`, for a series of counts or byte sizes.
+pub fn judge_counts(kind: Series, series: &[(f64, u64)]) -> Trend {
+    let s: Vec<(f64, f64)> = series.iter().map(|&(t, v)| (t, v as f64)).collect();
+    judge_series(kind, &s)
 }
 
 /// Watch windows: the verdict from the stack's live samples, the rate and gain from its bytes.
@@ -191,16 +196,25 @@ fn growing(t: &Trend) -> bool {
 /// The order of every list of judged things: growing first, fastest first; then the others,
 /// largest first. `size` is what "largest" means for the list (bytes, items, objects).
 pub fn order(a: &Trend, a_size: u64, b: &Trend, b_size: u64) -> Ordering {
-    growing(b)
-        .cmp(&growing(a))
+    order_grouped((a, 0, a_size), (b, 0, b_size))
+}
+
+/// As `order`, with groups (lower first) between "growing first" and the rates: things whose
+/// rates cannot be compared (bytes before descriptors), or that a reader can place (named
+/// containers before unnamed ones).
+pub fn order_grouped(a: (&Trend, u8, u64), b: (&Trend, u8, u64)) -> Ordering {
+    let ((ta, ga, sa), (tb, gb, sb)) = (a, b);
+    growing(tb)
+        .cmp(&growing(ta))
+        .then(ga.cmp(&gb))
         .then_with(|| {
-            if growing(a) {
-                b.per_min.total_cmp(&a.per_min)
+            if growing(ta) {
+                tb.per_min.total_cmp(&ta.per_min)
             } else {
                 Ordering::Equal
             }
         })
-        .then(b_size.cmp(&a_size))
+        .then(sb.cmp(&sa))
 }
 
 #[cfg(test)]
@@ -255,6 +269,11 @@ mod tests {
         // 10 items over a 100k-item dict is noise; 10 descriptors are not.
         let dict = series(&[100_000., 100_002., 100_004., 100_006., 100_008., 100_010.]);
         assert_eq!(judge_series(Series::Items, &dict).verdict, Verdict::Stable);
+        let counts: Vec<(f64, u64)> = (0..8).map(|i| (i as f64 * 10.0, 100 + 500 * i)).collect();
+        assert_eq!(
+            judge_counts(Series::Items, &counts).verdict,
+            Verdict::Growing
+        );
         let fds = series(&[0., 2., 4., 6., 8., 10.]);
         assert_eq!(
             judge_series(Series::Descriptors, &fds).verdict,
@@ -282,6 +301,15 @@ mod tests {
         assert_eq!(order(&g(1.0), 10, &s, 1000), Ordering::Less);
         assert_eq!(order(&g(5.0), 10, &g(1.0), 1000), Ordering::Less);
         assert_eq!(order(&s, 1000, &s, 10), Ordering::Less);
+        // a group between: growing descriptors after growing memory, whatever their rates
+        assert_eq!(
+            order_grouped((&g(1.0), 0, 1), (&g(9.0), 1, 1)),
+            Ordering::Less
+        );
+        assert_eq!(
+            order_grouped((&s, 1, 1), (&g(9.0), 0, 1)),
+            Ordering::Greater
+        );
     }
 
     #[test]

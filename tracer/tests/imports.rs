@@ -17,7 +17,6 @@ const LAYERS: &[&str] = &[
     "frame",
     "place",
     "verdict",
-    "trend",
     "output",
     "progress",
     // The data the collector hands over (and the census's findings).

@@ -14,9 +14,9 @@ pub use crate::snapshot::census;
 pub use crate::config::Mode;
 use crate::frame::{verdict_key, Frame};
 use crate::snapshot::{fd_label, Checkpoint, CollectorView, HookCoverage, TargetView};
-use crate::trend::{judge, judge_rate};
-pub use crate::trend::{Trend, Verdict, MIN_CHECKPOINTS};
 use crate::util::monotonic_ns;
+use crate::verdict::{self, judge_sampled, judge_series, Series};
+pub use crate::verdict::{Trend, Verdict, MIN_CHECKPOINTS};
 
 #[derive(Debug, Clone)]
 pub struct AllocStack {
@@ -56,11 +56,6 @@ pub struct Suspect {
     pub oldest_age: Option<Duration>,
 }
 
-/// Smallest net gain over the recent window that counts as growth.
-const MIN_GAIN_BYTES: f64 = 64.0 * 1024.0;
-const MIN_GAIN_FDS: f64 = 2.0;
-/// Watch mode: smallest gain in live samples over the recent window.
-const MIN_GAIN_SAMPLES: f64 = 8.0;
 /// Suspects kept per process.
 const MAX_SUSPECTS: usize = 50;
 
@@ -273,14 +268,14 @@ fn suspects(
         let trend = if biased {
             Trend {
                 verdict: Verdict::Unknown,
-                ..judge(&bytes, MIN_GAIN_BYTES)
+                ..judge_series(Series::Bytes, &bytes)
             }
         } else if sampled {
             // Samples are a small share of the allocations: judge their number, not their bytes.
             let counts = series(&|c| c.allocs.get(k).map(|v| v.1).unwrap_or(0));
-            judge_rate(&counts, MIN_GAIN_SAMPLES, &bytes)
+            judge_sampled(&counts, &bytes)
         } else {
-            judge(&bytes, MIN_GAIN_BYTES)
+            judge_series(Series::Bytes, &bytes)
         };
         out.push(Suspect {
             resource: Resource::Memory,
@@ -301,25 +296,14 @@ fn suspects(
             frames: k.clone(),
             now,
             count: now,
-            trend: judge(&open, MIN_GAIN_FDS),
+            trend: judge_series(Series::Descriptors, &open),
             oldest_age: oldest.map(|ts| Duration::from_nanos(now_ns.saturating_sub(ts))),
         });
     }
-    // Growing first; bytes and descriptors are not comparable: memory before descriptors; then
-    // growing ones fastest first, the others largest first.
+    // Bytes and descriptors are not comparable: memory before descriptors.
     out.sort_by(|a, b| {
-        let growing = |s: &Suspect| s.trend.verdict == Verdict::Growing;
-        let fds = |s: &Suspect| s.resource == Resource::Descriptors;
-        growing(b)
-            .cmp(&growing(a))
-            .then_with(|| fds(a).cmp(&fds(b)))
-            .then_with(|| {
-                if growing(a) {
-                    b.trend.per_min.total_cmp(&a.trend.per_min)
-                } else {
-                    b.now.cmp(&a.now)
-                }
-            })
+        let key = |s: &Suspect| (s.resource == Resource::Descriptors) as u8;
+        verdict::order_grouped((&a.trend, key(a), a.now), (&b.trend, key(b), b.now))
             .then_with(|| a.frames.cmp(&b.frames))
     });
     out.truncate(MAX_SUSPECTS);

@@ -2,7 +2,7 @@
 //! by the renderers, which never see the census itself.
 
 use crate::frame::Frame;
-use crate::trend::Trend;
+use crate::verdict::Trend;
 
 /// What the newest items of a growing container are.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -15,8 +15,8 @@
 //!
 //! The census is split by concern: `walk` (the gc's lists), `objects` (decoding dicts, lists,
 //! sets, attributes, types and sizes), `naming` (module globals, class attributes, frame locals,
-//! one level below them); this file runs the passes, follows the containers and keeps the
-//! verdict policy (`judge`, `rank`, the floors) in one place.
+//! one level below them); this file runs the passes and follows the containers. Their verdicts
+//! and orderings come from `crate::verdict`, like every other series'.
 
 mod naming;
 mod objects;
@@ -31,7 +31,7 @@ use super::layouts::Layout;
 use super::mem::{self, Memory, Pages};
 use crate::frame::Frame;
 use crate::procfs;
-use crate::trend::{self, Trend, Verdict};
+use crate::verdict::{self, judge_counts, Series, Trend, Verdict};
 use naming::Root;
 use objects::{Kind, Reader, TypeCache};
 
@@ -294,7 +294,7 @@ impl Census {
                 )
             })
             .collect();
-        order.sort_by(|a, b| rank(&a.1, a.2, &b.1, b.2));
+        order.sort_by(|a, b| verdict::order(&a.1, a.2, &b.1, b.2));
         let wanted: Vec<(u64, u64)> = order.iter().take(DESCRIBED).map(|o| o.0).collect();
         let unnamed: HashSet<u64> = wanted
             .iter()
@@ -403,14 +403,14 @@ impl Census {
                 )
             })
             .collect();
-        // Growing first, then the ones a reader can place (named), then by size.
+        // The ones a reader can place (named) before the others.
         containers.sort_by(|a, b| {
-            let growing = |c: &ContainerReport| c.trend.verdict == Verdict::Growing;
-            growing(&b.0)
-                .cmp(&growing(&a.0))
-                .then(b.0.named.cmp(&a.0.named))
-                .then(rank(&a.0.trend, a.0.len, &b.0.trend, b.0.len))
-                .then(a.1.cmp(&b.1))
+            let key = |c: &ContainerReport| (!c.named) as u8;
+            verdict::order_grouped(
+                (&a.0.trend, key(&a.0), a.0.len),
+                (&b.0.trend, key(&b.0), b.0.len),
+            )
+            .then(a.1.cmp(&b.1))
         });
         let mut types: Vec<TypeReport> = self
             .types
@@ -422,7 +422,9 @@ impl Census {
             })
             .filter(|t| t.count > 0)
             .collect();
-        types.sort_by(|a, b| rank(&a.trend, a.count, &b.trend, b.count).then(a.name.cmp(&b.name)));
+        types.sort_by(|a, b| {
+            verdict::order(&a.trend, a.count, &b.trend, b.count).then(a.name.cmp(&b.name))
+        });
         types.truncate(10);
         CensusReport {
             passes: self.passes,
@@ -431,12 +433,7 @@ impl Census {
             objects: self.objects,
             stack_samples: self.samples.values().sum(),
             rss: self.rss.last().map(|p| p.1).unwrap_or(0),
-            rss_trend: {
-                let s: Vec<(f64, f64)> = self.rss.iter().map(|&(t, v)| (t, v as f64)).collect();
-                // Noise floor: 1 MiB or 2% of the resident size.
-                let last = s.last().map(|p| p.1).unwrap_or(0.0);
-                trend::judge(&s, (last * 0.02).max(1048576.0))
-            },
+            rss_trend: judge_counts(Series::Resident, &self.rss),
             containers: containers.into_iter().map(|c| c.0).take(REPORTED).collect(),
             types,
             error: self.error.clone(),
@@ -506,26 +503,9 @@ fn same_function(a: &Frame, b: &Frame) -> bool {
     }
 }
 
-/// Growing first (fastest first), then by size.
-fn rank(a: &Trend, alen: u64, b: &Trend, blen: u64) -> std::cmp::Ordering {
-    let ga = a.verdict == Verdict::Growing;
-    let gb = b.verdict == Verdict::Growing;
-    gb.cmp(&ga)
-        .then_with(|| {
-            if ga {
-                b.per_min.total_cmp(&a.per_min)
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .then(blen.cmp(&alen))
-}
-
-/// Verdict on a count series: a gain of at least 16 items (or 1% of the size) counts as growth.
+/// A container's items or a type's objects, judged.
 fn judge(series: &[(f64, u64)]) -> Trend {
-    let s: Vec<(f64, f64)> = series.iter().map(|&(t, v)| (t, v as f64)).collect();
-    let last = s.last().map(|p| p.1).unwrap_or(0.0);
-    trend::judge(&s, (last * 0.01).max(16.0))
+    judge_counts(Series::Items, series)
 }
 
 #[cfg(test)]
@@ -543,7 +523,7 @@ mod tests {
         let s = judge(&flat);
         assert_eq!(g.verdict, Verdict::Growing);
         assert_eq!(s.verdict, Verdict::Stable);
-        assert_eq!(rank(&g, 3600, &s, 8000), std::cmp::Ordering::Less);
+        assert_eq!(verdict::order(&g, 3600, &s, 8000), std::cmp::Ordering::Less);
         // A cache that fills and then stays flat is not growing at the end.
         let fill: Vec<(f64, u64)> = (0..10)
             .map(|i| (i as f64 * 10.0, (1000 * i).min(3000)))
