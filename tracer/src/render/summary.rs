@@ -248,7 +248,9 @@ struct FdSite {
 const FD_EXAMPLES: usize = 3;
 
 /// The descriptor stacks grouped by site, most descriptors first: a leak that opens a new file
-/// every time is one row, not one row per file.
+/// every time is one row, not one row per file. A site is the Python call path (as verdicts
+/// see it: the native frames below it vary, or are lost when the kernel's stack map is full)
+/// and the kind of resource.
 fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
     let mut sites: Vec<FdSite> = Vec::new();
     for f in fds {
@@ -259,7 +261,7 @@ fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
             Frame::Resource { name, .. } => name.clone(),
             _ => None,
         };
-        let mut frames = path.to_vec();
+        let mut frames = crate::frame::verdict_key(path.to_vec());
         frames.push(leaf.without_name());
         let i = match sites.iter().position(|s| s.frames == frames) {
             Some(i) => i,
@@ -564,6 +566,12 @@ mod tests {
             "[socket inet/udp]"
         );
         assert!(sites[1].examples.is_empty());
+        // The same Python line with and without its native frames (lost stacks) is one site.
+        let mut native = st("log", 3, "file", file(5), 1);
+        native.frames.insert(2, Frame::native("__libc_open64"));
+        let sites = fd_sites(&[native, st("log", 3, "file", file(6), 1)]);
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].count, 2);
     }
 
     #[test]
