@@ -124,7 +124,9 @@ enum Phase {
     /// time is a fixed recording duration or a workload's own pace; pystacks.rs's keep a core
     /// busy.
     Shared,
-    /// Two at a time, with nothing else: tests whose figures a loaded machine changes.
+    /// One at a time, with nothing else: tests whose figures a loaded machine changes (two at a
+    /// time, short-lived container threads lost their Python frames and a launch under `sleep
+    /// 3` missed its `-d 6s` on a machine running other work).
     /// lifecycle.rs: children started one after the other within `-d`, a wrapper's tree ending
     /// well before `-d`, the reports within 2.5 s of the end of `-d`. containers.rs: threads
     /// that live less than the tracer's refresh, a watch-mode service whose cache must fill in
@@ -150,7 +152,7 @@ enum Phase {
 /// The phases in their order, with their lanes.
 const PHASES: [(Phase, usize); 5] = [
     (Phase::Shared, 4),
-    (Phase::Quiet, 2),
+    (Phase::Quiet, 1),
     (Phase::Watch, 1),
     (Phase::Census, 1),
     (Phase::HostWide, 1),
