@@ -6,27 +6,14 @@
 //!
 //! Nothing is skipped: a missing runtime or a failed debootstrap fails the test with the reason.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tracer_tests::*;
 
-/// The pyenv interpreter copied into the root file system (shared libpython).
-const PYENV_VERSION: &str = "/root/.pyenv/versions/3.12.1";
-
-/// Debian bookworm (minbase, with python3: Debian's static python3.11) and, under /opt/python,
-/// a copy of a pyenv interpreter with its shared libpython. Built once, cached in target/.
 fn rootfs() -> PathBuf {
-    debian_rootfs_with("container-rootfs", "bookworm", "python3", |tmp| {
-        let opt = tmp.join("opt/python");
-        std::fs::create_dir_all(tmp.join("opt")).unwrap();
-        run(Command::new("cp").arg("-a").arg(PYENV_VERSION).arg(&opt));
-        let _ = std::fs::remove_dir_all(opt.join("lib/python3.12/test"));
-        std::fs::create_dir_all(tmp.join("work")).unwrap();
-    })
+    container_rootfs()
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -270,7 +257,7 @@ fn runc_containers_by_name_and_id() {
     // The same workload on the host, from pyenv's own 3.12: not in the containers.
     let host_dir = TempDir::new("host");
     let mut host = Proc(
-        Command::new(PY312)
+        Command::new(py(12))
             .arg(workload("service.py"))
             .arg(&host_dir.0)
             .args(["--rate", "200", "--cache", "200"])
@@ -339,6 +326,11 @@ fn runc_containers_by_name_and_id() {
         census_growing(p).contains(&"__main__.REQUEST_LOG".to_string()),
         "{}",
         p["census"]
+    );
+    assert!(
+        q["census"]["passes"].as_u64().unwrap_or(0) >= 3,
+        "a census of the healthy container: {}",
+        q["census"]
     );
     assert!(census_growing(q).is_empty(), "{}", q["census"]);
 
@@ -493,7 +485,7 @@ fn all_python_picks_up_new_processes() {
     };
     let service = workload("service.py").to_string_lossy().into_owned();
     let a = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .args([&service, &work("a"), "--rate", "100"])
             .spawn()
             .unwrap(),
@@ -503,8 +495,9 @@ fn all_python_picks_up_new_processes() {
         Command::new("/bin/sh")
             .arg("-c")
             .arg(format!(
-                "sleep 1.5; exec {PY311} {service} {} --rate 100",
-                work("b")
+                "sleep 1.5; exec {py311} {service} {} --rate 100",
+                work("b"),
+                py311 = py(11)
             ))
             .spawn()
             .unwrap(),
@@ -515,18 +508,37 @@ fn all_python_picks_up_new_processes() {
             Duration::from_secs(10),
         );
     }
-    // The tracer's perf-event links (its uprobes): one per probe, not one per process.
+    // The tracer's perf-event links (its uprobes): one per probe, not one per process. One set
+    // per interpreter file: both processes share the 3.11 one; a Python someone else runs on
+    // the host meanwhile has its own set, as its attach line says.
     let probes = std::fs::read_dir(format!("/proc/{}/fdinfo", t.proc.pid()))
         .unwrap()
         .flatten()
         .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("link_type:\tperf")))
         .count();
+    let sets: std::collections::BTreeMap<String, usize> = t
+        .stderr
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(": CPython ")?.1.split_once(" in ")?;
+            let (file, rest) = rest.split_once(", ")?;
+            let n = rest.strip_suffix(" allocator probes (exact mode)")?;
+            Some((file.to_string(), n.parse().ok()?))
+        })
+        .collect();
     let f = t.finish();
+    let ours = format!("{}/lib/libpython3.11.so.1.0", pyenv_dir("3.11").display());
     assert!(
-        f.stderr.contains(&format!(
-            "CPython 3.11.7 in /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0, {probes} allocator probes"
-        )),
-        "one set of probes for both processes ({probes} uprobe links in the tracer): {}",
+        f.stderr
+            .contains(&format!("CPython {} in {ours}, ", py_release(11))),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(
+        probes,
+        sets.values().sum::<usize>(),
+        "one set of probes per interpreter file, for both processes ({probes} uprobe links in \
+         the tracer, sets {sets:?}): {}",
         f.stderr
     );
     let fds = f.folded("fds.folded");

@@ -34,7 +34,7 @@ fn not_a_python_process() {
 fn unsupported_interpreter() {
     let d = TempDir::new("e3");
     let py2 = Proc(
-        Command::new(PY27)
+        Command::new(py2())
             .args(["-c", "import time; time.sleep(30)"])
             .spawn()
             .unwrap(),
@@ -68,7 +68,7 @@ fn not_root() {
 #[test]
 fn unwritable_output_directory() {
     let w = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .args(["-c", "import time; time.sleep(30)"])
             .spawn()
             .unwrap(),
@@ -92,7 +92,7 @@ fn unwritable_output_directory() {
 fn kernel_without_uprobes() {
     let d = TempDir::new("e5");
     let w = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .args(["-c", "import time; time.sleep(30)"])
             .spawn()
             .unwrap(),
@@ -149,7 +149,7 @@ fn launch_non_python_command() {
 #[test]
 fn doctor_reports_a_process() {
     let w = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .args(["-c", "import time; time.sleep(30)"])
             .spawn()
             .unwrap(),
@@ -161,7 +161,10 @@ fn doctor_reports_a_process() {
     let out = run_tracer(&["doctor", "-p", &w.pid().to_string()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("CPython 3.11.7"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("CPython {}", py_release(11))),
+        "{stdout}"
+    );
     assert!(stdout.contains("_PyObject_Malloc"), "{stdout}");
     assert!(stdout.contains("_PyMem_RawFree"), "{stdout}");
     assert!(

@@ -10,21 +10,27 @@ use std::time::Duration;
 
 use tracer_tests::*;
 
-/// A Python process that allocates a little and sleeps: something to attach to.
+/// A Python process that allocates a little and sleeps: something to attach to. Returned once
+/// its loop runs (attached during the interpreter's start-up, a recording would hold thousands
+/// of start-up allocations: reports too large for the small file system of
+/// `full_file_system_keeps_the_last_complete_set`).
 fn idle_python() -> Proc {
-    let p = Proc(
-        Command::new(PY311)
+    use std::io::BufRead as _;
+    let mut p = Proc(
+        Command::new(py(11))
             .args([
                 "-c",
-                "import time\nkeep = []\nwhile True:\n    keep.append('x' * 100)\n    keep = keep[-1000:]\n    time.sleep(0.01)",
+                "import time\nkeep = []\nprint('ready', flush=True)\nwhile True:\n    keep.append('x' * 100)\n    keep = keep[-1000:]\n    time.sleep(0.01)",
             ])
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    wait_for("python to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{}/maps", p.pid()))
-            .is_ok_and(|m| m.contains("libpython"))
-    });
+    let mut line = String::new();
+    std::io::BufReader::new(p.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
     p
 }
 
@@ -414,7 +420,7 @@ fn bad_options_are_one_line_errors() {
 fn zombie_is_said_to_have_exited() {
     // A child that exits at once and is never reaped by this (sleeping) parent.
     let parent = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .args([
                 "-c",
                 "import os, sys, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(30)",
@@ -453,13 +459,7 @@ fn failed_start_leaves_no_directory() {
 /// claims a heap census.
 #[test]
 fn watch_mode_without_a_layout_says_so() {
-    let py37 = std::fs::read_dir(PYENV)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("3.7."))
-        .expect("pyenv 3.7")
-        .join("bin/python3");
+    let py37 = pyenv_dir("3.7").join("bin/python3");
     let w = Proc(
         Command::new(&py37)
             .args(["-c", "import time; time.sleep(60)"])

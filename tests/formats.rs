@@ -2,19 +2,17 @@
 //! schema), flame graph SVGs (rendered by headless Chromium), growth.folded; and the exact-mode
 //! verdicts on a leak next to a cache that plateaus.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use tracer_tests::*;
 
 /// Starts service.py with a small cache (it fills within seconds even under exact tracing) and
 /// records it in exact mode.
 fn record(extra: &[&str], seconds: u32) -> (Finished, TempDir) {
     let d = TempDir::new("formats");
-    let svc = start_service(PY311, &d, &["--cache", "200", "--rate", "200"]);
+    let svc = start_service(py(11), &d, &["--cache", "200", "--rate", "200"]);
     let pid = svc.pid().to_string();
     let dur = format!("{seconds}s");
     let mut args = vec!["-p", pid.as_str(), "-d", dur.as_str()];
@@ -256,7 +254,7 @@ fn prometheus_query(series: &str, needle: &str) -> String {
 #[test]
 fn prometheus_scrapes_the_metrics() {
     let d = TempDir::new("prom");
-    let svc = start_service(PY311, &d, &["--rate", "200"]);
+    let svc = start_service(py(11), &d, &["--rate", "200"]);
     let pid = svc.pid().to_string();
     let mut t = Tracer::start(
         &[
@@ -321,7 +319,7 @@ fn prometheus_scrapes_the_metrics() {
 #[test]
 fn top_shows_the_leak_and_quits_on_q() {
     let d = TempDir::new("top");
-    let svc = start_service(PY311, &d, &["--rate", "200"]);
+    let svc = start_service(py(11), &d, &["--rate", "200"]);
     let session = format!("tracer-top-{}", std::process::id());
     let status = d.0.join("status");
     let cmd = format!(

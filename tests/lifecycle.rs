@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracer_tests::*;
 
-/// pyenv 3.12's interpreter (the executable, not the `python3` link: /proc/PID/exe names it).
-const PY312_EXE: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
-
 fn report(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
@@ -56,13 +53,13 @@ fn growing_on(p: &Value, line: &str) -> bool {
     })
 }
 
-/// Starts exec_into.py on PY311 with `then` as the program it execs, traced with `-p` in exact
+/// Starts exec_into.py on py(11) with `then` as the program it execs, traced with `-p` in exact
 /// mode; drives it up to the exec. Returns the workload, the tracer and the pid.
 fn exec_scenario(tag: &str, d: &TempDir, then: &[&str], extra: &[&str]) -> (Proc, Tracer, u32) {
     let ready = d.path().join("ready");
     let go = d.path().join("go");
     let w = Proc(
-        Command::new(PY311)
+        Command::new(py(11))
             .arg(workload("exec_into.py"))
             .arg(&ready)
             .arg(&go)
@@ -99,14 +96,13 @@ fn check_closed(f: &Finished, old: &Value, pid: u32, into: &str) {
         old["interpreter"]
             .as_str()
             .unwrap()
-            .contains("CPython 3.11.7"),
+            .contains(&format!("CPython {}", py_release(11))),
         "{old}"
     );
     let bytes = old["outstanding_bytes"].as_u64().unwrap();
     assert!(bytes >= 900_000, "the 1 MB kept before the exec: {old}");
     assert!(
-        f.stdout.contains(&format!("exec'd into "))
-            && f.stdout.contains("figures are up to the exec"),
+        f.stdout.contains("exec'd into ") && f.stdout.contains("figures are up to the exec"),
         "{}",
         f.stdout
     );
@@ -140,7 +136,7 @@ fn exec_into_another_python() {
         "312",
         &d,
         &[
-            PY312_EXE,
+            py_exe(12).as_str(),
             workload("grow.py").to_str().unwrap(),
             "--ready",
             ready2.to_str().unwrap(),
@@ -167,7 +163,7 @@ fn exec_into_another_python() {
     let line = format!("grow.py:{})", marked("grow.py", "LEAK:grow"));
     assert!(growing_on(new, &line), "growing on {line}: {new}");
     assert!(
-        f.stdout.contains("3.12.1/bin/python3.12 after"),
+        f.stdout.contains(&format!("{} after", py_exe(12))),
         "{}",
         f.stdout
     );
@@ -195,7 +191,7 @@ fn exec_into_the_same_interpreter() {
         "311",
         &d,
         &[
-            "/root/.pyenv/versions/3.11.7/bin/python3.11",
+            py_exe(11).as_str(),
             workload("grow.py").to_str().unwrap(),
             "--ready",
             ready2.to_str().unwrap(),
@@ -269,12 +265,16 @@ fn exec_into_a_program_that_is_not_python() {
             .any(|p| p["comm"] == "sleep"),
         "{r}"
     );
-    // The census (if any pass ran) is the Python program's.
-    if let Some(ks) = e[0]["census"]["containers"].as_array() {
-        assert!(!ks
-            .iter()
-            .any(|k| k["name"].as_str().unwrap_or("").contains("GROW")));
-    }
+    // The census ran on the Python program (a pass every second for three seconds before the
+    // exec) and names its growing global.
+    let ks = e[0]["census"]["containers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no census of the Python program: {}", e[0]));
+    assert!(
+        ks.iter().any(|k| k["name"] == "__main__.BEFORE"),
+        "__main__.BEFORE in the census of the Python program: {}",
+        e[0]
+    );
 }
 
 /// The launched command's shell as a string of arguments.
@@ -294,9 +294,10 @@ fn launch_through_a_forking_wrapper() {
     let d = TempDir::new("wrapfork");
     let ready = d.path().join("ready");
     let script = format!(
-        "{PY311} {} --ready {} --seconds 8; echo done",
+        "{py311} {} --ready {} --seconds 8; echo done",
         workload("grow.py").display(),
-        ready.display()
+        ready.display(),
+        py311 = py(11)
     );
     let t0 = Instant::now();
     let mut args = vec![
@@ -332,10 +333,12 @@ fn launch_traces_every_python_of_the_tree() {
     let (ra, rb) = (d.path().join("a"), d.path().join("b"));
     let g = workload("grow.py");
     let script = format!(
-        "{PY311} {g} --ready {a} --seconds 5; {PY312} {g} --ready {b} --seconds 5",
+        "{py311} {g} --ready {a} --seconds 5; {py312} {g} --ready {b} --seconds 5",
         g = g.display(),
         a = ra.display(),
-        b = rb.display()
+        b = rb.display(),
+        py311 = py(11),
+        py312 = py(12)
     );
     let mut args = vec![
         "-d".to_string(),
@@ -387,10 +390,11 @@ fn duration_counts_from_the_launch() {
     let ready = d.path().join("ready");
     let launched = d.path().join("launched");
     let script = format!(
-        "date +%s.%N > {}; sleep 3; {PY311} {} --ready {}",
+        "date +%s.%N > {}; sleep 3; {py311} {} --ready {}",
         launched.display(),
         workload("grow.py").display(),
-        ready.display()
+        ready.display(),
+        py311 = py(11)
     );
     let mut args = vec!["-d".to_string(), "6s".into(), "--".into()];
     args.extend(sh(&script));
@@ -436,7 +440,7 @@ fn launch_under_strace_says_why() {
         .arg(tracer_bin())
         .args(["record", "-o"])
         .arg(d.path().join("out"))
-        .args(["--", PY311, "-c", "pass"])
+        .args(["--", py(11), "-c", "pass"])
         .stdout(Stdio::null())
         .output()
         .expect("strace (cargo xtask setup installs it)");
@@ -505,7 +509,7 @@ fn soak_all_python_watch() {
         std::fs::copy(workload("grow.py"), &p).unwrap();
         p.display().to_string()
     };
-    let pythons = [PY311, PY312, DEBIAN_PY311];
+    let pythons = [py(11), py(12), DEBIAN_PY311];
     let mut t = Tracer::start(
         &["--all-python", "--mode", "watch", "--interval", "5s"],
         &d.path().join("out"),
@@ -548,7 +552,7 @@ fn soak_all_python_watch() {
             .arg(&files)
             .stdout(Stdio::null());
         let mut own = vec![format!("soak_{name}.py")];
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             c.arg("--fork");
         }
         if n % 4 == 1 {
@@ -671,13 +675,11 @@ fn soak_all_python_watch() {
 fn ended_entries_are_bounded() {
     let d = TempDir::new("bounded");
     // A parent that starts eight short-lived Python children, one after the other.
-    let script = format!(
-        "import subprocess, sys, time\n\
+    let script = "import subprocess, sys, time\n\
          for i in range(8):\n    \
              subprocess.run([sys.executable, '-c', 'import time; time.sleep(2.5)'])\n\
-         time.sleep(30)\n"
-    );
-    let parent = Proc(Command::new(PY311).args(["-c", &script]).spawn().unwrap());
+         time.sleep(30)\n";
+    let parent = Proc(Command::new(py(11)).args(["-c", script]).spawn().unwrap());
     let out = d.path().join("out");
     let t = Tracer::start(
         &[

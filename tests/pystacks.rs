@@ -316,34 +316,17 @@ fn check_frame_kinds(r: &Run, leaks: &BTreeMap<String, BTreeSet<u32>>) {
     }
 }
 
+/// Every shared-libpython build of the test list (pyenv's), two at a time.
 #[test]
-fn lines_cpython_38() {
-    check(&pyenv(8));
-}
-
-#[test]
-fn lines_cpython_39() {
-    check(&pyenv(9));
-}
-
-#[test]
-fn lines_cpython_310() {
-    check(&pyenv(10));
-}
-
-#[test]
-fn lines_cpython_311() {
-    check(&pyenv(11));
-}
-
-#[test]
-fn lines_cpython_312() {
-    check(&pyenv(12));
-}
-
-#[test]
-fn lines_cpython_313() {
-    check(&pyenv(13));
+fn lines_on_shared_libpython_builds() {
+    on_builds(
+        builds()
+            .into_iter()
+            .filter(|b| !b.inlined_allocator)
+            .collect(),
+        2,
+        check,
+    );
 }
 
 /// A static, stripped LTO/PGO build: descriptors with exact Python lines and the frames of
@@ -367,28 +350,18 @@ fn check_static(b: &Build) {
     );
 }
 
-/// Debian's static, stripped python3.11.
+/// Every static build of the test list (Debian's: bookworm's on the host, the newer ones in
+/// their root file systems, with layouts from their debug offsets), two at a time.
 #[test]
-fn debian_static_descriptor_lines() {
-    check_static(&Build::host(DEBIAN_PY311));
-}
-
-/// Debian trixie's python3.13.5 (layout from its debug offsets).
-#[test]
-fn debian_trixie_313_lines() {
-    check_static(&debian("trixie", 13));
-}
-
-/// Debian sid's python3.14.
-#[test]
-fn debian_sid_314_lines() {
-    check_static(&debian("sid", 14));
-}
-
-/// Debian sid's python3.15.
-#[test]
-fn debian_sid_315_lines() {
-    check_static(&debian("sid", 15));
+fn lines_on_static_builds() {
+    on_builds(
+        builds()
+            .into_iter()
+            .filter(|b| b.inlined_allocator)
+            .collect(),
+        2,
+        check_static,
+    );
 }
 
 /// The file offset of an ELF section (x86_64 little-endian ELF64).

@@ -133,12 +133,12 @@ fn attach_and_check(python: &str, tag: &str) {
 
 #[test]
 fn attach_by_pid_pyenv_311() {
-    attach_and_check(PY311, "attach311");
+    attach_and_check(py(11), "attach311");
 }
 
 #[test]
 fn attach_by_pid_pyenv_312() {
-    attach_and_check(PY312, "attach312");
+    attach_and_check(py(12), "attach312");
 }
 
 /// Launch mode traces from the first line: everything since start-up is outstanding, which is
@@ -200,12 +200,12 @@ fn launch_and_check(python: &str, tag: &str) {
 
 #[test]
 fn launch_pyenv_38() {
-    launch_and_check(PY38, "launch38");
+    launch_and_check(py(8), "launch38");
 }
 
 #[test]
 fn launch_pyenv_311() {
-    launch_and_check(PY311, "launch311");
+    launch_and_check(py(11), "launch311");
 }
 
 /// Debian's static, stripped, PGO/LTO python: the tracer says its allocation view is partial, and
@@ -253,7 +253,7 @@ fn debian_static_python_warns_and_keeps_descriptors_exact() {
 fn duration_and_min_age() {
     let dir = TempDir::new("minage");
     let go = dir.path().join("go");
-    let w = start_leak(PY311, dir.path(), &["--go-file", &go.to_string_lossy()]);
+    let w = start_leak(py(11), dir.path(), &["--go-file", &go.to_string_lossy()]);
     let pid = w.pid().to_string();
     wait_started(&go);
     let mut aged = Tracer::start(
@@ -307,7 +307,7 @@ fn sigkill_leaves_target_unaffected() {
     let dir = TempDir::new("sigkill");
     let beat = dir.path().join("beat");
     let mut w = Proc(
-        std::process::Command::new(PY311)
+        std::process::Command::new(py(11))
             .arg(workload("heartbeat.py"))
             .arg(&beat)
             .spawn()
@@ -348,7 +348,7 @@ fn clean_exit_detaches() {
     let dir = TempDir::new("clean");
     let beat = dir.path().join("beat");
     let mut w = Proc(
-        std::process::Command::new(PY311)
+        std::process::Command::new(py(11))
             .arg(workload("heartbeat.py"))
             .arg(&beat)
             .spawn()
@@ -386,7 +386,7 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     let ready = dir.path().join("ready");
     let go = dir.path().join("go");
     let w = Proc(
-        std::process::Command::new(PY311)
+        std::process::Command::new(py(11))
             .arg(workload("exec_after_leak.py"))
             .arg(&ready)
             .arg(&go)
@@ -419,6 +419,12 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     );
     let before = |s: &[String]| s[0].ends_with(&format!("(pid {}, before exec)", w.pid()));
     let fds = f.folded("fds.folded");
+    let file = format!("[file {}]", ready.display());
+    assert!(
+        fds.iter()
+            .any(|(s, _)| before(s) && s.last() == Some(&file)),
+        "the file kept before the exec, in the entry before the exec: {fds:?}"
+    );
     assert!(
         fds.iter().all(|(s, _)| before(s)),
         "CLOEXEC file closed by exec: open only in the entry before the exec: {fds:?}"
@@ -446,7 +452,7 @@ fn outstanding_at_scale() {
     let d = TempDir::new("scale");
     let (go, done) = (d.path().join("go"), d.path().join("done"));
     let w = Proc(
-        std::process::Command::new(PY311)
+        std::process::Command::new(py(11))
             .arg(workload("hold.py"))
             .arg(&go)
             .arg(&done)

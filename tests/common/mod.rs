@@ -9,10 +9,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3";
-pub const PY38: &str = "/root/.pyenv/versions/3.8.18/bin/python3";
-pub const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3";
-pub const PY27: &str = "/root/.pyenv/versions/2.7.18/bin/python2";
 pub const DEBIAN_PY311: &str = "/usr/bin/python3.11";
 pub const PYENV: &str = "/root/.pyenv/versions";
 
@@ -32,55 +28,113 @@ pub struct Build {
     pub inlined_allocator: bool,
 }
 
-/// Every build the version tests run on: pyenv's shared-libpython 3.8-3.13, Debian bookworm's
-/// static python3.11 on the host, Debian trixie's python3.13 and Debian sid's python3.14 and
-/// python3.15 in root file systems built once (see `debian_rootfs`).
+/// Every build the version tests run on, the one list of them: pyenv's shared-libpython
+/// 3.8-3.13, Debian bookworm's static python3.11 on the host, Debian trixie's python3.13 and
+/// Debian sid's python3.14 and python3.15 in root file systems built once (see
+/// `debian_rootfs`). A test that needs one build for a scenario takes it from here (`py`,
+/// `pyenv`, `debian`); a test about versions runs on `builds()` (or a part of it chosen by a
+/// property, never by a list of its own).
 pub fn builds() -> Vec<Build> {
-    let mut v: Vec<Build> = (8..=13).map(pyenv).collect();
-    v.push(Build {
+    let mut v: Vec<Build> = PYENV_MINORS.map(pyenv).collect();
+    v.push(bookworm());
+    v.extend(debian_builds());
+    v
+}
+
+/// pyenv's CPython 3.x releases in `builds()`.
+const PYENV_MINORS: std::ops::RangeInclusive<u32> = 8..=13;
+/// Debian's newer releases in `builds()`: (suite, minor, the packages of its root file system).
+const DEBIAN_NEWER: [(&str, u32, &str); 3] = [
+    ("trixie", 13, "python3.13"),
+    ("sid", 14, "python3.14,python3.15"),
+    ("sid", 15, "python3.14,python3.15"),
+];
+
+/// Debian bookworm's static, stripped python3.11, the host's own.
+pub fn bookworm() -> Build {
+    Build {
         name: "debian-bookworm 3.11".into(),
         python: DEBIAN_PY311.into(),
         root: None,
         version: (3, 11),
         inlined_allocator: true,
-    });
-    v.extend(debian_builds());
-    v
+    }
 }
 
 /// The builds of Debian's newer releases, in their root file systems.
 pub fn debian_builds() -> Vec<Build> {
-    [("trixie", 13), ("sid", 14), ("sid", 15)]
+    DEBIAN_NEWER
         .into_iter()
-        .map(|(suite, minor)| debian(suite, minor))
+        .map(|(suite, minor, _)| debian(suite, minor))
         .collect()
+}
+
+/// The directory of pyenv's release `prefix` ("3.11", "2.7"): /root/.pyenv/versions/3.11.7.
+pub fn pyenv_dir(prefix: &str) -> PathBuf {
+    std::fs::read_dir(PYENV)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("{prefix}.")))
+        .map(|n| Path::new(PYENV).join(n))
+        .unwrap_or_else(|| panic!("pyenv has no CPython {prefix}"))
 }
 
 /// pyenv's CPython 3.`minor` (shared libpython).
 pub fn pyenv(minor: u32) -> Build {
-    let dir = std::fs::read_dir(PYENV)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with(&format!("3.{minor}.")))
-        .unwrap_or_else(|| panic!("pyenv has no CPython 3.{minor}"));
+    let dir = pyenv_dir(&format!("3.{minor}"));
+    let release = dir.file_name().unwrap().to_string_lossy().into_owned();
     Build {
-        name: format!("pyenv {dir}"),
-        python: format!("{PYENV}/{dir}/bin/python3"),
+        name: format!("pyenv {release}"),
+        python: dir.join("bin/python3").to_string_lossy().into_owned(),
         root: None,
         version: (3, minor),
         inlined_allocator: false,
     }
 }
 
+/// The `python3` of pyenv's 3.`minor`, as a path that lives as long as the test.
+pub fn py(minor: u32) -> &'static str {
+    static PATHS: std::sync::Mutex<BTreeMap<u32, &'static str>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    PATHS
+        .lock()
+        .unwrap()
+        .entry(minor)
+        .or_insert_with(|| pyenv(minor).python.leak())
+}
+
+/// pyenv's interpreter executable of 3.`minor` (python3.11: what /proc/PID/exe names, not the
+/// python3 link).
+pub fn py_exe(minor: u32) -> String {
+    format!("{}.{minor}", py(minor))
+}
+
+/// pyenv's release number of 3.`minor` ("3.11.7").
+pub fn py_release(minor: u32) -> String {
+    pyenv_dir(&format!("3.{minor}"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// pyenv's Python 2.7 (not supported by tracer: the tests check that it is said).
+pub fn py2() -> String {
+    pyenv_dir("2.7")
+        .join("bin/python2")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Debian's python3.`minor` of `suite` (trixie: 3.13; sid: 3.14 and 3.15), run in a chroot.
 /// The root file system is built on first use.
 pub fn debian(suite: &str, minor: u32) -> Build {
-    let packages = match suite {
-        "trixie" => "python3.13",
-        "sid" => "python3.14,python3.15",
-        _ => panic!("no root file system for Debian {suite}"),
-    };
+    let packages = DEBIAN_NEWER
+        .iter()
+        .find(|(s, m, _)| *s == suite && *m == minor)
+        .map(|(_, _, p)| *p)
+        .unwrap_or_else(|| panic!("no root file system for Debian {suite}'s 3.{minor}"));
     Build {
         name: format!("debian-{suite} 3.{minor}"),
         python: format!("/usr/bin/python3.{minor}"),
@@ -88,6 +142,79 @@ pub fn debian(suite: &str, minor: u32) -> Build {
         version: (3, minor),
         inlined_allocator: true,
     }
+}
+
+/// Builds every root file system the tests use (Debian's newer releases and the containers'
+/// bookworm), at the same time; each is built once and cached in target/. `cargo xtask test`
+/// runs this while it builds the tracer, so that no test waits for debootstrap.
+pub fn prepare_root_file_systems() {
+    let mut suites: Vec<(&str, u32)> = DEBIAN_NEWER.iter().map(|(s, m, _)| (*s, *m)).collect();
+    suites.dedup_by_key(|(s, _)| *s);
+    let handles: Vec<_> = suites
+        .into_iter()
+        .map(|(suite, minor)| std::thread::spawn(move || drop(debian(suite, minor))))
+        .chain([std::thread::spawn(|| drop(container_rootfs()))])
+        .collect();
+    for h in handles {
+        if let Err(e) = h.join() {
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+/// The containers' root file system: Debian bookworm (minbase, with python3: Debian's static
+/// python3.11) and, under /opt/python, a copy of pyenv's 3.12 with its shared libpython. Built
+/// once, cached in target/.
+pub fn container_rootfs() -> PathBuf {
+    debian_rootfs_with("container-rootfs", "bookworm", "python3", |tmp| {
+        let opt = tmp.join("opt/python");
+        std::fs::create_dir_all(tmp.join("opt")).unwrap();
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(pyenv_dir("3.12"))
+                .arg(&opt),
+        );
+        let _ = std::fs::remove_dir_all(opt.join("lib/python3.12/test"));
+        std::fs::create_dir_all(tmp.join("work")).unwrap();
+    })
+}
+
+/// Runs `f` on each build, `at_once` builds at a time, and fails with every build that
+/// failed (by name and message), not just the first. Returns what `f` returned for each build,
+/// in the order of `builds`.
+pub fn on_builds<T: Send>(builds: Vec<Build>, at_once: usize, f: fn(&Build) -> T) -> Vec<T> {
+    assert!(!builds.is_empty(), "no build to run on");
+    let n = builds.len();
+    let queue = std::sync::Mutex::new(builds.into_iter().enumerate());
+    let results = std::sync::Mutex::new(Vec::new());
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..at_once.max(1) {
+            s.spawn(|| loop {
+                let Some((i, b)) = queue.lock().unwrap().next() else {
+                    break;
+                };
+                match std::thread::scope(|s2| s2.spawn(|| f(&b)).join()) {
+                    Ok(r) => results.lock().unwrap().push((i, r)),
+                    Err(e) => {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failed.lock().unwrap().push(format!("{}: {msg}", b.name));
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    let mut results = results.into_inner().unwrap();
+    assert_eq!(results.len(), n);
+    results.sort_by_key(|r| r.0);
+    results.into_iter().map(|r| r.1).collect()
 }
 
 impl Build {
