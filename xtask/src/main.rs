@@ -504,11 +504,18 @@ fn demo() -> Result<(), String> {
         .arg("--")
         .arg(python)
         .arg(root().join("tests/workloads/demo_service.py")))?;
+    // What the recording wrote, as it is on disk (the .svg flame graphs open in a browser).
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
     eprintln!(
-        "xtask: demo done. Reports in {0}: summary.txt, report.json, allocs.svg and fds.svg (flame \
-         graphs: open them in a browser), allocs.folded, allocs-count.folded, fds.folded and \
-         growth.folded (folded stacks).",
-        out.display()
+        "xtask: demo done. Reports in {}: {} (the .svg files are flame graphs: open them in a \
+         browser)",
+        out.display(),
+        files.join(", ")
     );
     Ok(())
 }
