@@ -152,6 +152,9 @@ pub(super) struct Searches {
     type_dicts: AddrMap<u64>,
     /// Where the scan of the object list goes on.
     pos: usize,
+    /// Containers whose search ended without a path: not searched for again (a search costs
+    /// its budget every pass).
+    given_up: HashSet<u64>,
     /// Time spent and objects scanned by the last pass.
     pub(super) last_ms: f64,
     pub(super) last_scanned: u64,
@@ -192,7 +195,7 @@ impl Searches {
 
     /// Searches for `target` from the next pass on (a few containers at once).
     pub(super) fn want(&mut self, target: u64) {
-        if self.has(target) || self.list.len() >= MAX_SEARCHES {
+        if self.has(target) || self.list.len() >= MAX_SEARCHES || self.given_up.contains(&target) {
             return;
         }
         self.list.push(Search {
@@ -210,6 +213,11 @@ impl Searches {
 
     /// Drops the searches of containers no longer wanted (gone, or named).
     pub(super) fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        for s in &self.list {
+            if s.done && keep(s.target) && self.given_up.len() < 10_000 {
+                self.given_up.insert(s.target);
+            }
+        }
         self.list.retain(|s| !s.done && keep(s.target));
     }
 
