@@ -136,6 +136,16 @@ fn decode(
         .map(|(k, v)| (text(k), text(v)))
         .collect();
     let list = census.decode_list(facts["list"]["id"].as_u64().unwrap());
+    // Reference paths of the containers no short path names.
+    let targets: Vec<u64> = facts["paths"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|p| p[0].as_u64()).collect())
+        .unwrap_or_default();
+    let paths: Vec<Value> = census
+        .reference_paths(&targets, &mut rt)
+        .into_iter()
+        .map(|(a, n)| json!([a, n]))
+        .collect();
     let list_item_type = list
         .as_ref()
         .and_then(|l| l.first())
@@ -150,6 +160,7 @@ fn decode(
         "list": list,
         "list_item_type": list_item_type,
         "census": census.names(),
+        "paths": paths,
         "census_error": census.error,
     })
 }
@@ -336,6 +347,13 @@ fn check(name: &str, facts: &Value, got: &Value) {
         "{name}: {}",
         got["census_error"]
     );
+    // The reference paths a back-reference search finds, root first.
+    if let Some(want) = facts["paths"].as_array() {
+        let have = got["paths"].as_array().unwrap();
+        for w in want {
+            assert!(have.contains(w), "{name}: no reference path {w}: {have:?}");
+        }
+    }
     let names = got["census"].as_array().unwrap();
     let mut wanted: Vec<&Value> = facts["globals"].as_array().unwrap().iter().collect();
     wanted.push(&facts["local"]);

@@ -23,7 +23,7 @@
 //!
 //! Offsets the same in every version here unless a debug table says otherwise (heap census):
 //! PyGC_Head is 16 bytes before the object; ob_type 8; list ob_size 16, ob_item 24; dict ma_used
-//! 16, ma_keys 32, ma_values 40; set used 24; tuple ob_item 24 (32 from 3.14); module md_dict 16,
+//! 16, ma_keys 32, ma_values 40; set used 24, mask 32, table 40; tuple ob_item 24 (32 from 3.14); module md_dict 16,
 //! md_name 48 (40 in 3.15); type tp_name 24, tp_basicsize 32, tp_flags 168, tp_dict 264,
 //! tp_dictoffset 288 (gdb on the same builds; 3.14/3.15 by reading live objects). The other
 //! object fields the census reads (ob_type, ob_size, the gc header, the managed dict slots before
@@ -141,6 +141,10 @@ pub struct Layout {
     pub dict_keys: u64,
     pub dict_values: u64,
     pub set_used: u64,
+    /// PySetObject.mask (slots - 1) and table (entries of key, hash): the census's
+    /// back-reference search reads a set's items.
+    pub set_mask: u64,
+    pub set_table: u64,
     pub tuple_items: u64,
     /// PyModuleObject md_dict and md_name.
     pub module_dict: u64,
@@ -320,6 +324,8 @@ const LEGACY: Layout = Layout {
     dict_keys: 32,
     dict_values: 40,
     set_used: 24,
+    set_mask: 32,
+    set_table: 40,
     tuple_items: 24,
     module_dict: 16,
     module_name: 48,
@@ -583,6 +589,8 @@ fn from_debug(base: Layout, d: &DebugOffsets) -> Layout {
         dict_keys: d.at("dict_object.ma_keys"),
         dict_values: d.at("dict_object.ma_values"),
         set_used: or("set_object.used", base.set_used),
+        set_mask: or("set_object.mask", base.set_mask),
+        set_table: or("set_object.table", base.set_table),
         tuple_items: d.at("tuple_object.ob_item"),
         ob_type: d.at("pyobject.ob_type"),
         ..base

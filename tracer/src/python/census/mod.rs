@@ -15,9 +15,12 @@
 //!
 //! The census is split by concern: `walk` (the gc's lists), `objects` (decoding dicts, lists,
 //! sets, attributes, types and sizes), `naming` (module globals, class attributes, frame locals,
-//! one level below them); this file runs the passes and follows the containers. Their verdicts
+//! one level below them), `backref` (the reference path of a growing container no short path
+//! names, found by a back-reference search within a time budget per pass); this file runs the
+//! passes and follows the containers. Their verdicts
 //! and orderings come from `crate::verdict`, like every other series'.
 
+mod backref;
 mod naming;
 mod objects;
 mod walk;
@@ -26,12 +29,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::frames::Runtime;
+use super::frames::{FrameLocals, Runtime};
 use super::layouts::Layout;
 use super::mem::{self, Memory, Pages};
 use crate::frame::Frame;
 use crate::procfs;
 use crate::verdict::{self, judge_counts, Series, Trend, Verdict};
+use backref::{Roots, Searches};
 use naming::Root;
 use objects::{Kind, Reader, TypeCache};
 
@@ -85,6 +89,8 @@ pub struct Census {
     /// A growing container hangs from a module global: stack samples can say which call
     /// paths reach the code that uses it.
     pub wants_stacks: bool,
+    /// Back-reference searches for growing containers no short path names.
+    searches: Searches,
 }
 
 /// One walk of the gc lists.
@@ -97,6 +103,8 @@ struct Pass {
     lens: Vec<(u64, u64, u64)>,
     modules: Vec<u64>,
     functions: Vec<u64>,
+    /// Every object walked (object, type), when a back-reference search needs them.
+    all: Vec<(u64, u64)>,
 }
 
 impl Census {
@@ -130,6 +138,7 @@ impl Census {
             samples: HashMap::new(),
             rss: Vec::new(),
             wants_stacks: false,
+            searches: Searches::default(),
         }
     }
 
@@ -171,8 +180,8 @@ impl Census {
         let t0 = Instant::now();
         let src = self.mem.clone();
         let mem = Pages::new(&*src);
-        let mut types = TypeCache::new(self.layout);
-        let pass = match self.walk(&mem, &mut types) {
+        let mut types = TypeCache::new(self.layout, self.type_type);
+        let mut pass = match self.walk(&mem, &mut types) {
             Ok(p) => p,
             Err(e) => {
                 self.error = Some(e);
@@ -211,7 +220,7 @@ impl Census {
         // Big containers held by module globals or by the locals of running frames, tracked by
         // the gc or not (a dict of strings is not: the classic cache), named on the way.
         let frames = rt.as_mut().map(|rt| rt.frame_locals()).unwrap_or_default();
-        let mut lens = pass.lens;
+        let mut lens = std::mem::take(&mut pass.lens);
         let mut globals_named = HashMap::new();
         {
             let mut r = Reader {
@@ -267,6 +276,7 @@ impl Census {
             }
         }
         self.describe(&mem, &mut types, &pass.modules);
+        self.search(&mem, &mut types, &pass, &frames);
         // Sampling runs while such a container is judged growing (a healthy service is never
         // sampled).
         self.wants_stacks = self.followed.values().any(|f| {
@@ -334,6 +344,54 @@ impl Census {
                 }
             }
         }
+    }
+
+    /// Reference paths for the growing containers no short path names: searches start for them
+    /// (seen by the next pass's walk) and go on within `backref::BUDGET` per pass; a path
+    /// found, and read again, names its container.
+    fn search(&mut self, mem: &Pages, types: &mut TypeCache, pass: &Pass, frames: &[FrameLocals]) {
+        let followed = &self.followed;
+        self.searches.retain(|a| {
+            followed
+                .iter()
+                .any(|(k, f)| k.0 == a && matches!(f.name, Some(None)))
+        });
+        let mut r = Reader {
+            mem,
+            types,
+            layout: self.layout,
+        };
+        if !self.searches.is_empty() && !pass.all.is_empty() {
+            let roots = Roots::new(&mut r, &pass.modules, frames);
+            for (target, name, root) in
+                self.searches
+                    .run(&mut r, &pass.all, &roots, backref::BUDGET)
+            {
+                for (k, f) in self.followed.iter_mut() {
+                    if k.0 == target {
+                        f.name = Some(Some(name.clone()));
+                        f.root = Some(root.clone());
+                        f.uses = None;
+                    }
+                }
+            }
+        }
+        // Unnamed containers that grow (or rose at each of the last passes) are searched for.
+        for (k, f) in &self.followed {
+            if !matches!(f.name, Some(None)) || self.searches.has(k.0) {
+                continue;
+            }
+            let s = &f.series;
+            let rising = s.len() >= 3 && s[s.len() - 3..].windows(2).all(|w| w[1].1 > w[0].1);
+            if rising || judge(s).verdict == Verdict::Growing {
+                self.searches.want(k.0);
+            }
+        }
+    }
+
+    /// Time the last pass's back-reference search took (ms) and the objects it scanned.
+    pub fn search_cost(&self) -> (f64, u64) {
+        (self.searches.last_ms, self.searches.last_scanned)
     }
 
     /// For each container hanging from a module global: the lines of the functions of that
@@ -446,7 +504,7 @@ impl Census {
 impl Census {
     fn with_reader<R>(&self, f: impl FnOnce(&mut Reader) -> R) -> R {
         let mem = Pages::new(&*self.mem);
-        let mut types = TypeCache::new(self.layout);
+        let mut types = TypeCache::new(self.layout, self.type_type);
         f(&mut Reader {
             mem: &mem,
             types: &mut types,
@@ -467,6 +525,36 @@ impl Census {
     /// An object's type name.
     pub fn type_name(&self, obj: u64) -> Option<String> {
         self.with_reader(|r| r.type_of(obj).map(|t| t.name))
+    }
+
+    /// The reference paths of `targets`, searched at once without a time limit over a walk
+    /// of the gc lists: (container, name).
+    pub fn reference_paths(&mut self, targets: &[u64], rt: &mut Runtime) -> Vec<(u64, String)> {
+        for &t in targets {
+            self.searches.want(t);
+        }
+        let src = self.mem.clone();
+        let mem = Pages::new(&*src);
+        let mut types = TypeCache::new(self.layout, self.type_type);
+        let Ok(pass) = self.walk(&mem, &mut types) else {
+            return Vec::new();
+        };
+        let frames = rt.frame_locals();
+        let mut r = Reader {
+            mem: &mem,
+            types: &mut types,
+            layout: self.layout,
+        };
+        let roots = Roots::new(&mut r, &pass.modules, &frames);
+        let budget = std::time::Duration::from_secs(120);
+        let mut v: Vec<(u64, String)> = self
+            .searches
+            .run(&mut r, &pass.all, &roots, budget)
+            .into_iter()
+            .map(|(t, name, _)| (t, name))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Every followed container that has a name: (name, length now).

@@ -64,7 +64,7 @@ impl Reader<'_> {
 
     /// Every module's name and globals dict: __main__ first, then the application's modules
     /// before the library's (shorter names first, private names last).
-    fn module_dicts(&mut self, modules: &[u64]) -> Vec<(String, u64)> {
+    pub(super) fn module_dicts(&mut self, modules: &[u64]) -> Vec<(String, u64)> {
         let mut mods: Vec<(String, u64)> = modules
             .iter()
             .filter_map(|&m| {

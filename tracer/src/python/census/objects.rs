@@ -1,15 +1,23 @@
 //! Decoding the objects of one census pass: types (name, flags, sizes), dicts in every layout,
-//! lists, sets, instance attributes (dict, managed dict or inline values), str, and what the
-//! newest items of a container are and weigh.
+//! lists, sets, instance attributes (dict, managed dict or inline values), str, what the
+//! newest items of a container are and weigh, and every reference an object's body holds (the
+//! back-reference search). Every object is read through its type, and a type is trusted only if
+//! it is one: its own type is `type` or a metaclass, its name printable, its size sane (a word
+//! that is not an object, an int's value say, is never read as a container).
 
 use std::collections::HashMap;
 
+use super::backref::Via;
 use crate::python::layouts::{DictLayout, Layout};
 use crate::python::mem::{self, u64_at, Memory, Pages};
 use crate::snapshot::census::Holds;
 
 /// Entries of a dict read at most.
 const MAX_ENTRIES: u64 = 1 << 20;
+/// Items of a list, tuple or set read at most by the back-reference search.
+const MAX_ITEMS: u64 = 1 << 24;
+/// Bytes of a C object's body read at most by the back-reference search.
+const MAX_BODY: u64 = 4096;
 /// Items sampled (the newest) to say what a growing container holds.
 const HOLD_SAMPLE: u64 = 16;
 // Type flags (the same in every version here).
@@ -17,6 +25,7 @@ const INLINE_VALUES: u64 = 1 << 2;
 const MANAGED_DICT: u64 = 1 << 4;
 const LIST_SUBCLASS: u64 = 1 << 25;
 const DICT_SUBCLASS: u64 = 1 << 29;
+const TUPLE_SUBCLASS: u64 = 1 << 26;
 const TYPE_SUBCLASS: u64 = 1 << 31;
 
 /// What the census needs of a type object.
@@ -24,7 +33,7 @@ const TYPE_SUBCLASS: u64 = 1 << 31;
 pub(super) struct TypeInfo {
     pub(super) name: String,
     flags: u64,
-    basicsize: u64,
+    pub(super) basicsize: u64,
     dictoffset: i64,
 }
 
@@ -37,6 +46,8 @@ pub(super) enum Kind {
     Module,
     Type,
     Function,
+    Tuple,
+    Cell,
     Other,
 }
 
@@ -54,6 +65,10 @@ impl TypeInfo {
             Kind::Module
         } else if self.name == "function" {
             Kind::Function
+        } else if self.flags & TUPLE_SUBCLASS != 0 {
+            Kind::Tuple
+        } else if self.name == "cell" {
+            Kind::Cell
         } else {
             Kind::Other
         }
@@ -76,27 +91,54 @@ fn legacy_index_bytes(size: u64) -> u64 {
 /// Types read once per pass, by address.
 pub(super) struct TypeCache {
     layout: &'static Layout,
+    /// Runtime address of `PyType_Type`.
+    type_type: u64,
     types: HashMap<u64, Option<TypeInfo>>,
 }
 
 impl TypeCache {
-    pub(super) fn new(layout: &'static Layout) -> TypeCache {
+    pub(super) fn new(layout: &'static Layout, type_type: u64) -> TypeCache {
         TypeCache {
             layout,
+            type_type,
             types: HashMap::new(),
         }
     }
 
+    /// The type at `ty`, if it is one.
     pub(super) fn get(&mut self, mem: &dyn Memory, ty: u64) -> Option<TypeInfo> {
         if let Some(t) = self.types.get(&ty) {
             return t.clone();
         }
-        let t = read_type(mem, self.layout, ty);
-        self.types.insert(ty, t.clone());
+        let t = is_type(mem, self.layout, self.type_type, ty)
+            .then(|| read_type(mem, self.layout, ty))
+            .flatten();
+        if self.types.len() < 100_000 {
+            self.types.insert(ty, t.clone());
+        }
         t
     }
 }
 
+/// Is the object at `ty` a type: is its type `type`, or a metaclass (a type whose type is, a few
+/// steps up, `type`)?
+pub(super) fn is_type(mem: &dyn Memory, l: &Layout, type_type: u64, ty: u64) -> bool {
+    if !ty.is_multiple_of(8) || ty < 0x1000 {
+        return false;
+    }
+    let mut t = ty;
+    for _ in 0..4 {
+        match mem.u64(t + l.ob_type) {
+            Some(m) if m == type_type => return true,
+            Some(m) if m % 8 == 0 && m >= 0x1000 => t = m,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A type's name, flags and sizes, if they are sane: a printable name, a basic size between an
+/// object header and 1 MiB.
 fn read_type(mem: &dyn Memory, l: &Layout, ty: u64) -> Option<TypeInfo> {
     let span = [l.tp_name, l.tp_flags, l.tp_basicsize, l.tp_dictoffset]
         .into_iter()
@@ -115,13 +157,17 @@ fn read_type(mem: &dyn Memory, l: &Layout, ty: u64) -> Option<TypeInfo> {
         name.push(c[0]);
         a += 1;
     }
-    if name.is_empty() {
+    let basicsize = u64_at(&b, l.tp_basicsize);
+    if name.is_empty()
+        || !name.iter().all(|c| c.is_ascii_graphic())
+        || !(16..=1 << 20).contains(&basicsize)
+    {
         return None;
     }
     Some(TypeInfo {
         name: String::from_utf8_lossy(&name).into_owned(),
         flags: u64_at(&b, l.tp_flags),
-        basicsize: u64_at(&b, l.tp_basicsize),
+        basicsize,
         dictoffset: u64_at(&b, l.tp_dictoffset) as i64,
     })
 }
@@ -331,12 +377,22 @@ impl Reader<'_> {
         Some((0..len as usize).map(|i| u64_at(&b, i * 8)).collect())
     }
 
-    /// The length of a list, dict or set.
+    /// The length of a list, dict or set, if it is sane (a list's within its allocated slots, a
+    /// set's within its table, a dict's within what a dict can hold).
     pub(super) fn len_of(&mut self, obj: u64, kind: Kind) -> Option<u64> {
+        let l = self.layout;
         match kind {
-            Kind::List => self.mem.u64(obj + self.layout.list_size),
-            Kind::Dict => self.mem.u64(obj + self.layout.dict_used),
-            Kind::Set => self.mem.u64(obj + self.layout.set_used),
+            Kind::List => {
+                let n = self.mem.u64(obj + l.list_size)?;
+                let allocated = self.mem.u64(obj + l.list_allocated)?;
+                (n <= allocated && allocated < 1 << 40).then_some(n)
+            }
+            Kind::Dict => self.mem.u64(obj + l.dict_used).filter(|&n| n < 1 << 40),
+            Kind::Set => {
+                let n = self.mem.u64(obj + l.set_used)?;
+                let mask = self.mem.u64(obj + l.set_mask)?;
+                (mask < 1 << 40 && n <= mask + 1).then_some(n)
+            }
             _ => None,
         }
     }
@@ -345,35 +401,33 @@ impl Reader<'_> {
     pub(super) fn holds(&mut self, obj: u64, kind: Kind, len: u64) -> Option<Holds> {
         // Read fresh: the pages cached by the walk are older than what a growing container holds
         // now, and a table read half before and half after the container grew (a dict resized,
-        // a list's item array moved) would describe freed memory. The container's table pointer
-        // must be the same after the items are read, or nothing is said this pass.
-        self.mem.clear();
+        // a list's item array moved) would describe freed memory. The newest items are read
+        // twice, fresh each time, and only those found at the same place both times are counted
+        // (an item is in the container, not in the memory a moved table left behind); the
+        // container's table pointer must be the same after the items are read, or nothing is
+        // said this pass.
         let table_at = match kind {
             Kind::List => obj + self.layout.list_items,
             Kind::Dict => obj + self.layout.dict_keys,
             _ => return None,
         };
+        self.mem.clear();
         let table = self.mem.u64(table_at)?;
-        let items: Vec<u64> = match kind {
-            Kind::List => {
-                let len = self
-                    .mem
-                    .u64(obj + self.layout.list_size)?
-                    .min(len.max(1) * 2);
-                let n = len.min(HOLD_SAMPLE);
-                let b = self.mem.bytes(table + 8 * (len - n), 8 * n as usize)?;
-                (0..n as usize).map(|i| u64_at(&b, i * 8)).collect()
-            }
-            _ => {
-                let all = self.dict_items(obj);
-                let skip = all.len().saturating_sub(HOLD_SAMPLE as usize);
-                all[skip..].iter().map(|e| e.1).collect()
-            }
-        };
+        let first = self.newest(obj, kind, len, table)?;
+        self.mem.clear();
+        if self.mem.u64(table_at)? != table {
+            return None;
+        }
+        let second = self.newest(obj, kind, len, table)?;
         self.mem.forget(table_at, 8);
         if self.mem.u64(table_at)? != table {
             return None;
         }
+        let items: Vec<u64> = first
+            .iter()
+            .filter(|e| second.contains(e))
+            .map(|e| e.1)
+            .collect();
         let mut by: HashMap<String, u64> = HashMap::new();
         let mut bytes = 0u64;
         let mut deep = 0u64;
@@ -396,6 +450,26 @@ impl Reader<'_> {
             types,
             mean_bytes: bytes as f64 / n as f64,
             mean_deep_bytes: deep as f64 / n as f64,
+        })
+    }
+
+    /// The newest items of a list or dict (with their place: list index, dict key), at most
+    /// `HOLD_SAMPLE`, read through the item table at `table`.
+    fn newest(&mut self, obj: u64, kind: Kind, len: u64, table: u64) -> Option<Vec<(u64, u64)>> {
+        Some(match kind {
+            Kind::List => {
+                let now = self.len_of(obj, kind)?.min(len.max(1) * 2);
+                let n = now.min(HOLD_SAMPLE);
+                let b = self.mem.bytes(table + 8 * (now - n), 8 * n as usize)?;
+                (0..n)
+                    .map(|i| (now - n + i, u64_at(&b, 8 * i as usize)))
+                    .collect()
+            }
+            _ => {
+                let all = self.dict_items_opt(obj)?;
+                let skip = all.len().saturating_sub(HOLD_SAMPLE as usize);
+                all[skip..].to_vec()
+            }
         })
     }
 
@@ -459,5 +533,211 @@ impl Reader<'_> {
             "dict" => t.basicsize + self.dict_keys_size(obj).unwrap_or(0),
             _ => t.basicsize,
         }
+    }
+
+    /// Every reference the back-reference search follows out of `obj` (of type `t`): a dict's
+    /// values, a list's or tuple's items, a set's entries, a cell's object, an instance's
+    /// inline attributes and `__dict__` pointer, and, read conservatively, every pointer-like
+    /// word of a C object's basic size (its fields, an instance's slots). Types and modules
+    /// are not read here (their dicts are).
+    pub(super) fn refs(&mut self, obj: u64, t: &TypeInfo, out: &mut Vec<(u64, Via)>) {
+        let l = self.layout;
+        match t.kind() {
+            Kind::Dict => {
+                out.extend(
+                    self.dict_items(obj)
+                        .into_iter()
+                        .map(|(k, v)| (v, Via::Key(k))),
+                );
+            }
+            Kind::List => {
+                if let Some(items) = self.list_items(obj, MAX_ITEMS) {
+                    out.extend(
+                        items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, v)| (v, Via::Item(i as u64))),
+                    );
+                }
+            }
+            Kind::Tuple => {
+                let n = self.mem.u64(obj + l.var_size).unwrap_or(0);
+                if n > 0 && n <= MAX_ITEMS {
+                    if let Some(b) = self.mem.bytes(obj + l.tuple_items, 8 * n as usize) {
+                        out.extend((0..n).map(|i| (u64_at(&b, 8 * i as usize), Via::Item(i))));
+                    }
+                }
+            }
+            Kind::Set => {
+                let mask = self.mem.u64(obj + l.set_mask).unwrap_or(u64::MAX);
+                let table = self.mem.u64(obj + l.set_table).unwrap_or(0);
+                if mask < MAX_ITEMS {
+                    // Entries: key, hash.
+                    if let Some(b) = self.mem.bytes(table, 16 * (mask as usize + 1)) {
+                        out.extend(
+                            (0..=mask as usize)
+                                .map(|i| u64_at(&b, 16 * i))
+                                .filter(|&k| k != 0)
+                                .map(|k| (k, Via::Member)),
+                        );
+                    }
+                }
+            }
+            Kind::Cell => {
+                if let Some(v) = self.mem.u64(obj + l.cell_ref) {
+                    out.push((v, Via::Field(l.cell_ref)));
+                }
+            }
+            Kind::Type | Kind::Module => {}
+            Kind::Function | Kind::Other => {
+                let size = t.basicsize.min(MAX_BODY);
+                if let Some(b) = self.mem.bytes(obj, size as usize) {
+                    for off in (16..size).step_by(8) {
+                        let w = u64_at(&b, off);
+                        if w < 0x1000 || w % 8 != 0 {
+                            continue;
+                        }
+                        if off as i64 == t.dictoffset {
+                            out.push((w, Via::Dict(off as i64)));
+                        } else {
+                            out.push((w, Via::Field(off)));
+                        }
+                    }
+                }
+                if t.flags & MANAGED_DICT != 0 && l.dict != DictLayout::Legacy {
+                    self.managed_refs(obj, t, out);
+                }
+            }
+        }
+    }
+
+    /// 3.11+: an instance's managed `__dict__`, or its inline attribute values.
+    fn managed_refs(&mut self, obj: u64, t: &TypeInfo, out: &mut Vec<(u64, Via)>) {
+        let l = self.layout;
+        let at = obj.wrapping_sub(l.managed_dict_before);
+        let dict = Via::Dict(-(l.managed_dict_before as i64));
+        let Some(w) = self.mem.u64(at) else { return };
+        let values = match l.dict {
+            DictLayout::Log2Prevalues if w == 0 => {
+                let v = obj.wrapping_sub(l.managed_values_before);
+                self.mem.u64(v).unwrap_or(0)
+            }
+            DictLayout::Log2Tagged if w & 1 == 1 => w + 1,
+            DictLayout::Log2Inline if w == 0 && t.flags & INLINE_VALUES != 0 => {
+                let v = obj + t.basicsize;
+                let mut valid = [0u8; 1];
+                if !self.mem.read(v + l.values_valid, &mut valid) || valid[0] == 0 {
+                    return;
+                }
+                v
+            }
+            _ => {
+                if w != 0 {
+                    out.push((w, dict));
+                }
+                return;
+            }
+        };
+        out.extend(
+            self.inline_values(obj, values)
+                .into_iter()
+                .map(|(k, v)| (v, Via::Attr(k))),
+        );
+    }
+
+    /// Does `holder` refer to `held` that way now (read as it is, the caller clears the cache
+    /// for a fresh look)? Both must be objects of real types.
+    pub(super) fn holds_ref(&mut self, holder: u64, via: Via, held: u64) -> bool {
+        let (Some(t), Some(_)) = (self.type_of(holder), self.type_of(held)) else {
+            return false;
+        };
+        let l = self.layout;
+        match via {
+            Via::Key(k) => t.kind() == Kind::Dict && self.dict_items(holder).contains(&(k, held)),
+            Via::Attr(k) => self
+                .members(holder, &t)
+                .is_some_and(|(m, _)| m.contains(&(k, held))),
+            Via::Dict(off) => {
+                let w = self.mem.u64(holder.wrapping_add(off as u64));
+                w == Some(held)
+            }
+            Via::Item(i) => match t.kind() {
+                Kind::List => self
+                    .list_items(holder, MAX_ITEMS)
+                    .is_some_and(|v| v.get(i as usize) == Some(&held)),
+                Kind::Tuple => {
+                    let n = self.mem.u64(holder + l.var_size).unwrap_or(0);
+                    i < n && self.mem.u64(holder + l.tuple_items + 8 * i) == Some(held)
+                }
+                _ => false,
+            },
+            Via::Member => {
+                let mut refs = Vec::new();
+                self.refs(holder, &t, &mut refs);
+                t.kind() == Kind::Set && refs.iter().any(|r| r.0 == held)
+            }
+            Via::Field(off) => off < t.basicsize && self.mem.u64(holder + off) == Some(held),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::layouts::layout_for;
+    use crate::python::mem::recorded::{PageMap, Replay};
+    use crate::python::mem::PAGE;
+
+    /// One page of made-up objects at 0x10000: `type` (its own type), a class `Node` whose
+    /// type is `type`, a list of class `Node`... and words that are not objects.
+    fn memory(words: &[(u64, u64)], name_at: u64, name: &[u8]) -> Replay {
+        let mut p = vec![0u8; PAGE as usize];
+        for &(at, w) in words {
+            let o = (at - 0x10000) as usize;
+            p[o..o + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let o = (name_at - 0x10000) as usize;
+        p[o..o + name.len()].copy_from_slice(name);
+        let mut pages = PageMap::new();
+        pages.insert(0x10000, p.into_boxed_slice());
+        Replay { pages }
+    }
+
+    #[test]
+    fn only_types_are_read_as_types() {
+        let l = layout_for(3, 12).unwrap();
+        let type_type = 0x10000;
+        let class = 0x10400;
+        let name = 0x10f00;
+        let m = memory(
+            &[
+                (type_type + l.ob_type, type_type),
+                (class + l.ob_type, type_type),
+                (class + l.tp_name, name),
+                (class + l.tp_basicsize, 48),
+                // A "type" whose type is an int's value: not a type.
+                (0x10800 + l.ob_type, 0x4242),
+                (0x10800 + l.tp_name, name),
+                (0x10800 + l.tp_basicsize, 48),
+            ],
+            name,
+            b"Node",
+        );
+        let mut types = TypeCache::new(l, type_type);
+        assert_eq!(types.get(&m, class).map(|t| t.name), Some("Node".into()));
+        assert!(types.get(&m, 0x10800).is_none());
+        assert!(types.get(&m, 0x10801).is_none());
+        // A type with a binary name, or an absurd size, is not one either.
+        let m = memory(
+            &[
+                (type_type + l.ob_type, type_type),
+                (class + l.ob_type, type_type),
+                (class + l.tp_name, name),
+                (class + l.tp_basicsize, 48),
+            ],
+            name,
+            b"\x01\xfe",
+        );
+        assert!(TypeCache::new(l, type_type).get(&m, class).is_none());
     }
 }

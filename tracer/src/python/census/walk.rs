@@ -138,6 +138,7 @@ impl Census {
             complete,
             ..Default::default()
         };
+        let keep_all = !self.searches.is_empty();
         for head in heads {
             let first = mem
                 .u64(head)
@@ -163,6 +164,9 @@ impl Census {
                 let obj = cur + l.gc_head_size;
                 let ty = u64_at(&hdr, l.gc_head_size + l.ob_type);
                 *p.by_type.entry(ty).or_default() += 1;
+                if keep_all {
+                    p.all.push((obj, ty));
+                }
                 let at = |off: u64| u64_at(&hdr, l.gc_head_size + off);
                 let len = match types.get(mem, ty).map(|t| t.kind()) {
                     Some(Kind::List) => Some(at(l.list_size)),
@@ -178,7 +182,7 @@ impl Census {
                     }
                     _ => None,
                 };
-                if let Some(len) = len {
+                if let Some(len) = len.filter(|&n| n < 1 << 40) {
                     if len >= MIN_LEN || self.followed.contains_key(&(obj, ty)) {
                         p.lens.push((obj, ty, len));
                     }
