@@ -19,8 +19,10 @@
 //!           "rss_verdict", "rss_growth_per_min" (resident memory at each pass),
 //!           "error" (null, or why the last pass failed),
 //!           "containers": [ { "name" (`module.global`, `module.global["key"]`,
-//!               `module.Class.attr`, `function() local name[.attr]`, or `TYPE at 0xADDR`
-//!               when not reachable from a module or a running frame within two steps),
+//!               `module.Class.attr`, a reference path such as
+//!               `logging.Logger.manager.loggerDict` or `app.Service.quote (functools
+//!               lru_cache)`, `function() local name[.attr]`, or `TYPE at 0xADDR` when no path
+//!               to a module or a running frame was found (yet)),
 //!               "named", "type", "len", "verdict", "growth_per_min" (items),
 //!               "root" ("global" | "local" (a local of a running frame) | "unreached"),
 //!               "uses" (`function (file:LINE)`: for a global, the code that loads it; for

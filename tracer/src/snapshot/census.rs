@@ -29,7 +29,7 @@ pub struct ContainerReport {
     pub trend: Trend,
     pub holds: Option<Holds>,
     /// "global" (hangs from a module global), "local" (from a local of a running frame), or
-    /// "unreached" (not reached from either within two steps).
+    /// "unreached" (no path to either found, yet: the reference search goes on pass after pass).
     pub root: &'static str,
     /// For a global: where the code loads it (function, file, line). For a local: the line
     /// its frame is running.
