@@ -118,6 +118,9 @@ pub struct RecordArgs {
     /// Benchmark floor: attach do-nothing probes at the same places instead of tracing.
     #[arg(long, hide = true)]
     pub floor: bool,
+    /// Benchmark: do not probe `_Py_NewReference` (recycled objects keep their first stack).
+    #[arg(long, hide = true)]
+    pub no_recycle: bool,
     /// Command to launch and trace from its first line.
     #[arg(last = true)]
     pub command: Vec<String>,
