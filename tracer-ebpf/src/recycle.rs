@@ -4,7 +4,8 @@
 //! creation calls `_Py_NewReference(op)`; this probe gives a block that is already outstanding
 //! the stack and time of its new object, as tracemalloc does. Dicts' keys tables have a free
 //! list of their own (no object, no `_Py_NewReference`): the return of `new_keys_object` does the
-//! same for them; `free_keys_object`, where a table enters that free list, marks its block
+//! same for them (3.8 inlines `_Py_NewReference`: there the return of the constructors that use
+//! free lists does it); `free_keys_object`, where a table enters that free list, marks its block
 //! free-listed (not outstanding: the user side skips it), so that a table taken again through a
 //! path that inlines `new_keys_object` is missed rather than put on the line that freed it.
 
@@ -25,9 +26,25 @@ const GC_HEAD: u64 = 16;
 /// `void _Py_NewReference(PyObject *op)`
 #[uprobe]
 pub fn new_reference(ctx: ProbeContext) -> u32 {
+    let op: u64 = ctx.arg(0).unwrap_or(0);
+    created(&ctx, op)
+}
+
+/// Return of a constructor that takes its objects from a free list (3.8, where
+/// `_Py_NewReference` is a header inline: `PyList_New`, `PyTuple_New`, `PyFloat_FromDouble`,
+/// `new_dict`).
+#[uretprobe]
+pub fn new_object_exit(ctx: RetProbeContext) -> u32 {
+    let op: u64 = ctx.ret();
+    created(&ctx, op)
+}
+
+/// Object `op` was just created: if its block is outstanding from an earlier life, it takes
+/// the current stacks.
+#[inline(always)]
+fn created<C: StackIdContext>(ctx: &C, op: u64) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    let op: u64 = ctx.arg(0).unwrap_or(0);
     if op == 0 {
         return 0;
     }
@@ -55,7 +72,7 @@ pub fn new_reference(ctx: ProbeContext) -> u32 {
         slot = ALLOCS.get_ptr_mut(&key);
     }
     if let Some(info) = slot {
-        reattribute(&ctx, id, tgid, info);
+        reattribute(ctx, id, tgid, info);
     }
     0
 }
@@ -76,6 +93,41 @@ pub fn new_keys_exit(ctx: RetProbeContext) -> u32 {
     }
     if !traced(tgid) {
         return 0;
+    }
+    let key = AllocKey {
+        pid: tgid,
+        _pad: 0,
+        addr: keys,
+    };
+    if let Some(info) = ALLOCS.get_ptr_mut(&key) {
+        reattribute(&ctx, id, tgid, info);
+    }
+    0
+}
+
+/// `PyDictObject.ma_keys` (3.8-3.13).
+const MA_KEYS: u64 = 32;
+
+/// Return of `_PyDict_FromItems` (3.13, which inlines where keys tables enter the free list):
+/// the new dict's keys table, made for it, takes the current stacks.
+#[uretprobe]
+pub fn dict_items_exit(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let dict: u64 = ctx.ret();
+    if dict == 0 || !traced(tgid) {
+        return 0;
+    }
+    let keys: u64 =
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user((dict + MA_KEYS) as *const u64) }
+            .unwrap_or(0);
+    if keys == 0 {
+        return 0;
+    }
+    if let Some(f) = FRESH.get_ptr_mut(0) {
+        if unsafe { *f } == [id, keys] {
+            return 0;
+        }
     }
     let key = AllocKey {
         pid: tgid,

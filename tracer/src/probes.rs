@@ -32,6 +32,10 @@ const FLOOR_PROGRAMS: [&str; 2] = ["noop_enter", "noop_exit"];
 const RECYCLE_PROGRAM: &str = "new_reference";
 /// Return of `new_keys_object`: the same for a dict's keys table from the keys free list.
 const KEYS_PROGRAM: &str = "new_keys_exit";
+/// 3.8: return of the constructors that use free lists (`_Py_NewReference` is inlined).
+const CONSTRUCTOR_PROGRAM: &str = "new_object_exit";
+/// 3.13: return of `_PyDict_FromItems` (its dict's keys table).
+const DICT_ITEMS_PROGRAM: &str = "dict_items_exit";
 /// `free_keys_object`, by the index of its keys argument: marks a keys table free-listed.
 const FREE_KEYS_PROGRAMS: [&str; 2] = ["free_keys_arg0", "free_keys_arg1"];
 
@@ -99,7 +103,13 @@ impl Probes {
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog).ok();
         for name in ENTRY_PROGRAMS
             .iter()
-            .chain([&EXIT_PROGRAM, &RECYCLE_PROGRAM, &KEYS_PROGRAM])
+            .chain([
+                &EXIT_PROGRAM,
+                &RECYCLE_PROGRAM,
+                &KEYS_PROGRAM,
+                &CONSTRUCTOR_PROGRAM,
+                &DICT_ITEMS_PROGRAM,
+            ])
             .chain(FREE_KEYS_PROGRAMS.iter())
             .chain(FLOOR_PROGRAMS.iter())
         {
@@ -199,22 +209,32 @@ impl Probes {
     /// Attaches the `_Py_NewReference` probe to an interpreter file (with its allocator probes,
     /// released with them): an object that a free list hands out again gives its outstanding
     /// block the stack and time of the code that created it, instead of the first allocator's.
-    /// With .symtab, the return of `new_keys_object` does the same for a dict's keys table.
-    /// Returns the number of probes: 0 when the build inlines the function
+    /// On 3.8 (a header inline there) the return probes of the constructors that pop free
+    /// lists do it. With .symtab, the return of `new_keys_object` does the same for a dict's
+    /// keys table, and `free_keys_object` marks a table free-listed. Returns the number of probes: 0 when the build inlines the function
     /// (`allocator::NEW_REFERENCE_INLINED`), when `recycle` is off (benchmark) or the floor is
     /// measured.
     pub fn attach_recycle(&mut self, interp: &Interpreter) -> Result<usize> {
-        let Some(hook) = interp.alloc.new_reference.as_ref() else {
-            return Ok(0);
-        };
         if self.floor || !self.recycle {
             return Ok(0);
         }
-        let mut todo = vec![(RECYCLE_PROGRAM, hook)];
+        let mut todo = Vec::new();
+        if let Some(hook) = interp.alloc.new_reference.as_ref() {
+            todo.push((RECYCLE_PROGRAM, hook));
+        }
+        for hook in &interp.alloc.constructors {
+            todo.push((CONSTRUCTOR_PROGRAM, hook));
+        }
+        if todo.is_empty() {
+            return Ok(0);
+        }
         if let Some(keys) = interp.alloc.new_keys.as_ref() {
             todo.push((KEYS_PROGRAM, keys));
             if let Some((free, arg)) = interp.alloc.free_keys.as_ref() {
                 todo.push((FREE_KEYS_PROGRAMS[*arg as usize], free));
+            }
+            if let Some(items) = interp.alloc.dict_from_items.as_ref() {
+                todo.push((DICT_ITEMS_PROGRAM, items));
             }
         }
         let n = todo.len();
@@ -274,7 +294,8 @@ impl Probes {
         let mut kept = Vec::new();
         for (name, id) in self.links.remove(&file).unwrap_or_default() {
             let rank = match name {
-                "alloc_exit" | "noop_exit" | KEYS_PROGRAM => 1,
+                "alloc_exit" | "noop_exit" | KEYS_PROGRAM | CONSTRUCTOR_PROGRAM
+                | DICT_ITEMS_PROGRAM => 1,
                 "free_enter" | "free_keys_arg0" | "free_keys_arg1" => 2,
                 _ => 0,
             };

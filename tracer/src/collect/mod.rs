@@ -319,7 +319,10 @@ impl Collector {
             Mode::Exact => {
                 let n = self.probes.attach_allocator(interp, &interp.alloc.hooks)?;
                 let recycle = self.probes.attach_recycle(interp)?;
-                if interp.alloc.new_reference.is_none() && !interp.alloc.hooks.is_empty() {
+                if interp.alloc.new_reference.is_none()
+                    && interp.alloc.constructors.is_empty()
+                    && !interp.alloc.hooks.is_empty()
+                {
                     say!(
                         "tracer: note: {}",
                         crate::python::allocator::NEW_REFERENCE_INLINED

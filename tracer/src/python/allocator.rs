@@ -113,6 +113,12 @@ pub struct AllocatorHooks {
     /// `free_keys_object` (.symtab only), where a keys table enters the keys free list, and
     /// the index of its keys argument (1 from 3.12 on: the interpreter comes first).
     pub free_keys: Option<(Hook, u8)>,
+    /// 3.8: the constructors that take objects from free lists, whose return does what the
+    /// `_Py_NewReference` probe does in later versions (a header inline there).
+    pub constructors: Vec<Hook>,
+    /// 3.13 (`free_keys_object` inlined): `_PyDict_FromItems`, whose return re-attributes the
+    /// new dict's keys table (a dict display's: `{"k": v}`).
+    pub dict_from_items: Option<Hook>,
 }
 
 /// Why recycled objects keep their first stack in a build (`None`: they do not).
@@ -124,7 +130,34 @@ pub const NEW_REFERENCE_INLINED: &str =
 pub fn resolve(elf: &Elf, live: Option<(u32, u64)>, minor: u8) -> AllocatorHooks {
     let mut a = resolve_allocator(elf, live);
     a.new_reference = new_reference(elf, &a);
-    if a.new_reference.is_some() {
+    if a.new_reference.is_none() && minor == 8 && !a.inlined_fast_path {
+        // `_Py_NewReference` is a header inline: the constructors that pop free lists
+        // (`new_dict` is inlined into most of its callers: the exported ones are probed too).
+        a.constructors = [
+            "PyList_New",
+            "PyTuple_New",
+            "PyFloat_FromDouble",
+            "new_dict",
+            "PyDict_New",
+            "_PyDict_NewPresized",
+        ]
+        .iter()
+        .filter_map(|name| {
+            let s = elf.dynsym(name).or_else(|| elf.local_function(name))?;
+            let off = elf
+                .vaddr_to_offset(s.addr)
+                .filter(|_| elf.is_code(s.addr))?;
+            Some(Hook {
+                op: AllocOp::Malloc,
+                domains: vec![],
+                name: name.to_string(),
+                vaddr: s.addr,
+                file_offset: off,
+            })
+        })
+        .collect();
+    }
+    if a.new_reference.is_some() || !a.constructors.is_empty() {
         a.new_keys = elf.local_function("new_keys_object").and_then(|s| {
             let off = elf
                 .vaddr_to_offset(s.addr)
@@ -155,8 +188,23 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>, minor: u8) -> AllocatorHooks
             };
             Some((hook, arg))
         });
+        if a.free_keys.is_none() && a.new_keys.is_some() {
+            let name = "_PyDict_FromItems";
+            a.dict_from_items = elf.dynsym(name).and_then(|s| {
+                let off = elf
+                    .vaddr_to_offset(s.addr)
+                    .filter(|_| elf.is_code(s.addr))?;
+                Some(Hook {
+                    op: AllocOp::Malloc,
+                    domains: vec![],
+                    name: name.into(),
+                    vaddr: s.addr,
+                    file_offset: off,
+                })
+            });
+        }
     }
-    if a.new_reference.is_none() && a.source != HookSource::None {
+    if a.new_reference.is_none() && a.constructors.is_empty() && a.source != HookSource::None {
         a.notes.push(NEW_REFERENCE_INLINED.into());
     }
     a
@@ -226,6 +274,8 @@ fn resolve_allocator(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
                 new_reference: None,
                 new_keys: None,
                 free_keys: None,
+                constructors: vec![],
+                dict_from_items: None,
             };
         }
     }
@@ -304,6 +354,8 @@ fn resolve_allocator(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
             new_reference: None,
             new_keys: None,
             free_keys: None,
+            constructors: vec![],
+            dict_from_items: None,
         };
     }
     let funcs: Vec<u64> = hooks.iter().map(|h| h.vaddr).collect();
@@ -315,6 +367,8 @@ fn resolve_allocator(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
         new_reference: None,
         new_keys: None,
         free_keys: None,
+        constructors: vec![],
+        dict_from_items: None,
     }
 }
 

@@ -467,14 +467,21 @@ mod tests {
             assert_eq!(i.alloc.new_reference.is_some(), minor >= 9, "{what}");
             // Dicts' keys free list: where tables are taken (all) and given back (until 3.12;
             // inlined in 3.13).
-            assert_eq!(i.alloc.new_keys.is_some(), minor >= 9, "{what}");
+            assert_eq!(i.alloc.new_keys.is_some(), minor >= 8, "{what}");
             assert_eq!(
                 i.alloc.free_keys.as_ref().map(|(_, arg)| *arg),
                 match minor {
-                    9..=11 => Some(0),
+                    8..=11 => Some(0),
                     12 => Some(1),
                     _ => None,
                 },
+                "{what}"
+            );
+            assert_eq!(i.alloc.dict_from_items.is_some(), minor == 13, "{what}");
+            // 3.8: the free lists' constructors instead; none before.
+            assert_eq!(
+                i.alloc.constructors.len(),
+                if minor == 8 { 6 } else { 0 },
                 "{what}"
             );
             assert_eq!(
@@ -482,7 +489,7 @@ mod tests {
                     .notes
                     .iter()
                     .any(|n| n == allocator::NEW_REFERENCE_INLINED),
-                minor < 9,
+                minor < 8,
                 "{what}"
             );
             // _PyRuntime exists from 3.7 on.
