@@ -81,7 +81,8 @@ def one_run(args, mode, workdir, iterations):
     w = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     tracer = None
     calls = None
-    if mode in ("floor", "traced", "traced-nowalk", "watch", "watch-windows", "watch-windows-between"):
+    if mode in ("floor", "traced", "traced-nowalk", "traced-norecycle", "watch", "watch-windows",
+                "watch-windows-between"):
         time.sleep(0.5)  # the interpreter is up and waiting
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
