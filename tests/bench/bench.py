@@ -1,8 +1,9 @@
 """cargo xtask bench: wall time of an allocation-heavy loop (time of the loop only, start-up
 excluded), as ratios to untraced within one run:
   A. exact mode: untraced, under do-nothing uprobes on the same allocator functions (the floor:
-     the cost of the traps alone), traced, traced without the Python walk (short loop: exact mode
-     costs a trap per allocation);
+     the cost of the traps alone), traced, traced without the Python walk, traced without the
+     recycled-object probes (_Py_NewReference & co., --no-recycle) (short loop: exact mode costs
+     a trap per allocation);
   B. the issue's loop (20,000 iterations): untraced, watch mode (the default: no allocator probe;
      heap census, stack samples, descriptors), watch mode with --budget 2 (allocator windows; the
      first opens at attach, right when the loop starts: the worst case), the same between two
@@ -34,12 +35,17 @@ bpf_ns = {}
 ENTRY_PROGRAMS = ("malloc_enter", "calloc_enter", "realloc_enter")
 
 
-def bpf_cost():
-    """Average run time (ns) of the allocation entry programs, from kernel.bpf_stats_enabled."""
+RECYCLE_PROGRAMS = ("new_reference", "new_keys_exit", "new_object_exit", "dict_items_exit",
+                    "free_keys_arg0", "free_keys_arg1")
+
+
+def bpf_cost(names=ENTRY_PROGRAMS):
+    """Average run time (ns) of the programs `names` (bpftool truncates names to 15
+    characters), from kernel.bpf_stats_enabled."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
     ns = cnt = 0
     for p in json.loads(out or "[]"):
-        if p.get("name") in ENTRY_PROGRAMS:
+        if p.get("name") in [n[:15] for n in names]:
             ns += p.get("run_time_ns", 0)
             cnt += p.get("run_cnt", 0)
     return ns / cnt if cnt else None
@@ -75,13 +81,16 @@ def one_run(args, mode, workdir, iterations):
     w = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     tracer = None
     calls = None
-    if mode in ("floor", "traced", "traced-nowalk", "watch", "watch-windows", "watch-windows-between"):
+    if mode in ("floor", "traced", "traced-nowalk", "traced-norecycle", "watch", "watch-windows",
+                "watch-windows-between"):
         time.sleep(0.5)  # the interpreter is up and waiting
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
             cmd.append("--floor")
         if mode == "traced-nowalk":
             cmd.append("--no-python-walk")
+        if mode == "traced-norecycle":
+            cmd.append("--no-recycle")
         if mode.startswith("watch"):
             cmd += ["--mode", "watch"]
         if mode.startswith("watch-windows"):
@@ -98,6 +107,8 @@ def one_run(args, mode, workdir, iterations):
         loop_s = float(f.read())
     if tracer and mode.startswith("traced"):
         bpf_ns[mode] = bpf_cost()
+        if mode == "traced":
+            bpf_ns["recycle"] = bpf_cost(RECYCLE_PROGRAMS)
     if tracer:
         tracer.send_signal(signal.SIGINT)
         out, _ = tracer.communicate(timeout=120)
@@ -236,7 +247,8 @@ def main():
         calls = {}
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write("1")
-        plan = [("A", args.iterations, ("untraced", "floor", "traced", "traced-nowalk")),
+        plan = [("A", args.iterations, ("untraced", "floor", "traced", "traced-nowalk",
+                                        "traced-norecycle")),
                 ("B", 20000, ("untraced", "watch", "watch-windows", "watch-windows-between",
                               "tracemalloc-1", "tracemalloc-25", "memray")),
                 ("C", args.long, ("untraced", "watch", "watch-windows"))]
@@ -256,7 +268,8 @@ def main():
               "10 Python frames deep, %s; median of %d runs\n" % (args.python, args.repeat))
         if "A" in args.parts:
             table("A. exact mode, %d iterations" % args.iterations, med["A"],
-                  ("untraced", "floor", "traced", "traced-nowalk"), extra="floor")
+                  ("untraced", "floor", "traced", "traced-nowalk", "traced-norecycle"),
+                  extra="floor")
         a = med["A"]
         if "traced" in calls:
             per_hit = (a["floor"] - a["untraced"]) / max(calls["traced"], 1) * 1e6
@@ -266,6 +279,9 @@ def main():
         if bpf_ns.get("traced") and bpf_ns.get("traced-nowalk"):
             print("BPF run time per allocation entry (kernel.bpf_stats_enabled): %.0f ns with the Python "
                   "walk, %.0f ns without (native stack only)" % (bpf_ns["traced"], bpf_ns["traced-nowalk"]))
+        if bpf_ns.get("recycle"):
+            print("BPF run time per recycled-object probe hit (_Py_NewReference & co.): %.0f ns"
+                  % bpf_ns["recycle"])
         print()
         if "B" in args.parts:
             table("B. the issue's loop, 20000 iterations", med["B"],

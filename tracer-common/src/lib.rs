@@ -33,8 +33,13 @@ pub struct AllocInfo {
     pub ts_ns: u64,
     pub pystack: u64,
     pub ustack: i32,
-    pub _pad: u32,
+    /// `ALLOC_*` flags.
+    pub flags: u32,
 }
+
+/// The block sits in a free list (a dict keys table CPython keeps for reuse): not outstanding
+/// until taken again, when it gets the stack of the code that takes it.
+pub const ALLOC_FREE_LISTED: u32 = 1;
 
 /// Arguments of an allocator call in flight on one thread, saved at entry for the return probe.
 #[repr(C)]
@@ -212,7 +217,10 @@ pub mod stat {
     pub const PYSTACK_LOST: u32 = 8;
     /// Events from a thread whose PyThreadState the user side had not published yet.
     pub const PY_THREAD_UNKNOWN: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Outstanding blocks given the stack of the code that created an object in them again
+    /// (`_Py_NewReference` on a block a free list handed out without the allocator).
+    pub const RECYCLED: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Per-process counters (`PID_STATS`, per CPU).

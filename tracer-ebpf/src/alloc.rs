@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{stat, AllocInfo, AllocKey, PendingAlloc};
 
-use crate::maps::{bump, bump_pid, traced, user_stack, ALLOCS, PENDING};
+use crate::maps::{bump, bump_pid, traced, user_stack, ALLOCS, FRESH, PENDING};
 use crate::python::py_stack;
 
 #[inline(always)]
@@ -96,7 +96,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         pystack: pending.pystack,
         ustack: pending.ustack,
-        _pad: 0,
+        flags: 0,
     };
     if ALLOCS
         .insert(
@@ -111,6 +111,9 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         .is_err()
     {
         bump(stat::ALLOC_MAP_FULL);
+    } else if let Some(f) = FRESH.get_ptr_mut(0) {
+        // `recycle::new_reference` of the object created in this block skips it.
+        unsafe { *f = [id, addr] };
     }
     0
 }

@@ -4,6 +4,8 @@
 //!   `TARGETS` are tracked.
 //! - `alloc`: allocator probes (uprobe at entry, uretprobe at return) on CPython's real allocator
 //!   functions; outstanding blocks live in `ALLOCS`, keyed by (pid, address).
+//! - `recycle`: `_Py_NewReference`, which gives a block that a free list handed out again the
+//!   stack of the code that reused it.
 //! - `python`: the walk of the current thread's Python frames into `PYSTACKS`.
 //! - `fds` and `syscalls`: descriptor tracking from the `sys_exit` raw tracepoint, driven by a
 //!   table that says what each descriptor-creating syscall creates and where its parts come from.
@@ -14,6 +16,7 @@ mod alloc;
 mod fds;
 mod maps;
 mod python;
+mod recycle;
 mod syscalls;
 
 #[cfg(not(test))]

@@ -23,6 +23,11 @@ pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 pub static ALLOCS: HashMap<AllocKey, AllocInfo> =
     HashMap::with_max_entries(ALLOC_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
+/// Per CPU: the last block the allocator's return probe recorded, as (pid_tgid, address), so
+/// that `_Py_NewReference` on an object just allocated in it skips the map and the stack walk.
+#[map]
+pub static FRESH: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static PENDING: HashMap<u64, PendingAlloc> = HashMap::with_max_entries(16384, 0);
 

@@ -118,6 +118,10 @@ pub struct RecordArgs {
     /// Benchmark floor: attach do-nothing probes at the same places instead of tracing.
     #[arg(long, hide = true)]
     pub floor: bool,
+    /// Exact mode: do not re-attribute objects CPython reuses from its free lists (faster on
+    /// allocation-heavy code; a reused object then keeps the stack of its block's first owner).
+    #[arg(long)]
+    pub no_recycle: bool,
     /// Command to launch and trace from its first line.
     #[arg(last = true)]
     pub command: Vec<String>,

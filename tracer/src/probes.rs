@@ -8,7 +8,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, Stac
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use tracer_common::{stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack};
+use tracer_common::{
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack, ALLOC_FREE_LISTED,
+};
 
 use crate::batch;
 use crate::error::{one_line, Error, Result};
@@ -26,6 +28,16 @@ const ENTRY_PROGRAMS: [&str; 4] = [
 ];
 const EXIT_PROGRAM: &str = "alloc_exit";
 const FLOOR_PROGRAMS: [&str; 2] = ["noop_enter", "noop_exit"];
+/// `_Py_NewReference`: a recycled object's block takes the stack that created it again.
+const RECYCLE_PROGRAM: &str = "new_reference";
+/// Return of `new_keys_object`: the same for a dict's keys table from the keys free list.
+const KEYS_PROGRAM: &str = "new_keys_exit";
+/// 3.8: return of the constructors that use free lists (`_Py_NewReference` is inlined).
+const CONSTRUCTOR_PROGRAM: &str = "new_object_exit";
+/// 3.13: return of `_PyDict_FromItems` (its dict's keys table).
+const DICT_ITEMS_PROGRAM: &str = "dict_items_exit";
+/// `free_keys_object`, by the index of its keys argument: marks a keys table free-listed.
+const FREE_KEYS_PROGRAMS: [&str; 2] = ["free_keys_arg0", "free_keys_arg1"];
 
 fn entry_program(op: AllocOp) -> &'static str {
     match op {
@@ -79,6 +91,8 @@ pub struct Probes {
     releasing: HashMap<FileId, Vec<std::thread::JoinHandle<()>>>,
     /// Benchmark floor: attach do-nothing programs instead of the allocator probes.
     pub floor: bool,
+    /// Probe `_Py_NewReference` with the allocator in exact mode (see `attach_recycle`).
+    pub recycle: bool,
 }
 
 impl Probes {
@@ -89,7 +103,14 @@ impl Probes {
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog).ok();
         for name in ENTRY_PROGRAMS
             .iter()
-            .chain([&EXIT_PROGRAM])
+            .chain([
+                &EXIT_PROGRAM,
+                &RECYCLE_PROGRAM,
+                &KEYS_PROGRAM,
+                &CONSTRUCTOR_PROGRAM,
+                &DICT_ITEMS_PROGRAM,
+            ])
+            .chain(FREE_KEYS_PROGRAMS.iter())
             .chain(FLOOR_PROGRAMS.iter())
         {
             let p: &mut UProbe = ebpf
@@ -117,6 +138,7 @@ impl Probes {
             links: HashMap::new(),
             releasing: HashMap::new(),
             floor: false,
+            recycle: true,
         })
     }
 
@@ -184,6 +206,68 @@ impl Probes {
         Ok(n)
     }
 
+    /// Attaches the `_Py_NewReference` probe to an interpreter file (with its allocator probes,
+    /// released with them): an object that a free list hands out again gives its outstanding
+    /// block the stack and time of the code that created it, instead of the first allocator's.
+    /// On 3.8 (a header inline there) the return probes of the constructors that pop free
+    /// lists do it. With .symtab, the return of `new_keys_object` does the same for a dict's
+    /// keys table, and `free_keys_object` marks a table free-listed. Returns the number of probes: 0 when the build inlines the function
+    /// (`allocator::NEW_REFERENCE_INLINED`), when `recycle` is off (benchmark) or the floor is
+    /// measured.
+    pub fn attach_recycle(&mut self, interp: &Interpreter) -> Result<usize> {
+        if self.floor || !self.recycle {
+            return Ok(0);
+        }
+        let mut todo = Vec::new();
+        if let Some(hook) = interp.alloc.new_reference.as_ref() {
+            todo.push((RECYCLE_PROGRAM, hook));
+        }
+        for hook in &interp.alloc.constructors {
+            todo.push((CONSTRUCTOR_PROGRAM, hook));
+        }
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        if let Some(keys) = interp.alloc.new_keys.as_ref() {
+            todo.push((KEYS_PROGRAM, keys));
+            if let Some((free, arg)) = interp.alloc.free_keys.as_ref() {
+                todo.push((FREE_KEYS_PROGRAMS[*arg as usize], free));
+            }
+            if let Some(items) = interp.alloc.dict_from_items.as_ref() {
+                todo.push((DICT_ITEMS_PROGRAM, items));
+            }
+        }
+        let n = todo.len();
+        for (name, hook) in todo {
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .expect("loaded")
+                .try_into()
+                .map_err(load_error)?;
+            let id = p
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
+                    &interp.open_path,
+                    UProbeScope::AllProcesses,
+                )
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "cannot attach a uprobe to {} at {:#x} ({}): {}",
+                        interp.open_path.display(),
+                        hook.file_offset,
+                        hook.name,
+                        one_line(&e.to_string())
+                    ))
+                })?;
+            self.links
+                .entry(interp.file_id)
+                .or_default()
+                .push((name, id));
+        }
+        Ok(n)
+    }
+
     /// Detaches the allocator probes of an interpreter file, at once.
     pub fn detach_allocator(&mut self, file: FileId) {
         for (name, id) in self.links.remove(&file).unwrap_or_default() {
@@ -210,8 +294,9 @@ impl Probes {
         let mut kept = Vec::new();
         for (name, id) in self.links.remove(&file).unwrap_or_default() {
             let rank = match name {
-                "alloc_exit" | "noop_exit" => 1,
-                "free_enter" => 2,
+                "alloc_exit" | "noop_exit" | KEYS_PROGRAM | CONSTRUCTOR_PROGRAM
+                | DICT_ITEMS_PROGRAM => 1,
+                "free_enter" | "free_keys_arg0" | "free_keys_arg1" => 2,
                 _ => 0,
             };
             if keep_frees && rank == 2 {
@@ -274,13 +359,14 @@ impl Probes {
     /// Removes and returns a process's outstanding allocations.
     pub fn take_allocs(&mut self, pid: u32) -> Vec<(AllocKey, AllocInfo)> {
         let mut mine = Vec::new();
-        self.for_each_alloc(|k, v| {
+        self.for_each_entry(|k, v| {
             if k.pid == pid {
                 mine.push((*k, *v));
             }
         });
         let keys: Vec<AllocKey> = mine.iter().map(|(k, _)| *k).collect();
         self.delete_allocs(&keys);
+        mine.retain(|(_, v)| v.flags & ALLOC_FREE_LISTED == 0);
         mine
     }
 
@@ -288,7 +374,7 @@ impl Probes {
     /// one walk of the map), and returns how many.
     fn drop_allocs_where(&mut self, pid: u32, drop: impl Fn(&AllocInfo) -> bool) -> usize {
         let mut keys = Vec::new();
-        self.for_each_alloc(|k, v| {
+        self.for_each_entry(|k, v| {
             if k.pid == pid && drop(v) {
                 keys.push(*k);
             }
@@ -395,7 +481,20 @@ impl Probes {
 
     /// Calls `f` with every outstanding allocation, read in batches (nothing is kept: a
     /// million entries would weigh ~100 MB in a hash map); returns the number of entries.
-    pub fn for_each_alloc(&self, f: impl FnMut(&AllocKey, &AllocInfo)) -> u64 {
+    /// Blocks in a free list (`ALLOC_FREE_LISTED`) are not outstanding: skipped.
+    pub fn for_each_alloc(&self, mut f: impl FnMut(&AllocKey, &AllocInfo)) -> u64 {
+        let mut n = 0;
+        self.for_each_entry(|k, v| {
+            if v.flags & ALLOC_FREE_LISTED == 0 {
+                n += 1;
+                f(k, v);
+            }
+        });
+        n
+    }
+
+    /// Every entry of the allocation map, free-listed blocks included.
+    fn for_each_entry(&self, f: impl FnMut(&AllocKey, &AllocInfo)) -> u64 {
         batch::for_each(self.ebpf.map("ALLOCS"), f)
     }
 

@@ -168,6 +168,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     let dir = out_dir.as_ref();
     let mut probes = Probes::load()?;
     probes.floor = args.floor;
+    probes.recycle = !args.no_recycle;
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
     c.census = !args.no_census;

@@ -316,7 +316,20 @@ impl Collector {
             return Ok(g.probes);
         }
         let probes = match self.mode {
-            Mode::Exact => self.probes.attach_allocator(interp, &interp.alloc.hooks)?,
+            Mode::Exact => {
+                let n = self.probes.attach_allocator(interp, &interp.alloc.hooks)?;
+                let recycle = self.probes.attach_recycle(interp)?;
+                if interp.alloc.new_reference.is_none()
+                    && interp.alloc.constructors.is_empty()
+                    && !interp.alloc.hooks.is_empty()
+                {
+                    say!(
+                        "tracer: note: {}",
+                        crate::python::allocator::NEW_REFERENCE_INLINED
+                    );
+                }
+                n + recycle
+            }
             Mode::Watch => 0,
         };
         self.groups.push(ProbeGroup {

@@ -11,6 +11,9 @@
 //! Builds optimised with PGO/LTO may compare the table pointer against the default function and
 //! inline pymalloc's fast path into every caller ("devirtualised"): then almost no allocation passes
 //! through any function entry. That is detected here (`inlined_fast_path`) and reported.
+//!
+//! Objects that free lists hand out again never reach the allocator: `_Py_NewReference`, called
+//! for every object created, is found here too (`new_reference`) when the build calls it.
 
 use std::collections::BTreeMap;
 
@@ -102,11 +105,133 @@ pub struct AllocatorHooks {
     pub inlined_fast_path: bool,
     /// Observations worth showing in `doctor` (e.g. a replaced allocator).
     pub notes: Vec<String>,
+    /// `_Py_NewReference`, to probe when the build calls it (re-attributes recycled objects).
+    pub new_reference: Option<Hook>,
+    /// `new_keys_object` (.symtab only), whose return re-attributes a dict's keys table taken
+    /// from the keys free list.
+    pub new_keys: Option<Hook>,
+    /// `free_keys_object` (.symtab only), where a keys table enters the keys free list, and
+    /// the index of its keys argument (1 from 3.12 on: the interpreter comes first).
+    pub free_keys: Option<(Hook, u8)>,
+    /// 3.8: the constructors that take objects from free lists, whose return does what the
+    /// `_Py_NewReference` probe does in later versions (a header inline there).
+    pub constructors: Vec<Hook>,
+    /// 3.13 (`free_keys_object` inlined): `_PyDict_FromItems`, whose return re-attributes the
+    /// new dict's keys table (a dict display's: `{"k": v}`).
+    pub dict_from_items: Option<Hook>,
 }
 
+/// Why recycled objects keep their first stack in a build (`None`: they do not).
+pub const NEW_REFERENCE_INLINED: &str =
+    "recycled objects keep their first stack: _Py_NewReference is inlined in this build";
+
 /// Resolves the allocator functions of an interpreter file. `live` = (pid, load bias) when the
-/// file is mapped in a running process.
-pub fn resolve(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
+/// file is mapped in a running process; `minor` is the CPython 3 minor version.
+pub fn resolve(elf: &Elf, live: Option<(u32, u64)>, minor: u8) -> AllocatorHooks {
+    let mut a = resolve_allocator(elf, live);
+    a.new_reference = new_reference(elf, &a);
+    if a.new_reference.is_none() && minor == 8 && !a.inlined_fast_path {
+        // `_Py_NewReference` is a header inline: the constructors that pop free lists
+        // (`new_dict` is inlined into most of its callers: the exported ones are probed too).
+        a.constructors = [
+            "PyList_New",
+            "PyTuple_New",
+            "PyFloat_FromDouble",
+            "new_dict",
+            "PyDict_New",
+            "_PyDict_NewPresized",
+        ]
+        .iter()
+        .filter_map(|name| {
+            let s = elf.dynsym(name).or_else(|| elf.local_function(name))?;
+            let off = elf
+                .vaddr_to_offset(s.addr)
+                .filter(|_| elf.is_code(s.addr))?;
+            Some(Hook {
+                op: AllocOp::Malloc,
+                domains: vec![],
+                name: name.to_string(),
+                vaddr: s.addr,
+                file_offset: off,
+            })
+        })
+        .collect();
+    }
+    if a.new_reference.is_some() || !a.constructors.is_empty() {
+        a.new_keys = elf.local_function("new_keys_object").and_then(|s| {
+            let off = elf
+                .vaddr_to_offset(s.addr)
+                .filter(|_| elf.is_code(s.addr))?;
+            Some(Hook {
+                op: AllocOp::Malloc,
+                domains: vec![],
+                name: "new_keys_object".into(),
+                vaddr: s.addr,
+                file_offset: off,
+            })
+        });
+        a.free_keys = elf.local_function("free_keys_object").and_then(|s| {
+            let off = elf
+                .vaddr_to_offset(s.addr)
+                .filter(|_| elf.is_code(s.addr))?;
+            let arg = match minor {
+                8..=11 => 0,
+                12 => 1,
+                _ => return None,
+            };
+            let hook = Hook {
+                op: AllocOp::Free,
+                domains: vec![],
+                name: "free_keys_object".into(),
+                vaddr: s.addr,
+                file_offset: off,
+            };
+            Some((hook, arg))
+        });
+        if a.free_keys.is_none() && a.new_keys.is_some() {
+            let name = "_PyDict_FromItems";
+            a.dict_from_items = elf.dynsym(name).and_then(|s| {
+                let off = elf
+                    .vaddr_to_offset(s.addr)
+                    .filter(|_| elf.is_code(s.addr))?;
+                Some(Hook {
+                    op: AllocOp::Malloc,
+                    domains: vec![],
+                    name: name.into(),
+                    vaddr: s.addr,
+                    file_offset: off,
+                })
+            });
+        }
+    }
+    if a.new_reference.is_none() && a.constructors.is_empty() && a.source != HookSource::None {
+        a.notes.push(NEW_REFERENCE_INLINED.into());
+    }
+    a
+}
+
+/// `_Py_NewReference`, when the object constructors call it: exported since 3.9 (a header
+/// inline before), but inlined into its callers by builds that inline pymalloc too (LTO/PGO
+/// builds such as Debian's python3.11 keep the symbol for a handful of callers only).
+fn new_reference(elf: &Elf, a: &AllocatorHooks) -> Option<Hook> {
+    if a.inlined_fast_path {
+        return None;
+    }
+    let name = "_Py_NewReference";
+    let s = elf.dynsym(name).or_else(|| elf.local_function(name))?;
+    let off = elf
+        .vaddr_to_offset(s.addr)
+        .filter(|_| elf.is_code(s.addr))?;
+    Some(Hook {
+        op: AllocOp::Malloc,
+        domains: vec![],
+        name: name.into(),
+        vaddr: s.addr,
+        file_offset: off,
+    })
+}
+
+fn resolve_allocator(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
     let decoded = decode_wrappers(elf);
     let inlined = |funcs: &[u64]| {
         decoded
@@ -146,6 +271,11 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
                 hooks,
                 source: HookSource::Symtab,
                 notes: vec![],
+                new_reference: None,
+                new_keys: None,
+                free_keys: None,
+                constructors: vec![],
+                dict_from_items: None,
             };
         }
     }
@@ -221,6 +351,11 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
             source: HookSource::None,
             inlined_fast_path: false,
             notes,
+            new_reference: None,
+            new_keys: None,
+            free_keys: None,
+            constructors: vec![],
+            dict_from_items: None,
         };
     }
     let funcs: Vec<u64> = hooks.iter().map(|h| h.vaddr).collect();
@@ -229,6 +364,11 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>) -> AllocatorHooks {
         hooks,
         source,
         notes,
+        new_reference: None,
+        new_keys: None,
+        free_keys: None,
+        constructors: vec![],
+        dict_from_items: None,
     }
 }
 

@@ -246,7 +246,7 @@ fn inspect(
         (Some(pid), Some(bias)) => Some((pid, bias)),
         _ => None,
     };
-    let alloc = allocator::resolve(elf, live);
+    let alloc = allocator::resolve(elf, live, version.minor);
     let file_id = std::fs::metadata(&open_path)
         .map(|m| (m.dev(), m.ino()))
         .map_err(|e| Error::Other(format!("cannot stat {}: {e}", open_path.display())))?;
@@ -463,6 +463,35 @@ mod tests {
             assert_eq!(i.alloc.source, HookSource::Symtab, "{what}");
             assert_eq!(i.alloc.hooks.len(), 8, "{what}");
             assert!(!i.alloc.inlined_fast_path, "{what}");
+            // _Py_NewReference is a function from 3.9 on (a header inline before).
+            assert_eq!(i.alloc.new_reference.is_some(), minor >= 9, "{what}");
+            // Dicts' keys free list: where tables are taken (all) and given back (until 3.12;
+            // inlined in 3.13).
+            assert_eq!(i.alloc.new_keys.is_some(), minor >= 8, "{what}");
+            assert_eq!(
+                i.alloc.free_keys.as_ref().map(|(_, arg)| *arg),
+                match minor {
+                    8..=11 => Some(0),
+                    12 => Some(1),
+                    _ => None,
+                },
+                "{what}"
+            );
+            assert_eq!(i.alloc.dict_from_items.is_some(), minor == 13, "{what}");
+            // 3.8: the free lists' constructors instead; none before.
+            assert_eq!(
+                i.alloc.constructors.len(),
+                if minor == 8 { 6 } else { 0 },
+                "{what}"
+            );
+            assert_eq!(
+                i.alloc
+                    .notes
+                    .iter()
+                    .any(|n| n == allocator::NEW_REFERENCE_INLINED),
+                minor < 8,
+                "{what}"
+            );
             // _PyRuntime exists from 3.7 on.
             assert_eq!(i.runtime_vaddr.is_some(), minor >= 7, "{what}");
             assert!(i.code_type_vaddr.is_some(), "{what}");
@@ -504,6 +533,12 @@ mod tests {
         // raw malloc/calloc/realloc/free and pymalloc's four, found through the tables.
         assert_eq!(i.alloc.hooks.len(), 8);
         assert!(i.alloc.inlined_fast_path);
+        assert!(i.alloc.new_reference.is_none());
+        assert!(i
+            .alloc
+            .notes
+            .iter()
+            .any(|n| n == allocator::NEW_REFERENCE_INLINED));
         assert_eq!(i.layout_source, layouts::LayoutSource::Table);
         assert_eq!(
             interpreter_file_of_executable(deb, None).as_deref(),
