@@ -26,7 +26,7 @@ pub enum LaunchEvent {
     /// dropped.
     Python {
         pid: u32,
-        interp: Interpreter,
+        interp: Box<Interpreter>,
         in_exec: bool,
         resume: mpsc::Sender<()>,
     },
@@ -272,7 +272,7 @@ impl Tree {
                 let (tx, rx) = mpsc::channel();
                 let sent = events.send(LaunchEvent::Python {
                     pid,
-                    interp,
+                    interp: Box::new(interp),
                     in_exec,
                     resume: tx,
                 });

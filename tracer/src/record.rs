@@ -503,7 +503,7 @@ async fn collect_loop(
                 let l = launcher.as_mut().unwrap();
                 match ev {
                     Some(launch::LaunchEvent::Python { pid, interp, in_exec, resume }) => {
-                        let attached = attach_launched(c, pid, interp, in_exec, progress);
+                        let attached = attach_launched(c, pid, *interp, in_exec, progress);
                         drop(resume);
                         match attached {
                             Ok(()) => {}
