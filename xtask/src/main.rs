@@ -180,7 +180,10 @@ const PLACES: [(&str, Option<&str>, Phase); 8] = [
 ];
 /// The longest tests, longest first (taken first in their phase, so that its lanes end
 /// together); the others follow in the order of their files.
-const LONGEST: [&str; 9] = [
+const LONGEST: [&str; 12] = [
+    "flask_leaks_named_312",
+    "flask_leaks_named_311",
+    "flask_without_leaks_312",
     "watch_static_builds",
     "watch_shared_libpython_builds",
     "lines_on_shared_libpython_builds",
