@@ -7,7 +7,7 @@ pub use crate::frame::python_line;
 use crate::frame::Frame;
 use crate::report::census::{CensusReport, Holds};
 use crate::report::Mode;
-use crate::report::{Coverage, Report, Resource, Suspect};
+use crate::report::{fed_from, AppPaths, Coverage, Report, Resource, Suspect};
 use crate::report::{Verdict, MIN_CHECKPOINTS};
 
 pub fn human_bytes(b: u64) -> String {
@@ -71,7 +71,7 @@ pub fn suspect_line(s: &Suspect) -> String {
         }
     };
     format!(
-        "    {:<8} {:>14} {:>11} {:>9} {:>7}  {}",
+        "    {:<8} {:>14} {:>11} {:>9} {:>7}  {}{}",
         s.trend.verdict.to_string(),
         rate,
         amount(s.resource, s.now as f64),
@@ -82,8 +82,23 @@ pub fn suspect_line(s: &Suspect) -> String {
         s.oldest_age
             .map(|a| format!("{:.0}s", a.as_secs_f64()))
             .unwrap_or_else(|| "-".into()),
-        what
+        what,
+        via_text(s)
     )
+}
+
+/// "  via getLogger (logging/__init__.py:1403)": the library line below a suspect's application
+/// frame that holds the most, and how many others there are.
+pub fn via_text(s: &Suspect) -> String {
+    let Some(v) = s.via.first() else {
+        return String::new();
+    };
+    let more = if s.via.len() > 1 {
+        format!(" (+{} more)", s.via.len() - 1)
+    } else {
+        String::new()
+    };
+    format!("  via {}{more}", python_line(&v.frames))
 }
 
 /// The one-line coverage warning for a process, if its allocation view is incomplete.
@@ -123,7 +138,7 @@ pub fn holds_text(h: &Holds) -> String {
     )
 }
 
-fn census(o: &mut String, c: &CensusReport) {
+fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     if let Some(e) = &c.error {
         let _ = writeln!(o, "  heap census: not taken: {e}");
         return;
@@ -194,6 +209,13 @@ fn census(o: &mut String, c: &CensusReport) {
         };
         for u in k.uses.iter().take(shown) {
             let _ = writeln!(o, "    {:>29}{verb} {u}", "");
+        }
+        // Where the application feeds it, when the uses above do not say (a library's line).
+        if let Some((app, below)) =
+            fed_from(k, places).filter(|(a, b)| b.is_some() || !k.uses.contains(a))
+        {
+            let via = below.map(|b| format!(" via {b}")).unwrap_or_default();
+            let _ = writeln!(o, "    {:>29}fed from {app}{via}", "");
         }
         if k.trend.verdict == Verdict::Growing {
             if let Some((stack, _)) = k.stacks.first() {
@@ -430,7 +452,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             }
         }
         if let Some(c) = &p.census {
-            census(&mut o, c);
+            census(&mut o, c, &r.places);
         }
         if !p.allocs.is_empty() {
             let _ = writeln!(
@@ -584,6 +606,7 @@ mod tests {
             min_age: std::time::Duration::ZERO,
             procs: vec![],
             health: Default::default(),
+            places: Default::default(),
         };
         assert!(!health_line(&r).contains("lost"), "{}", health_line(&r));
         r.health.stacks_lost = 433;
