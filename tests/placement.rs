@@ -164,7 +164,7 @@ fn exact_mode_places_the_logger_leak_at_the_app_line() {
     let first = growing.first().expect("a growing memory suspect");
     // The leak's two app lines: the getLogger call (the loggers and their manager's entries)
     // and the route's log.debug (each new logger's level cache).
-    let get_logger = app_line("logging.getLogger(f\"user-{uid}\")");
+    let get_logger = app_line("return logging.getLogger(f\"user-{uid}\")");
     let debug = app_line("log.debug(");
     assert!(
         at_app_line(&first.line, "user_logger", get_logger)
