@@ -273,3 +273,65 @@ fn relative_app_path_is_refused() {
     let out = run_tracer(&["record", "--app-path", "src", "-p", "1"]);
     assert_one_line_error(&out, "not an absolute directory");
 }
+
+/// The heap census (watch mode): a global of the standard library (`logging._handlerList`) grows,
+/// used in logging's own code; the application's line that feeds it is reported with it.
+#[test]
+fn census_container_fed_from_the_app_line() {
+    let script = workload("handlers.py");
+    let fed = std::fs::read_to_string(&script)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("  # FED"))
+        .unwrap()
+        + 1;
+    let d = TempDir::new("place-fed");
+    let w = Proc(
+        Command::new(PY312)
+            .arg(&script)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let out = d.path().join("out");
+    let pid = w.pid().to_string();
+    let f = Tracer::start(
+        // Stacks are sampled once the list is judged growing (4 checkpoints).
+        &[
+            "-p",
+            &pid,
+            "--mode",
+            "watch",
+            "-d",
+            "32s",
+            "--interval",
+            "4s",
+        ],
+        &out,
+    )
+    .finish();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let containers = report["processes"][0]["census"]["containers"]
+        .as_array()
+        .unwrap();
+    let list = containers
+        .iter()
+        .find(|c| c["name"] == "logging._handlerList")
+        .unwrap_or_else(|| panic!("logging._handlerList in {}", f.stdout));
+    assert_eq!(list["verdict"], "growing", "{list}");
+    let app = format!("add_handler ({}:{fed})", script.display());
+    assert_eq!(list["fed_from"]["app_frame"], app.as_str(), "{list}");
+    let via = list["fed_from"]["via"].as_str().unwrap_or_default();
+    assert!(
+        via.starts_with("_addHandlerRef (") && via.contains("/logging/__init__.py:"),
+        "{list}"
+    );
+    assert!(
+        f.stdout
+            .contains(&format!("fed from {app} via _addHandlerRef (")),
+        "{}",
+        f.stdout
+    );
+}
