@@ -622,6 +622,61 @@ mod tests {
     }
 
     #[test]
+    fn suspects_read_at_the_application_line_via_the_library() {
+        let via = |f: &str, line| crate::report::Via {
+            frames: vec![
+                Frame::python("getLogger", "logging/__init__.py", Some(2150)),
+                Frame::python(f, "logging/__init__.py", Some(line)),
+            ],
+            now: 10,
+        };
+        let mut s = Suspect {
+            resource: Resource::Memory,
+            frames: vec![Frame::python("user", "app.py", Some(9))],
+            now: 2048,
+            count: 3,
+            trend: crate::report::Trend {
+                verdict: Verdict::Growing,
+                per_min: 1024.0,
+                gained: 2048.0,
+            },
+            oldest_age: None,
+            app_frame: Some(Frame::python("user", "app.py", Some(9))),
+            via: vec![via("getLogger", 1403), via("isEnabledFor", 1805)],
+        };
+        let line = suspect_line(&s);
+        assert!(
+            line.contains("+1.0 KiB/min")
+                && line.ends_with(
+                    "  user (app.py:9)  via getLogger (logging/__init__.py:1403) (+1 more)"
+                ),
+            "{line}"
+        );
+        s.via.truncate(1);
+        assert!(suspect_line(&s).ends_with("via getLogger (logging/__init__.py:1403)"));
+        // Descriptors: the application line, the kind, then the library line.
+        s.resource = Resource::Descriptors;
+        s.frames = vec![
+            Frame::python("spool", "app.py", Some(51)),
+            Frame::Resource {
+                kind: "file".into(),
+                name: None,
+            },
+        ];
+        s.via = vec![crate::report::Via {
+            frames: vec![Frame::python("mkstemp", "tempfile.py", Some(357))],
+            now: 4,
+        }];
+        assert!(
+            suspect_line(&s).ends_with("spool (app.py:51) [file]  via mkstemp (tempfile.py:357)"),
+            "{}",
+            suspect_line(&s)
+        );
+        s.via.clear();
+        assert!(suspect_line(&s).ends_with("spool (app.py:51) [file]"));
+    }
+
+    #[test]
     fn stacks_leaf_first() {
         let f: Vec<Frame> = ["a", "b", "c"].iter().map(|s| Frame::native(s)).collect();
         assert_eq!(short_stack(&f, 2), "c <- b <- ...");
