@@ -91,6 +91,15 @@ pub struct Placed {
     pub below: Vec<Frame>,
 }
 
+/// The file of a Python frame that a reader can open: generated code (`<string>`, the methods
+/// namedtuple and dataclasses make) and frozen modules are never the placed frame.
+fn source_file(f: &Frame) -> Option<&str> {
+    match f {
+        Frame::Python { file, .. } if !file.starts_with('<') => Some(file.as_str()),
+        _ => None,
+    }
+}
+
 /// Places a verdict key (Python call path; descriptors: followed by the kind of resource) at its
 /// innermost application frame: the key is cut below that frame, so that every stack through
 /// the same application line is judged together. A stack without an application frame keeps
@@ -100,11 +109,7 @@ pub fn place(key: &[Frame], resource: Resource, paths: &AppPaths) -> Placed {
         (Resource::Descriptors, Some((leaf @ Frame::Resource { .. }, path))) => (path, Some(leaf)),
         _ => (key, None),
     };
-    let files = path.iter().map(|f| match f {
-        Frame::Python { file, .. } => Some(file.as_str()),
-        _ => None,
-    });
-    let Some(i) = innermost_app(paths, files) else {
+    let Some(i) = innermost_app(paths, path.iter().map(source_file)) else {
         return Placed {
             key: key.to_vec(),
             app_frame: None,
@@ -125,11 +130,7 @@ pub fn place(key: &[Frame], resource: Resource, paths: &AppPaths) -> Placed {
 /// and, when the use itself is below it (in a library), the use.
 pub fn fed_from(k: &census::ContainerReport, paths: &AppPaths) -> Option<(Frame, Option<Frame>)> {
     k.stacks.iter().find_map(|(stack, _)| {
-        let files = stack.iter().map(|f| match f {
-            Frame::Python { file, .. } => Some(file.as_str()),
-            _ => None,
-        });
-        let i = innermost_app(paths, files)?;
+        let i = innermost_app(paths, stack.iter().map(source_file))?;
         let below = stack[i + 1..].iter().rev().find(|f| f.is_python()).cloned();
         Some((stack[i].clone(), below))
     })
@@ -671,6 +672,15 @@ mod tests {
         assert_eq!(p.key, own);
         assert_eq!(p.app_frame, Some(py("user", APP, 10)));
         assert!(p.below.is_empty());
+        // Generated code (a namedtuple's `__new__`) is not the application's line.
+        let gen = vec![
+            py("user", APP, 9),
+            py("urlsplit", "/usr/lib/python3.12/urllib/parse.py", 506),
+            py("<lambda>", "<string>", 1),
+        ];
+        let p = place(&gen, Resource::Memory, &paths);
+        assert_eq!(p.key, gen[..1].to_vec());
+        assert_eq!(p.below, gen[1..].to_vec());
         // No application frame: the key stays, unplaced.
         let lib = vec![py("run", FLASK, 1), py("dumps", LOGGING, 2)];
         let p = place(&lib, Resource::Memory, &paths);
