@@ -109,6 +109,12 @@ pub struct RecordArgs {
     /// Show Python frames only.
     #[arg(long)]
     pub no_native: bool,
+    /// The application's code is under this directory (absolute, as the target sees it;
+    /// repeatable): suspects are placed at the innermost frame of a file under one of them,
+    /// with the library frames beneath. Default: every file outside the standard library and
+    /// site-packages/dist-packages.
+    #[arg(long = "app-path", value_name = "DIR", value_parser = parse_app_path)]
+    pub app_paths: Vec<String>,
     /// How many ended processes (exited or exec'd) the reports keep at most.
     #[arg(long, hide = true, default_value_t = report::MAX_CLOSED)]
     pub keep_ended: usize,
@@ -130,7 +136,23 @@ pub struct RecordArgs {
     pub live: bool,
 }
 
+/// `--app-path`: an absolute directory (frames name their files by absolute paths).
+fn parse_app_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.len() > 1 {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an absolute directory (give the application's directory as the target sees it, e.g. /srv/app)"
+        ))
+    }
+}
+
 impl RecordArgs {
+    /// How the reports tell the application's frames.
+    pub fn places(&self) -> report::AppPaths {
+        report::AppPaths::new(&self.app_paths)
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
             .unwrap_or(if self.live { Mode::Watch } else { Mode::Exact })

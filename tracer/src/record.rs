@@ -236,7 +236,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
-    let mut archive = Archive::new(args.keep_ended);
+    let mut archive = Archive::new(args.keep_ended, args.places());
     let looped = rt.block_on(collect_loop(
         &mut c,
         &mut archive,

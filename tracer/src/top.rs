@@ -247,6 +247,7 @@ mod tests {
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),
+            places: Default::default(),
         };
         r.health.alloc_calls = 1234;
         let mut term = ratatui::Terminal::new(TestBackend::new(30, 2)).unwrap();

@@ -11,8 +11,15 @@
 //!       "sampled" (watch mode: memory figures are samples),
 //!       "suspects": [ { "resource": "memory"|"descriptors", "verdict":
 //!           "growing"|"stable"|"freed"|"unknown", "growth_per_min", "now", "objects",
-//!           "oldest_age_s" (null if unknown), "line" (innermost Python frame),
-//!           "stack" (frames, root first) } ],
+//!           "oldest_age_s" (null if unknown), "line" (innermost Python frame of the stack:
+//!           its application frame when it has one), "stack" (frames, root first: down to
+//!           the application frame, when the stack has one; descriptors: then the kind),
+//!           "app_frame" (null, or the innermost frame of the application's code:
+//!           `--app-path`, by default any file outside the standard library and packages),
+//!           "via": [ { "line" (innermost Python frame below the application frame: the
+//!               library line that allocates or opens), "stack" (the frames below the
+//!               application frame, root first), "now" (bytes or descriptors) } ] (largest
+//!               first, at most 3) } ],
 //!       "census": null | { "passes", "partial_passes", "last_pass_ms", "objects" (gc-tracked),
 //!           "stack_samples" (Python stacks read from outside, all threads, every 10 ms
 //!           while a growing container hangs from a module global), "rss_bytes",
@@ -25,6 +32,9 @@
 //!               to a module or a running frame was found (yet)),
 //!               "named", "type", "len", "verdict", "growth_per_min" (items),
 //!               "root" ("global" | "local" (a local of a running frame) | "unreached"),
+//!               "fed_from": null | { "app_frame" (the innermost application frame of the
+//!               most sampled stack through the uses that has one), "via" (null, or the use
+//!               below it, in a library) },
 //!               "uses" (`function (file:LINE)`: for a global, the code that loads it; for
 //!               a local, the line its frame is running),
 //!               "stacks": [ { "frames" (root first), "samples" } ] (for a global: the call
@@ -38,12 +48,12 @@
 
 use serde_json::{json, Value};
 
-use crate::frame::{labels, python_line};
+use crate::frame::{labels, python_line, Frame};
 use crate::report::census::CensusReport;
 use crate::report::Mode;
-use crate::report::{Coverage, Report, Resource};
+use crate::report::{fed_from, AppPaths, Coverage, Report, Resource};
 
-fn census(c: &CensusReport) -> Value {
+fn census(c: &CensusReport, places: &AppPaths) -> Value {
     json!({
         "passes": c.passes,
         "partial_passes": c.partial,
@@ -62,6 +72,10 @@ fn census(c: &CensusReport) -> Value {
             "verdict": k.trend.verdict.to_string(),
             "growth_per_min": k.trend.per_min,
             "root": k.root,
+            "fed_from": fed_from(k, places).map(|(app, via)| json!({
+                "app_frame": app.to_string(),
+                "via": via.map(|v| v.to_string()),
+            })),
             "uses": labels(&k.uses),
             "stacks": k.stacks.iter().map(|(frames, n)| json!({"frames": labels(frames), "samples": n})).collect::<Vec<_>>(),
             "holds": k.holds.as_ref().map(|h| json!({
@@ -105,6 +119,12 @@ pub fn render(r: &Report) -> String {
                         "oldest_age_s": s.oldest_age.map(|a| a.as_secs_f64()),
                         "line": python_line(frames),
                         "stack": labels(&s.frames),
+                        "app_frame": s.app_frame.as_ref().map(Frame::to_string),
+                        "via": s.via.iter().map(|v| json!({
+                            "line": python_line(&v.frames),
+                            "stack": labels(&v.frames),
+                            "now": v.now,
+                        })).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -121,7 +141,7 @@ pub fn render(r: &Report) -> String {
                 "open_fds": p.open_fds,
                 "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
                 "suspects": suspects,
-                "census": p.census.as_ref().map(census),
+                "census": p.census.as_ref().map(|c| census(c, &r.places)),
                 "warning": p.warning,
             })
         })

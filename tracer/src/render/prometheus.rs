@@ -227,6 +227,7 @@ mod tests {
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),
+            places: Default::default(),
         };
         r.health.alloc_calls = 12;
         r.health.fd_map_full = 3;

@@ -7,7 +7,7 @@ pub use crate::frame::python_line;
 use crate::frame::Frame;
 use crate::report::census::{CensusReport, Holds};
 use crate::report::Mode;
-use crate::report::{Coverage, Report, Resource, Suspect};
+use crate::report::{fed_from, AppPaths, Coverage, Report, Resource, Suspect};
 use crate::report::{Verdict, MIN_CHECKPOINTS};
 
 pub fn human_bytes(b: u64) -> String {
@@ -71,7 +71,7 @@ pub fn suspect_line(s: &Suspect) -> String {
         }
     };
     format!(
-        "    {:<8} {:>14} {:>11} {:>9} {:>7}  {}",
+        "    {:<8} {:>14} {:>11} {:>9} {:>7}  {}{}",
         s.trend.verdict.to_string(),
         rate,
         amount(s.resource, s.now as f64),
@@ -82,8 +82,23 @@ pub fn suspect_line(s: &Suspect) -> String {
         s.oldest_age
             .map(|a| format!("{:.0}s", a.as_secs_f64()))
             .unwrap_or_else(|| "-".into()),
-        what
+        what,
+        via_text(s)
     )
+}
+
+/// "  via getLogger (logging/__init__.py:1403)": the library line below a suspect's application
+/// frame that holds the most, and how many others there are.
+pub fn via_text(s: &Suspect) -> String {
+    let Some(v) = s.via.first() else {
+        return String::new();
+    };
+    let more = if s.via.len() > 1 {
+        format!(" (+{} more)", s.via.len() - 1)
+    } else {
+        String::new()
+    };
+    format!("  via {}{more}", python_line(&v.frames))
 }
 
 /// The one-line coverage warning for a process, if its allocation view is incomplete.
@@ -123,7 +138,7 @@ pub fn holds_text(h: &Holds) -> String {
     )
 }
 
-fn census(o: &mut String, c: &CensusReport) {
+fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     if let Some(e) = &c.error {
         let _ = writeln!(o, "  heap census: not taken: {e}");
         return;
@@ -194,6 +209,13 @@ fn census(o: &mut String, c: &CensusReport) {
         };
         for u in k.uses.iter().take(shown) {
             let _ = writeln!(o, "    {:>29}{verb} {u}", "");
+        }
+        // Where the application feeds it, when the uses above do not say (a library's line).
+        if let Some((app, below)) =
+            fed_from(k, places).filter(|(a, b)| b.is_some() || !k.uses.contains(a))
+        {
+            let via = below.map(|b| format!(" via {b}")).unwrap_or_default();
+            let _ = writeln!(o, "    {:>29}fed from {app}{via}", "");
         }
         if k.trend.verdict == Verdict::Growing {
             if let Some((stack, _)) = k.stacks.first() {
@@ -430,7 +452,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             }
         }
         if let Some(c) = &p.census {
-            census(&mut o, c);
+            census(&mut o, c, &r.places);
         }
         if !p.allocs.is_empty() {
             let _ = writeln!(
@@ -584,6 +606,7 @@ mod tests {
             min_age: std::time::Duration::ZERO,
             procs: vec![],
             health: Default::default(),
+            places: Default::default(),
         };
         assert!(!health_line(&r).contains("lost"), "{}", health_line(&r));
         r.health.stacks_lost = 433;
@@ -596,6 +619,61 @@ mod tests {
             line.contains("keep their Python frames but have no native frames"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn suspects_read_at_the_application_line_via_the_library() {
+        let via = |f: &str, line| crate::report::Via {
+            frames: vec![
+                Frame::python("getLogger", "logging/__init__.py", Some(2150)),
+                Frame::python(f, "logging/__init__.py", Some(line)),
+            ],
+            now: 10,
+        };
+        let mut s = Suspect {
+            resource: Resource::Memory,
+            frames: vec![Frame::python("user", "app.py", Some(9))],
+            now: 2048,
+            count: 3,
+            trend: crate::report::Trend {
+                verdict: Verdict::Growing,
+                per_min: 1024.0,
+                gained: 2048.0,
+            },
+            oldest_age: None,
+            app_frame: Some(Frame::python("user", "app.py", Some(9))),
+            via: vec![via("getLogger", 1403), via("isEnabledFor", 1805)],
+        };
+        let line = suspect_line(&s);
+        assert!(
+            line.contains("+1.0 KiB/min")
+                && line.ends_with(
+                    "  user (app.py:9)  via getLogger (logging/__init__.py:1403) (+1 more)"
+                ),
+            "{line}"
+        );
+        s.via.truncate(1);
+        assert!(suspect_line(&s).ends_with("via getLogger (logging/__init__.py:1403)"));
+        // Descriptors: the application line, the kind, then the library line.
+        s.resource = Resource::Descriptors;
+        s.frames = vec![
+            Frame::python("spool", "app.py", Some(51)),
+            Frame::Resource {
+                kind: "file".into(),
+                name: None,
+            },
+        ];
+        s.via = vec![crate::report::Via {
+            frames: vec![Frame::python("mkstemp", "tempfile.py", Some(357))],
+            now: 4,
+        }];
+        assert!(
+            suspect_line(&s).ends_with("spool (app.py:51) [file]  via mkstemp (tempfile.py:357)"),
+            "{}",
+            suspect_line(&s)
+        );
+        s.via.clear();
+        assert!(suspect_line(&s).ends_with("spool (app.py:51) [file]"));
     }
 
     #[test]

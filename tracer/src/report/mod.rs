@@ -1,18 +1,24 @@
 //! The report model: per process, outstanding allocations and open descriptors grouped by stack
 //! (typed frames), judged over the checkpoints. Built from the collector's plain views
 //! (`snapshot`), never from the collector itself; it knows nothing of output formats.
+//!
+//! Suspects are placed at the application's line (`place.rs`): the stacks that share a call path
+//! down to their innermost application frame are one suspect, judged on their sum, with the
+//! library frames beneath it that hold the most kept as its `via` ("which allocation").
 
 use std::time::Duration;
 
 use tracer_common::stat;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the heap census found (plain data made by the census, read by the renderers).
 pub use crate::snapshot::census;
 
 pub use crate::config::Mode;
 use crate::frame::{verdict_key, Frame};
+use crate::place::innermost_app;
+pub use crate::place::AppPaths;
 use crate::snapshot::{fd_label, Checkpoint, CollectorView, HookCoverage, TargetView};
 use crate::util::monotonic_ns;
 use crate::verdict::{self, judge_sampled, judge_series, Series};
@@ -54,10 +60,81 @@ pub struct Suspect {
     pub count: u64,
     pub trend: Trend,
     pub oldest_age: Option<Duration>,
+    /// The innermost application frame of its call path ("where in your code"), if it has one:
+    /// then `frames` end there (descriptors: followed by the kind of resource).
+    pub app_frame: Option<Frame>,
+    /// The library frames below the application frame, largest first (at most `MAX_VIA`):
+    /// "which allocation" (or which call opened the descriptors).
+    pub via: Vec<Via>,
+}
+
+/// A call path below a suspect's application frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Via {
+    /// The frames below the application frame, root first.
+    pub frames: Vec<Frame>,
+    /// Its bytes (memory) or descriptors at the last checkpoint.
+    pub now: u64,
 }
 
 /// Suspects kept per process.
 const MAX_SUSPECTS: usize = 50;
+/// Library call paths kept per suspect.
+pub const MAX_VIA: usize = 3;
+
+/// A stack's place: the key its series is judged under, its application frame, and the frames
+/// below that frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub key: Vec<Frame>,
+    pub app_frame: Option<Frame>,
+    pub below: Vec<Frame>,
+}
+
+/// The file of a Python frame that a reader can open: generated code (`<string>`, the methods
+/// namedtuple and dataclasses make) and frozen modules are never the placed frame.
+fn source_file(f: &Frame) -> Option<&str> {
+    match f {
+        Frame::Python { file, .. } if !file.starts_with('<') => Some(file.as_str()),
+        _ => None,
+    }
+}
+
+/// Places a verdict key (Python call path; descriptors: followed by the kind of resource) at its
+/// innermost application frame: the key is cut below that frame, so that every stack through
+/// the same application line is judged together. A stack without an application frame keeps
+/// its key.
+pub fn place(key: &[Frame], resource: Resource, paths: &AppPaths) -> Placed {
+    let (path, leaf) = match (resource, key.split_last()) {
+        (Resource::Descriptors, Some((leaf @ Frame::Resource { .. }, path))) => (path, Some(leaf)),
+        _ => (key, None),
+    };
+    let Some(i) = innermost_app(paths, path.iter().map(source_file)) else {
+        return Placed {
+            key: key.to_vec(),
+            app_frame: None,
+            below: Vec::new(),
+        };
+    };
+    let mut placed = path[..=i].to_vec();
+    placed.extend(leaf.cloned());
+    Placed {
+        key: placed,
+        app_frame: Some(path[i].clone()),
+        below: path[i + 1..].to_vec(),
+    }
+}
+
+/// Where the code that grows a census container sits in the application: of the sampled stacks
+/// through its uses (most seen first), the first one with an application frame gives that frame
+/// and, when the use itself is below it (in a library), the use.
+pub fn fed_from(k: &census::ContainerReport, paths: &AppPaths) -> Option<(Frame, Option<Frame>)> {
+    k.stacks.iter().find_map(|(stack, _)| {
+        let i = innermost_app(paths, stack.iter().map(source_file))?;
+        let below = stack[i + 1..].iter().rev().find(|f| f.is_python()).cloned();
+        Some((stack[i].clone(), below))
+    })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Coverage {
@@ -184,6 +261,8 @@ pub struct Report {
     pub min_age: Duration,
     pub procs: Vec<ProcReport>,
     pub health: Health,
+    /// How frames are told apart as the application's (`--app-path`).
+    pub places: AppPaths,
 }
 
 /// Below this many allocator calls per CPU-second of the target, the hooks are missing most of
@@ -224,7 +303,52 @@ fn watch_biased(t: &TargetView) -> bool {
     t.windows > 0 && t.hooks.inlined_fast_path
 }
 
-/// Judges every stack and descriptor site seen at any checkpoint.
+/// The stacks (verdict keys) of one placed suspect.
+struct Group<'a> {
+    app_frame: Option<Frame>,
+    /// Each key, and its frames below the application frame.
+    members: Vec<(&'a Vec<Frame>, Vec<Frame>)>,
+}
+
+/// Groups verdict keys by their place.
+fn group<'a>(
+    keys: impl Iterator<Item = &'a Vec<Frame>>,
+    resource: Resource,
+    paths: &AppPaths,
+) -> BTreeMap<Vec<Frame>, Group<'a>> {
+    let mut groups: BTreeMap<Vec<Frame>, Group<'a>> = BTreeMap::new();
+    for k in keys {
+        let p = place(k, resource, paths);
+        groups
+            .entry(p.key)
+            .or_insert_with(|| Group {
+                app_frame: p.app_frame,
+                members: Vec::new(),
+            })
+            .members
+            .push((k, p.below));
+    }
+    groups
+}
+
+/// The library call paths below a group's application frame, largest first.
+fn via(members: &[(&Vec<Frame>, Vec<Frame>)], now: impl Fn(&Vec<Frame>) -> u64) -> Vec<Via> {
+    let mut v: Vec<Via> = members
+        .iter()
+        .filter(|(_, below)| !below.is_empty())
+        .map(|(k, below)| Via {
+            frames: below.clone(),
+            now: now(k),
+        })
+        .filter(|v| v.now > 0)
+        .collect();
+    v.sort_by(|a, b| b.now.cmp(&a.now).then_with(|| a.frames.cmp(&b.frames)));
+    v.truncate(MAX_VIA);
+    v
+}
+
+/// Judges every stack and descriptor site seen at any checkpoint, placed at its application
+/// frame (`place`): the stacks through one application line are judged on their sum.
 ///
 /// `biased`: the memory samples are not a fair sample of the allocations (see `watch_biased`):
 /// memory suspects are listed but not judged.
@@ -234,9 +358,10 @@ fn suspects(
     now_ns: u64,
     sampled: bool,
     biased: bool,
+    paths: &AppPaths,
 ) -> Vec<Suspect> {
     let h = t.history;
-    // One value per checkpoint, 0 where the key is absent.
+    // One value per checkpoint (the sum over a group's keys), 0 where they are absent.
     let series = |value: &dyn Fn(&Checkpoint) -> u64| -> Vec<(f64, f64)> {
         h.iter().map(|c| (c.at, value(c) as f64)).collect()
     };
@@ -257,14 +382,17 @@ fn suspects(
             *e = (*e).min(f.info.ts_ns);
         }
     }
+    let last = h.last();
     let alloc_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
-    for k in alloc_keys {
-        let bytes = series(&|c| c.allocs.get(k).map(|v| v.0).unwrap_or(0));
-        let last = h
-            .last()
-            .and_then(|c| c.allocs.get(k))
-            .copied()
-            .unwrap_or((0, 0));
+    for (key, g) in group(alloc_keys.into_iter(), Resource::Memory, paths) {
+        let sum = |c: &Checkpoint, f: fn(&(u64, u64)) -> u64| -> u64 {
+            g.members
+                .iter()
+                .filter_map(|(k, _)| c.allocs.get(*k))
+                .map(f)
+                .sum()
+        };
+        let bytes = series(&|c| sum(c, |v| v.0));
         let trend = if biased {
             Trend {
                 verdict: Verdict::Unknown,
@@ -272,32 +400,53 @@ fn suspects(
             }
         } else if sampled {
             // Samples are a small share of the allocations: judge their number, not their bytes.
-            let counts = series(&|c| c.allocs.get(k).map(|v| v.1).unwrap_or(0));
+            let counts = series(&|c| sum(c, |v| v.1));
             judge_sampled(&counts, &bytes)
         } else {
             judge_series(Series::Bytes, &bytes)
         };
+        let at_last = |k: &Vec<Frame>| {
+            last.and_then(|c| c.allocs.get(k))
+                .copied()
+                .unwrap_or((0, 0))
+        };
         out.push(Suspect {
             resource: Resource::Memory,
-            frames: k.clone(),
-            now: last.0,
-            count: last.1,
+            now: last.map(|c| sum(c, |v| v.0)).unwrap_or(0),
+            count: last.map(|c| sum(c, |v| v.1)).unwrap_or(0),
             trend,
-            oldest_age: oldest_alloc.get(k).copied(),
+            oldest_age: g
+                .members
+                .iter()
+                .filter_map(|(k, _)| oldest_alloc.get(*k).copied())
+                .max(),
+            via: via(&g.members, |k| at_last(k).0),
+            app_frame: g.app_frame,
+            frames: key,
         });
     }
     let fd_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.fds.keys()).collect();
-    for k in fd_keys {
-        let open = series(&|c| c.fds.get(k).copied().unwrap_or(0));
-        let now = h.last().and_then(|c| c.fds.get(k)).copied().unwrap_or(0);
-        let oldest = oldest_fd.get(k).copied();
+    for (key, g) in group(fd_keys.into_iter(), Resource::Descriptors, paths) {
+        let sum =
+            |c: &Checkpoint| -> u64 { g.members.iter().filter_map(|(k, _)| c.fds.get(*k)).sum() };
+        let open = series(&sum);
+        let now = last.map(sum).unwrap_or(0);
+        let oldest = g
+            .members
+            .iter()
+            .filter_map(|(k, _)| oldest_fd.get(*k).copied())
+            .min();
         out.push(Suspect {
             resource: Resource::Descriptors,
-            frames: k.clone(),
             now,
             count: now,
             trend: judge_series(Series::Descriptors, &open),
             oldest_age: oldest.map(|ts| Duration::from_nanos(now_ns.saturating_sub(ts))),
+            via: via(&g.members, |k| {
+                last.and_then(|c| c.fds.get(k)).copied().unwrap_or(0)
+            }),
+            app_frame: g.app_frame,
+            frames: key,
         });
     }
     // Bytes and descriptors are not comparable: memory before descriptors.
@@ -328,7 +477,7 @@ fn growth(t: &TargetView) -> Vec<(Vec<Frame>, u64)> {
 }
 
 /// The report of one entry (a live process's, or the final one of an entry that closed).
-pub fn process_report(t: &TargetView, probes_off: bool) -> ProcReport {
+pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> ProcReport {
     let empty = Default::default();
     let snap = t.last.unwrap_or(&empty);
     let now = monotonic_ns();
@@ -385,7 +534,7 @@ pub fn process_report(t: &TargetView, probes_off: bool) -> ProcReport {
         },
         alloc_calls,
         cpu_seconds,
-        suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t)),
+        suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t), paths),
         checkpoints: t.history.len(),
         growth: growth(t),
         census: t.census.clone(),
@@ -407,14 +556,18 @@ pub struct Archive {
     closed: Vec<(u64, ProcReport)>,
     keep: usize,
     dropped: u64,
+    /// How the reports place frames (`--app-path`).
+    places: AppPaths,
 }
 
 impl Archive {
-    pub fn new(keep: usize) -> Archive {
+    /// `places`: how every report (the closed entries' and the live ones') places frames.
+    pub fn new(keep: usize, places: AppPaths) -> Archive {
         Archive {
             closed: Vec::new(),
             keep,
             dropped: 0,
+            places,
         }
     }
 
@@ -422,7 +575,7 @@ impl Archive {
     /// ones with nothing growing go first, oldest first; then the oldest. Their number is
     /// reported.
     pub fn add(&mut self, t: &TargetView, probes_off: bool) {
-        let r = process_report(t, probes_off);
+        let r = process_report(t, probes_off, &self.places);
         let at = self.closed.partition_point(|(seq, _)| *seq < t.seq);
         self.closed.insert(at, (t.seq, r));
         let n = self.closed.len();
@@ -457,7 +610,7 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
     procs.extend(
         c.targets
             .iter()
-            .map(|t| (t.seq, process_report(t, c.probes_off))),
+            .map(|t| (t.seq, process_report(t, c.probes_off, &archive.places))),
     );
     procs.sort_by_key(|p| p.0);
     Report {
@@ -478,5 +631,228 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
             closed_dropped: archive.dropped,
             closed_kept: archive.keep,
         },
+        places: archive.places.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "/srv/app/app.py";
+    const LOGGING: &str = "/usr/lib/python3.12/logging/__init__.py";
+    const TEMPFILE: &str = "/usr/lib/python3.12/tempfile.py";
+    const FLASK: &str = "/srv/venv/lib/python3.12/site-packages/flask/app.py";
+
+    fn py(f: &str, file: &str, line: i32) -> Frame {
+        Frame::python(f, file, Some(line))
+    }
+
+    /// The logger leak's stacks: Flask, the app's `user`, then logging's lines.
+    fn logger_stack(leaf: Frame) -> Vec<Frame> {
+        vec![
+            py("dispatch_request", FLASK, 880),
+            py("user", APP, 9),
+            py("getLogger", LOGGING, 2150),
+            leaf,
+        ]
+    }
+
+    #[test]
+    fn placed_at_the_innermost_application_frame() {
+        let paths = AppPaths::default();
+        let k = logger_stack(py("getLogger", LOGGING, 1403));
+        let p = place(&k, Resource::Memory, &paths);
+        assert_eq!(p.key, k[..2].to_vec());
+        assert_eq!(p.app_frame, Some(py("user", APP, 9)));
+        assert_eq!(p.below, k[2..].to_vec());
+        // A leaf in the application: the key stays.
+        let own = vec![py("dispatch_request", FLASK, 880), py("user", APP, 10)];
+        let p = place(&own, Resource::Memory, &paths);
+        assert_eq!(p.key, own);
+        assert_eq!(p.app_frame, Some(py("user", APP, 10)));
+        assert!(p.below.is_empty());
+        // Generated code (a namedtuple's `__new__`) is not the application's line.
+        let gen = vec![
+            py("user", APP, 9),
+            py("urlsplit", "/usr/lib/python3.12/urllib/parse.py", 506),
+            py("<lambda>", "<string>", 1),
+        ];
+        let p = place(&gen, Resource::Memory, &paths);
+        assert_eq!(p.key, gen[..1].to_vec());
+        assert_eq!(p.below, gen[1..].to_vec());
+        // No application frame: the key stays, unplaced.
+        let lib = vec![py("run", FLASK, 1), py("dumps", LOGGING, 2)];
+        let p = place(&lib, Resource::Memory, &paths);
+        assert_eq!((p.key, p.app_frame), (lib, None));
+        // Descriptors keep their kind of resource as the leaf.
+        let kind = Frame::Resource {
+            kind: "file".into(),
+            name: None,
+        };
+        let fd = vec![
+            py("spool", APP, 51),
+            py("mkstemp", TEMPFILE, 357),
+            py("_mkstemp_inner", TEMPFILE, 256),
+            kind.clone(),
+        ];
+        let p = place(&fd, Resource::Descriptors, &paths);
+        assert_eq!(p.key, vec![py("spool", APP, 51), kind]);
+        assert_eq!(p.below, fd[1..3].to_vec());
+        // --app-path: the Flask frame is the application's.
+        let flask = AppPaths::new(&["/srv/venv/lib/python3.12/site-packages/flask".into()]);
+        let p = place(&k, Resource::Memory, &flask);
+        assert_eq!(p.key, k[..1].to_vec());
+        assert_eq!(p.below, k[1..].to_vec());
+    }
+
+    fn target<'a>(history: &'a [Checkpoint]) -> TargetView<'a> {
+        TargetView {
+            seq: 0,
+            pid: 1,
+            comm: "python3",
+            container: None,
+            nspid: None,
+            interpreter: String::new(),
+            hooks: HookCoverage::default(),
+            exited_after: None,
+            execd: None,
+            last: None,
+            history,
+            alloc_calls_base: 0,
+            cpu_seconds: 0.0,
+            windows: 0,
+            samples: 0,
+            armed: Duration::ZERO,
+            traced_for: Duration::ZERO,
+            census: None,
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn stacks_through_one_application_line_are_judged_together() {
+        // Two logging lines below `user`, gaining 20 and 15 kB per checkpoint: each under the
+        // noise floor alone (64 KiB over the recent window of 4 checkpoints), growing together. A line of the
+        // application's own that stays flat stays apart and stable.
+        let a = logger_stack(py("getLogger", LOGGING, 1403));
+        let b = logger_stack(py("isEnabledFor", LOGGING, 1805));
+        let flat = vec![py("dispatch_request", FLASK, 880), py("index", APP, 20)];
+        let history: Vec<Checkpoint> = (0..6u64)
+            .map(|i| Checkpoint {
+                at: i as f64 * 10.0,
+                allocs: HashMap::from([
+                    (a.clone(), (20_000 * i, 10 * i)),
+                    (b.clone(), (15_000 * i + 1, 5 * i + 1)),
+                    (flat.clone(), (1 << 20, 100)),
+                ]),
+                fds: HashMap::new(),
+            })
+            .collect();
+        let t = target(&history);
+        let s = suspects(&t, &[], 0, false, false, &AppPaths::default());
+        assert_eq!(s.len(), 2, "{s:#?}");
+        let user = &s[0];
+        assert_eq!(user.frames, a[..2].to_vec());
+        assert_eq!(user.trend.verdict, Verdict::Growing);
+        assert_eq!(user.now, 100_000 + 75_001);
+        assert_eq!(user.count, 50 + 26);
+        assert_eq!(user.app_frame, Some(py("user", APP, 9)));
+        // Largest first: which allocation.
+        assert_eq!(user.via.len(), 2);
+        assert_eq!(user.via[0].frames, a[2..].to_vec());
+        assert_eq!(user.via[0].now, 100_000);
+        assert_eq!(user.via[1].frames, b[2..].to_vec());
+        assert_eq!(s[1].frames, flat);
+        assert_eq!(s[1].trend.verdict, Verdict::Stable);
+        assert!(s[1].via.is_empty());
+        // Judged apart, each logging line is under the floor: the grouping is what finds it.
+        let lib = AppPaths::new(&["/nowhere".into()]);
+        let s = suspects(&t, &[], 0, false, false, &lib);
+        assert_eq!(s.len(), 3);
+        assert!(s
+            .iter()
+            .all(|s| s.trend.verdict != Verdict::Growing && s.via.is_empty()));
+    }
+
+    #[test]
+    fn descriptors_placed_at_the_application_line() {
+        let kind = Frame::Resource {
+            kind: "file".into(),
+            name: None,
+        };
+        let site = |inner: i32| {
+            vec![
+                py("spool", APP, 51),
+                py("mkstemp", TEMPFILE, 357),
+                py("_mkstemp_inner", TEMPFILE, inner),
+                kind.clone(),
+            ]
+        };
+        let history: Vec<Checkpoint> = (0..6u64)
+            .map(|i| Checkpoint {
+                at: i as f64 * 10.0,
+                allocs: HashMap::new(),
+                fds: HashMap::from([(site(256), i), (site(260), 2 * i)]),
+            })
+            .collect();
+        let s = suspects(
+            &target(&history),
+            &[],
+            0,
+            false,
+            false,
+            &AppPaths::default(),
+        );
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].resource, Resource::Descriptors);
+        assert_eq!(s[0].frames, vec![py("spool", APP, 51), kind.clone()]);
+        assert_eq!(s[0].now, 15);
+        assert_eq!(s[0].trend.verdict, Verdict::Growing);
+        assert_eq!(s[0].via[0].frames, site(260)[1..3].to_vec());
+        assert_eq!(s[0].via[0].now, 10);
+    }
+
+    #[test]
+    fn census_containers_fed_from_the_application() {
+        let k = census::ContainerReport {
+            name: "logging.Logger.manager.loggerDict".into(),
+            named: true,
+            type_name: "dict".into(),
+            len: 10,
+            trend: Trend {
+                verdict: Verdict::Growing,
+                per_min: 1.0,
+                gained: 1.0,
+            },
+            holds: None,
+            root: "global",
+            uses: vec![py("getLogger", LOGGING, 1403)],
+            stacks: vec![
+                (
+                    vec![
+                        py("_bootstrap", "<frozen x>", 1),
+                        py("getLogger", LOGGING, 1403),
+                    ],
+                    9,
+                ),
+                (logger_stack(py("getLogger", LOGGING, 1403)), 5),
+            ],
+        };
+        let paths = AppPaths::default();
+        assert_eq!(
+            fed_from(&k, &paths),
+            Some((py("user", APP, 9), Some(py("getLogger", LOGGING, 1403))))
+        );
+        let own = census::ContainerReport {
+            stacks: vec![(vec![py("leak", APP, 3)], 2)],
+            ..k.clone()
+        };
+        assert_eq!(fed_from(&own, &paths), Some((py("leak", APP, 3), None)));
+        let none = census::ContainerReport {
+            stacks: vec![],
+            ..k
+        };
+        assert_eq!(fed_from(&none, &paths), None);
     }
 }
