@@ -31,7 +31,7 @@ fn venv() -> PathBuf {
     }
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("making a venv with Flask from PyPI in {}", dir.display());
-    run_ok(Command::new(PY312).args(["-m", "venv"]).arg(&dir));
+    run_ok(Command::new(py(12)).args(["-m", "venv"]).arg(&dir));
     run_ok(
         Command::new(dir.join("bin/python"))
             .args(["-m", "pip", "install", "-q", "flask>=3,<4"])
@@ -83,7 +83,7 @@ fn serve(venv: &Path, leaks: &str, path: &str) -> (Proc, Proc) {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let load = Proc(
-        Command::new(PY312)
+        Command::new(py(12))
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/load.py"))
             .args([&port.to_string(), "50", "300", path])
             .stdout(Stdio::null())
@@ -289,7 +289,7 @@ fn census_container_fed_from_the_app_line() {
         + 1;
     let d = TempDir::new("place-fed");
     let w = Proc(
-        Command::new(PY312)
+        Command::new(py(12))
             .arg(&script)
             .stdout(Stdio::null())
             .spawn()
