@@ -237,6 +237,16 @@ fn flask_debian_static_leaks_311() {
             || summary.contains("root.manager.loggerDict"),
         "{summary}"
     );
+    // When the report says which application line feeds a census container (issue 14's
+    // placement), it is the app's getLogger line, not logging's.
+    if let Some(fed) = loggers.get("fed_from").filter(|f| !f.is_null()) {
+        let line = app_line("flask_app.py", "return logging.getLogger(f\"user-");
+        let a = fed["app_frame"].as_str().unwrap();
+        assert!(
+            a.starts_with("user_logger (") && a.ends_with(&format!("flask_app.py:{line})")),
+            "{loggers}"
+        );
+    }
 
     let line = app_line("flask_app.py", "tempfile.mkstemp(");
     let spool = format!("flask_app.py:{line})");
