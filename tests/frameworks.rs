@@ -177,17 +177,8 @@ fn aiohttp_task_set_named_312() {
             .any(|u| u.starts_with("handle (") && u.ends_with(&format!("aio_app.py:{line})"))),
         "the adding line aio_app.py:{line} not among the uses: {set}"
     );
-    // The call path sampled from outside ends at that line.
-    assert!(
-        set["stacks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| strs(&s["frames"]).last().is_some_and(
-                |f| f.starts_with("handle (") && f.ends_with(&format!("aio_app.py:{line})"))
-            )),
-        "no sampled stack down to aio_app.py:{line}: {set}"
-    );
+    // (Its "stacks", sampled from outside every 10 ms, are not asserted: `set.add` on that
+    // line is over in microseconds, and a 60 s run at 40 requests a second may sample none.)
     // What grows with it: the tasks (a set's items are not read, it has no stable places).
     let tasks = p["census"]["types"]
         .as_array()
