@@ -13,7 +13,7 @@ const DEBIAN_PACKAGES: [&str; 4] = [
 /// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
 /// Prometheus server, tmux for the live view), the container tests' root file system builder and
 /// OCI runtimes (debootstrap, runc, podman), and strace (a launch refused by ptrace).
-const TEST_PACKAGES: [&str; 11] = [
+const TEST_PACKAGES: [&str; 12] = [
     "bpftool",
     "golang-go",
     "python3-jsonschema",
@@ -25,6 +25,7 @@ const TEST_PACKAGES: [&str; 11] = [
     "runc",
     "podman",
     "strace",
+    "python3-flask",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
