@@ -151,8 +151,11 @@ pub enum Series {
     Samples,
     /// Open descriptors of a site.
     Descriptors,
-    /// Items of a census container, or objects of a type.
+    /// Items of a census container.
     Items,
+    /// Objects of one type: noisier than a container's length, since garbage in cycles counts
+    /// until a full collection frees it.
+    Objects,
     /// The process's resident memory, in bytes.
     Resident,
 }
@@ -166,6 +169,8 @@ impl Series {
             Series::Descriptors => 2.0,
             // 16 items, or 1% of the size.
             Series::Items => (last * 0.01).max(16.0),
+            // 16 objects, or 5% of them.
+            Series::Objects => (last * 0.05).max(16.0),
             // 1 MiB, or 2% of the resident size.
             Series::Resident => (last * 0.02).max(1048576.0),
         }
@@ -283,6 +288,22 @@ mod tests {
         assert_eq!(
             judge_series(Series::Resident, &rss).verdict,
             Verdict::Stable
+        );
+    }
+
+    #[test]
+    fn garbage_in_cycles_is_under_the_objects_floor() {
+        // A clean service's cells between full collections: +2 a second over ~1500.
+        let cells: Vec<(f64, u64)> = (0..12).map(|i| (i as f64 * 5.0, 1380 + 10 * i)).collect();
+        assert_eq!(
+            judge_counts(Series::Objects, &cells).verdict,
+            Verdict::Stable
+        );
+        // Leaked file objects: +1 a second from a few.
+        let files: Vec<(f64, u64)> = (0..18).map(|i| (i as f64 * 5.0, 5 + 5 * i)).collect();
+        assert_eq!(
+            judge_counts(Series::Objects, &files).verdict,
+            Verdict::Growing
         );
     }
 

@@ -476,7 +476,7 @@ impl Census {
             .map(|(name, s)| TypeReport {
                 name: name.clone(),
                 count: s.last().map(|p| p.1).unwrap_or(0),
-                trend: judge(s),
+                trend: judge_counts(Series::Objects, s),
             })
             .filter(|t| t.count > 0)
             .collect();
