@@ -181,7 +181,13 @@ const PLACES: [(&str, Option<&str>, Phase); 8] = [
 ];
 /// The longest tests, longest first (taken first in their phase, so that its lanes end
 /// together); the others follow in the order of their files.
-const LONGEST: [&str; 12] = [
+const LONGEST: [&str; 18] = [
+    "app_path_moves_the_placement",
+    "exact_mode_places_the_logger_leak_at_the_app_line",
+    "aiohttp_task_set_named_312",
+    "aiohttp_without_leak_312",
+    "flask_debian_static_leaks_311",
+    "flask_debian_static_without_leaks_311",
     "flask_leaks_named_312",
     "flask_leaks_named_311",
     "flask_without_leaks_312",
