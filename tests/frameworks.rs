@@ -15,114 +15,25 @@
 
 mod common;
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
 
-/// A venv with aiohttp from PyPI for pyenv's 3.`minor`, made once under target/
-/// (`apps-venv-aio-3.MINOR`, its own lock: the Flask venv of refpaths.rs is not touched).
+/// A venv with aiohttp from PyPI for pyenv's 3.`minor`.
 fn aio_venv(minor: u32) -> PathBuf {
-    let b = pyenv(minor);
-    let dir = target_dir().join(format!("apps-venv-aio-3.{minor}"));
-    let lock = File::create(target_dir().join(format!("apps-venv-aio-3.{minor}.lock"))).unwrap();
-    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let python = dir.join("bin/python");
-    let ready = |p: &PathBuf| {
-        Command::new(p)
-            .args(["-c", "import aiohttp"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        run_ok(Command::new(&b.python).arg("-m").arg("venv").arg(&dir));
-        run_ok(
-            Command::new(dir.join("bin/pip"))
-                .args(["install", "-q", "aiohttp"])
-                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-        );
-        assert!(ready(&python), "aiohttp in {}", dir.display());
-    }
-    python
+    apps::venv("aio", minor, &["aiohttp"], "aiohttp")
 }
 
-fn app(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("apps")
-        .join(name)
+/// tests/apps/`name` run by `python` with `leaks`, driven on `paths` while tracer, attached
+/// after start-up, watches it for 60 s: the process of report.json, and the summary.
+fn watch_app(python: &str, name: &str, leaks: &str, paths: &str) -> (serde_json::Value, String) {
+    apps::watch_app(std::path::Path::new(python), name, leaks, paths)
 }
 
 /// The line of tests/apps/`name` that contains `needle`.
 fn app_line(name: &str, needle: &str) -> usize {
-    std::fs::read_to_string(app(name))
-        .unwrap()
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in {name}"))
-        + 1
-}
-
-/// A free local port.
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// tests/apps/`name` run by `python` with `leaks`, driven on `paths` (by load.py under the
-/// same python) while tracer, attached after start-up, watches it for 60 s: the process of
-/// report.json, and the summary.
-fn watch_app(python: &str, name: &str, leaks: &str, paths: &str) -> (serde_json::Value, String) {
-    let port = port().to_string();
-    let d = TempDir::new("frameworks");
-    let server = Proc(
-        Command::new(python)
-            .arg(app(name))
-            .arg(&port)
-            .env("LEAKS", leaks)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the app to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
-    });
-    let _load = Proc(
-        Command::new(python)
-            .arg(app("load.py"))
-            .args([&port, "40", "90", paths])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let out = d.0.join("out");
-    let pid = server.pid().to_string();
-    let t = Tracer::start(
-        &[
-            "-p",
-            &pid,
-            "--mode",
-            "watch",
-            "-d",
-            "60s",
-            "--interval",
-            "5s",
-        ],
-        &out,
-    );
-    let f = t.finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    (report["processes"][0].clone(), f.stdout)
+    apps::app_line(name, needle) as usize
 }
 
 fn containers(p: &serde_json::Value) -> &Vec<serde_json::Value> {

@@ -8,92 +8,35 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
-/// The venv with Flask, made once under target/ (a lock file keeps concurrent test binaries
-/// and threads from making it twice; `.complete` marks it usable).
+/// The venv with Flask from PyPI (pyenv's 3.12; shared with the other test files that run the
+/// apps).
 fn venv() -> PathBuf {
-    use std::os::unix::io::AsRawFd;
-    let target = target_dir();
-    let dir = target.join("placement-venv-3.12");
-    if dir.join(".complete").exists() {
-        return dir;
-    }
-    let lock = std::fs::File::create(target.join("placement-venv-3.12.lock")).unwrap();
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    if dir.join(".complete").exists() {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("making a venv with Flask from PyPI in {}", dir.display());
-    run_ok(Command::new(py(12)).args(["-m", "venv"]).arg(&dir));
-    run_ok(
-        Command::new(dir.join("bin/python"))
-            .args(["-m", "pip", "install", "-q", "flask>=3,<4"])
-            .stdout(Stdio::null()),
-    );
-    std::fs::write(dir.join(".complete"), "").unwrap();
-    dir
+    let python = apps::venv("flask", 12, &["flask", "gunicorn"], "flask, gunicorn");
+    python.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 fn app_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("apps/flask_app.py")
-        .canonicalize()
-        .unwrap()
+    apps::app("flask_app.py")
 }
 
 /// The line of the app that contains `needle`.
 fn app_line(needle: &str) -> u32 {
-    let text = std::fs::read_to_string(app_file()).unwrap();
-    text.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{needle:?} not in flask_app.py")) as u32
-        + 1
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    apps::app_line("flask_app.py", needle)
 }
 
 /// The Flask app served by Flask's own server (threaded), with LEAKS, ready to answer; and the
 /// bounded client requesting `path` (with `{n}` counting) 50 times a second.
 fn serve(venv: &Path, leaks: &str, path: &str) -> (Proc, Proc) {
-    let port = free_port();
-    let app = Proc(
-        Command::new(venv.join("bin/python"))
-            .arg(app_file())
-            .arg(port.to_string())
-            .env("LEAKS", leaks)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the app to listen", Duration::from_secs(30), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let load = Proc(
-        Command::new(py(12))
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/load.py"))
-            .args([&port.to_string(), "50", "300", path])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let served = apps::serve(&venv.join("bin/python"), "flask_app.py", leaks, path, 50);
     // Attached after start-up, with requests already flowing.
     std::thread::sleep(Duration::from_secs(2));
-    (app, load)
+    served
 }
 
 struct Suspect {

@@ -8,104 +8,21 @@
 
 mod common;
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
-/// A venv with Flask (and gunicorn) from PyPI for pyenv's 3.`minor`, made once under target/
-/// (`apps-venv-3.MINOR`) and shared, under a lock, with the other test files that run the apps.
+/// A venv with Flask and gunicorn from PyPI for pyenv's 3.`minor` (shared with the other test
+/// files that run the apps).
 fn venv(minor: u32) -> PathBuf {
-    let b = pyenv(minor);
-    let dir = target_dir().join(format!("apps-venv-3.{minor}"));
-    let lock = File::create(target_dir().join(format!("apps-venv-3.{minor}.lock"))).unwrap();
-    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let python = dir.join("bin/python");
-    let ready = |p: &PathBuf| {
-        Command::new(p)
-            .args(["-c", "import flask, gunicorn"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        run_ok(Command::new(&b.python).arg("-m").arg("venv").arg(&dir));
-        run_ok(
-            Command::new(dir.join("bin/pip"))
-                .args(["install", "-q", "flask", "gunicorn"])
-                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-        );
-        assert!(ready(&python), "flask in {}", dir.display());
-    }
-    python
-}
-
-fn app(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("apps")
-        .join(name)
-}
-
-/// A free local port.
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    apps::venv("flask", minor, &["flask", "gunicorn"], "flask, gunicorn")
 }
 
 /// flask_app.py with `leaks`, driven on `paths` while tracer watches it for 60 s: the census of
 /// report.json, and the summary.
 fn watch_app(minor: u32, leaks: &str, paths: &str) -> (serde_json::Value, String) {
-    let python = venv(minor);
-    let port = port().to_string();
-    let d = TempDir::new("refpaths");
-    let server = Proc(
-        Command::new(&python)
-            .arg(app("flask_app.py"))
-            .arg(&port)
-            .env("LEAKS", leaks)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the app to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
-    });
-    let _load = Proc(
-        Command::new(&python)
-            .arg(app("load.py"))
-            .args([&port, "40", "90", paths])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let out = d.0.join("out");
-    let pid = server.pid().to_string();
-    let t = Tracer::start(
-        &[
-            "-p",
-            &pid,
-            "--mode",
-            "watch",
-            "-d",
-            "60s",
-            "--interval",
-            "5s",
-        ],
-        &out,
-    );
-    let f = t.finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    (report["processes"][0]["census"].clone(), f.stdout)
+    let (p, summary) = apps::watch_app(&venv(minor), "flask_app.py", leaks, paths);
+    (p["census"].clone(), summary)
 }
 
 fn containers(c: &serde_json::Value) -> &Vec<serde_json::Value> {

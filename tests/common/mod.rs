@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Helpers for the end-to-end tests: run the real tracer binary against real Python processes.
 
+pub mod apps;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
