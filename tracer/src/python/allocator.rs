@@ -142,66 +142,22 @@ pub fn resolve(elf: &Elf, live: Option<(u32, u64)>, minor: u8) -> AllocatorHooks
             "_PyDict_NewPresized",
         ]
         .iter()
-        .filter_map(|name| {
-            let s = elf.dynsym(name).or_else(|| elf.local_function(name))?;
-            let off = elf
-                .vaddr_to_offset(s.addr)
-                .filter(|_| elf.is_code(s.addr))?;
-            Some(Hook {
-                op: AllocOp::Malloc,
-                domains: vec![],
-                name: name.to_string(),
-                vaddr: s.addr,
-                file_offset: off,
-            })
-        })
+        .filter_map(|name| code_hook(elf, name, AllocOp::Malloc))
         .collect();
     }
     if a.new_reference.is_some() || !a.constructors.is_empty() {
-        a.new_keys = elf.local_function("new_keys_object").and_then(|s| {
-            let off = elf
-                .vaddr_to_offset(s.addr)
-                .filter(|_| elf.is_code(s.addr))?;
-            Some(Hook {
-                op: AllocOp::Malloc,
-                domains: vec![],
-                name: "new_keys_object".into(),
-                vaddr: s.addr,
-                file_offset: off,
-            })
-        });
-        a.free_keys = elf.local_function("free_keys_object").and_then(|s| {
-            let off = elf
-                .vaddr_to_offset(s.addr)
-                .filter(|_| elf.is_code(s.addr))?;
+        a.new_keys = code_hook(elf, "new_keys_object", AllocOp::Malloc);
+        a.free_keys = code_hook(elf, "free_keys_object", AllocOp::Free).and_then(|hook| {
             let arg = match minor {
                 8..=11 => 0,
                 12 => 1,
                 _ => return None,
             };
-            let hook = Hook {
-                op: AllocOp::Free,
-                domains: vec![],
-                name: "free_keys_object".into(),
-                vaddr: s.addr,
-                file_offset: off,
-            };
             Some((hook, arg))
         });
         if a.free_keys.is_none() && a.new_keys.is_some() {
             let name = "_PyDict_FromItems";
-            a.dict_from_items = elf.dynsym(name).and_then(|s| {
-                let off = elf
-                    .vaddr_to_offset(s.addr)
-                    .filter(|_| elf.is_code(s.addr))?;
-                Some(Hook {
-                    op: AllocOp::Malloc,
-                    domains: vec![],
-                    name: name.into(),
-                    vaddr: s.addr,
-                    file_offset: off,
-                })
-            });
+            a.dict_from_items = code_hook(elf, name, AllocOp::Malloc);
         }
     }
     if a.new_reference.is_none() && a.constructors.is_empty() && a.source != HookSource::None {
@@ -217,13 +173,17 @@ fn new_reference(elf: &Elf, a: &AllocatorHooks) -> Option<Hook> {
     if a.inlined_fast_path {
         return None;
     }
-    let name = "_Py_NewReference";
+    code_hook(elf, "_Py_NewReference", AllocOp::Malloc)
+}
+
+/// A probe on the function `name` (exported or local) when it is code in the file.
+fn code_hook(elf: &Elf, name: &str, op: AllocOp) -> Option<Hook> {
     let s = elf.dynsym(name).or_else(|| elf.local_function(name))?;
     let off = elf
         .vaddr_to_offset(s.addr)
         .filter(|_| elf.is_code(s.addr))?;
     Some(Hook {
-        op: AllocOp::Malloc,
+        op,
         domains: vec![],
         name: name.into(),
         vaddr: s.addr,
