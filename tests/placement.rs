@@ -1,4 +1,4 @@
-//! Placement at the application's line (issue 14, item 2): on a real Flask service (Flask from
+//! Placement at the application's line: on a real Flask service (Flask from
 //! PyPI in a venv of pyenv's 3.12 under target/, made once by the tests) driven by a bounded
 //! local client, the suspects are placed at the innermost frame of the application's code
 //! ("where in your code"), with the library line below it kept as "via" ("which allocation"):
@@ -94,8 +94,7 @@ const EXACT: &str = "75s";
 
 /// Exact mode, attached after start-up to the logger leak: the growing suspect ranked first is
 /// the app's line, with logging's allocation beneath it. (Lines of Flask and werkzeug may grow
-/// too: blocks they allocated are recycled by the leak through CPython's free lists, issue 14 item
-/// 5.)
+/// too: blocks they allocated are recycled by the leak through CPython's free lists.)
 #[test]
 fn exact_mode_places_the_logger_leak_at_the_app_line() {
     let venv = venv();

@@ -1,4 +1,4 @@
-//! Reference paths (issue 14): a real Flask service (Flask from PyPI, in a venv this file makes
+//! Reference paths: a real Flask service (Flask from PyPI, in a venv this file makes
 //! under target/), driven by a bounded local client (tests/apps/load.py), watched for 60 s. Its
 //! leaks hang where no short path from a module reaches them: `logging.getLogger(f"user-{uid}")`
 //! grows `logging.Logger.manager.loggerDict` (three steps below the module), and an unbounded
