@@ -43,13 +43,23 @@ impl Census {
                     .collect()
             }
         };
+        // A table's heads are where they must be: one caught mid-change by the gc (the youngest
+        // generation changes all the time) is read again, fresh, a few times.
+        let tries = if matches!(l.gc, GcHeads::Fixed { .. }) { 5 } else { 1 };
         let mut heads: Vec<u64> = Vec::new();
         for c in candidates {
             if heads.last().is_some_and(|&h| c < h + l.gc_head_size) {
                 continue;
             }
-            if self.is_list_head(mem, c).unwrap_or(false) {
-                heads.push(c);
+            for attempt in 0..tries {
+                if attempt > 0 {
+                    mem.clear();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                if self.is_list_head(mem, c).unwrap_or(false) {
+                    heads.push(c);
+                    break;
+                }
             }
         }
         if heads.is_empty() {
