@@ -45,7 +45,11 @@ impl Census {
         };
         // A table's heads are where they must be: one caught mid-change by the gc (the youngest
         // generation changes all the time) is read again, fresh, a few times.
-        let tries = if matches!(l.gc, GcHeads::Fixed { .. }) { 5 } else { 1 };
+        let tries = if matches!(l.gc, GcHeads::Fixed { .. }) {
+            5
+        } else {
+            1
+        };
         let mut heads: Vec<u64> = Vec::new();
         for c in candidates {
             if heads.last().is_some_and(|&h| c < h + l.gc_head_size) {
