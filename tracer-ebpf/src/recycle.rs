@@ -80,9 +80,34 @@ fn created<C: StackIdContext>(ctx: &C, op: u64) -> u32 {
 /// Return of `new_keys_object` (a dict's keys table, maybe from the keys free list).
 #[uretprobe]
 pub fn new_keys_exit(ctx: RetProbeContext) -> u32 {
+    let keys: u64 = ctx.ret();
+    keys_taken(&ctx, keys)
+}
+
+/// `PyDictObject.ma_keys` (3.8-3.13).
+const MA_KEYS: u64 = 32;
+
+/// Return of `_PyDict_FromItems` (3.13, which inlines where keys tables enter the free list):
+/// the new dict's keys table, made for it, takes the current stacks.
+#[uretprobe]
+pub fn dict_items_exit(ctx: RetProbeContext) -> u32 {
+    let dict: u64 = ctx.ret();
+    // Other processes of the same interpreter file hit this probe too: no read for them.
+    if dict == 0 || !traced((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
+    let keys: u64 =
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user((dict + MA_KEYS) as *const u64) }
+            .unwrap_or(0);
+    keys_taken(&ctx, keys)
+}
+
+/// Keys table `keys` was just handed to a dict: unless it is the block this thread just
+/// allocated (its stack is current), an outstanding block takes the current stacks.
+#[inline(always)]
+fn keys_taken<C: StackIdContext>(ctx: &C, keys: u64) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    let keys: u64 = ctx.ret();
     if keys == 0 {
         return 0;
     }
@@ -100,42 +125,7 @@ pub fn new_keys_exit(ctx: RetProbeContext) -> u32 {
         addr: keys,
     };
     if let Some(info) = ALLOCS.get_ptr_mut(&key) {
-        reattribute(&ctx, id, tgid, info);
-    }
-    0
-}
-
-/// `PyDictObject.ma_keys` (3.8-3.13).
-const MA_KEYS: u64 = 32;
-
-/// Return of `_PyDict_FromItems` (3.13, which inlines where keys tables enter the free list):
-/// the new dict's keys table, made for it, takes the current stacks.
-#[uretprobe]
-pub fn dict_items_exit(ctx: RetProbeContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
-    let dict: u64 = ctx.ret();
-    if dict == 0 || !traced(tgid) {
-        return 0;
-    }
-    let keys: u64 =
-        unsafe { aya_ebpf::helpers::bpf_probe_read_user((dict + MA_KEYS) as *const u64) }
-            .unwrap_or(0);
-    if keys == 0 {
-        return 0;
-    }
-    if let Some(f) = FRESH.get_ptr_mut(0) {
-        if unsafe { *f } == [id, keys] {
-            return 0;
-        }
-    }
-    let key = AllocKey {
-        pid: tgid,
-        _pad: 0,
-        addr: keys,
-    };
-    if let Some(info) = ALLOCS.get_ptr_mut(&key) {
-        reattribute(&ctx, id, tgid, info);
+        reattribute(ctx, id, tgid, info);
     }
     0
 }
