@@ -212,6 +212,23 @@ impl<'a> Pages<'a> {
     }
 }
 
+/// Fills `out` from the pages that hold `addr..addr + out.len()`: `copy(base, off, part)` copies
+/// the bytes at offset `off` of the page at `base` into `part`; false when one cannot.
+fn by_page(addr: u64, out: &mut [u8], mut copy: impl FnMut(u64, usize, &mut [u8]) -> bool) -> bool {
+    let mut done = 0;
+    while done < out.len() {
+        let a = addr + done as u64;
+        let base = a & !(PAGE - 1);
+        let off = (a - base) as usize;
+        let n = (PAGE as usize - off).min(out.len() - done);
+        if !copy(base, off, &mut out[done..done + n]) {
+            return false;
+        }
+        done += n;
+    }
+    true
+}
+
 impl Memory for Pages<'_> {
     fn read(&self, addr: u64, out: &mut [u8]) -> bool {
         if addr < 0x1000 {
@@ -221,18 +238,9 @@ impl Memory for Pages<'_> {
         if out.len() as u64 > 2 * PAGE || self.src.caches_pages() {
             return self.src.read(addr, out);
         }
-        let mut done = 0;
-        while done < out.len() {
-            let a = addr + done as u64;
-            let base = a & !(PAGE - 1);
-            let off = (a - base) as usize;
-            let n = (PAGE as usize - off).min(out.len() - done);
-            if !self.copy_from_page(base, off, &mut out[done..done + n]) {
-                return false;
-            }
-            done += n;
-        }
-        true
+        by_page(addr, out, |base, off, part| {
+            self.copy_from_page(base, off, part)
+        })
     }
 }
 
@@ -250,19 +258,13 @@ pub mod recorded {
     pub type PageMap = BTreeMap<u64, Box<[u8]>>;
 
     fn read_pages(pages: &PageMap, addr: u64, out: &mut [u8]) -> bool {
-        let mut done = 0;
-        while done < out.len() {
-            let a = addr + done as u64;
-            let base = a & !(PAGE - 1);
-            let off = (a - base) as usize;
-            let n = (PAGE as usize - off).min(out.len() - done);
-            match pages.get(&base) {
-                Some(p) => out[done..done + n].copy_from_slice(&p[off..off + n]),
-                None => return false,
+        super::by_page(addr, out, |base, off, part| match pages.get(&base) {
+            Some(p) => {
+                part.copy_from_slice(&p[off..off + part.len()]);
+                true
             }
-            done += n;
-        }
-        true
+            None => false,
+        })
     }
 
     /// A `Memory` that reads whole pages from another one, once, and keeps every page it read:
@@ -325,20 +327,14 @@ pub mod recorded {
                 }
                 base += PAGE;
             }
-            let mut done = 0;
-            while done < out.len() {
-                let a = addr + done as u64;
-                let base = a & !(PAGE - 1);
-                let off = (a - base) as usize;
-                let n = (PAGE as usize - off).min(out.len() - done);
+            super::by_page(addr, out, |base, off, part| {
                 let (bytes, used) = pages.get_mut(&base).unwrap();
-                out[done..done + n].copy_from_slice(&bytes[off..off + n]);
-                for i in off..off + n {
+                part.copy_from_slice(&bytes[off..off + part.len()]);
+                for i in off..off + part.len() {
                     used[i / 64] |= 1 << (i % 64);
                 }
-                done += n;
-            }
-            true
+                true
+            })
         }
 
         fn caches_pages(&self) -> bool {
