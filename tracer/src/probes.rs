@@ -173,30 +173,13 @@ impl Probes {
                 programs.push(exit);
             }
             for name in programs {
-                let p: &mut UProbe = self
-                    .ebpf
-                    .program_mut(name)
-                    .expect("loaded")
-                    .try_into()
-                    .map_err(load_error)?;
-                let attached = p.attach(
-                    UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
-                    &interp.open_path,
-                    UProbeScope::AllProcesses,
-                );
-                match attached {
+                match self.attach_uprobe(name, hook, interp) {
                     Ok(id) => links.push((name, id)),
                     Err(e) => {
                         // Leave nothing half-attached.
                         self.links.entry(file).or_default().extend(links);
                         self.detach_allocator(file);
-                        return Err(Error::Other(format!(
-                            "cannot attach a uprobe to {} at {:#x} ({}): {}",
-                            interp.open_path.display(),
-                            hook.file_offset,
-                            hook.name,
-                            one_line(&e.to_string())
-                        )));
+                        return Err(e);
                     }
                 }
             }
@@ -239,33 +222,43 @@ impl Probes {
         }
         let n = todo.len();
         for (name, hook) in todo {
-            let p: &mut UProbe = self
-                .ebpf
-                .program_mut(name)
-                .expect("loaded")
-                .try_into()
-                .map_err(load_error)?;
-            let id = p
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
-                    &interp.open_path,
-                    UProbeScope::AllProcesses,
-                )
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "cannot attach a uprobe to {} at {:#x} ({}): {}",
-                        interp.open_path.display(),
-                        hook.file_offset,
-                        hook.name,
-                        one_line(&e.to_string())
-                    ))
-                })?;
+            let id = self.attach_uprobe(name, hook, interp)?;
             self.links
                 .entry(interp.file_id)
                 .or_default()
                 .push((name, id));
         }
         Ok(n)
+    }
+
+    /// Attaches the program `name` at `hook`'s place in the interpreter file, for every process
+    /// that maps it (the programs filter by pid).
+    fn attach_uprobe(
+        &mut self,
+        name: &'static str,
+        hook: &Hook,
+        interp: &Interpreter,
+    ) -> Result<UProbeLinkId> {
+        let p: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .expect("loaded")
+            .try_into()
+            .map_err(load_error)?;
+        p.attach(
+            UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
+            &interp.open_path,
+            UProbeScope::AllProcesses,
+        )
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot attach a uprobe to {} at {:#x} ({}): {}",
+                interp.open_path.display(),
+                hook.file_offset,
+                hook.name,
+                one_line(&e.to_string())
+            ))
+        })
     }
 
     /// Detaches the allocator probes of an interpreter file, at once.
