@@ -279,6 +279,20 @@ pub mod sys {
     pub const F_DUPFD_CLOEXEC: u64 = 1030;
 }
 
+/// `TARGETS` flag: the process is traced.
+pub const TARGET_TRACED: u32 = 1;
+/// `TARGETS` flag: the on-CPU sampler records the process's Python stacks.
+pub const TARGET_SAMPLED: u32 = 2;
+
+/// An on-CPU sample's key: the process and its Python stack (`PYSTACKS` key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SampleKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub stack: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -290,4 +304,5 @@ mod pod {
     unsafe impl aya::Pod for PidStats {}
     unsafe impl aya::Pod for PyConf {}
     unsafe impl aya::Pod for PyStack {}
+    unsafe impl aya::Pod for SampleKey {}
 }

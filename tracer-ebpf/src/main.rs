@@ -7,6 +7,7 @@
 //! - `recycle`: `_Py_NewReference`, which gives a block that a free list handed out again the
 //!   stack of the code that reused it.
 //! - `python`: the walk of the current thread's Python frames into `PYSTACKS`.
+//! - `sample`: on-CPU samples of the Python stacks (a perf event per CPU), for the census.
 //! - `fds` and `syscalls`: descriptor tracking from the `sys_exit` raw tracepoint, driven by a
 //!   table that says what each descriptor-creating syscall creates and where its parts come from.
 #![no_std]
@@ -17,6 +18,7 @@ mod fds;
 mod maps;
 mod python;
 mod recycle;
+mod sample;
 mod syscalls;
 
 #[cfg(not(test))]

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, PendingAlloc, PidStats, PyConf, PyStack,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, PendingAlloc, PidStats, PyConf, PyStack, SampleKey,
     ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY, NO_STACK,
 };
 
@@ -56,6 +56,10 @@ pub static THREADS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 /// Python stacks by hash (the `pystack` of allocations and descriptors).
 #[map]
 pub static PYSTACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// On-CPU samples: (process, Python stack) -> how many (taken and cleared by the user side).
+#[map]
+pub static SAMPLES: HashMap<SampleKey, u64> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use aya::programs::{RawTracePoint, UProbe};
+use aya::programs::{PerfEvent, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack, ALLOC_FREE_LISTED,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack, SampleKey,
+    ALLOC_FREE_LISTED, TARGET_SAMPLED, TARGET_TRACED,
 };
 
 use crate::batch;
@@ -36,6 +38,11 @@ const KEYS_PROGRAM: &str = "new_keys_exit";
 const CONSTRUCTOR_PROGRAM: &str = "new_object_exit";
 /// 3.13: return of `_PyDict_FromItems` (its dict's keys table).
 const DICT_ITEMS_PROGRAM: &str = "dict_items_exit";
+/// The on-CPU stack sampler (a perf event per CPU).
+const SAMPLE_PROGRAM: &str = "python_sample";
+/// Its rate, per CPU (a prime: no lockstep with periodic work).
+const SAMPLE_HZ: u64 = 997;
+
 /// `free_keys_object`, by the index of its keys argument: marks a keys table free-listed.
 const FREE_KEYS_PROGRAMS: [&str; 2] = ["free_keys_arg0", "free_keys_arg1"];
 
@@ -93,6 +100,8 @@ pub struct Probes {
     pub floor: bool,
     /// Probe `_Py_NewReference` with the allocator in exact mode (see `attach_recycle`).
     pub recycle: bool,
+    /// The on-CPU sampler runs.
+    sampling: bool,
 }
 
 impl Probes {
@@ -139,6 +148,7 @@ impl Probes {
             releasing: HashMap::new(),
             floor: false,
             recycle: true,
+            sampling: false,
         })
     }
 
@@ -148,12 +158,78 @@ impl Probes {
         let mut targets: BpfHashMap<&mut MapData, u32, u32> =
             BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map"))
                 .map_err(load_error)?;
-        targets.insert(pid, 1, 0).map_err(|e| {
+        targets.insert(pid, TARGET_TRACED, 0).map_err(|e| {
             Error::Other(format!(
                 "cannot add pid {pid} to the target map: {}",
                 one_line(&e.to_string())
             ))
         })
+    }
+
+    /// Has the on-CPU sampler record (or stop recording) a traced process's Python stacks.
+    /// The sampler's perf events are opened the first time a process asks; an error says why
+    /// it cannot run (then stacks are sampled from outside only).
+    pub fn set_sampled(&mut self, pid: u32, on: bool) -> Result<()> {
+        if on && !self.sampling {
+            self.start_sampler()?;
+        }
+        let Some(m) = self.ebpf.map_mut("TARGETS") else {
+            return Ok(());
+        };
+        let mut t = BpfHashMap::<&mut MapData, u32, u32>::try_from(m).map_err(load_error)?;
+        if t.get(&pid, 0).is_ok() {
+            let flags = TARGET_TRACED | if on { TARGET_SAMPLED } else { 0 };
+            let _ = t.insert(pid, flags, 0);
+        }
+        Ok(())
+    }
+
+    fn start_sampler(&mut self) -> Result<()> {
+        let p: &mut PerfEvent = self
+            .ebpf
+            .program_mut(SAMPLE_PROGRAM)
+            .ok_or_else(|| Error::Other(format!("program {SAMPLE_PROGRAM} missing")))?
+            .try_into()
+            .map_err(load_error)?;
+        p.load().map_err(load_error)?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| Error::KernelFeature(format!("{what}: {e}")))?;
+        for cpu in cpus {
+            p.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(SAMPLE_HZ),
+                false,
+            )
+            .map_err(|e| {
+                Error::KernelFeature(format!(
+                    "cannot open the CPU clock's perf event on cpu {cpu}: {}",
+                    one_line(&e.to_string())
+                ))
+            })?;
+        }
+        self.sampling = true;
+        Ok(())
+    }
+
+    /// Takes the on-CPU samples of a process recorded since the last call: (Python stack key,
+    /// count).
+    pub fn take_samples(&mut self, pid: u32) -> Vec<(u64, u64)> {
+        let Some(m) = self.ebpf.map_mut("SAMPLES") else {
+            return Vec::new();
+        };
+        let Ok(mut t) = BpfHashMap::<&mut MapData, SampleKey, u64>::try_from(m) else {
+            return Vec::new();
+        };
+        let mine: Vec<(SampleKey, u64)> = t
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(k, _)| k.pid == pid)
+            .collect();
+        for (k, _) in &mine {
+            let _ = t.remove(k);
+        }
+        mine.into_iter().map(|(k, n)| (k.stack, n)).collect()
     }
 
     /// Attaches allocator probes (`hooks`, a subset of the interpreter's) to one interpreter

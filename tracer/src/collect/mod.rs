@@ -205,6 +205,8 @@ pub struct Collector {
     /// Processes that exec'd, their new program not inspected yet.
     pub execs: Vec<PendingExec>,
     started: Instant,
+    /// Why the kernel's on-CPU stack sampler cannot run (said once).
+    sampler_error: Option<String>,
 }
 
 impl Collector {
@@ -227,6 +229,7 @@ impl Collector {
             closed: Vec::new(),
             added: 0,
             execs: Vec::new(),
+            sampler_error: None,
             started: Instant::now(),
         }
     }
@@ -499,23 +502,61 @@ impl Collector {
     }
 
     /// Samples the Python stacks every live target's threads are running (read from outside,
-    /// the thread states already published): the census attributes its growing containers to
+    /// the interpreter's thread list read fresh at each sample): the census attributes its growing containers to
     /// the call paths that reach the lines using them.
+    ///
+    /// While a census wants stacks, the kernel's on-CPU sampler records that process too (see
+    /// `take_cpu_samples`); if it cannot run, this sampler is the only one (said once).
     pub fn sample_stacks(&mut self) {
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
-            if !t.census.as_ref().is_some_and(|c| c.wants_stacks) || replaced(&self.probes, t) {
+            let wants = t.census.as_ref().is_some_and(|c| c.wants_stacks);
+            if replaced(&self.probes, t) {
                 continue;
             }
-            let (Some(c), Some(rt)) = (t.census.as_mut(), t.threads.runtime.as_mut()) else {
+            let Some(c) = t.census.as_mut() else {
                 continue;
             };
-            let tstates: Vec<u64> = t.threads.published.values().copied().collect();
+            if wants != c.sampled && self.sampler_error.is_none() {
+                match self.probes.set_sampled(t.pid, wants) {
+                    Ok(()) => c.sampled = wants,
+                    Err(e) => {
+                        say!("tracer: on-CPU stack samples are off ({e}); stacks are sampled from outside only");
+                        self.sampler_error = Some(e.to_string());
+                    }
+                }
+            }
+            if !wants {
+                continue;
+            }
+            let Some(rt) = t.threads.runtime.as_mut() else {
+                continue;
+            };
+            let tstates = rt.tstates();
             c.add_stacks(rt.stacks(&tstates));
+        }
+    }
+
+    /// Moves the kernel's on-CPU samples of every sampled process into its census.
+    fn take_cpu_samples(&mut self) {
+        for t in self.targets.iter_mut() {
+            let Some(c) = t.census.as_mut().filter(|c| c.sampled) else {
+                continue;
+            };
+            let samples = self.probes.take_samples(t.pid);
+            let Some(rt) = t.threads.runtime.as_mut() else {
+                continue;
+            };
+            for (key, n) in samples {
+                if let Some(stack) = self.probes.pystack(key) {
+                    c.add_stack(rt.labels(key, &stack), n);
+                }
+            }
         }
     }
 
     /// A heap census pass of every live target (read from outside; the targets run on).
     pub fn census(&mut self) {
+        self.take_cpu_samples();
         let at = self.started.elapsed().as_secs_f64();
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
             if replaced(&self.probes, t) {

@@ -253,6 +253,23 @@ impl Runtime {
         out
     }
 
+    /// Every thread state of the main interpreter now (its list, read from outside: a stack
+    /// sample sees a thread that lives a few milliseconds, as a request thread does).
+    pub fn tstates(&mut self) -> Vec<u64> {
+        if let Some(t) = &self.given_threads {
+            return t.iter().map(|t| t.1).collect();
+        }
+        let l = self.layout;
+        let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
+        let mut tstate = self.ptr(interp + l.interp_threads_head);
+        let mut out = Vec::new();
+        while tstate != 0 && out.len() < 4096 && !out.contains(&tstate) {
+            out.push(tstate);
+            tstate = self.ptr(tstate + l.tstate_next);
+        }
+        out
+    }
+
     /// The kernel tid of a thread from its pthread_t (the address of glibc's struct pthread).
     fn tid_of_pthread(&mut self, pthread: u64, tids: &[u32]) -> Option<u32> {
         let b = self.read(pthread, 0x800)?;
@@ -505,9 +522,40 @@ impl Runtime {
         if l.op_load_global.is_empty() {
             return Vec::new();
         }
-        let Some(info) = self.code(code) else {
-            return Vec::new();
-        };
+        let ops: Vec<(u8, u8)> = l
+            .op_load_global
+            .iter()
+            .map(|&op| (op, l.global_arg_shift))
+            .collect();
+        self.name_uses(code, &ops, |rt, name_obj| {
+            rt.string(name_obj).as_deref() == Some(name)
+        })
+    }
+
+    /// The lines of a code object that load, store or delete an attribute named by the string
+    /// object `key` (interned: an attribute's name in `co_names` is the same object as the key
+    /// of the dicts that hold the attribute). Module code is left out: it ran at import (and
+    /// its frame is the root of the main thread's every stack). A version without an opcode
+    /// table gives the function without a line (the line then comes from the stacks sampled
+    /// in it).
+    pub fn attr_uses(&mut self, code: u64, key: u64) -> Vec<Frame> {
+        let ops = self.layout.op_attr;
+        let uses = self.name_uses(code, ops, |_, name_obj| name_obj == key);
+        uses.into_iter()
+            .filter(|f| !matches!(f, Frame::Python { function, .. } if function == "<module>"))
+            .collect()
+    }
+
+    /// The lines of `code` where one of `ops` (opcode, shift from its argument to its co_names
+    /// index) names the co_names entry that `is_name` accepts (no ops: the function, without a
+    /// line, if its co_names has it).
+    fn name_uses(
+        &mut self,
+        code: u64,
+        ops: &[(u8, u8)],
+        is_name: impl Fn(&Runtime, u64) -> bool,
+    ) -> Vec<Frame> {
+        let l = self.layout;
         let names = self.ptr(code + l.code_names);
         let n = self.ptr(names + l.var_size);
         if names == 0 || n == 0 || n > 4096 {
@@ -516,11 +564,15 @@ impl Runtime {
         let Some(items) = self.read(names + l.tuple_items, 8 * n as usize) else {
             return Vec::new();
         };
-        let Some(index) =
-            (0..n).find(|i| self.string(u64_at(&items, 8 * i)).as_deref() == Some(name))
-        else {
+        let Some(index) = (0..n).find(|i| is_name(self, u64_at(&items, 8 * i))) else {
             return Vec::new();
         };
+        let Some(info) = self.code(code) else {
+            return Vec::new();
+        };
+        if ops.is_empty() {
+            return vec![Frame::python(&info.name, &info.filename, None)];
+        }
         let bytecode = match (l.code_code, l.code_adaptive) {
             (Some(off), _) => self.bytes(self.ptr(code + off)),
             (None, Some(adaptive)) => {
@@ -540,7 +592,10 @@ impl Runtime {
                 continue;
             }
             ext = 0;
-            if !l.op_load_global.contains(&op) || arg >> l.global_arg_shift != index {
+            if !ops
+                .iter()
+                .any(|&(o, shift)| o == op && arg >> shift == index)
+            {
                 continue;
             }
             let line = match l.line_table {

@@ -121,6 +121,11 @@ pub struct Layout {
     pub op_load_global: &'static [u8],
     pub op_extended_arg: u8,
     pub global_arg_shift: u8,
+    /// LOAD_ATTR, STORE_ATTR, DELETE_ATTR, LOAD_METHOD (<= 3.11) and their specialized forms,
+    /// each with the shift from its argument to its co_names index (3.12+ LOAD_ATTR: the low
+    /// bit says "method"). Empty: the functions that name an attribute are found without
+    /// their lines.
+    pub op_attr: &'static [(u8, u8)],
     /// A running frame's local variables (census roots): where they start in the frame
     /// (f_localsplus, or _PyInterpreterFrame.localsplus), how many (co_nlocals, an int; 3.11+
     /// co_nlocalsplus), their names (co_varnames; 3.11+ co_localsplusnames) and kinds (3.11+
@@ -310,6 +315,7 @@ const LEGACY: Layout = Layout {
     op_load_global: &[116],
     op_extended_arg: 144,
     global_arg_shift: 0,
+    op_attr: &[(106, 0), (95, 0), (96, 0), (160, 0)],
     frame_localsplus: 360,
     code_nlocals: 28,
     code_localnames: 72,
@@ -392,6 +398,27 @@ const V311: Layout = Layout {
     code_code: None,
     op_load_global: &[116, 47, 48, 55],
     global_arg_shift: 1,
+    op_attr: &[
+        (106, 0),
+        (39, 0),
+        (40, 0),
+        (41, 0),
+        (42, 0),
+        (43, 0),
+        (95, 0),
+        (153, 0),
+        (154, 0),
+        (158, 0),
+        (159, 0),
+        (96, 0),
+        (160, 0),
+        (56, 0),
+        (57, 0),
+        (58, 0),
+        (59, 0),
+        (62, 0),
+        (63, 0),
+    ],
     frame_localsplus: 72,
     code_nlocals: 76,
     code_localnames: 96,
@@ -420,6 +447,24 @@ const V312: Layout = Layout {
     dict: DictLayout::Log2Tagged,
     ht_cached_keys: Some(880),
     op_load_global: &[116, 111, 112],
+    op_attr: &[
+        (106, 1),
+        (70, 1),
+        (72, 1),
+        (73, 1),
+        (76, 1),
+        (77, 1),
+        (78, 1),
+        (79, 1),
+        (80, 1),
+        (81, 1),
+        (82, 1),
+        (95, 0),
+        (113, 0),
+        (148, 0),
+        (153, 0),
+        (96, 0),
+    ],
     code_nlocals: 72,
     ..V311
 };
@@ -443,6 +488,26 @@ const V313: Layout = Layout {
     values_header: 8,
     op_load_global: &[91, 203, 204],
     op_extended_arg: 71,
+    op_attr: &[
+        (82, 1),
+        (191, 1),
+        (192, 1),
+        (193, 1),
+        (194, 1),
+        (195, 1),
+        (196, 1),
+        (197, 1),
+        (198, 1),
+        (199, 1),
+        (200, 1),
+        (201, 1),
+        (202, 1),
+        (108, 0),
+        (209, 0),
+        (210, 0),
+        (211, 0),
+        (63, 0),
+    ],
     ..V312
 };
 
@@ -462,6 +527,27 @@ const V314: Layout = Layout {
     },
     op_load_global: &[92, 192, 193],
     op_extended_arg: 69,
+    op_attr: &[
+        (80, 1),
+        (177, 1),
+        (178, 1),
+        (179, 1),
+        (180, 1),
+        (181, 1),
+        (182, 1),
+        (183, 1),
+        (184, 1),
+        (185, 1),
+        (186, 1),
+        (187, 1),
+        (188, 1),
+        (189, 1),
+        (110, 0),
+        (198, 0),
+        (199, 0),
+        (200, 0),
+        (61, 0),
+    ],
     ..V313
 };
 
@@ -479,6 +565,27 @@ const V315: Layout = Layout {
     },
     op_load_global: &[91, 196, 197],
     op_extended_arg: 67,
+    op_attr: &[
+        (79, 1),
+        (183, 1),
+        (184, 1),
+        (185, 1),
+        (186, 1),
+        (187, 1),
+        (188, 1),
+        (189, 1),
+        (190, 1),
+        (191, 1),
+        (192, 1),
+        (193, 1),
+        (194, 1),
+        (195, 1),
+        (109, 0),
+        (205, 0),
+        (206, 0),
+        (207, 0),
+        (59, 0),
+    ],
     ..V314
 };
 
@@ -531,8 +638,10 @@ pub fn resolve(minor: u8, debug: Option<&DebugOffsets>) -> Option<&'static Layou
         Some(l) => *l,
         None if minor > newest.minor => Layout {
             minor,
-            // No opcode table for a version newer than tracer: no lines for a global's uses.
+            // No opcode table for a version newer than tracer: no lines for a global's uses
+            // (an attribute's uses are found by function).
             op_load_global: &[],
+            op_attr: &[],
             ..*newest
         },
         None => return None,

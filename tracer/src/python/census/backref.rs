@@ -53,6 +53,15 @@ pub(super) enum Via {
     Field(u64),
 }
 
+/// A container named by a search.
+pub(super) struct Found {
+    pub target: u64,
+    pub name: String,
+    pub root: Root,
+    /// The key object of the last attribute on the path (see `holding_attr`).
+    pub attr: Option<u64>,
+}
+
 /// A hasher for object addresses (no need for SipHash's resistance here: the keys are the
 /// target's addresses, hashed millions of times per scan).
 #[derive(Default)]
@@ -222,14 +231,14 @@ impl Searches {
     }
 
     /// Runs the searches over `objects` (object, type) for at most `budget`; returns the
-    /// containers named this pass: (container, name, root).
+    /// containers named this pass.
     pub(super) fn run(
         &mut self,
         r: &mut Reader,
         objects: &[(u64, u64)],
         roots: &Roots,
         budget: Duration,
-    ) -> Vec<(u64, String, Root)> {
+    ) -> Vec<Found> {
         let t0 = Instant::now();
         let mut named = Vec::new();
         let mut scanned = 0u64;
@@ -244,8 +253,13 @@ impl Searches {
                 .filter(|s| !s.roots.is_empty() && !s.done)
             {
                 match verified(r, s, roots) {
-                    Some((name, root)) => {
-                        named.push((s.target, name, root));
+                    Some((name, root, attr)) => {
+                        named.push(Found {
+                            target: s.target,
+                            name,
+                            root,
+                            attr,
+                        });
                         s.done = true;
                     }
                     None => {
@@ -372,8 +386,9 @@ fn path(s: &Search, root: u64) -> Option<Vec<(u64, Via, u64)>> {
     Some(steps)
 }
 
-/// The first root path (best root first) that holds when read again, fresh: its name.
-fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root)> {
+/// The first root path (best root first) that holds when read again, fresh: its name, root,
+/// and the attribute that holds the container.
+fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root, Option<u64>)> {
     for &root in &s.roots {
         let Some((_, label, how)) = roots.of(root) else {
             continue;
@@ -390,10 +405,27 @@ fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root)>
             }
         }
         if steps.iter().all(|&(h, via, v)| r.holds_ref(h, via, v)) {
-            return Some((name(r, label, &steps), how.clone()));
+            return Some((name(r, label, &steps), how.clone(), holding_attr(&steps)));
         }
     }
     None
+}
+
+/// The last attribute name on a path (its key object: `loggerDict` in
+/// `logging.Logger.manager.loggerDict`, `quote` in `app.PriceService.quote (functools
+/// lru_cache)`): the code that grows the container names it (`self.loggerDict[name] = rv`).
+fn holding_attr(steps: &[(u64, Via, u64)]) -> Option<u64> {
+    let mut attr = None;
+    let mut after_dict = false;
+    for &(_, via, _) in steps {
+        match via {
+            Via::Attr(k) => attr = Some(k),
+            Via::Key(k) if after_dict => attr = Some(k),
+            _ => {}
+        }
+        after_dict = matches!(via, Via::Dict(_));
+    }
+    attr
 }
 
 /// A path's name, root first: `.attr` for attributes (and a `__dict__`'s keys), `["key"]`

@@ -45,6 +45,8 @@ const MAX_FOLLOWED: usize = 50_000;
 /// Containers named and described (growing first, then the largest), and reported.
 const DESCRIBED: usize = 16;
 const REPORTED: usize = 12;
+/// Uses of a container kept.
+const MAX_USES: usize = 8;
 /// Distinct sampled stacks kept per process.
 const MAX_STACK_SAMPLES: usize = 20_000;
 
@@ -59,7 +61,10 @@ struct Followed {
     name: Option<Option<String>>,
     /// What holds it: a module global, or a local of a running frame.
     root: Option<Root>,
-    /// The lines that load that global (once growing).
+    /// The attribute that holds it, when a reference path names it: its name's key object.
+    attr: Option<u64>,
+    /// The code that uses it: the lines that load its global, or the functions that name the
+    /// attribute holding it (found once).
     uses: Option<Vec<Frame>>,
     holds: Option<Holds>,
 }
@@ -89,6 +94,8 @@ pub struct Census {
     /// A growing container hangs from a module global: stack samples can say which call
     /// paths reach the code that uses it.
     pub wants_stacks: bool,
+    /// The kernel's on-CPU sampler records this process's stacks (set by the collector).
+    pub sampled: bool,
     /// Back-reference searches for growing containers no short path names.
     searches: Searches,
 }
@@ -138,6 +145,7 @@ impl Census {
             samples: HashMap::new(),
             rss: Vec::new(),
             wants_stacks: false,
+            sampled: false,
             searches: Searches::default(),
         }
     }
@@ -145,9 +153,14 @@ impl Census {
     /// Adds the Python stacks the threads were running at one moment (read from outside).
     pub fn add_stacks(&mut self, stacks: Vec<Vec<Frame>>) {
         for s in stacks {
-            if self.samples.len() < MAX_STACK_SAMPLES || self.samples.contains_key(&s) {
-                *self.samples.entry(s).or_default() += 1;
-            }
+            self.add_stack(s, 1);
+        }
+    }
+
+    /// Adds a Python stack (root first) seen `n` times (the kernel's on-CPU samples).
+    pub fn add_stack(&mut self, stack: Vec<Frame>, n: u64) {
+        if self.samples.len() < MAX_STACK_SAMPLES || self.samples.contains_key(&stack) {
+            *self.samples.entry(stack).or_default() += n;
         }
     }
 
@@ -164,7 +177,11 @@ impl Census {
                 .find_map(|(i, fr)| uses.iter().find(|u| same_function(u, fr)).map(|u| (i, u)));
             if let Some((i, use_label)) = hit {
                 let mut p = stack[..i].to_vec();
-                p.push(use_label.clone());
+                // A use found by function (no line) shows the line the sample ran.
+                p.push(match use_label {
+                    Frame::Python { line: None, .. } => stack[i].clone(),
+                    _ => use_label.clone(),
+                });
                 *paths.entry(p).or_default() += n;
             }
         }
@@ -258,6 +275,7 @@ impl Census {
                         series: vec![(at, len)],
                         name: None,
                         root: None,
+                        attr: None,
                         uses: None,
                         holds: None,
                     },
@@ -277,11 +295,12 @@ impl Census {
         }
         self.describe(&mem, &mut types, &pass.modules);
         self.search(&mem, &mut types, &pass, &frames);
-        // Sampling runs while such a container is judged growing (a healthy service is never
-        // sampled).
-        self.wants_stacks = self.followed.values().any(|f| {
-            matches!(f.root, Some(Root::Global(..))) && judge(&f.series).verdict == Verdict::Growing
-        });
+        // Sampling runs while such a container is suspect (growing, or rising pass after pass:
+        // a service whose containers keep their size is not sampled).
+        self.wants_stacks = self
+            .followed
+            .values()
+            .any(|f| matches!(f.root, Some(Root::Global(..))) && suspect(&f.series));
         if let Some(rt) = rt {
             self.find_uses(&mem, rt, &pass.functions);
         }
@@ -363,14 +382,15 @@ impl Census {
         };
         if !self.searches.is_empty() && !pass.all.is_empty() {
             let roots = Roots::new(&mut r, &pass.modules, frames);
-            for (target, name, root) in
-                self.searches
-                    .run(&mut r, &pass.all, &roots, backref::BUDGET)
+            for found in self
+                .searches
+                .run(&mut r, &pass.all, &roots, backref::BUDGET)
             {
                 for (k, f) in self.followed.iter_mut() {
-                    if k.0 == target {
-                        f.name = Some(Some(name.clone()));
-                        f.root = Some(root.clone());
+                    if k.0 == found.target {
+                        f.name = Some(Some(found.name.clone()));
+                        f.root = Some(found.root.clone());
+                        f.attr = found.attr;
                         f.uses = None;
                     }
                 }
@@ -381,9 +401,7 @@ impl Census {
             if !matches!(f.name, Some(None)) || self.searches.has(k.0) {
                 continue;
             }
-            let s = &f.series;
-            let rising = s.len() >= 3 && s[s.len() - 3..].windows(2).all(|w| w[1].1 > w[0].1);
-            if rising || judge(s).verdict == Verdict::Growing {
+            if suspect(&f.series) {
                 self.searches.want(k.0);
             }
         }
@@ -395,7 +413,10 @@ impl Census {
     }
 
     /// For each container hanging from a module global: the lines of the functions of that
-    /// module that load the global (found once). For a local: the line its frame runs.
+    /// module that load the global, or, when an attribute below the global holds it
+    /// (`logging.Logger.manager.loggerDict`), the functions that name that attribute (those of
+    /// the global's module first: `Manager.getLogger`). For a local: the line its frame runs.
+    /// Found once.
     fn find_uses(&mut self, mem: &Pages, rt: &mut Runtime, functions: &[u64]) {
         let l = self.layout;
         for f in self.followed.values_mut() {
@@ -403,7 +424,7 @@ impl Census {
                 continue;
             }
             let (dict, global) = match &f.root {
-                Some(Root::Global(d, g)) => (d, g),
+                Some(Root::Global(d, g)) => (*d, g),
                 Some(Root::Local(frame, _)) => {
                     f.uses = Some(vec![frame.clone()]);
                     continue;
@@ -411,16 +432,35 @@ impl Census {
                 None => continue,
             };
             let mut uses = Vec::new();
-            for &func in functions {
-                if mem.u64(func + l.func_globals) != Some(*dict) {
-                    continue;
+            let add = |uses: &mut Vec<Frame>, u: Frame| {
+                if !uses.contains(&u) && uses.len() < MAX_USES {
+                    uses.push(u);
                 }
-                let Some(code) = mem.u64(func + l.func_code) else {
-                    continue;
-                };
-                for u in rt.global_uses(code, global) {
-                    if !uses.contains(&u) && uses.len() < 8 {
-                        uses.push(u);
+            };
+            let code = |func: u64| mem.u64(func + l.func_code);
+            let in_module = |func: u64| mem.u64(func + l.func_globals) == Some(dict);
+            match f.attr {
+                Some(key) => {
+                    // The global's module first, then any.
+                    for own in [true, false] {
+                        for &func in functions.iter().filter(|&&func| in_module(func) == own) {
+                            for u in code(func).map(|c| rt.attr_uses(c, key)).unwrap_or_default() {
+                                add(&mut uses, u);
+                            }
+                        }
+                        if !uses.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    for &func in functions.iter().filter(|&&func| in_module(func)) {
+                        for u in code(func)
+                            .map(|c| rt.global_uses(c, global))
+                            .unwrap_or_default()
+                        {
+                            add(&mut uses, u);
+                        }
                     }
                 }
             }
@@ -589,6 +629,13 @@ fn same_function(a: &Frame, b: &Frame) -> bool {
         ) => fa == fb && ra == rb,
         _ => false,
     }
+}
+
+/// Judged growing, or rose at each of the last three passes (not a verdict yet: reason enough
+/// to look for its name and sample the stacks that use it).
+fn suspect(s: &[(f64, u64)]) -> bool {
+    let rising = s.len() >= 3 && s[s.len() - 3..].windows(2).all(|w| w[1].1 > w[0].1);
+    rising || judge(s).verdict == Verdict::Growing
 }
 
 /// A container's items or a type's objects, judged.
