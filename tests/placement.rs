@@ -32,8 +32,15 @@ fn app_line(needle: &str) -> u32 {
 
 /// The Flask app served by Flask's own server (threaded), with LEAKS, ready to answer; and the
 /// bounded client requesting `path` (with `{n}` counting) 50 times a second.
-fn serve(venv: &Path, leaks: &str, path: &str) -> (Proc, Proc) {
-    let served = apps::serve(&venv.join("bin/python"), "flask_app.py", leaks, path, 50);
+fn serve(venv: &Path, leaks: &str, path: &str) -> apps::Served {
+    let served = apps::serve(
+        apps::Server::Alone,
+        &venv.join("bin/python"),
+        "flask_app.py",
+        leaks,
+        path,
+        50,
+    );
     // Attached after start-up, with requests already flowing.
     std::thread::sleep(Duration::from_secs(2));
     served
@@ -99,7 +106,7 @@ const EXACT: &str = "75s";
 fn exact_mode_places_the_logger_leak_at_the_app_line() {
     let venv = venv();
     let d = TempDir::new("place-logger");
-    let (app, _load) = serve(&venv, "logger", "/user/{n}");
+    let app = serve(&venv, "logger", "/user/{n}");
     let (suspects, summary) = record(app.pid(), &[], EXACT, d.path());
     let growing: Vec<&Suspect> = suspects
         .iter()
@@ -145,7 +152,7 @@ fn exact_mode_places_the_logger_leak_at_the_app_line() {
 fn watch_mode_places_the_descriptor_leak_at_the_app_line() {
     let venv = venv();
     let d = TempDir::new("place-fd");
-    let (app, _load) = serve(&venv, "fd", "/upload/{n}");
+    let app = serve(&venv, "fd", "/upload/{n}");
     let (suspects, summary) = record(app.pid(), &["--mode", "watch"], "30s", d.path());
     let mkstemp = app_line("tempfile.mkstemp(");
     let fd = suspects
@@ -180,7 +187,7 @@ fn app_path_moves_the_placement() {
     let flask = venv.join("lib/python3.12/site-packages/flask");
     assert!(flask.is_dir(), "{}", flask.display());
     let d = TempDir::new("place-app-path");
-    let (app, _load) = serve(&venv, "logger", "/user/{n}");
+    let app = serve(&venv, "logger", "/user/{n}");
     let (suspects, summary) = record(
         app.pid(),
         &["--app-path", flask.to_str().unwrap()],

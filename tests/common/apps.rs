@@ -1,6 +1,7 @@
 //! The framework apps of tests/apps (Flask, aiohttp) for the end-to-end tests: a venv with their
-//! packages from PyPI made once under target/, the apps served on a free local port, driven by
-//! the bounded client load.py, and watched by tracer.
+//! packages from PyPI made once under target/, the apps served on a free local port (by their
+//! own server, or under gunicorn as deployed: a master and its forked worker), driven by the
+//! bounded client load.py, and watched by tracer.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -71,30 +72,130 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// tests/apps/`name` run by `python` with `leaks`, listening; and load.py (same python)
-/// requesting `paths` (`{n}` counting) `rate` times a second (for 5 minutes at most: it ends
-/// with the test).
+/// How an app of tests/apps is served.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Server {
+    /// `python APP PORT`: the app's own server (Flask's threaded one), one process.
+    Alone,
+    /// `gunicorn -w 1 --threads 2 -b 127.0.0.1:PORT --chdir tests/apps MODULE:app`, from the
+    /// venv of `python`: a master that forks the worker running the app.
+    Gunicorn,
+}
+
+/// An app served and driven by load.py; its processes are ended when it is dropped.
+pub struct Served {
+    /// The client (dropped first).
+    pub load: Proc,
+    /// The process started: the app itself, or gunicorn's master.
+    pub server: Proc,
+    /// The process that runs the app's code: the server itself, or gunicorn's worker.
+    app_pid: u32,
+}
+
+impl Served {
+    /// The process that runs the app's code.
+    pub fn pid(&self) -> u32 {
+        self.app_pid
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // gunicorn's master ends its worker on SIGINT (quick shutdown); killed, it would leave
+        // the worker to notice its parent gone by itself.
+        if self.app_pid != self.server.pid() {
+            self.server.signal(libc::SIGINT);
+            let _ = self.server.wait(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The Python children of `pid` (from /proc/*/stat).
+pub fn python_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID ...": the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let python = std::fs::read_link(format!("/proc/{child}/exe")).is_ok_and(|exe| {
+            exe.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        });
+        if ppid == Some(pid) && python {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// tests/apps/`name` served `how` on `python` (or its venv's gunicorn) with `leaks`,
+/// answering; and load.py (same python) requesting `paths` (`{n}` counting) `rate` times a
+/// second (for 5 minutes at most: it ends with the test).
 pub fn serve(
+    how: Server,
     python: &std::path::Path,
     name: &str,
     leaks: &str,
     paths: &str,
     rate: u32,
-) -> (Proc, Proc) {
+) -> Served {
     let port = free_port().to_string();
-    let server = Proc(
-        Command::new(python)
-            .arg(app(name))
-            .arg(&port)
-            .env("LEAKS", leaks)
+    // The server's output (gunicorn's log), shown when it does not come up.
+    let log = TempDir::new("serve");
+    let log_file = log.0.join("server.log");
+    let mut cmd = match how {
+        Server::Alone => {
+            let mut c = Command::new(python);
+            c.arg(app(name)).arg(&port);
+            c
+        }
+        Server::Gunicorn => {
+            // The venv's gunicorn script run by the venv's python: the process its shebang
+            // starts, also in a venv copied from another checkout (whose shebang names the
+            // original). No control socket: it would be shared by the tests running at once.
+            let mut c = Command::new(python);
+            c.arg(python.with_file_name("gunicorn"))
+                .args(["-w", "1", "--threads", "2", "--no-control-socket"])
+                .arg("-b")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--chdir")
+                .arg(app(name).parent().unwrap())
+                .arg(format!("{}:app", name.trim_end_matches(".py")));
+            c
+        }
+    };
+    let mut server = Proc(
+        cmd.env("LEAKS", leaks)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(File::create(&log_file).unwrap())
             .spawn()
             .unwrap(),
     );
-    wait_for("the app to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
-    });
+    // Listening, and (under gunicorn) the worker that answers is there.
+    let t = std::time::Instant::now();
+    let app_pid = loop {
+        let answers = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok();
+        let workers = match how {
+            Server::Alone => vec![server.pid()],
+            Server::Gunicorn => python_children(server.pid()),
+        };
+        if answers && workers.len() == 1 {
+            break workers[0];
+        }
+        assert!(
+            server.alive() && t.elapsed() < Duration::from_secs(30),
+            "{how:?} serving {name} did not answer on port {port} with one worker ({workers:?}); its log:\n{}",
+            std::fs::read_to_string(&log_file).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let load = Proc(
         Command::new(python)
             .arg(app("load.py"))
@@ -104,36 +205,48 @@ pub fn serve(
             .spawn()
             .unwrap(),
     );
-    (server, load)
+    Served {
+        load,
+        server,
+        app_pid,
+    }
 }
 
-/// The app served and driven at 40 requests a second while tracer, attached after start-up,
-/// watches it for 60 s (a census pass every 5 s): report.json's process, and the summary.
+/// `tracer record ARGS` into a temporary directory, until it ends: report.json, and what it
+/// printed.
+pub fn record(args: &[&str]) -> (serde_json::Value, Finished) {
+    let d = TempDir::new("apps");
+    let out = d.0.join("out");
+    let f = Tracer::start(args, &out).finish();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (report, f)
+}
+
+/// tracer, attached after start-up to the process that runs the app's code, watching it for
+/// 60 s (a census pass every 5 s): report.json's process, and the summary.
+pub fn watch(served: &Served) -> (serde_json::Value, String) {
+    let pid = served.pid().to_string();
+    let (report, f) = record(&[
+        "-p",
+        &pid,
+        "--mode",
+        "watch",
+        "-d",
+        "60s",
+        "--interval",
+        "5s",
+    ]);
+    (report["processes"][0].clone(), f.stdout)
+}
+
+/// The app served alone and driven at 40 requests a second while tracer watches it for 60 s
+/// ([`watch`]): report.json's process, and the summary.
 pub fn watch_app(
     python: &std::path::Path,
     name: &str,
     leaks: &str,
     paths: &str,
 ) -> (serde_json::Value, String) {
-    let d = TempDir::new("apps");
-    let (server, _load) = serve(python, name, leaks, paths, 40);
-    let out = d.0.join("out");
-    let pid = server.pid().to_string();
-    let t = Tracer::start(
-        &[
-            "-p",
-            &pid,
-            "--mode",
-            "watch",
-            "-d",
-            "60s",
-            "--interval",
-            "5s",
-        ],
-        &out,
-    );
-    let f = t.finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    (report["processes"][0].clone(), f.stdout)
+    watch(&serve(Server::Alone, python, name, leaks, paths, 40))
 }

@@ -256,6 +256,21 @@ impl Discovery {
     }
 }
 
+/// The Python-looking processes whose parent is `pid`: a pre-fork server's workers (gunicorn,
+/// uWSGI), where the application runs while the master only watches them.
+pub fn python_children(pid: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = pids()
+        .into_iter()
+        .filter(|&c| procfs::stat(c).is_some_and(|st| st.ppid == pid))
+        .filter(|&c| {
+            fs::read_link(format!("/proc/{c}/exe"))
+                .is_ok_and(|exe| looks_like_python(c, &exe.to_string_lossy()))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// Every process id in /proc.
 fn pids() -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -305,6 +320,30 @@ mod tests {
             .unwrap()
             .matches("4:memory:/x\n0::/y\n"));
         assert!(cgroup_selector("/a/../b").is_err());
+    }
+
+    /// A Python child is found, a child that is not Python is not.
+    #[test]
+    fn python_children_of_a_process() {
+        let spawn = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .unwrap()
+        };
+        let mut python = spawn("/usr/bin/python3", &["-c", "import time; time.sleep(30)"]);
+        let mut sleep = spawn("sleep", &["30"]);
+        // The child runs python once it has exec'd.
+        let t = std::time::Instant::now();
+        while !python_children(std::process::id()).contains(&python.id()) {
+            assert!(t.elapsed().as_secs() < 10, "python child not found");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!python_children(std::process::id()).contains(&sleep.id()));
+        for c in [&mut python, &mut sleep] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     #[test]

@@ -122,6 +122,22 @@ pub fn run(mut args: RecordArgs) -> Result<i32> {
     r
 }
 
+/// Says so when `pid` has Python children that are not traced: given a pre-fork server's master
+/// (gunicorn, uWSGI), tracer would otherwise watch the idle master alone and report nothing.
+fn children_hint(pid: u32) {
+    let kids = discover::python_children(pid);
+    if kids.is_empty() {
+        return;
+    }
+    let list: Vec<String> = kids.iter().map(u32::to_string).collect();
+    say!(
+        "tracer: pid {pid} has {} Python child process{} not traced ({}): a pre-fork server's master (gunicorn, uWSGI) only watches its workers, which run the application; add --children to trace them too",
+        kids.len(),
+        if kids.len() == 1 { "" } else { "es" },
+        list.join(", ")
+    );
+}
+
 fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     if args.pids.is_empty()
         && args.command.is_empty()
@@ -190,6 +206,9 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         c.add(pid, interp)?;
         let t = c.targets.last().unwrap();
         say!("{}", attach_line(t, mode, c.budget));
+        if !args.children {
+            children_hint(pid);
+        }
     }
     // Launch mode: the command's tree is followed from a launcher thread; its Python processes
     // are attached from the collect loop as they start (-d counts from here).

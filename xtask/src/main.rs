@@ -181,7 +181,7 @@ const PLACES: [(&str, Option<&str>, Phase); 8] = [
 ];
 /// The longest tests, longest first (taken first in their phase, so that its lanes end
 /// together); the others follow in the order of their files.
-const LONGEST: [&str; 18] = [
+const LONGEST: [&str; 21] = [
     "app_path_moves_the_placement",
     "exact_mode_places_the_logger_leak_at_the_app_line",
     "aiohttp_task_set_named_312",
@@ -191,6 +191,8 @@ const LONGEST: [&str; 18] = [
     "flask_leaks_named_312",
     "flask_leaks_named_311",
     "flask_without_leaks_312",
+    "gunicorn_worker_leaks_named_and_placed_312",
+    "gunicorn_worker_without_leaks_312",
     "watch_static_builds",
     "watch_shared_libpython_builds",
     "lines_on_shared_libpython_builds",
@@ -200,6 +202,7 @@ const LONGEST: [&str; 18] = [
     "exec_into_the_same_interpreter",
     "ended_entries_are_bounded",
     "runc_containers_by_name_and_id",
+    "gunicorn_master_pid_points_to_the_worker_312",
 ];
 
 fn phase(file: &str, test: &str) -> Phase {
