@@ -73,9 +73,30 @@ fn gunicorn_worker_leaks_named_and_placed_312() {
     );
     assert_eq!(loggers["verdict"], "growing", "{loggers}");
     assert_eq!(loggers["named"], true, "{loggers}");
+    // Each fed from the app's line: the getLogger call (logging's code below it), the call of
+    // the cached method.
+    let app_frame = |function: &str, needle: &str| {
+        format!(
+            "{function} ({}:{})",
+            apps::app("flask_app.py").display(),
+            apps::app_line("flask_app.py", needle)
+        )
+    };
+    let fed = &loggers["fed_from"];
+    let user_logger = app_frame("user_logger", "return logging.getLogger(f\"user-");
+    assert_eq!(fed["app_frame"], user_logger.as_str(), "{loggers}");
+    assert!(
+        fed["via"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("logging/__init__.py:"),
+        "{loggers}"
+    );
     let lru = container(&p, &["flask_app.PriceService.quote (functools lru_cache)"]);
     assert_eq!(lru["verdict"], "growing", "{lru}");
     assert_eq!(lru["type"], "dict", "{lru}");
+    let price = app_frame("price", "return service.quote(qty)");
+    assert_eq!(lru["fed_from"]["app_frame"], price.as_str(), "{lru}");
     assert!(
         summary.contains("flask_app.PriceService.quote (functools lru_cache)"),
         "{summary}"

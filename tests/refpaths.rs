@@ -4,7 +4,9 @@
 //! grows `logging.Logger.manager.loggerDict` (three steps below the module), and an unbounded
 //! `functools.lru_cache` on a method grows a dict held by a C field of the cache's wrapper, a
 //! class attribute. The census's back-reference search names both, root first, and says what
-//! they hold (only what they hold); the same service without the leaks has nothing growing.
+//! they hold (only what they hold), and places each at the application line that feeds it
+//! (`user_logger` via logging's `getLogger`; `price`, which calls the cached method); the same
+//! service without the leaks has nothing growing.
 
 mod common;
 
@@ -52,7 +54,44 @@ fn leaks_named(minor: u32) {
         holds.len() == 1 && holds[0][0] == "Logger",
         "3.{minor}: {loggers}"
     );
+    // Fed from the application's line that asks for a logger, through logging's own code
+    // that names the attribute (`self.loggerDict[name] = rv`): stacks sampled on CPU.
+    let fed = &loggers["fed_from"];
+    let user_logger = format!(
+        "user_logger ({}:{})",
+        apps::app("flask_app.py").display(),
+        apps::app_line("flask_app.py", "return logging.getLogger(f\"user-")
+    );
+    assert_eq!(
+        fed["app_frame"],
+        user_logger.as_str(),
+        "3.{minor}: {loggers}"
+    );
+    let via = fed["via"].as_str().unwrap_or_default();
+    assert!(
+        via.starts_with("getLogger (") && via.contains("logging/__init__.py:"),
+        "3.{minor}: {loggers}"
+    );
     let lru = find(&|n| n.ends_with(".PriceService.quote (functools lru_cache)"));
+    // The application's own line calls the cached method: it is the use and the feeding line.
+    let price = format!(
+        "price ({}:{})",
+        apps::app("flask_app.py").display(),
+        apps::app_line("flask_app.py", "return service.quote(qty)")
+    );
+    assert!(
+        lru["uses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == price.as_str()),
+        "3.{minor}: {lru}"
+    );
+    assert_eq!(
+        lru["fed_from"]["app_frame"],
+        price.as_str(),
+        "3.{minor}: {lru}"
+    );
     let name = lru["name"].as_str().unwrap();
     assert!(
         name == "__main__.PriceService.quote (functools lru_cache)"
@@ -75,6 +114,10 @@ fn leaks_named(minor: u32) {
     );
     assert!(
         summary.contains("PriceService.quote (functools lru_cache)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("fed from {user_logger} via getLogger (")),
         "{summary}"
     );
 }
