@@ -486,6 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn the_holding_attribute_is_the_last_on_the_path() {
+        // logging.Logger.manager.loggerDict: class attr, then an instance's __dict__ key.
+        let steps = [
+            (1, Via::Attr(100), 2),
+            (2, Via::Dict(16), 3),
+            (3, Via::Key(101), 4),
+        ];
+        assert_eq!(holding_attr(&steps), Some(101));
+        // app.PriceService.quote (functools lru_cache): the attribute, then a C field.
+        let steps = [(1, Via::Attr(100), 2), (2, Via::Field(40), 3)];
+        assert_eq!(holding_attr(&steps), Some(100));
+        // A plain dict's key is not an attribute; a path of items has none.
+        let steps = [(1, Via::Key(7), 2), (2, Via::Item(3), 3)];
+        assert_eq!(holding_attr(&steps), None);
+    }
+
+    #[test]
     fn addr_hasher_spreads_aligned_addresses() {
         let mut seen = HashSet::new();
         for i in 0..4096u64 {

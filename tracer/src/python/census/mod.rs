@@ -591,7 +591,7 @@ impl Census {
             .searches
             .run(&mut r, &pass.all, &roots, budget)
             .into_iter()
-            .map(|(t, name, _)| (t, name))
+            .map(|f| (f.target, f.name))
             .collect();
         v.sort();
         v
