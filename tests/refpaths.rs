@@ -4,7 +4,8 @@
 //! grows `logging.Logger.manager.loggerDict` (three steps below the module), and an unbounded
 //! `functools.lru_cache` on a method grows a dict held by a C field of the cache's wrapper, a
 //! class attribute. The census's back-reference search names both, root first, and says what
-//! they hold (only what they hold), and places each at the application line that feeds it
+//! they hold (only what they hold), finds where one of the growing Logger objects is held
+//! (`logging.Logger.manager.loggerDict["user-41"]`), and places each at the application line that feeds it
 //! (`user_logger` via logging's `getLogger`; `price`, which calls the cached method); the same
 //! service without the leaks has nothing growing.
 
@@ -100,6 +101,27 @@ fn leaks_named(minor: u32) {
     );
     assert_eq!(lru["verdict"], "growing", "3.{minor}: {lru}");
     assert_eq!(lru["type"], "dict", "3.{minor}: {lru}");
+    // The growing Logger type: one of its objects is found where it is held.
+    let logger_type = c["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Logger")
+        .unwrap_or_else(|| panic!("3.{minor}: no Logger type: {c}"));
+    assert_eq!(
+        logger_type["verdict"], "growing",
+        "3.{minor}: {logger_type}"
+    );
+    let held = logger_type["held_at"].as_str().unwrap_or_default();
+    assert!(
+        held.starts_with("logging.Logger.manager.loggerDict[\"user-")
+            || held.starts_with("logging.root.manager.loggerDict[\"user-"),
+        "3.{minor}: {logger_type}"
+    );
+    assert!(
+        summary.contains(&format!("Logger: one is held at {held}")),
+        "{summary}"
+    );
     // No container is left named by its address while it grows.
     for k in containers(&c) {
         assert!(

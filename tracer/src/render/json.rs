@@ -42,7 +42,8 @@
 //!               seen first, cut at the use; for a local: the stack down to its frame),
 //!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
 //!                   "mean_deep_bytes" (with the str/bytes/int/float each item holds) } } ],
-//!           "types": [ { "name", "count", "verdict", "growth_per_min" } ] } } ] }
+//!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
+//!               the reference path of one of a growing type's newest objects) } ] } } ] }
 //! ```
 //! Memory amounts are bytes; descriptor amounts are descriptors.
 
@@ -90,6 +91,7 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
             "count": t.count,
             "verdict": t.trend.verdict.to_string(),
             "growth_per_min": t.trend.per_min,
+            "held_at": t.held_at,
         })).collect::<Vec<_>>(),
     })
 }

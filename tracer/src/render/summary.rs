@@ -254,6 +254,15 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     if !growing.is_empty() {
         let _ = writeln!(o, "    objects growing by type: {}", growing.join(", "));
     }
+    for t in c
+        .types
+        .iter()
+        .filter(|t| t.trend.verdict == Verdict::Growing)
+    {
+        if let Some(path) = &t.held_at {
+            let _ = writeln!(o, "      {}: one is held at {path}", t.name);
+        }
+    }
 }
 
 /// Descriptors opened at one place (same stack, same kind of resource), whatever they name.

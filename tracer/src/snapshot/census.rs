@@ -44,6 +44,9 @@ pub struct TypeReport {
     pub name: String,
     pub count: u64,
     pub trend: Trend,
+    /// Where one of its objects is held (a growing type: the reference path of one of its
+    /// newest objects, `logging.Logger.manager.loggerDict["user-41"]`).
+    pub held_at: Option<String>,
 }
 
 /// What the census found, for the reports.

@@ -96,9 +96,28 @@ pub struct Census {
     pub wants_stacks: bool,
     /// The kernel's on-CPU sampler records this process's stacks (set by the collector).
     pub sampled: bool,
-    /// Back-reference searches for growing containers no short path names.
+    /// Back-reference searches for growing containers no short path names, and for one
+    /// object of each growing type.
     searches: Searches,
+    /// Growing types: where one of their objects is held.
+    holders: HashMap<String, Holder>,
 }
+
+/// The search for where a growing type's objects are held.
+#[derive(Debug, Clone, PartialEq)]
+enum Holder {
+    /// An object of the type is to be picked at the next pass (which keeps every object).
+    Wanted,
+    /// This object's holders are searched for.
+    Searching(u64),
+    /// Its reference path.
+    Named(String),
+    /// Not found (the object went, or no path within the search's limits).
+    NotFound,
+}
+
+/// Growing types searched for at once.
+const TYPE_SEARCHES: usize = 3;
 
 /// One walk of the gc lists.
 #[derive(Default)]
@@ -147,6 +166,7 @@ impl Census {
             wants_stacks: false,
             sampled: false,
             searches: Searches::default(),
+            holders: HashMap::new(),
         }
     }
 
@@ -370,11 +390,21 @@ impl Census {
     /// found, and read again, names its container.
     fn search(&mut self, mem: &Pages, types: &mut TypeCache, pass: &Pass, frames: &[FrameLocals]) {
         let followed = &self.followed;
+        let holders = &self.holders;
         self.searches.retain(|a| {
             followed
                 .iter()
                 .any(|(k, f)| k.0 == a && matches!(f.name, Some(None)))
+                || holders.values().any(|h| *h == Holder::Searching(a))
         });
+        // A type's search that ended without a name (given up, or its object gone).
+        for h in self.holders.values_mut() {
+            if let Holder::Searching(a) = h {
+                if !self.searches.has(*a) {
+                    *h = Holder::NotFound;
+                }
+            }
+        }
         let mut r = Reader {
             mem,
             types,
@@ -386,6 +416,11 @@ impl Census {
                 .searches
                 .run(&mut r, &pass.all, &roots, backref::BUDGET)
             {
+                for h in self.holders.values_mut() {
+                    if *h == Holder::Searching(found.target) {
+                        *h = Holder::Named(found.name.clone());
+                    }
+                }
                 for (k, f) in self.followed.iter_mut() {
                     if k.0 == found.target {
                         f.name = Some(Some(found.name.clone()));
@@ -404,6 +439,63 @@ impl Census {
             if suspect(&f.series) {
                 self.searches.want(k.0);
             }
+        }
+        self.search_types(types, mem, &pass.all);
+    }
+
+    /// Does the next pass pick an object of a growing type (and so keep every object)?
+    fn types_wanted(&self) -> bool {
+        self.holders.values().any(|h| *h == Holder::Wanted)
+    }
+
+    /// Growing types get a search for where one of their newest objects is held: wanted at
+    /// one pass, the object picked from the next pass's objects (the last one walked of that
+    /// type), searched for after the containers' searches.
+    fn search_types(&mut self, types: &mut TypeCache, mem: &Pages, all: &[(u64, u64)]) {
+        let searching = self
+            .holders
+            .values()
+            .filter(|h| matches!(h, Holder::Wanted | Holder::Searching(_)))
+            .count();
+        let mut growing: Vec<&String> = self
+            .types
+            .iter()
+            .filter(|(name, s)| {
+                !self.holders.contains_key(*name)
+                    && judge_counts(Series::Objects, s).verdict == Verdict::Growing
+            })
+            .map(|(name, _)| name)
+            .collect();
+        growing.sort();
+        growing.truncate(TYPE_SEARCHES.saturating_sub(searching));
+        let wanted: Vec<String> = growing.into_iter().cloned().collect();
+        // Objects picked for the types wanted at the last pass.
+        if !all.is_empty() {
+            let mut picked: HashMap<String, u64> = HashMap::new();
+            for &(obj, ty) in all {
+                if let Some(t) = types.get(mem, ty) {
+                    if self.holders.get(&t.name) == Some(&Holder::Wanted) {
+                        picked.insert(t.name, obj);
+                    }
+                }
+            }
+            for (name, h) in self.holders.iter_mut() {
+                if *h != Holder::Wanted {
+                    continue;
+                }
+                match picked.get(name) {
+                    Some(&obj) => {
+                        self.searches.want(obj);
+                        if self.searches.has(obj) {
+                            *h = Holder::Searching(obj);
+                        }
+                    }
+                    None => *h = Holder::NotFound,
+                }
+            }
+        }
+        for name in wanted {
+            self.holders.insert(name, Holder::Wanted);
         }
     }
 
@@ -517,6 +609,10 @@ impl Census {
                 name: name.clone(),
                 count: s.last().map(|p| p.1).unwrap_or(0),
                 trend: judge_counts(Series::Objects, s),
+                held_at: match self.holders.get(name) {
+                    Some(Holder::Named(path)) => Some(path.clone()),
+                    _ => None,
+                },
             })
             .filter(|t| t.count > 0)
             .collect();

@@ -152,7 +152,7 @@ impl Census {
             complete,
             ..Default::default()
         };
-        let keep_all = !self.searches.is_empty();
+        let keep_all = !self.searches.is_empty() || self.types_wanted();
         for head in heads {
             let first = mem
                 .u64(head)
