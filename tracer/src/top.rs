@@ -190,7 +190,8 @@ pub fn lines(r: &Report) -> Vec<String> {
                 let _ = writeln!(o, "{}", suspect_line(s));
             }
         }
-        // The heap census: the containers that grow, by name.
+        // The heap census: the containers that grow, by name, with the application line that
+        // feeds them when the samples say it.
         if let Some(c) = &p.census {
             for k in c
                 .containers
@@ -205,14 +206,14 @@ pub fn lines(r: &Report) -> Vec<String> {
                     k.type_name,
                     thousands(k.len),
                     thousands(k.trend.per_min.max(0.0) as u64),
-                    k.uses
-                        .first()
-                        .map(|u| if k.root == "local" {
+                    match (crate::report::fed_from(k, &r.places), k.uses.first()) {
+                        (Some((app, _)), _) => format!(", fed from {app}"),
+                        (None, Some(u)) if k.root == "local" => {
                             format!(", in the frame running {u}")
-                        } else {
-                            format!(", used at {u}")
-                        })
-                        .unwrap_or_default()
+                        }
+                        (None, Some(u)) => format!(", used at {u}"),
+                        (None, None) => String::new(),
+                    }
                 );
             }
         }
