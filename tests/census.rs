@@ -3,7 +3,8 @@
 //! 3.15 in root file systems (layouts from their debug offsets, gc heads found live): the growing containers are named by how they are reachable (instance
 //! attribute of a module global, key of a global dict, class attribute), with the lines that load
 //! their global; a bounded cache on the same instance is stable; what the leak is made of is
-//! said. Locals of a running frame are roots too (a worker's state in its loop).
+//! said. Locals of a running frame are roots too (a worker's state in its loop), and so are the
+//! locals of a suspended coroutine (an asyncio task waiting on its queue).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -145,6 +146,30 @@ fn check_locals(b: &Build) {
     assert_ne!(recent["verdict"], "growing", "{python}: {recent}");
 }
 
+/// The locals of suspended coroutines are roots too: an asyncio task waiting on its queue is
+/// on no thread's stack, and what it keeps in its locals is named by them.
+fn check_suspended(b: &Build) {
+    let python = &b.name;
+    let c = census_of(b, "async_worker.py");
+    let k = named(&c, "suspended consume() local sessions", python);
+    assert_eq!(k["verdict"], "growing", "{python}: {k}");
+    assert_eq!(k["type"], "dict", "{python}: {k}");
+    assert_eq!(k["root"], "local", "{python}: {k}");
+    // Where the coroutine waits: a line of consume() in async_worker.py.
+    let at = k["uses"][0].as_str().unwrap_or("");
+    assert!(
+        at.starts_with("consume (") && at.contains("async_worker.py:"),
+        "{python}: {k}"
+    );
+    // Nothing else grows (its bounded `recent` list among them, when reported).
+    for k in c["containers"].as_array().unwrap() {
+        assert!(
+            k["verdict"] != "growing" || k["name"] == "suspended consume() local sessions",
+            "{python}: {k}"
+        );
+    }
+}
+
 /// Runs `f` on every build of the test list at once (the census costs the targets nothing;
 /// ~30 s).
 fn on_all_builds(f: fn(&Build)) {
@@ -161,4 +186,9 @@ fn census_names_growing_containers() {
 #[test]
 fn census_names_locals_of_running_frames() {
     on_all_builds(check_locals);
+}
+
+#[test]
+fn census_names_locals_of_suspended_coroutines() {
+    on_all_builds(check_suspended);
 }

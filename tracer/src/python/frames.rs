@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
 
-use super::layouts::{FrameKind, Layout, LineTable};
+use super::layouts::{FrameKind, GenFrame, Layout, LineTable};
 use super::mem::{self, i32_at, u64_at, Memory};
 use crate::frame::{Frame, Marker};
 use crate::procfs;
@@ -98,12 +98,22 @@ const MAX_SAMPLED_FRAMES: usize = 64;
 /// A running frame and its local variables (name, object).
 #[derive(Debug, Clone)]
 pub struct FrameLocals {
-    /// The function and the line it is executing.
+    /// The function and the line it is executing (suspended at).
     pub label: Frame,
     pub function: String,
-    /// The Python stack down to this frame, root first.
+    /// The Python stack down to this frame, root first (a suspended frame: itself).
     pub stack: Vec<Frame>,
     pub locals: Vec<(String, u64)>,
+    /// The frame of a suspended coroutine or generator (no thread runs it).
+    pub suspended: bool,
+}
+
+impl FrameLocals {
+    /// How one of its locals is named: `serve() local buf`, `suspended handle() local conns`.
+    pub fn local_label(&self, name: &str) -> String {
+        let state = if self.suspended { "suspended " } else { "" };
+        format!("{state}{}() local {name}", self.function)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -473,8 +483,54 @@ impl Runtime {
                         function,
                         stack,
                         locals,
+                        suspended: false,
                     });
                 }
+            }
+        }
+        out
+    }
+
+    /// The frames of suspended (or not yet started, or running: then also on a thread's
+    /// stack) generators, coroutines and async generators among `gens`, with their locals: what an asyncio task keeps in its locals
+    /// while it waits is alive, and no thread's stack shows it.
+    pub fn suspended_locals(&mut self, gens: &[u64]) -> Vec<FrameLocals> {
+        let l = self.layout;
+        let span = [l.frame_code, l.frame_instr].into_iter().max().unwrap() + 8;
+        let mut out = Vec::new();
+        for &gen in gens {
+            let frame = match l.gen_frame {
+                GenFrame::Pointer(off) => self.ptr(gen + off),
+                GenFrame::Inline {
+                    frame,
+                    state,
+                    dead_from,
+                } => {
+                    let state = self.read(gen + state, 1).map(|b| b[0] as i8);
+                    if state.is_none_or(|s| s >= dead_from) {
+                        continue; // finished or cleared
+                    }
+                    gen + frame
+                }
+            };
+            if frame == 0 {
+                continue;
+            }
+            let Some(head) = self.read(frame, span as usize) else {
+                continue;
+            };
+            let code = u64_at(&head, l.frame_code) & !l.code_tag_bits;
+            let Some((label, function)) = self.frame_label(code, &head) else {
+                continue;
+            };
+            if let Some(locals) = self.locals_of(frame, code) {
+                out.push(FrameLocals {
+                    stack: vec![label.clone()],
+                    label,
+                    function,
+                    locals,
+                    suspended: true,
+                });
             }
         }
         out

@@ -52,6 +52,21 @@ pub enum LineTable {
     Locations,
 }
 
+/// Where a generator object keeps its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenFrame {
+    /// 3.8-3.10: a pointer to its frame object (`gi_frame`, NULL once finished).
+    Pointer(u64),
+    /// 3.11+: the interpreter frame inline (`gi_iframe`) and its state (`gi_frame_state`, a
+    /// byte), from which state on the frame is finished or cleared (3.11-3.14: 1, completed;
+    /// 3.15: 5).
+    Inline {
+        frame: u64,
+        state: u64,
+        dead_from: i8,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub minor: u8,
@@ -131,6 +146,8 @@ pub struct Layout {
     /// co_nlocalsplus), their names (co_varnames; 3.11+ co_localsplusnames) and kinds (3.11+
     /// co_localspluskinds: 0x40 cell, 0x80 free variable: the slot holds a cell).
     pub frame_localsplus: u64,
+    /// Where a generator's or coroutine's frame is (a suspended one's locals are census roots).
+    pub gen_frame: GenFrame,
     pub code_nlocals: u64,
     pub code_localnames: u64,
     pub code_localkinds: Option<u64>,
@@ -317,6 +334,7 @@ const LEGACY: Layout = Layout {
     global_arg_shift: 0,
     op_attr: &[(106, 0), (95, 0), (96, 0), (160, 0)],
     frame_localsplus: 360,
+    gen_frame: GenFrame::Pointer(16),
     code_nlocals: 28,
     code_localnames: 72,
     code_localkinds: None,
@@ -420,6 +438,11 @@ const V311: Layout = Layout {
         (63, 0),
     ],
     frame_localsplus: 72,
+    gen_frame: GenFrame::Inline {
+        frame: 80,
+        state: 75,
+        dead_from: 1,
+    },
     code_nlocals: 76,
     code_localnames: 96,
     code_localkinds: Some(104),
@@ -466,6 +489,11 @@ const V312: Layout = Layout {
         (96, 0),
     ],
     code_nlocals: 72,
+    gen_frame: GenFrame::Inline {
+        frame: 72,
+        state: 67,
+        dead_from: 1,
+    },
     ..V311
 };
 
@@ -565,6 +593,12 @@ const V315: Layout = Layout {
     },
     op_load_global: &[91, 196, 197],
     op_extended_arg: 67,
+    // Frame states are not negative any more: 0 created ... 4 executing, 5 cleared.
+    gen_frame: GenFrame::Inline {
+        frame: 72,
+        state: 67,
+        dead_from: 5,
+    },
     op_attr: &[
         (79, 1),
         (183, 1),
@@ -665,6 +699,18 @@ fn from_debug(base: Layout, d: &DebugOffsets) -> Layout {
         frame_instr: d.at("interpreter_frame.instr_ptr"),
         frame_owner: Some(d.at("interpreter_frame.owner")),
         frame_localsplus: d.at("interpreter_frame.localsplus"),
+        gen_frame: match (
+            base.gen_frame,
+            d.get("gen_object.gi_iframe"),
+            d.get("gen_object.gi_frame_state"),
+        ) {
+            (GenFrame::Inline { dead_from, .. }, Some(frame), Some(state)) => GenFrame::Inline {
+                frame,
+                state,
+                dead_from,
+            },
+            (g, _, _) => g,
+        },
         code_filename: d.at("code_object.filename"),
         code_name: d.at("code_object.name"),
         code_firstlineno: d.at("code_object.firstlineno"),

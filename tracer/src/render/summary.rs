@@ -197,10 +197,10 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
                 .map(|h| format!("; {}", holds_text(h)))
                 .unwrap_or_default()
         );
-        let verb = if k.root == "local" {
-            "in the frame running"
-        } else {
-            "used at"
+        let verb = match (k.root, k.name.starts_with("suspended ")) {
+            ("local", true) => "suspended at",
+            ("local", false) => "in the frame running",
+            _ => "used at",
         };
         let shown = if k.trend.verdict == Verdict::Growing {
             3

@@ -116,7 +116,7 @@ impl Roots {
                 by_value.entry(*v).or_insert_with(|| {
                     (
                         rank,
-                        format!("{}() local {name}", f.function),
+                        f.local_label(name),
                         Root::Local(f.label.clone(), f.stack.clone()),
                     )
                 });

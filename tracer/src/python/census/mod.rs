@@ -45,6 +45,8 @@ const MAX_FOLLOWED: usize = 50_000;
 /// Containers named and described (growing first, then the largest), and reported.
 const DESCRIBED: usize = 16;
 const REPORTED: usize = 12;
+/// Generators and coroutines whose frames are read, per pass.
+const MAX_GENERATORS: usize = 10_000;
 /// Uses of a container kept.
 const MAX_USES: usize = 8;
 /// Distinct sampled stacks kept per process.
@@ -129,6 +131,8 @@ struct Pass {
     lens: Vec<(u64, u64, u64)>,
     modules: Vec<u64>,
     functions: Vec<u64>,
+    /// Generators and coroutines (their suspended frames' locals are roots).
+    generators: Vec<u64>,
     /// Every object walked (object, type), when a back-reference search needs them.
     all: Vec<(u64, u64)>,
 }
@@ -256,7 +260,14 @@ impl Census {
         }
         // Big containers held by module globals or by the locals of running frames, tracked by
         // the gc or not (a dict of strings is not: the classic cache), named on the way.
-        let frames = rt.as_mut().map(|rt| rt.frame_locals()).unwrap_or_default();
+        let frames = rt
+            .as_mut()
+            .map(|rt| {
+                let mut f = rt.frame_locals();
+                f.extend(rt.suspended_locals(&pass.generators));
+                f
+            })
+            .unwrap_or_default();
         let mut lens = std::mem::take(&mut pass.lens);
         let mut globals_named = HashMap::new();
         {

@@ -118,7 +118,7 @@ impl Reader<'_> {
         for f in frames {
             let root = Root::Local(f.label.clone(), f.stack.clone());
             for (name, v) in &f.locals {
-                let label = format!("{}() local {name}", f.function);
+                let label = f.local_label(name);
                 self.held(&label, &root, *v, true, &mut budget, &mut looked, &mut out);
             }
         }

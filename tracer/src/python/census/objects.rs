@@ -48,6 +48,8 @@ pub(super) enum Kind {
     Function,
     Tuple,
     Cell,
+    /// A generator, coroutine or async generator (its frame's locals are roots).
+    Generator,
     Other,
 }
 
@@ -69,6 +71,11 @@ impl TypeInfo {
             Kind::Tuple
         } else if self.name == "cell" {
             Kind::Cell
+        } else if matches!(
+            self.name.as_str(),
+            "generator" | "coroutine" | "async_generator"
+        ) {
+            Kind::Generator
         } else {
             Kind::Other
         }
@@ -589,7 +596,7 @@ impl Reader<'_> {
                 }
             }
             Kind::Type | Kind::Module => {}
-            Kind::Function | Kind::Other => {
+            Kind::Function | Kind::Generator | Kind::Other => {
                 let size = t.basicsize.min(MAX_BODY);
                 if let Some(b) = self.mem.bytes(obj, size as usize) {
                     for off in (16..size).step_by(8) {

@@ -2,7 +2,7 @@
 //! with the length of every list, dict and set, and the modules and functions (naming roots).
 
 use super::objects::{Kind, TypeCache};
-use super::{Census, Pass, MIN_LEN};
+use super::{Census, Pass, MAX_GENERATORS, MIN_LEN};
 use crate::python::layouts::GcHeads;
 use crate::python::mem::{u64_at, Memory, Pages};
 
@@ -192,6 +192,12 @@ impl Census {
                     }
                     Some(Kind::Function) => {
                         p.functions.push(obj);
+                        None
+                    }
+                    Some(Kind::Generator) => {
+                        if p.generators.len() < MAX_GENERATORS {
+                            p.generators.push(obj);
+                        }
                         None
                     }
                     _ => None,
