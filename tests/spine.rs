@@ -141,6 +141,47 @@ fn attach_by_pid_pyenv_312() {
     attach_and_check(py(12), "attach312");
 }
 
+/// A process that opens a file about once a millisecond while the tracer attaches: every
+/// descriptor the tracer records has its Python frames, the first ones too (the kernel knows
+/// how to walk the process's frames before it records its first event; descriptors opened
+/// while the allocator probes were attached used to have none).
+#[test]
+fn descriptors_opened_while_attaching_have_python_frames() {
+    let dir = TempDir::new("attaching");
+    let w = Proc(
+        std::process::Command::new(py(11))
+            .arg(workload("open_loop.py"))
+            .arg(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    wait_python_mapped(w.pid());
+    let mut t = Tracer::start(&["-p", &w.pid().to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+    wait_for(
+        "the workload to stop opening",
+        Duration::from_secs(30),
+        || dir.path().join("stopped").exists(),
+    );
+    let f = t.stop();
+    let held = format!("[file {}]", dir.path().join("held").display());
+    let fds: Vec<(Vec<String>, u64)> = f
+        .folded("fds.folded")
+        .into_iter()
+        .filter(|(s, _)| s.last() == Some(&held))
+        .collect();
+    assert!(total(&fds) >= 100, "{fds:?}");
+    for (s, n) in &fds {
+        assert!(
+            s.iter()
+                .any(|fr| fr.starts_with("hold (") && fr.contains("open_loop.py:")),
+            "{n} descriptor(s) without their Python frames: {s:?}"
+        );
+    }
+}
+
 /// Launch mode traces from the first line: everything since start-up is outstanding, which is
 /// what tracemalloc started with -X tracemalloc measures.
 fn launch_and_check(python: &str, tag: &str) {

@@ -243,14 +243,11 @@ impl Collector {
         interp: Interpreter,
         execs_in_flight: u64,
     ) -> crate::error::Result<()> {
-        self.probes.add_target(pid)?;
-        let uprobes = match self.join_group(&interp) {
-            Ok(n) => n,
-            Err(e) => {
-                self.probes.remove_target(pid);
-                return Err(e);
-            }
-        };
+        // The kernel records a process's events from the moment it enters the target map, so
+        // everything it needs to walk the process's Python frames is published first (the
+        // layout checked, the thread list's address, the threads): a descriptor opened or a
+        // block allocated while the probes were being attached had no Python frames.
+        let uprobes = self.join_group(&interp)?;
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
@@ -306,6 +303,13 @@ impl Collector {
             census: None,
         });
         self.refresh_threads();
+        if let Err(e) = self.probes.add_target(pid) {
+            self.targets.pop();
+            self.probes.remove_target(pid);
+            self.probes.set_threads(pid, &HashMap::new());
+            self.retire_groups();
+            return Err(e);
+        }
         Ok(())
     }
 
