@@ -419,8 +419,9 @@ fn clean_exit_detaches() {
 }
 
 /// exec replaces the program image: the old program is reported up to the exec (its 1 MB and
-/// its file, marked as before the exec), nothing is attributed to the new program (sleep, not
-/// Python), and descriptors closed by CLOEXEC are not open in any live entry.
+/// its files as they were at the exec, marked as before the exec), nothing is attributed to
+/// the new program (sleep, not Python), and descriptors closed by CLOEXEC are not open in any
+/// live entry.
 #[test]
 fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     let dir = TempDir::new("exec");
@@ -469,6 +470,19 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     assert!(
         fds.iter().all(|(s, _)| before(s)),
         "CLOEXEC file closed by exec: open only in the entry before the exec: {fds:?}"
+    );
+    // The entry is the state at the exec, not at the tracer's last reading (up to a second
+    // before): the file closed just before the exec is not open, the one opened then is.
+    let closed = format!("[file {}.closed]", ready.display());
+    assert!(
+        !fds.iter().any(|(s, _)| s.last() == Some(&closed)),
+        "a file closed before the exec listed as open: {fds:?}"
+    );
+    let late = format!("[file {}.late]", ready.display());
+    assert!(
+        fds.iter()
+            .any(|(s, _)| before(s) && s.last() == Some(&late)),
+        "the file opened just before the exec, in the entry before the exec: {fds:?}"
     );
     let allocs = f.folded("allocs.folded");
     let (old, new): (Vec<_>, Vec<_>) = allocs.into_iter().partition(|(s, _)| before(s));
