@@ -141,6 +141,48 @@ fn attach_by_pid_pyenv_312() {
     attach_and_check(py(12), "attach312");
 }
 
+/// A process that opens a file about once a millisecond while the tracer attaches: every
+/// descriptor the tracer records has its Python frames, the first ones too (the kernel knows
+/// how to walk the process's frames before it records its first event; descriptors opened
+/// while the allocator probes were attached used to have none).
+#[test]
+fn descriptors_opened_while_attaching_have_python_frames() {
+    let dir = TempDir::new("attaching");
+    let w = Proc(
+        std::process::Command::new(py(11))
+            .arg(workload("open_loop.py"))
+            .arg(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    wait_python_mapped(w.pid());
+    let mut t = Tracer::start(&["-p", &w.pid().to_string()], &dir.path().join("out"));
+    t.wait_recording();
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+    wait_for(
+        "the workload to stop opening",
+        Duration::from_secs(30),
+        || dir.path().join("stopped").exists(),
+    );
+    let f = t.stop();
+    let held = format!("[file {}]", dir.path().join("held").display());
+    let fds: Vec<(Vec<String>, u64)> = f
+        .folded("fds.folded")
+        .into_iter()
+        .filter(|(s, _)| s.last() == Some(&held))
+        .collect();
+    // A millisecond apart, fewer on a loaded machine.
+    assert!(total(&fds) >= 20, "{fds:?}");
+    for (s, n) in &fds {
+        assert!(
+            s.iter()
+                .any(|fr| fr.starts_with("hold (") && fr.contains("open_loop.py:")),
+            "{n} descriptor(s) without their Python frames: {s:?}"
+        );
+    }
+}
+
 /// Launch mode traces from the first line: everything since start-up is outstanding, which is
 /// what tracemalloc started with -X tracemalloc measures.
 fn launch_and_check(python: &str, tag: &str) {
@@ -378,8 +420,9 @@ fn clean_exit_detaches() {
 }
 
 /// exec replaces the program image: the old program is reported up to the exec (its 1 MB and
-/// its file, marked as before the exec), nothing is attributed to the new program (sleep, not
-/// Python), and descriptors closed by CLOEXEC are not open in any live entry.
+/// its files as they were at the exec, marked as before the exec), nothing is attributed to
+/// the new program (sleep, not Python), and descriptors closed by CLOEXEC are not open in any
+/// live entry.
 #[test]
 fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     let dir = TempDir::new("exec");
@@ -428,6 +471,19 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
     assert!(
         fds.iter().all(|(s, _)| before(s)),
         "CLOEXEC file closed by exec: open only in the entry before the exec: {fds:?}"
+    );
+    // The entry is the state at the exec, not at the tracer's last reading (up to a second
+    // before): the file closed just before the exec is not open, the one opened then is.
+    let closed = format!("[file {}.closed]", ready.display());
+    assert!(
+        !fds.iter().any(|(s, _)| s.last() == Some(&closed)),
+        "a file closed before the exec listed as open: {fds:?}"
+    );
+    let late = format!("[file {}.late]", ready.display());
+    assert!(
+        fds.iter()
+            .any(|(s, _)| before(s) && s.last() == Some(&late)),
+        "the file opened just before the exec, in the entry before the exec: {fds:?}"
     );
     let allocs = f.folded("allocs.folded");
     let (old, new): (Vec<_>, Vec<_>) = allocs.into_iter().partition(|(s, _)| before(s));

@@ -1,9 +1,11 @@
 //! Descriptor tracking from the `sys_exit` raw tracepoint: every descriptor-creating syscall of a
 //! traced process inserts into `FDS`, keyed by (pid, fd); close/dup2/dup3 over an open fd remove
 //! or replace. What each syscall does is described in `syscalls`; the syscall arguments are read
-//! from the saved user registers at exit.
+//! from the saved user registers at exit. After an exec, the previous program's entries that the
+//! new program closes or replaces are kept aside (`EXEC_FDS`): the state at the exec.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes,
@@ -14,7 +16,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tracer_common::{stat, sys, FdKey, FdKind, PATH_LEN};
 
-use crate::maps::{bump, bump_pid, traced, user_stack, FDS, FD_SCRATCH, PYCONF};
+use crate::maps::{bump, bump_pid, traced, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_SCRATCH, PYCONF};
 use crate::python::py_stack;
 use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, When};
 
@@ -43,9 +45,26 @@ fn arg(regs: *const u8, a: Arg) -> u64 {
     }
 }
 
+/// The entry at `key` is about to be removed or replaced: when it is the previous program's
+/// (older than the process's last exec), it was open at the exec, so it is kept in `EXEC_FDS`
+/// until the user side has closed that program's entry.
+#[inline(always)]
+fn keep_for_exec(key: &FdKey) {
+    let Some(exec_ns) = (unsafe { EXEC_NS.get(&key.pid) }) else {
+        return;
+    };
+    if let Some(old) = unsafe { FDS.get(key) } {
+        if old.ts_ns < *exec_ns {
+            let _ = EXEC_FDS.insert(key, old, BPF_NOEXIST as u64);
+        }
+    }
+}
+
 #[inline(always)]
 fn close_fd(tgid: u32, fd: u32) {
-    if FDS.remove(FdKey { pid: tgid, fd }).is_ok() {
+    let key = FdKey { pid: tgid, fd };
+    keep_for_exec(&key);
+    if FDS.remove(&key).is_ok() {
         bump(stat::FD_CLOSES);
         bump_pid(tgid, |s| s.fd_closes += 1);
     }
@@ -104,6 +123,7 @@ fn record_fd(ctx: &RawTracePointContext, new: &NewFd) {
         pid: new.tgid,
         fd: new.fd,
     };
+    keep_for_exec(&key);
     if FDS.insert(key, &*info, 0).is_err() {
         bump(stat::FD_MAP_FULL);
         return;
@@ -226,6 +246,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 s.execs += 1;
                 s.last_exec_ns = now;
             });
+            let _ = EXEC_NS.insert(&tgid, &now, 0);
             // The old layout means nothing in the new image: stop walking with it at once (the
             // user side publishes the new program's, if it is Python).
             let _ = PYCONF.remove(&tgid);

@@ -35,6 +35,17 @@ pub static PENDING: HashMap<u64, PendingAlloc> = HashMap::with_max_entries(16384
 pub static FDS: HashMap<FdKey, FdInfo> =
     HashMap::with_max_entries(FD_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
+/// pid -> the time of its last exec (also in `PID_STATS`, but readable from any CPU): a
+/// descriptor entry older than it is the previous program's.
+#[map]
+pub static EXEC_NS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// The previous program's descriptors that were open at the exec and that the new program
+/// closed, or whose number it reused, before the user side closed the previous program's
+/// entry: what `FDS` held for them at the exec.
+#[map]
+pub static EXEC_FDS: HashMap<FdKey, FdInfo> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(32768, 0);
 

@@ -44,6 +44,9 @@ pub enum Marker {
     UnknownPython,
     /// A descriptor inherited across an exec (opened by the program before).
     OpenedBeforeExec,
+    /// A descriptor opened after the tracer last read its program, just before an exec: the
+    /// exec replaced the memory and maps its stack needed to be named.
+    OpenedJustBeforeExec,
     /// Python frames only were asked for, and there are none.
     NoPythonStack,
     /// An empty stack, where a renderer needs one frame.
@@ -122,6 +125,7 @@ impl fmt::Display for Frame {
                 Marker::Truncated => "[truncated]",
                 Marker::UnknownPython => "[unknown python frame]",
                 Marker::OpenedBeforeExec => "[opened before exec]",
+                Marker::OpenedJustBeforeExec => "[opened just before exec]",
                 Marker::NoPythonStack => "[no Python stack]",
                 Marker::NoStack => "[no stack]",
             }),

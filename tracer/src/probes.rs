@@ -466,6 +466,7 @@ impl Probes {
             }
         }
         self.remove_pyconf(pid);
+        self.forget_exec(pid);
         self.drop_allocs_where(pid, |_| true);
         let fds: Vec<FdKey> = self
             .fds()
@@ -569,6 +570,42 @@ impl Probes {
 
     pub fn fds(&self) -> HashMap<FdKey, FdInfo> {
         read_hash(self.ebpf.map("FDS"))
+    }
+
+    /// The descriptors of `pid` that were open at its last exec, by number: the kernel's entries
+    /// older than the exec, and the ones the new program closed or reused since (which the
+    /// kernel kept aside). The kernel stops keeping them aside for this exec.
+    pub fn take_exec_fds(&mut self, pid: u32, exec_ns: u64) -> HashMap<u32, FdInfo> {
+        let mut out: HashMap<u32, FdInfo> = self
+            .fds()
+            .into_iter()
+            .filter(|(k, v)| k.pid == pid && v.ts_ns < exec_ns)
+            .map(|(k, v)| (k.fd, v))
+            .collect();
+        let kept: HashMap<FdKey, FdInfo> = read_hash(self.ebpf.map("EXEC_FDS"));
+        for (k, v) in &kept {
+            if k.pid == pid && v.ts_ns < exec_ns {
+                out.entry(k.fd).or_insert(*v);
+            }
+        }
+        self.forget_exec(pid);
+        out
+    }
+
+    /// Forgets a process's last exec and the descriptors kept aside for it.
+    fn forget_exec(&mut self, pid: u32) {
+        if let Some(m) = self.ebpf.map_mut("EXEC_NS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u64>::try_from(m) {
+                let _ = t.remove(&pid);
+            }
+        }
+        let keys: Vec<FdKey> = read_hash::<FdKey, FdInfo>(self.ebpf.map("EXEC_FDS"))
+            .into_keys()
+            .filter(|k| k.pid == pid)
+            .collect();
+        if !keys.is_empty() {
+            batch::delete::<FdKey, FdInfo>(self.ebpf.map_mut("EXEC_FDS"), &keys);
+        }
     }
 
     /// Removes a descriptor entry; with `only_if_ts`, only when it is still the same entry.

@@ -8,7 +8,7 @@ mod watch;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracer_common::{FdKey, PidStats};
+use tracer_common::{FdInfo, FdKey, PidStats};
 
 use crate::config::{Mode, NativeMode};
 use crate::frame::{verdict_key, Frame, Marker};
@@ -172,6 +172,9 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(3);
 
 /// The stack key of descriptors inherited across an exec.
 const BEFORE_EXEC: StackKey = (-7, 0);
+/// The stack key of descriptors opened just before an exec, after the last snapshot, whose
+/// stack no snapshot named.
+const JUST_BEFORE_EXEC: StackKey = (-8, 0);
 
 pub struct Collector {
     pub probes: Probes,
@@ -246,14 +249,11 @@ impl Collector {
         interp: Interpreter,
         execs_in_flight: u64,
     ) -> crate::error::Result<()> {
-        self.probes.add_target(pid)?;
-        let uprobes = match self.join_group(&interp) {
-            Ok(n) => n,
-            Err(e) => {
-                self.probes.remove_target(pid);
-                return Err(e);
-            }
-        };
+        // The kernel records a process's events from the moment it enters the target map, so
+        // everything it needs to walk the process's Python frames is published first (the
+        // layout checked, the thread list's address, the threads): a descriptor opened or a
+        // block allocated while the probes were being attached had no Python frames.
+        let uprobes = self.join_group(&interp)?;
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
@@ -309,6 +309,13 @@ impl Collector {
             census: None,
         });
         self.refresh_threads();
+        if let Err(e) = self.probes.add_target(pid) {
+            self.targets.pop();
+            self.probes.remove_target(pid);
+            self.probes.set_threads(pid, &HashMap::new());
+            self.retire_groups();
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -660,6 +667,19 @@ impl Collector {
         t.exited_after = Some(t.attached_at.elapsed().saturating_sub(since_exec));
         t.exec.execd = Some(into.clone());
         t.exec.execs_seen = st.execs;
+        // The last snapshot was read up to a tick before the exec: its descriptors become the
+        // ones open at the exec.
+        let at_exec = self.probes.take_exec_fds(pid, st.last_exec_ns);
+        let born = t.exec.born_ns;
+        if let Some(last) = t.last.as_mut() {
+            descriptors_at_exec(
+                last,
+                at_exec,
+                st.last_exec_ns,
+                born,
+                self.min_age.as_nanos() as u64,
+            );
+        }
         self.freeze(i);
         let t = &mut self.targets[i];
         self.probes.remove_pyconf(pid);
@@ -786,6 +806,7 @@ impl Collector {
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
             let links = procfs::fd_targets(pid).unwrap_or_default();
             let mut open = Vec::new();
+            let mut gone = Vec::new();
             for (k, v) in fds.iter().filter(|(k, _)| k.pid == pid) {
                 match links.get(&k.fd) {
                     Some(t) => {
@@ -804,9 +825,7 @@ impl Collector {
                             });
                         }
                     }
-                    None => self
-                        .probes
-                        .remove_fd(&FdKey { pid, fd: k.fd }, Some(v.ts_ns)),
+                    None => gone.push((k.fd, v.ts_ns)),
                 }
             }
             open.sort_by_key(|f| f.fd);
@@ -841,9 +860,15 @@ impl Collector {
             let t = &mut self.targets[i];
             if stats.execs > t.exec.execs_seen {
                 // It exec'd while this snapshot was read: the last one from before the exec
-                // stays (the next tick closes the entry).
+                // stays (the next tick closes the entry), and the descriptors the exec closed
+                // stay in the kernel's map (they were open at the exec).
                 continue;
             }
+            // Closed without the kernel seeing it (close_range beyond its first descriptors).
+            for (fd, ts) in gone {
+                self.probes.remove_fd(&FdKey { pid, fd }, Some(ts));
+            }
+            let t = &mut self.targets[i];
             if let Some(st) = procfs::stat(pid) {
                 t.counters.cpu_ticks_last = st.cpu_ticks;
             }
@@ -946,6 +971,44 @@ fn add_to_group(
     }
 }
 
+/// Makes a snapshot's descriptors the ones open at an exec at `exec_ns` (`at_exec`, by number,
+/// as the kernel kept them): those closed since the snapshot go, those opened since come, with
+/// the frames the snapshot knows for their stack (a marker otherwise: the program that could
+/// name them is gone) and no link (the kernel's path names a file). `born`: when the program
+/// itself started (its own exec).
+fn descriptors_at_exec(
+    last: &mut ProcSnapshot,
+    at_exec: HashMap<u32, FdInfo>,
+    exec_ns: u64,
+    born: u64,
+    min_age: u64,
+) {
+    last.fds
+        .retain(|f| at_exec.get(&f.fd).is_some_and(|v| v.ts_ns == f.info.ts_ns));
+    for (fd, mut info) in at_exec {
+        if last.fds.iter().any(|f| f.fd == fd) || exec_ns.saturating_sub(info.ts_ns) < min_age {
+            continue;
+        }
+        let (key, marker) = if info.ts_ns < born {
+            (BEFORE_EXEC, Marker::OpenedBeforeExec)
+        } else {
+            (JUST_BEFORE_EXEC, Marker::OpenedJustBeforeExec)
+        };
+        if key == BEFORE_EXEC || !last.frames.contains_key(&(info.ustack, info.pystack)) {
+            (info.ustack, info.pystack) = key;
+            last.frames
+                .entry(key)
+                .or_insert_with(|| vec![Frame::Marker(marker)]);
+        }
+        last.fds.push(OpenFd {
+            fd,
+            info,
+            target: None,
+        });
+    }
+    last.fds.sort_by_key(|f| f.fd);
+}
+
 /// Has the target's program been replaced by an exec the collector has not handled yet?
 fn replaced(probes: &Probes, t: &Target) -> bool {
     probes.pid_stats(t.pid).execs > t.exec.execs_seen
@@ -1035,5 +1098,68 @@ mod tests {
             merge_frames(vec![], native, NativeMode::None),
             vec![Frame::Marker(Marker::NoPythonStack)]
         );
+    }
+
+    fn fd(ts_ns: u64, stack: StackKey) -> FdInfo {
+        FdInfo {
+            ts_ns,
+            pystack: stack.1,
+            ustack: stack.0,
+            kind: 0,
+            syscall: 0,
+            a: 0,
+            b: 0,
+            tid: 0,
+            path: [0; tracer_common::PATH_LEN],
+        }
+    }
+
+    #[test]
+    fn descriptors_are_the_ones_open_at_the_exec() {
+        let site = (3, 30);
+        let mut last = ProcSnapshot::default();
+        last.frames.insert(site, v(&["open"]));
+        // Read at the last snapshot: 3 (still open at the exec), 4 (closed before it), 5
+        // (closed, and its number taken by a newer descriptor before the exec).
+        for (n, ts) in [(3, 100), (4, 110), (5, 120)] {
+            last.fds.push(OpenFd {
+                fd: n,
+                info: fd(ts, site),
+                target: Some(format!("/f{n}")),
+            });
+        }
+        let at_exec = HashMap::from([
+            (3, fd(100, site)),
+            (5, fd(900, (9, 90))),
+            (6, fd(950, site)),
+            (7, fd(50, (8, 80))),
+        ]);
+        descriptors_at_exec(&mut last, at_exec, 1000, 60, 0);
+        let got: Vec<(u32, StackKey, bool)> = last
+            .fds
+            .iter()
+            .map(|f| (f.fd, (f.info.ustack, f.info.pystack), f.target.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, site, true),
+                (5, JUST_BEFORE_EXEC, false),
+                (6, site, false),
+                (7, BEFORE_EXEC, false),
+            ]
+        );
+        assert_eq!(
+            last.frames[&JUST_BEFORE_EXEC],
+            vec![Frame::Marker(Marker::OpenedJustBeforeExec)]
+        );
+        assert_eq!(
+            last.frames[&BEFORE_EXEC],
+            vec![Frame::Marker(Marker::OpenedBeforeExec)]
+        );
+        // Younger than --min-age at the exec: not listed, as in a snapshot.
+        let mut young = ProcSnapshot::default();
+        descriptors_at_exec(&mut young, HashMap::from([(3, fd(990, site))]), 1000, 0, 50);
+        assert!(young.fds.is_empty());
     }
 }
