@@ -511,11 +511,7 @@ fn all_python_picks_up_new_processes() {
     // The tracer's perf-event links (its uprobes): one per probe, not one per process. One set
     // per interpreter file: both processes share the 3.11 one; a Python someone else runs on
     // the host meanwhile has its own set, as its attach line says.
-    let probes = std::fs::read_dir(format!("/proc/{}/fdinfo", t.proc.pid()))
-        .unwrap()
-        .flatten()
-        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("link_type:\tperf")))
-        .count();
+    let probes = uprobe_links(t.proc.pid());
     let sets: std::collections::BTreeMap<String, usize> = t
         .stderr
         .iter()

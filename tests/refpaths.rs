@@ -101,6 +101,18 @@ fn leaks_named(minor: u32) {
     );
     assert_eq!(lru["verdict"], "growing", "3.{minor}: {lru}");
     assert_eq!(lru["type"], "dict", "3.{minor}: {lru}");
+    // What the two caches grow by, from what their items hold (a Logger's attributes, the
+    // cached call's key tuple), against what resident memory grows by: most of it, not a
+    // tenth (before: a Logger counted as its 16-byte body).
+    let bytes_per_min = |k: &serde_json::Value| {
+        k["growth_per_min"].as_f64().unwrap() * k["holds"]["mean_deep_bytes"].as_f64().unwrap()
+    };
+    let said = bytes_per_min(&loggers) + bytes_per_min(&lru);
+    let rss = c["rss_growth_per_min"].as_f64().unwrap();
+    assert!(
+        said > 0.5 * rss && said < 1.5 * rss,
+        "3.{minor}: the caches grow by {said:.0} B/min, resident memory by {rss:.0} B/min"
+    );
     // The growing Logger type: one of its objects is found where it is held.
     let logger_type = c["types"]
         .as_array()

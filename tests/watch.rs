@@ -198,19 +198,6 @@ fn assert_sampled(stacks: &[usize]) {
     );
 }
 
-/// The tracer's uprobe links (perf-event links in its fdinfo).
-fn uprobe_links(tracer_pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{tracer_pid}/fdinfo"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("link_type:\tperf"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// `--budget 0` on Debian's static python: no allocator probe is ever attached (nothing traps in
 /// the target), yet the heap census names the growing list and its line, and descriptors stay
 /// exact, with checkpoints every interval.

@@ -702,6 +702,34 @@ pub fn bpf_program_ids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A process's uprobe links: its perf-event links (/proc/PID/fdinfo) but those of its
+/// perf-event programs (the on-CPU stack sampler's links are perf links too).
+pub fn uprobe_links(pid: u32) -> usize {
+    let infos: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let field = |s: &str, name: &str| -> Option<String> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    // BPF_PROG_TYPE_PERF_EVENT
+    let sampler: Vec<String> = infos
+        .iter()
+        .filter(|s| field(s, "prog_type:").as_deref() == Some("7"))
+        .filter_map(|s| field(s, "prog_id:"))
+        .collect();
+    infos
+        .iter()
+        .filter(|s| field(s, "link_type:").as_deref() == Some("perf"))
+        .filter(|s| field(s, "prog_id:").is_none_or(|id| !sampler.contains(&id)))
+        .count()
+}
+
 /// Ids of every BPF program loaded in the kernel now.
 pub fn loaded_bpf_program_ids() -> Vec<u32> {
     let out = Command::new("bpftool")

@@ -41,7 +41,9 @@
 //!               paths to those lines in Python stacks sampled from outside every 10 ms, most
 //!               seen first, cut at the use; for a local: the stack down to its frame),
 //!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
-//!                   "mean_deep_bytes" (with the str/bytes/int/float each item holds) } } ],
+//!                   "mean_deep_bytes" (with the gc header, the container's slot, and what each
+//!                   item holds alone: str/bytes/numbers, its attributes' storage, small
+//!                   lists/dicts/sets/tuples among its attributes) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
 //!               the reference path of one of a growing type's newest objects) } ] } } ] }
 //! ```

@@ -124,7 +124,7 @@ pub fn holds_text(h: &Holds) -> String {
         .collect();
     let deep = if h.mean_deep_bytes > h.mean_bytes {
         format!(
-            ", ~{} with the str/bytes/numbers they hold",
+            ", ~{} with what each holds alone",
             human_bytes(h.mean_deep_bytes as u64)
         )
     } else {

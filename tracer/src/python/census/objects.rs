@@ -23,6 +23,8 @@ const HOLD_SAMPLE: u64 = 16;
 // Type flags (the same in every version here).
 const INLINE_VALUES: u64 = 1 << 2;
 const MANAGED_DICT: u64 = 1 << 4;
+/// Py_TPFLAGS_HAVE_GC: its objects carry the gc's header before them.
+const HAVE_GC: u64 = 1 << 14;
 const LIST_SUBCLASS: u64 = 1 << 25;
 const DICT_SUBCLASS: u64 = 1 << 29;
 const TUPLE_SUBCLASS: u64 = 1 << 26;
@@ -430,20 +432,31 @@ impl Reader<'_> {
         if self.mem.u64(table_at)? != table {
             return None;
         }
-        let items: Vec<u64> = first
+        let items: Vec<(u64, u64)> = first
             .iter()
             .filter(|e| second.contains(e))
-            .map(|e| e.1)
+            .copied()
             .collect();
+        // What the container spends per item: a list's pointer, a dict's entry (hash, key,
+        // value; its index slot left out).
+        let slot = match kind {
+            Kind::List => 8,
+            _ => 24,
+        };
         let mut by: HashMap<String, u64> = HashMap::new();
         let mut bytes = 0u64;
         let mut deep = 0u64;
         let mut n = 0u64;
-        for it in items {
+        for (place, it) in items {
             let Some(t) = self.type_of(it) else { continue };
-            let own = self.shallow_size(it, &t);
-            bytes += own;
-            deep += own + self.atomic_children_size(it, &t);
+            bytes += self.shallow_size(it, &t);
+            deep += self.deep_size(it, &t) + slot;
+            // A dict's key is its item's as much as the value (an lru_cache's arguments).
+            if kind == Kind::Dict {
+                if let Some(kt) = self.type_of(place) {
+                    deep += self.deep_size(place, &kt);
+                }
+            }
             *by.entry(t.name).or_default() += 1;
             n += 1;
         }
@@ -480,25 +493,75 @@ impl Reader<'_> {
         })
     }
 
+    /// What an item of a growing container costs: its own size with the gc's header (and, for
+    /// an instance, the pointers kept before it and its attributes' values array), with what it
+    /// alone holds directly: the str, bytes and numbers among its items, keys or attributes,
+    /// and the lists, dicts, sets and tuples among them (their own size and their str, bytes
+    /// and numbers: a Logger's `handlers`, `filters` and `_cache`). Other instances are not
+    /// followed (shared, as a Logger's `parent`, or counted as items of their own).
+    fn deep_size(&mut self, obj: u64, t: &TypeInfo) -> u64 {
+        let l = self.layout;
+        let gc = |t: &TypeInfo| {
+            if t.flags & HAVE_GC != 0 {
+                l.gc_head_size
+            } else {
+                0
+            }
+        };
+        let mut total = self.shallow_size(obj, t) + gc(t);
+        let children: Vec<u64> = match t.kind() {
+            Kind::Dict => self
+                .dict_items(obj)
+                .into_iter()
+                .flat_map(|(k, v)| [k, v])
+                .collect(),
+            Kind::List | Kind::Tuple => self.atomic_children(obj, t),
+            Kind::Other => {
+                let attrs = self.attributes(obj, t);
+                if t.flags & MANAGED_DICT != 0 && l.dict != DictLayout::Legacy {
+                    // The dict and values pointers before the object, and one value per
+                    // attribute (inline values; a dict made for it is larger).
+                    total += l.managed_dict_before + 8 * attrs.len() as u64;
+                }
+                attrs.into_iter().map(|(_, v)| v).collect()
+            }
+            _ => Vec::new(),
+        };
+        for c in children.into_iter().take(256) {
+            let Some(ct) = self.type_of(c) else { continue };
+            total += match (ct.kind(), ct.name.as_str()) {
+                (_, "str" | "bytes" | "int" | "float") => self.shallow_size(c, &ct),
+                (Kind::List | Kind::Dict | Kind::Set | Kind::Tuple, _) => {
+                    self.shallow_size(c, &ct) + gc(&ct) + self.atomic_children_size(c, &ct)
+                }
+                _ => 0,
+            };
+        }
+        total
+    }
+
+    /// The items of a list or tuple (at most 256).
+    fn atomic_children(&mut self, obj: u64, t: &TypeInfo) -> Vec<u64> {
+        // list ob_size and tuple ob_size are both PyVarObject.ob_size.
+        let len = self
+            .mem
+            .u64(obj + self.layout.var_size)
+            .unwrap_or(0)
+            .min(256);
+        let at = if t.kind() == Kind::List {
+            self.mem.u64(obj + self.layout.list_items).unwrap_or(0)
+        } else {
+            obj + self.layout.tuple_items
+        };
+        let b = self.mem.bytes(at, 8 * len as usize).unwrap_or_default();
+        (0..len as usize).map(|i| u64_at(&b, 8 * i)).collect()
+    }
+
     /// The size of the str, bytes, int and float objects a dict, list or tuple holds directly.
     fn atomic_children_size(&mut self, obj: u64, t: &TypeInfo) -> u64 {
         let children: Vec<u64> = match (t.kind(), t.name.as_str()) {
             (Kind::Dict, _) => self.dict_items(obj).into_iter().map(|e| e.1).collect(),
-            (Kind::List, _) | (_, "tuple") => {
-                // list ob_size and tuple ob_size are both PyVarObject.ob_size.
-                let len = self
-                    .mem
-                    .u64(obj + self.layout.var_size)
-                    .unwrap_or(0)
-                    .min(256);
-                let at = if t.kind() == Kind::List {
-                    self.mem.u64(obj + self.layout.list_items).unwrap_or(0)
-                } else {
-                    obj + self.layout.tuple_items
-                };
-                let b = self.mem.bytes(at, 8 * len as usize).unwrap_or_default();
-                (0..len as usize).map(|i| u64_at(&b, 8 * i)).collect()
-            }
+            (Kind::List | Kind::Tuple, _) => self.atomic_children(obj, t),
             _ => return 0,
         };
         let mut total = 0;
