@@ -10,7 +10,8 @@ excluded), as ratios to untraced within one run:
      windows, tracemalloc (1 and 25 frames), memray (installed from PyPI into a venv under target/
      by this script);
   C. a long loop (about 40 s; with --budget 2 the first window, opened at attach, is amortized as
-     in a service, the next one comes ~45 s later): untraced, watch, watch --budget 2;
+     in a service, the next one comes ~45 s later): untraced, watch, watch --no-cpu-samples
+     (the census's on-CPU stack sampler left off), watch --budget 2;
   D. requests per second of a Flask app under gunicorn driven by wrk: untraced, watch, watch
      --budget 2, exact.
   S. the tracer's own resources at scale (not in the default parts: --parts S): exact mode on a
@@ -82,7 +83,7 @@ def one_run(args, mode, workdir, iterations):
     tracer = None
     calls = None
     if mode in ("floor", "traced", "traced-nowalk", "traced-norecycle", "watch", "watch-windows",
-                "watch-windows-between"):
+                "watch-windows-between", "watch-nocpu"):
         time.sleep(0.5)  # the interpreter is up and waiting
         cmd = [args.tracer, "record", "-p", str(w.pid), "-o", os.path.join(workdir, "out-" + mode)]
         if mode == "floor":
@@ -93,6 +94,10 @@ def one_run(args, mode, workdir, iterations):
             cmd.append("--no-recycle")
         if mode.startswith("watch"):
             cmd += ["--mode", "watch"]
+        if mode == "watch-nocpu":
+            cmd.append("--no-cpu-samples")
+        if mode.startswith("watch") and args.interval:
+            cmd += ["--interval", args.interval]
         if mode.startswith("watch-windows"):
             cmd += ["--budget", "2"]
         tracer = start_tracer(cmd)
@@ -233,6 +238,8 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--iterations", type=int, default=1000, help="part A")
     ap.add_argument("--long", type=int, default=3000000, help="part C")
+    ap.add_argument("--interval", help="watch modes: tracer's --interval (census passes; 2s lets "
+                    "the on-CPU sampler, on once the kept list rose three passes, run in part C)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--wsgi-seconds", type=int, default=45)
     ap.add_argument("--parts", default="ABCD", help="which parts to run (S: resources at scale)")
@@ -251,7 +258,7 @@ def main():
                                         "traced-norecycle")),
                 ("B", 20000, ("untraced", "watch", "watch-windows", "watch-windows-between",
                               "tracemalloc-1", "tracemalloc-25", "memray")),
-                ("C", args.long, ("untraced", "watch", "watch-windows"))]
+                ("C", args.long, ("untraced", "watch", "watch-nocpu", "watch-windows"))]
         for rep in range(args.repeat):
             for part, n, modes in plan:
                 if part not in args.parts:
@@ -288,7 +295,8 @@ def main():
                   ("untraced", "watch", "watch-windows", "watch-windows-between", "tracemalloc-1",
                    "tracemalloc-25", "memray"))
         if "C" in args.parts:
-            table("C. long loop, %d iterations" % args.long, med["C"], ("untraced", "watch", "watch-windows"))
+            table("C. long loop, %d iterations" % args.long, med["C"],
+                  ("untraced", "watch", "watch-nocpu", "watch-windows"))
         if "S" in args.parts:
             print("S. exact mode, a process keeping %d small objects allocated while traced, then idle; "
                   "SIGINT 3 s later" % args.scale)

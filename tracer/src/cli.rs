@@ -128,6 +128,10 @@ pub struct RecordArgs {
     /// allocation-heavy code; a reused object then keeps the stack of its block's first owner).
     #[arg(long)]
     pub no_recycle: bool,
+    /// Census: do not sample the stacks on CPU (a perf event per CPU, while a container
+    /// grows) to find the line that feeds it; the sampler from outside still runs.
+    #[arg(long)]
+    pub no_cpu_samples: bool,
     /// Command to launch and trace from its first line.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -188,6 +188,9 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     let mut c = Collector::new(probes, args.min_age);
     c.python_walk = !args.no_python_walk;
     c.census = !args.no_census;
+    if args.no_cpu_samples {
+        c.no_cpu_samples();
+    }
     c.mode = mode;
     c.interval = args.interval;
     c.window = args.window.unwrap_or(DEFAULT_WINDOW);

@@ -543,6 +543,11 @@ impl Collector {
         }
     }
 
+    /// Leaves the kernel's on-CPU sampler off (`--no-cpu-samples`).
+    pub fn no_cpu_samples(&mut self) {
+        self.sampler_error = Some("--no-cpu-samples".into());
+    }
+
     /// Moves the kernel's on-CPU samples of every sampled process into its census.
     fn take_cpu_samples(&mut self) {
         for t in self.targets.iter_mut() {
