@@ -595,8 +595,8 @@ impl Runtime {
     /// table gives the function without a line (the line then comes from the stacks sampled
     /// in it).
     pub fn attr_uses(&mut self, code: u64, key: u64) -> Vec<Frame> {
-        let ops = self.layout.op_attr;
-        let uses = self.name_uses(code, ops, |_, name_obj| name_obj == key);
+        let ops = self.layout.op_attr.with_shifts();
+        let uses = self.name_uses(code, &ops, |_, name_obj| name_obj == key);
         uses.into_iter()
             .filter(|f| !matches!(f, Frame::Python { function, .. } if function == "<module>"))
             .collect()

@@ -52,6 +52,25 @@ pub enum LineTable {
     Locations,
 }
 
+/// The opcodes whose argument names an attribute (made from each build's own `opcode` tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrOps {
+    /// STORE_ATTR, DELETE_ATTR, LOAD_METHOD (<= 3.11), LOAD_ATTR (<= 3.11) and their
+    /// specialized forms: the argument is the co_names index.
+    pub plain: &'static [u8],
+    /// 3.12+ LOAD_ATTR and its specialized forms: the argument's low bit says "method", the
+    /// rest is the index.
+    pub load: &'static [u8],
+}
+
+impl AttrOps {
+    /// (opcode, shift from its argument to its co_names index).
+    pub fn with_shifts(&self) -> Vec<(u8, u8)> {
+        let plain = self.plain.iter().map(|&op| (op, 0));
+        plain.chain(self.load.iter().map(|&op| (op, 1))).collect()
+    }
+}
+
 /// Where a generator object keeps its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenFrame {
@@ -136,11 +155,9 @@ pub struct Layout {
     pub op_load_global: &'static [u8],
     pub op_extended_arg: u8,
     pub global_arg_shift: u8,
-    /// LOAD_ATTR, STORE_ATTR, DELETE_ATTR, LOAD_METHOD (<= 3.11) and their specialized forms,
-    /// each with the shift from its argument to its co_names index (3.12+ LOAD_ATTR: the low
-    /// bit says "method"). Empty: the functions that name an attribute are found without
-    /// their lines.
-    pub op_attr: &'static [(u8, u8)],
+    /// The opcodes that name an attribute (see `AttrOps`). Empty: the functions that name an
+    /// attribute are found without their lines.
+    pub op_attr: AttrOps,
     /// A running frame's local variables (census roots): where they start in the frame
     /// (f_localsplus, or _PyInterpreterFrame.localsplus), how many (co_nlocals, an int; 3.11+
     /// co_nlocalsplus), their names (co_varnames; 3.11+ co_localsplusnames) and kinds (3.11+
@@ -332,7 +349,10 @@ const LEGACY: Layout = Layout {
     op_load_global: &[116],
     op_extended_arg: 144,
     global_arg_shift: 0,
-    op_attr: &[(106, 0), (95, 0), (96, 0), (160, 0)],
+    op_attr: AttrOps {
+        plain: &[106, 95, 96, 160],
+        load: &[],
+    },
     frame_localsplus: 360,
     gen_frame: GenFrame::Pointer(16),
     code_nlocals: 28,
@@ -416,27 +436,12 @@ const V311: Layout = Layout {
     code_code: None,
     op_load_global: &[116, 47, 48, 55],
     global_arg_shift: 1,
-    op_attr: &[
-        (106, 0),
-        (39, 0),
-        (40, 0),
-        (41, 0),
-        (42, 0),
-        (43, 0),
-        (95, 0),
-        (153, 0),
-        (154, 0),
-        (158, 0),
-        (159, 0),
-        (96, 0),
-        (160, 0),
-        (56, 0),
-        (57, 0),
-        (58, 0),
-        (59, 0),
-        (62, 0),
-        (63, 0),
-    ],
+    op_attr: AttrOps {
+        plain: &[
+            106, 39, 40, 41, 42, 43, 95, 153, 154, 158, 159, 96, 160, 56, 57, 58, 59, 62, 63,
+        ],
+        load: &[],
+    },
     frame_localsplus: 72,
     gen_frame: GenFrame::Inline {
         frame: 80,
@@ -470,24 +475,10 @@ const V312: Layout = Layout {
     dict: DictLayout::Log2Tagged,
     ht_cached_keys: Some(880),
     op_load_global: &[116, 111, 112],
-    op_attr: &[
-        (106, 1),
-        (70, 1),
-        (72, 1),
-        (73, 1),
-        (76, 1),
-        (77, 1),
-        (78, 1),
-        (79, 1),
-        (80, 1),
-        (81, 1),
-        (82, 1),
-        (95, 0),
-        (113, 0),
-        (148, 0),
-        (153, 0),
-        (96, 0),
-    ],
+    op_attr: AttrOps {
+        plain: &[95, 113, 148, 153, 96],
+        load: &[106, 70, 72, 73, 76, 77, 78, 79, 80, 81, 82],
+    },
     code_nlocals: 72,
     gen_frame: GenFrame::Inline {
         frame: 72,
@@ -516,26 +507,12 @@ const V313: Layout = Layout {
     values_header: 8,
     op_load_global: &[91, 203, 204],
     op_extended_arg: 71,
-    op_attr: &[
-        (82, 1),
-        (191, 1),
-        (192, 1),
-        (193, 1),
-        (194, 1),
-        (195, 1),
-        (196, 1),
-        (197, 1),
-        (198, 1),
-        (199, 1),
-        (200, 1),
-        (201, 1),
-        (202, 1),
-        (108, 0),
-        (209, 0),
-        (210, 0),
-        (211, 0),
-        (63, 0),
-    ],
+    op_attr: AttrOps {
+        plain: &[108, 209, 210, 211, 63],
+        load: &[
+            82, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202,
+        ],
+    },
     ..V312
 };
 
@@ -555,27 +532,12 @@ const V314: Layout = Layout {
     },
     op_load_global: &[92, 192, 193],
     op_extended_arg: 69,
-    op_attr: &[
-        (80, 1),
-        (177, 1),
-        (178, 1),
-        (179, 1),
-        (180, 1),
-        (181, 1),
-        (182, 1),
-        (183, 1),
-        (184, 1),
-        (185, 1),
-        (186, 1),
-        (187, 1),
-        (188, 1),
-        (189, 1),
-        (110, 0),
-        (198, 0),
-        (199, 0),
-        (200, 0),
-        (61, 0),
-    ],
+    op_attr: AttrOps {
+        plain: &[110, 198, 199, 200, 61],
+        load: &[
+            80, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189,
+        ],
+    },
     ..V313
 };
 
@@ -599,27 +561,12 @@ const V315: Layout = Layout {
         state: 67,
         dead_from: 5,
     },
-    op_attr: &[
-        (79, 1),
-        (183, 1),
-        (184, 1),
-        (185, 1),
-        (186, 1),
-        (187, 1),
-        (188, 1),
-        (189, 1),
-        (190, 1),
-        (191, 1),
-        (192, 1),
-        (193, 1),
-        (194, 1),
-        (195, 1),
-        (109, 0),
-        (205, 0),
-        (206, 0),
-        (207, 0),
-        (59, 0),
-    ],
+    op_attr: AttrOps {
+        plain: &[109, 205, 206, 207, 59],
+        load: &[
+            79, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195,
+        ],
+    },
     ..V314
 };
 
@@ -675,7 +622,10 @@ pub fn resolve(minor: u8, debug: Option<&DebugOffsets>) -> Option<&'static Layou
             // No opcode table for a version newer than tracer: no lines for a global's uses
             // (an attribute's uses are found by function).
             op_load_global: &[],
-            op_attr: &[],
+            op_attr: AttrOps {
+                plain: &[],
+                load: &[],
+            },
             ..*newest
         },
         None => return None,
