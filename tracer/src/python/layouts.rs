@@ -52,11 +52,13 @@ pub enum LineTable {
     Locations,
 }
 
-/// The opcodes whose argument names an attribute (made from each build's own `opcode` tables).
+/// The opcodes that load an attribute (made from each build's own `opcode` tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttrOps {
-    /// STORE_ATTR, DELETE_ATTR, LOAD_METHOD (<= 3.11), LOAD_ATTR (<= 3.11) and their
-    /// specialized forms: the argument is the co_names index.
+    /// LOAD_ATTR (<= 3.11), LOAD_METHOD (<= 3.11) and their specialized forms: the argument
+    /// is the co_names index. Only loads: the code that grows a container loads the attribute
+    /// that holds it (`self.loggerDict[name] = rv`); STORE_ATTR replaces it (`self.loggerDict =
+    /// {}` in `Manager.__init__`).
     pub plain: &'static [u8],
     /// 3.12+ LOAD_ATTR and its specialized forms: the argument's low bit says "method", the
     /// rest is the index.
@@ -350,7 +352,7 @@ const LEGACY: Layout = Layout {
     op_extended_arg: 144,
     global_arg_shift: 0,
     op_attr: AttrOps {
-        plain: &[106, 95, 96, 160],
+        plain: &[106, 160],
         load: &[],
     },
     frame_localsplus: 360,
@@ -437,9 +439,7 @@ const V311: Layout = Layout {
     op_load_global: &[116, 47, 48, 55],
     global_arg_shift: 1,
     op_attr: AttrOps {
-        plain: &[
-            106, 39, 40, 41, 42, 43, 95, 153, 154, 158, 159, 96, 160, 56, 57, 58, 59, 62, 63,
-        ],
+        plain: &[106, 39, 40, 41, 42, 43, 160, 56, 57, 58, 59, 62, 63],
         load: &[],
     },
     frame_localsplus: 72,
@@ -476,7 +476,7 @@ const V312: Layout = Layout {
     ht_cached_keys: Some(880),
     op_load_global: &[116, 111, 112],
     op_attr: AttrOps {
-        plain: &[95, 113, 148, 153, 96],
+        plain: &[],
         load: &[106, 70, 72, 73, 76, 77, 78, 79, 80, 81, 82],
     },
     code_nlocals: 72,
@@ -508,7 +508,7 @@ const V313: Layout = Layout {
     op_load_global: &[91, 203, 204],
     op_extended_arg: 71,
     op_attr: AttrOps {
-        plain: &[108, 209, 210, 211, 63],
+        plain: &[],
         load: &[
             82, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202,
         ],
@@ -533,7 +533,7 @@ const V314: Layout = Layout {
     op_load_global: &[92, 192, 193],
     op_extended_arg: 69,
     op_attr: AttrOps {
-        plain: &[110, 198, 199, 200, 61],
+        plain: &[],
         load: &[
             80, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189,
         ],
@@ -562,7 +562,7 @@ const V315: Layout = Layout {
         dead_from: 5,
     },
     op_attr: AttrOps {
-        plain: &[109, 205, 206, 207, 59],
+        plain: &[],
         load: &[
             79, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195,
         ],

@@ -92,10 +92,15 @@ pub struct Placed {
 }
 
 /// The file of a Python frame that a reader can open: generated code (`<string>`, the methods
-/// namedtuple and dataclasses make) and frozen modules are never the placed frame.
+/// namedtuple and dataclasses make, named like `__init__` on 3.13) and frozen modules are
+/// never the placed frame; a file is a path or at least a name with an extension.
 fn source_file(f: &Frame) -> Option<&str> {
     match f {
-        Frame::Python { file, .. } if !file.starts_with('<') => Some(file.as_str()),
+        Frame::Python { file, .. }
+            if !file.starts_with('<') && (file.contains('/') || file.contains('.')) =>
+        {
+            Some(file.as_str())
+        }
         _ => None,
     }
 }
@@ -832,6 +837,7 @@ mod tests {
                 (
                     vec![
                         py("_bootstrap", "<frozen x>", 1),
+                        py("__init__", "__init__", 3),
                         py("getLogger", LOGGING, 1403),
                     ],
                     9,

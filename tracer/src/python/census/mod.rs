@@ -103,6 +103,9 @@ pub struct Census {
     searches: Searches,
     /// Growing types: where one of their objects is held.
     holders: HashMap<String, Holder>,
+    /// The names of the classes seen (heap types): a growing class is searched for, not a
+    /// growing tuple or cell (one of many says nothing of the others).
+    classes: HashSet<String>,
 }
 
 /// The search for where a growing type's objects are held.
@@ -171,6 +174,7 @@ impl Census {
             sampled: false,
             searches: Searches::default(),
             holders: HashMap::new(),
+            classes: HashSet::new(),
         }
     }
 
@@ -241,10 +245,15 @@ impl Census {
         // Object counts by type name.
         let mut counts: HashMap<String, u64> = HashMap::new();
         for (ty, n) in &pass.by_type {
-            let name = types
-                .get(&mem, *ty)
-                .map(|t| t.name)
-                .unwrap_or_else(|| "?".into());
+            let name = match types.get(&mem, *ty) {
+                Some(t) => {
+                    if t.is_class() && self.classes.len() < 10_000 {
+                        self.classes.insert(t.name.clone());
+                    }
+                    t.name
+                }
+                None => "?".into(),
+            };
             *counts.entry(name).or_default() += n;
         }
         // A partial pass undercounts: type counts are taken from complete passes only.
@@ -459,7 +468,7 @@ impl Census {
         self.holders.values().any(|h| *h == Holder::Wanted)
     }
 
-    /// Growing types get a search for where one of their newest objects is held: wanted at
+    /// Growing classes get a search for where one of their newest objects is held: wanted at
     /// one pass, the object picked from the next pass's objects (the last one walked of that
     /// type), searched for after the containers' searches.
     fn search_types(&mut self, types: &mut TypeCache, mem: &Pages, all: &[(u64, u64)]) {
@@ -473,6 +482,7 @@ impl Census {
             .iter()
             .filter(|(name, s)| {
                 !self.holders.contains_key(*name)
+                    && self.classes.contains(*name)
                     && judge_counts(Series::Objects, s).verdict == Verdict::Growing
             })
             .map(|(name, _)| name)

@@ -23,6 +23,8 @@ const HOLD_SAMPLE: u64 = 16;
 // Type flags (the same in every version here).
 const INLINE_VALUES: u64 = 1 << 2;
 const MANAGED_DICT: u64 = 1 << 4;
+/// Py_TPFLAGS_HEAPTYPE: a class made by Python code (or a C extension's heap type).
+const HEAPTYPE: u64 = 1 << 9;
 /// Py_TPFLAGS_HAVE_GC: its objects carry the gc's header before them.
 const HAVE_GC: u64 = 1 << 14;
 const LIST_SUBCLASS: u64 = 1 << 25;
@@ -56,6 +58,11 @@ pub(super) enum Kind {
 }
 
 impl TypeInfo {
+    /// A class (a heap type), not one of the interpreter's own types.
+    pub(super) fn is_class(&self) -> bool {
+        self.flags & HEAPTYPE != 0
+    }
+
     pub(super) fn kind(&self) -> Kind {
         if self.flags & LIST_SUBCLASS != 0 {
             Kind::List
