@@ -212,24 +212,22 @@ impl Probes {
         Ok(())
     }
 
-    /// Takes the on-CPU samples of a process recorded since the last call: (Python stack key,
-    /// count).
-    pub fn take_samples(&mut self, pid: u32) -> Vec<(u64, u64)> {
+    /// Takes every on-CPU sample recorded since the last call, by process: (Python stack key,
+    /// count). The map is emptied (the samples of a process that is gone with it).
+    pub fn take_samples(&mut self) -> HashMap<u32, Vec<(u64, u64)>> {
+        let mut out: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
         let Some(m) = self.ebpf.map_mut("SAMPLES") else {
-            return Vec::new();
+            return out;
         };
         let Ok(mut t) = BpfHashMap::<&mut MapData, SampleKey, u64>::try_from(m) else {
-            return Vec::new();
+            return out;
         };
-        let mine: Vec<(SampleKey, u64)> = t
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(k, _)| k.pid == pid)
-            .collect();
-        for (k, _) in &mine {
-            let _ = t.remove(k);
+        let all: Vec<(SampleKey, u64)> = t.iter().filter_map(|e| e.ok()).collect();
+        for (k, n) in all {
+            let _ = t.remove(&k);
+            out.entry(k.pid).or_default().push((k.stack, n));
         }
-        mine.into_iter().map(|(k, n)| (k.stack, n)).collect()
+        out
     }
 
     /// Attaches allocator probes (`hooks`, a subset of the interpreter's) to one interpreter
