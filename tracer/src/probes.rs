@@ -215,16 +215,13 @@ impl Probes {
     /// Takes every on-CPU sample recorded since the last call, by process: (Python stack key,
     /// count). The map is emptied (the samples of a process that is gone with it).
     pub fn take_samples(&mut self) -> HashMap<u32, Vec<(u64, u64)>> {
+        let all: HashMap<SampleKey, u64> = read_hash(self.ebpf.map("SAMPLES"));
+        let keys: Vec<SampleKey> = all.keys().copied().collect();
+        if !keys.is_empty() {
+            batch::delete::<SampleKey, u64>(self.ebpf.map_mut("SAMPLES"), &keys);
+        }
         let mut out: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-        let Some(m) = self.ebpf.map_mut("SAMPLES") else {
-            return out;
-        };
-        let Ok(mut t) = BpfHashMap::<&mut MapData, SampleKey, u64>::try_from(m) else {
-            return out;
-        };
-        let all: Vec<(SampleKey, u64)> = t.iter().filter_map(|e| e.ok()).collect();
         for (k, n) in all {
-            let _ = t.remove(&k);
             out.entry(k.pid).or_default().push((k.stack, n));
         }
         out

@@ -550,14 +550,6 @@ impl Collector {
 
     /// Moves the kernel's on-CPU samples of every sampled process into its census.
     fn take_cpu_samples(&mut self) {
-        if !self
-            .targets
-            .iter()
-            .any(|t| t.census.as_ref().is_some_and(|c| c.sampled))
-            && self.sampler_error.is_some()
-        {
-            return;
-        }
         let mut samples = self.probes.take_samples();
         for t in self.targets.iter_mut() {
             let (Some(c), Some(rt)) = (t.census.as_mut(), t.threads.runtime.as_mut()) else {

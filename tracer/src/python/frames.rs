@@ -224,8 +224,6 @@ impl Runtime {
             return t.clone();
         }
         let l = self.layout;
-        let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
-        let mut tstate = self.ptr(interp + l.interp_threads_head);
         // Thread ids as the kernel sees them, and as the process sees them (its own pid
         // namespace in a container: that is what the thread states hold).
         let host: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
@@ -242,10 +240,7 @@ impl Runtime {
             host.clone()
         };
         let mut out = Vec::new();
-        for _ in 0..4096 {
-            if tstate == 0 {
-                break;
-            }
+        for tstate in self.tstates() {
             let Some(b) = self.read(tstate, 512) else {
                 break;
             };
@@ -258,7 +253,6 @@ impl Runtime {
             if let Some(i) = own.iter().position(|&t| t == tid && tid != 0) {
                 out.push((host[i], tstate));
             }
-            tstate = u64_at(&b, l.tstate_next);
         }
         out
     }
@@ -492,8 +486,9 @@ impl Runtime {
     }
 
     /// The frames of suspended (or not yet started, or running: then also on a thread's
-    /// stack) generators, coroutines and async generators among `gens`, with their locals: what an asyncio task keeps in its locals
-    /// while it waits is alive, and no thread's stack shows it.
+    /// stack) generators, coroutines and async generators among `gens`, with their locals:
+    /// what an asyncio task keeps in its locals while it waits is alive, and no thread's stack
+    /// shows it.
     pub fn suspended_locals(&mut self, gens: &[u64]) -> Vec<FrameLocals> {
         let l = self.layout;
         let span = [l.frame_code, l.frame_instr].into_iter().max().unwrap() + 8;
@@ -588,9 +583,9 @@ impl Runtime {
         })
     }
 
-    /// The lines of a code object that load, store or delete an attribute named by the string
-    /// object `key` (interned: an attribute's name in `co_names` is the same object as the key
-    /// of the dicts that hold the attribute). Module code is left out: it ran at import (and
+    /// The lines of a code object that load an attribute named by the string object `key`
+    /// (interned: an attribute's name in `co_names` is the same object as the key of the dicts
+    /// that hold the attribute). Module code is left out: it ran at import (and
     /// its frame is the root of the main thread's every stack). A version without an opcode
     /// table gives the function without a line (the line then comes from the stacks sampled
     /// in it).

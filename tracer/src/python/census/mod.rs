@@ -460,7 +460,7 @@ impl Census {
                 self.searches.want(k.0);
             }
         }
-        self.search_types(types, mem, &pass.all);
+        self.search_types(types, mem, pass);
     }
 
     /// Does the next pass pick an object of a growing type (and so keep every object)?
@@ -471,7 +471,7 @@ impl Census {
     /// Growing classes get a search for where one of their newest objects is held: wanted at
     /// one pass, the object picked from the next pass's objects (the last one walked of that
     /// type), searched for after the containers' searches.
-    fn search_types(&mut self, types: &mut TypeCache, mem: &Pages, all: &[(u64, u64)]) {
+    fn search_types(&mut self, types: &mut TypeCache, mem: &Pages, pass: &Pass) {
         let searching = self
             .holders
             .values()
@@ -490,16 +490,25 @@ impl Census {
         growing.sort();
         growing.truncate(TYPE_SEARCHES.saturating_sub(searching));
         let wanted: Vec<String> = growing.into_iter().cloned().collect();
-        // Objects picked for the types wanted at the last pass.
-        if !all.is_empty() {
-            let mut picked: HashMap<String, u64> = HashMap::new();
-            for &(obj, ty) in all {
-                if let Some(t) = types.get(mem, ty) {
-                    if self.holders.get(&t.name) == Some(&Holder::Wanted) {
-                        picked.insert(t.name, obj);
-                    }
+        // Objects picked for the types wanted at the last pass: their type objects (a few),
+        // then the last object walked of each.
+        if !pass.all.is_empty() {
+            let wanted_types: HashMap<u64, String> = pass
+                .by_type
+                .keys()
+                .filter_map(|&ty| Some((ty, types.get(mem, ty)?.name)))
+                .filter(|(_, name)| self.holders.get(name) == Some(&Holder::Wanted))
+                .collect();
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            for &(obj, ty) in &pass.all {
+                if wanted_types.contains_key(&ty) {
+                    last.insert(ty, obj);
                 }
             }
+            let picked: HashMap<&String, u64> = last
+                .iter()
+                .map(|(ty, &obj)| (&wanted_types[ty], obj))
+                .collect();
             for (name, h) in self.holders.iter_mut() {
                 if *h != Holder::Wanted {
                     continue;
