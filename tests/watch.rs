@@ -198,6 +198,48 @@ fn assert_sampled(stacks: &[usize]) {
     );
 }
 
+/// While a census container grows, the on-CPU stack sampler runs (a perf event per CPU);
+/// `--no-cpu-samples` leaves it off (the census still names the container).
+#[test]
+fn cpu_sampler_runs_while_a_container_grows_unless_told_not_to() {
+    for (extra, want) in [(None, true), (Some("--no-cpu-samples"), false)] {
+        let d = TempDir::new("cpusamples");
+        let svc = start_service(py(11), &d, &[]);
+        let out = d.0.join("out");
+        let pid = svc.pid().to_string();
+        let mut args = vec![
+            "-p",
+            &pid,
+            "--mode",
+            "watch",
+            "--interval",
+            "2s",
+            "-d",
+            "16s",
+        ];
+        args.extend(extra);
+        let mut t = Tracer::start(&args, &out);
+        t.wait_recording();
+        let tracer_pid = t.proc.pid();
+        let mut sampler = 0;
+        for _ in 0..28 {
+            sampler = sampler.max(perf_links(tracer_pid).1);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let f = t.finish();
+        assert!(
+            f.stdout.contains("__main__.REQUEST_LOG"),
+            "{extra:?}: {}",
+            f.stdout
+        );
+        if want {
+            assert!(sampler > 0, "no sampler link while REQUEST_LOG grows");
+        } else {
+            assert_eq!(sampler, 0, "sampler links with --no-cpu-samples");
+        }
+    }
+}
+
 /// `--budget 0` on Debian's static python: no allocator probe is ever attached (nothing traps in
 /// the target), yet the heap census names the growing list and its line, and descriptors stay
 /// exact, with checkpoints every interval.

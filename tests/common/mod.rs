@@ -702,9 +702,9 @@ pub fn bpf_program_ids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// A process's uprobe links: its perf-event links (/proc/PID/fdinfo) but those of its
-/// perf-event programs (the on-CPU stack sampler's links are perf links too).
-pub fn uprobe_links(pid: u32) -> usize {
+/// A process's perf-event links (/proc/PID/fdinfo): (uprobe links, links of its perf-event
+/// programs: the on-CPU stack sampler's, one per CPU).
+pub fn perf_links(pid: u32) -> (usize, usize) {
     let infos: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .map(|d| {
             d.flatten()
@@ -723,11 +723,21 @@ pub fn uprobe_links(pid: u32) -> usize {
         .filter(|s| field(s, "prog_type:").as_deref() == Some("7"))
         .filter_map(|s| field(s, "prog_id:"))
         .collect();
-    infos
+    let links: Vec<Option<String>> = infos
         .iter()
         .filter(|s| field(s, "link_type:").as_deref() == Some("perf"))
-        .filter(|s| field(s, "prog_id:").is_none_or(|id| !sampler.contains(&id)))
-        .count()
+        .map(|s| field(s, "prog_id:"))
+        .collect();
+    let of_sampler = links
+        .iter()
+        .filter(|id| id.as_ref().is_some_and(|id| sampler.contains(id)))
+        .count();
+    (links.len() - of_sampler, of_sampler)
+}
+
+/// A process's uprobe links (its perf-event links but the on-CPU sampler's).
+pub fn uprobe_links(pid: u32) -> usize {
+    perf_links(pid).0
 }
 
 /// Ids of every BPF program loaded in the kernel now.
