@@ -92,35 +92,38 @@ impl Frame {
 }
 
 impl fmt::Display for Frame {
+    /// Every name a target chose goes through `text::clean`: a label is one line of plain text.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::text::clean;
         match self {
             Frame::Python {
                 function,
                 file,
                 line: Some(line),
-            } => write!(f, "{function} ({file}:{line})"),
+            } => write!(f, "{} ({}:{line})", clean(function), clean(file)),
             Frame::Python {
                 function,
                 file,
                 line: None,
-            } => write!(f, "{function} ({file})"),
-            Frame::Native { symbol: Some(s) } => f.write_str(s),
+            } => write!(f, "{} ({})", clean(function), clean(file)),
+            Frame::Native { symbol: Some(s) } => f.write_str(&clean(s)),
             Frame::Native { symbol: None } => f.write_str("[unknown]"),
             Frame::Resource {
                 kind,
                 name: Some(n),
-            } => write!(f, "[{kind} {n}]"),
-            Frame::Resource { kind, name: None } => write!(f, "[{kind}]"),
+            } => write!(f, "[{} {}]", clean(kind), clean(n)),
+            Frame::Resource { kind, name: None } => write!(f, "[{}]", clean(kind)),
             Frame::Process {
                 comm,
                 pid,
                 before_exec,
             } => write!(
                 f,
-                "{comm} (pid {pid}{})",
+                "{} (pid {pid}{})",
+                clean(comm),
                 if *before_exec { ", before exec" } else { "" }
             ),
-            Frame::Container(c) => write!(f, "container {c}"),
+            Frame::Container(c) => write!(f, "container {}", clean(c)),
             Frame::Marker(m) => f.write_str(match m {
                 Marker::Truncated => "[truncated]",
                 Marker::UnknownPython => "[unknown python frame]",

@@ -25,6 +25,7 @@ pub mod sampling;
 pub mod sink;
 pub mod snapshot;
 pub mod symbolize;
+pub mod text;
 pub mod top;
 pub mod util;
 pub mod verdict;

@@ -26,7 +26,8 @@ fn main() {
             use std::io::Write as _;
             let _ = writeln!(
                 std::io::stderr(),
-                "tracer: error: {first} (see tracer --help)"
+                "tracer: error: {} (see tracer --help)",
+                tracer::text::clean(first)
             );
             std::process::exit(2);
         }
@@ -43,7 +44,12 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "tracer: error: {e}");
+            let text = e.to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "tracer: error: {}",
+                tracer::text::clean(&text)
+            );
             std::process::exit(1);
         }
     }

@@ -23,6 +23,8 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
+        // Messages (`say!`) erase the line before they print.
+        crate::util::PROGRESS_LINE.store(!bar.is_hidden(), std::sync::atomic::Ordering::Relaxed);
         Progress { bar }
     }
 
@@ -37,17 +39,9 @@ impl Progress {
         self.bar.tick();
     }
 
-    /// Prints a message line to stderr above the progress line (never panicking): what
-    /// `say!` after an erased line does today.
-    pub fn say(&self, line: &str) {
-        self.bar.suspend(|| {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "{line}");
-        });
-    }
-
     /// Erases the line for good.
     pub fn finish(&self) {
+        crate::util::PROGRESS_LINE.store(false, std::sync::atomic::Ordering::Relaxed);
         self.bar.finish_and_clear();
     }
 }
@@ -68,7 +62,6 @@ mod tests {
         let p = Progress::new(true);
         assert_eq!(p.shown(), std::io::stderr().is_terminal());
         p.set("tracer: 1s");
-        p.say("a message");
         p.finish();
         assert!(!Progress::new(false).shown());
     }

@@ -220,7 +220,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     } else {
         Some(launch::start(&args.command)?)
     };
-    adopt(&mut c, &mut discovery, false);
+    adopt(&mut c, &mut discovery);
     if discovery.follows() && c.targets.is_empty() {
         say!("tracer: no Python process yet; waiting for one to start");
     }
@@ -264,7 +264,6 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         &mut archive,
         &args,
         &mut sinks,
-        progress,
         started,
         &mut discovery,
         launcher.as_mut(),
@@ -372,13 +371,7 @@ fn end_launch(c: &Collector, launcher: Option<&mut launch::Launcher>) {
 
 /// Attaches a Python process that the launched command's tree started (stopped at its exec
 /// until `resume` is answered).
-fn attach_launched(
-    c: &mut Collector,
-    pid: u32,
-    interp: Interpreter,
-    in_exec: bool,
-    progress: bool,
-) -> Result<()> {
+fn attach_launched(c: &mut Collector, pid: u32, interp: Interpreter, in_exec: bool) -> Result<()> {
     if c.live(pid).is_some() {
         return Ok(()); // found by a discovery scan meanwhile
     }
@@ -388,38 +381,37 @@ fn attach_launched(
     c.add_stopped(pid, interp, in_exec as u64)?;
     let t = c.targets.last_mut().unwrap();
     t.launched = true;
-    say!("{}{}", clear(progress), attach_line(t, c.mode, c.budget));
+    say!("{}", attach_line(t, c.mode, c.budget));
     Ok(())
 }
 
 /// Follows the targets that exec'd: prints what their new program is, and attaches it when it
 /// is CPython.
-fn follow_execs(c: &mut Collector, progress: bool) {
+fn follow_execs(c: &mut Collector) {
     for outcome in c.follow_execs() {
-        let cl = clear(progress);
         match outcome {
             ExecOutcome::Python(i) => {
                 let t = &c.targets[i];
                 if c.mode == Mode::Exact {
                     static_warning(&t.interp);
                 }
-                say!("{cl}{}", attach_line(t, c.mode, c.budget));
+                say!("{}", attach_line(t, c.mode, c.budget));
             }
             ExecOutcome::NotPython { pid, comm } => {
-                say!("{cl}tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
+                say!("tracer: pid {pid} now runs {comm}, not CPython: no longer traced")
             }
             ExecOutcome::Gone(pid) => {
-                say!("{cl}tracer: pid {pid} exited after its exec")
+                say!("tracer: pid {pid} exited after its exec")
             }
             ExecOutcome::Failed { pid, err } => {
-                say!("{cl}tracer: pid {pid} not traced after its exec: {err}")
+                say!("tracer: pid {pid} not traced after its exec: {err}")
             }
         }
     }
 }
 
 /// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
-fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
+fn adopt(c: &mut Collector, discovery: &mut Discovery) {
     let traced = c.traced_pids();
     for found in discovery.scan(&traced) {
         let pid = found.pid;
@@ -427,7 +419,7 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
             Ok(i) => i,
             Err(Error::NotPython { .. } | Error::NoSuchPid(_) | Error::Exited { .. }) => continue,
             Err(e) => {
-                say!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+                say!("tracer: pid {pid} not traced: {e}");
                 continue;
             }
         };
@@ -435,23 +427,14 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, progress: bool) {
             static_warning(&interp);
         }
         if let Err(e) = c.add(pid, interp) {
-            say!("{}tracer: pid {pid} not traced: {e}", clear(progress));
+            say!("tracer: pid {pid} not traced: {e}");
             continue;
         }
         let t = c.targets.last_mut().unwrap();
         if t.container.is_none() {
             t.container = found.label;
         }
-        say!("{}{}", clear(progress), attach_line(t, c.mode, c.budget));
-    }
-}
-
-/// Erases the progress line (when there is one) before a message.
-fn clear(progress: bool) -> &'static str {
-    if progress {
-        "\r\x1b[K"
-    } else {
-        ""
+        say!("{}", attach_line(t, c.mode, c.budget));
     }
 }
 
@@ -461,7 +444,6 @@ async fn collect_loop(
     archive: &mut Archive,
     args: &RecordArgs,
     sinks: &mut [Box<dyn Sink + '_>],
-    progress: bool,
     started: Instant,
     discovery: &mut Discovery,
     mut launcher: Option<&mut launch::Launcher>,
@@ -525,13 +507,13 @@ async fn collect_loop(
                 let l = launcher.as_mut().unwrap();
                 match ev {
                     Some(launch::LaunchEvent::Python { pid, interp, in_exec, resume }) => {
-                        let attached = attach_launched(c, pid, *interp, in_exec, progress);
+                        let attached = attach_launched(c, pid, *interp, in_exec);
                         drop(resume);
                         match attached {
                             Ok(()) => {}
                             // The first one fails the launch, as before the tree was followed.
                             Err(e) if !c.ever_traced() => return Err(e),
-                            Err(e) => say!("{}tracer: pid {pid} not traced: {e}", clear(progress)),
+                            Err(e) => say!("tracer: pid {pid} not traced: {e}"),
                         }
                         if let Some(line) = recording_line.take() {
                             say!("{line}");
@@ -541,7 +523,7 @@ async fn collect_loop(
                         if !c.ever_traced() {
                             return Err(err);
                         }
-                        say!("{}tracer: pid {pid} not traced: {err}", clear(progress));
+                        say!("tracer: pid {pid} not traced: {err}");
                     }
                     Some(launch::LaunchEvent::Done) | None => {
                         l.done = true;
@@ -554,8 +536,8 @@ async fn collect_loop(
                     }
                 }
             }
-            _ = sigint.recv() => { if !args.live { say!("{}tracer: interrupted, writing the reports", clear(progress)); } break; }
-            _ = sigterm.recv() => { say!("{}tracer: terminated, writing the reports", clear(progress)); break; }
+            _ = sigint.recv() => { if !args.live { say!("tracer: interrupted, writing the reports"); } break; }
+            _ = sigterm.recv() => { say!("tracer: terminated, writing the reports"); break; }
             _ = until_deadline => break,
             _ = threads.tick() => c.refresh_threads(),
             _ = window_due => c.windows(),
@@ -566,14 +548,14 @@ async fn collect_loop(
                 archive_closed(c, archive);
                 for ev in events {
                     match ev {
-                        Event::Exited(pid) => say!("{}tracer: pid {pid} exited; keeping its last checkpoint", clear(progress)),
-                        Event::Execd { pid, into } => say!("{}tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec", clear(progress)),
+                        Event::Exited(pid) => say!("tracer: pid {pid} exited; keeping its last checkpoint"),
+                        Event::Execd { pid, into } => say!("tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec"),
                     }
                 }
-                follow_execs(c, progress);
+                follow_execs(c);
                 if let (Some(l), false) = (launcher.as_ref(), waiting_said) {
                     if !c.ever_traced() && started.elapsed() >= Duration::from_secs(1) {
-                        say!("{}tracer: waiting for `{}` to start Python", clear(progress), l.shown);
+                        say!("tracer: waiting for `{}` to start Python", l.shown);
                         waiting_said = true;
                     }
                 }
@@ -583,10 +565,10 @@ async fn collect_loop(
                         s.tick(&r);
                     }
                 }
-                adopt(c, discovery, progress);
+                adopt(c, discovery);
                 let launching = launcher.as_ref().is_some_and(|l| !l.done);
                 if c.all_exited() && !discovery.follows() && !launching {
-                    say!("{}tracer: every target has exited", clear(progress));
+                    say!("tracer: every target has exited");
                     break;
                 }
                 // Watch mode takes a checkpoint after each window (when its samples change);

@@ -87,18 +87,34 @@ pub fn require_privileges() -> Result<()> {
 pub fn print_quietly(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(crate::text::clean_lines(text).as_bytes());
     let _ = out.flush();
 }
 
-/// `eprintln!` that never panics: a closed stderr (`2>&1 | head`) must not kill a recording
-/// before its reports are written.
+/// Set while a progress line is drawn on stderr: a message erases it first (the next tick
+/// draws it again below).
+pub static PROGRESS_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One message line on stderr, never panicking (a closed stderr, `2>&1 | head`, must not kill a
+/// recording before its reports are written); whatever a target named in it is escaped
+/// (`text::clean`): it is one line of plain text.
+pub fn say(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let text = msg.to_string();
+    let erase = if PROGRESS_LINE.load(std::sync::atomic::Ordering::Relaxed) {
+        "\r\x1b[K"
+    } else {
+        ""
+    };
+    let _ = writeln!(std::io::stderr(), "{erase}{}", crate::text::clean(&text));
+}
+
+/// `eprintln!` through `say`.
 #[macro_export]
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::util::say(format_args!($($arg)*))
+    };
 }
 
 /// `println!` to stdout through `print_quietly`.

@@ -9,6 +9,7 @@ use crate::report::census::{CensusReport, Holds};
 use crate::report::Mode;
 use crate::report::{fed_from, AppPaths, Coverage, Report, Resource, Suspect};
 use crate::report::{Verdict, MIN_CHECKPOINTS};
+use crate::text::clean;
 
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -106,10 +107,11 @@ pub fn coverage_warning(c: &Coverage) -> Option<String> {
     match c {
         Coverage::Good { .. } | Coverage::Sampled { .. } | Coverage::CensusOnly => None,
         Coverage::Low { reason } => Some(format!(
-            "WARNING: allocation coverage is LOW: {reason}; outstanding bytes below are a lower bound (descriptors are exact)"
+            "WARNING: allocation coverage is LOW: {}; outstanding bytes below are a lower bound (descriptors are exact)",
+            clean(reason)
         )),
         Coverage::None { reason } => {
-            Some(format!("WARNING: allocations are NOT traced: {reason} (descriptors are exact)"))
+            Some(format!("WARNING: allocations are NOT traced: {} (descriptors are exact)", clean(reason)))
         }
     }
 }
@@ -120,7 +122,7 @@ pub fn holds_text(h: &Holds) -> String {
         .types
         .iter()
         .take(3)
-        .map(|(t, n)| format!("{t} x{n}"))
+        .map(|(t, n)| format!("{} x{n}", clean(t)))
         .collect();
     let deep = if h.mean_deep_bytes > h.mean_bytes {
         format!(
@@ -140,7 +142,7 @@ pub fn holds_text(h: &Holds) -> String {
 
 fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     if let Some(e) = &c.error {
-        let _ = writeln!(o, "  heap census: not taken: {e}");
+        let _ = writeln!(o, "  heap census: not taken: {}", clean(e));
         return;
     }
     if c.passes == 0 {
@@ -189,8 +191,8 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
             "    {:<8} {:>18}  {} ({}, {} items){rate}{}",
             k.trend.verdict.to_string(),
             growth,
-            k.name,
-            k.type_name,
+            clean(&k.name),
+            clean(&k.type_name),
             thousands(k.len),
             k.holds
                 .as_ref()
@@ -245,7 +247,7 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
         .map(|t| {
             format!(
                 "{} {:+.0}/min (now {})",
-                t.name,
+                clean(&t.name),
                 t.trend.per_min,
                 thousands(t.count)
             )
@@ -260,7 +262,12 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
         .filter(|t| t.trend.verdict == Verdict::Growing)
     {
         if let Some(path) = &t.held_at {
-            let _ = writeln!(o, "      {}: one is held at {path}", t.name);
+            let _ = writeln!(
+                o,
+                "      {}: one is held at {}",
+                clean(&t.name),
+                clean(path)
+            );
         }
     }
 }
@@ -339,12 +346,13 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     );
     for p in &r.procs {
         let _ = writeln!(o);
-        let _ = writeln!(o, "{} - {}", p.title(), p.interpreter);
+        let _ = writeln!(o, "{} - {}", clean(&p.title()), clean(&p.interpreter));
         match (p.exited_after, &p.execd) {
             (Some(after), Some(into)) => {
                 let _ = writeln!(
                     o,
-                    "  exec'd into {into} after {:.1}s: figures are up to the exec",
+                    "  exec'd into {} after {:.1}s: figures are up to the exec",
+                    clean(into),
                     after.as_secs_f64()
                 );
             }
@@ -369,7 +377,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             );
         }
         if let Some(w) = &p.warning {
-            let _ = writeln!(o, "  {w}");
+            let _ = writeln!(o, "  {}", clean(w));
         }
         match coverage_warning(&p.coverage) {
             Some(w) => {
@@ -421,7 +429,8 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             if let Some(reason) = partial {
                 let _ = writeln!(
                     o,
-                    "  WARNING: the windows see part of the allocations only: {reason}; memory is not judged (verdict unknown), descriptors are exact; the heap census below names what grows"
+                    "  WARNING: the windows see part of the allocations only: {}; memory is not judged (verdict unknown), descriptors are exact; the heap census below names what grows",
+                    clean(reason)
                 );
             }
         }
@@ -492,7 +501,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
                 } else {
                     format!(
                         "; e.g. {}{}",
-                        site.examples.join(", "),
+                        clean(&site.examples.join(", ")),
                         if site.names > site.examples.len() {
                             format!(" (+{} more)", site.names - site.examples.len())
                         } else {
@@ -512,9 +521,10 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "{}", health_line(r));
     if let Some(d) = dir {
-        let _ = writeln!(o, "reports in {}", d.display());
+        let _ = writeln!(o, "reports in {}", clean(&d.display().to_string()));
     }
-    o
+    // The last guard: no control character but our own line breaks.
+    crate::text::clean_lines(&o).into_owned()
 }
 
 /// The health line: what the kernel side saw and dropped.
