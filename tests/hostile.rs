@@ -122,3 +122,107 @@ fn target_controlled_text_is_escaped_everywhere() {
     }
     drop(w);
 }
+
+/// An unprivileged user opening thousands of connections to /metrics while the tracer runs
+/// with a soft limit of 1,024 descriptors (a common default): the tracer neither runs out of
+/// descriptors nor takes that for its target's exit; the recording lasts its `-d`, the target
+/// stays traced with its descriptors, and /metrics answers once the flood stops.
+#[test]
+fn metrics_flood_neither_exhausts_descriptors_nor_ends_the_recording() {
+    let d = TempDir::new("metrics-flood");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let out = d.path().join("out");
+    let port = "19471";
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=1024:20000", "--"])
+        .arg(tracer_bin())
+        .args([
+            "record",
+            "--mode",
+            "watch",
+            "-d",
+            "25s",
+            "--metrics-addr",
+            port,
+            "-p",
+        ])
+        .arg(w.pid().to_string())
+        .arg("-o")
+        .arg(&out);
+    let mut t = Tracer::spawn(cmd, &out);
+    t.wait_recording();
+    let started = std::time::Instant::now();
+    let tracer_pid = t.proc.pid();
+    let flood = std::thread::spawn(move || {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+            ])
+            .arg(workload("flood_connections.py"))
+            .args([port, "12"])
+            .output()
+            .unwrap()
+    });
+    // The tracer's own descriptors while the flood lasts.
+    let mut most = 0;
+    while !flood.is_finished() {
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{tracer_pid}/fd")) {
+            most = most.max(fds.count());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flood = flood.join().unwrap();
+    let said = String::from_utf8_lossy(&flood.stdout).into_owned();
+    let n = |i: usize| -> u32 {
+        said.split_whitespace()
+            .nth(i)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // The flood pushed beyond what the server takes at once (its connections are bounded)...
+    assert!(n(1) + n(3) > 150, "the flood did not get going: {said}");
+    // ... and the tracer's descriptors stayed far from its soft limit of 1,024.
+    assert!(
+        most < 400,
+        "the tracer held {most} descriptors during the flood ({said})"
+    );
+    // The flood's connections are gone (closed by the flooder or timed out): a scrape answers.
+    let mut scraped = false;
+    for _ in 0..20 {
+        let o = Command::new("curl")
+            .args(["-s", "-m", "2", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).contains("tracer_open_fds") {
+            scraped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(scraped, "/metrics did not answer after the flood");
+    let f = t.finish();
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "ended early: {}",
+        f.stderr
+    );
+    assert!(
+        !f.stderr.contains("every target has exited"),
+        "{}",
+        f.stderr
+    );
+    assert!(!f.stderr.contains("exited; keeping"), "{}", f.stderr);
+    assert!(!f.stdout.contains("exited after"), "{}", f.stdout);
+    // The target's leaked descriptors are still counted at the end (none was dropped for an
+    // unreadable /proc).
+    let fds: u64 = parse_folded(&std::fs::read_to_string(out.join("fds.folded")).unwrap())
+        .iter()
+        .filter(|(fr, _)| fr.last().is_some_and(|l| l.starts_with("[file")))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(fds > 100, "leaked files counted at the end: {fds}");
+    drop(w);
+}

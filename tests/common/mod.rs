@@ -480,11 +480,14 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn start(args: &[&str], out_dir: &Path) -> Tracer {
-        let mut child = Command::new(tracer_bin())
-            .arg("record")
-            .arg("-o")
-            .arg(out_dir)
-            .args(args)
+        let mut cmd = Command::new(tracer_bin());
+        cmd.arg("record").arg("-o").arg(out_dir).args(args);
+        Tracer::spawn(cmd, out_dir)
+    }
+
+    /// `tracer record` as `cmd` runs it (through a wrapper, say), writing to `out_dir`.
+    pub fn spawn(mut cmd: Command, out_dir: &Path) -> Tracer {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

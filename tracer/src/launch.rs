@@ -102,8 +102,13 @@ pub fn start(cmd: &[String]) -> Result<Launcher> {
 fn spawn(cmd: &[String], shown: &str) -> Result<u32> {
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]);
+    let soft = crate::util::original_descriptor_limit();
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
+            // The command gets the descriptor limit tracer was given, not the one it raised.
+            if let Some(lim) = soft {
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
             if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

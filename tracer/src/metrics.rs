@@ -107,10 +107,28 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     resp
 }
 
+/// At most this many scrapes are served at once; a connection beyond waits in the listen
+/// backlog (and is refused when that is full). Prometheus needs one.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection's whole life (its request read, the answer written): a client that holds it
+/// longer is dropped.
+const CONNECTION_TIME: Duration = Duration::from_secs(10);
+
+/// Serves /metrics with bounded resources: a local user opening connections by the thousand
+/// cannot take the tracer's descriptors (which it needs to read its targets) nor its CPU.
 async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(_) => {
+                // Out of descriptors or memory: wait rather than spin on the error.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -121,10 +139,11 @@ async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) {
             // A client that does not finish its request in time is dropped.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(Duration::from_secs(3))
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(sock), service);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout(CONNECTION_TIME, conn).await;
+            drop(permit);
         });
     }
 }

@@ -129,6 +129,37 @@ pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Whether a process we trace still runs, decided from the process alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Gone, a zombie, or its pid now another process (its start time differs).
+    Gone,
+    /// tracer could not look (out of descriptors or memory, say): our own trouble, not the
+    /// target's, and never taken for an exit.
+    Unknown,
+}
+
+/// The liveness of `pid`, started at `start_ticks`.
+pub fn liveness(pid: u32, start_ticks: u64) -> Liveness {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(text) => match parse_stat(&text) {
+            Some(s) if matches!(s.state, 'Z' | 'X') || s.start_ticks != start_ticks => {
+                Liveness::Gone
+            }
+            Some(_) => Liveness::Alive,
+            None => Liveness::Gone,
+        },
+        Err(e) if gone_error(&e) => Liveness::Gone,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// An error of /proc that says the process is gone (and not that tracer is short of something).
+pub fn gone_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))
+}
+
 pub fn clock_ticks_per_sec() -> u64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {

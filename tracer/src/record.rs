@@ -106,6 +106,7 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
     validate(&mut args)?;
+    util::raise_descriptor_limit();
     // Each new target's interpreter file (tens of MB) is read into a buffer that is freed right
     // after: served by mmap, always, it goes back to the system at once. (glibc raises its mmap
     // threshold after such a free, and the next ones then fragment the heap of a recording that

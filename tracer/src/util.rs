@@ -64,6 +64,34 @@ pub fn timestamp() -> String {
     )
 }
 
+/// Raises the soft limit on open descriptors to the hard one: tracer holds a descriptor per
+/// probe and map, and opens /proc files of every target at every tick; running short of them
+/// must not be what ends a recording.
+pub fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let _ = ORIGINAL_NOFILE.set((lim.rlim_cur, lim.rlim_max));
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+static ORIGINAL_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// The descriptor limit before `raise_descriptor_limit`, if it raised it (for a launched
+/// command, which must run as it would without tracer).
+pub fn original_descriptor_limit() -> Option<libc::rlimit> {
+    ORIGINAL_NOFILE.get().map(|&(cur, max)| libc::rlimit {
+        rlim_cur: cur,
+        rlim_max: max,
+    })
+}
+
 /// Root, or the capabilities tracer needs.
 pub fn require_privileges() -> Result<()> {
     if unsafe { libc::geteuid() } == 0 {

@@ -784,11 +784,13 @@ impl Collector {
             if self.targets[i].exited_after.is_some() {
                 continue;
             }
-            // Gone, a zombie, or its pid already reused by another process.
-            let alive = procfs::stat(pid).is_some_and(|s| {
-                !matches!(s.state, 'Z' | 'X') && s.start_ticks == self.targets[i].start_ticks
-            });
-            if !alive {
+            // Gone, a zombie, or its pid already reused by another process; when tracer cannot
+            // look (out of descriptors), nothing is decided this tick.
+            let liveness = procfs::liveness(pid, self.targets[i].start_ticks);
+            if liveness == procfs::Liveness::Unknown {
+                continue;
+            }
+            if liveness == procfs::Liveness::Gone {
                 let t = &mut self.targets[i];
                 t.exited_after = Some(t.attached_at.elapsed());
                 if t.comm == "?" || t.comm.is_empty() {
@@ -806,7 +808,11 @@ impl Collector {
             }
             let born = self.targets[i].exec.born_ns;
             // Descriptors: drop entries whose descriptor is gone (close_range, exec with CLOEXEC).
-            let links = procfs::fd_targets(pid).unwrap_or_default();
+            // Unreadable (tracer out of descriptors, or the process just went): the entries
+            // stay as they are until the next tick can look.
+            let Ok(links) = procfs::fd_targets(pid) else {
+                continue;
+            };
             let mut open = Vec::new();
             let mut gone = Vec::new();
             for (k, v) in fds.iter().filter(|(k, _)| k.pid == pid) {
