@@ -226,3 +226,187 @@ fn metrics_flood_neither_exhausts_descriptors_nor_ends_the_recording() {
     assert!(fds > 100, "leaked files counted at the end: {fds}");
     drop(w);
 }
+
+/// A tmpfs of `size` mounted at `dir/name` for the test's life.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        let mnt = dir.join("small");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tracer-test"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        SmallDisk(mnt)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `-o DIR` that another user owns, or that other users can write (mode 0777, 1777): refused
+/// in one line, before anything is attached, and nothing written in it.
+#[test]
+fn output_directories_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = TempDir::new("others-dir");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let pid = w.pid().to_string();
+    for (owner, mode, said) in [
+        (65534, 0o777, "belongs to another user (uid 65534)"),
+        (65534, 0o700, "belongs to another user (uid 65534)"),
+        (0, 0o777, "other users can write it"),
+        (0, 0o1777, "other users can write it"),
+    ] {
+        let out = d.path().join(format!("out-{owner}-{mode:o}"));
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::chown(&out, Some(owner), Some(owner)).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = run_tracer(&[
+            "record",
+            "-p",
+            &pid,
+            "-d",
+            "2s",
+            "-o",
+            &out.to_string_lossy(),
+        ]);
+        assert_one_line_error(&o, said);
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "{}",
+            out.display()
+        );
+    }
+    // The same directory, root's and private: taken.
+    let out = d.path().join("mine");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run_tracer(&[
+        "record",
+        "-p",
+        &pid,
+        "-d",
+        "2s",
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("summary.txt").is_file());
+}
+
+/// `--force` on a directory whose snapshots/ holds the user's files beside and inside tracer's
+/// old sets: tracer's files go, the user's stay.
+#[test]
+fn force_leaves_other_files_under_snapshots() {
+    let d = TempDir::new("force-snapshots");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let out = d.path().join("out");
+    for dir in ["snapshots/0001-10s", "snapshots/0002-20s", "snapshots/data"] {
+        std::fs::create_dir_all(out.join(dir)).unwrap();
+    }
+    std::fs::write(out.join("snapshots/0001-10s/summary.txt"), "old").unwrap();
+    std::fs::write(out.join("snapshots/0001-10s/report.json"), "{}").unwrap();
+    std::fs::write(out.join("snapshots/0002-20s/summary.txt"), "old").unwrap();
+    std::fs::write(out.join("snapshots/0002-20s/my-notes.txt"), "mine").unwrap();
+    std::fs::write(out.join("snapshots/data/results.db"), "mine").unwrap();
+    std::fs::write(out.join("snapshots/README"), "mine").unwrap();
+    let o = run_tracer(&[
+        "record",
+        "-p",
+        &w.pid().to_string(),
+        "-d",
+        "2s",
+        "--force",
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for mine in [
+        "snapshots/0002-20s/my-notes.txt",
+        "snapshots/data/results.db",
+        "snapshots/README",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(mine)).unwrap(),
+            "mine",
+            "{mine}"
+        );
+    }
+    assert!(!out.join("snapshots/0001-10s").exists());
+    assert!(!out.join("snapshots/0002-20s/summary.txt").exists());
+}
+
+/// A disk too small for the first set of reports: what fits is kept, the summary first (it
+/// left nothing at all), and the error says which files are there.
+#[test]
+fn a_first_set_too_large_for_the_disk_keeps_the_summary() {
+    let d = TempDir::new("tiny-disk");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let disk = SmallDisk::mount(d.path(), "12k");
+    let out = disk.0.join("out");
+    let mut t = Tracer::start(&["-p", &w.pid().to_string(), "-d", "4s"], &out);
+    t.wait_recording();
+    let (st, f) = t.finish_any();
+    assert!(!st.success(), "the reports did not all fit: an error");
+    assert!(
+        f.stderr.contains("summary.txt") && f.stderr.contains("did not fit"),
+        "{}",
+        f.stderr
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(summary.starts_with("tracer: traced 1 process"), "{summary}");
+    assert!(f.stdout.contains("tracer: traced 1 process"));
+}
+
+/// `--snapshots` on a small disk: the oldest snapshots make room, so that the final set is the
+/// end of the recording (it stayed at the first checkpoint) and the newest snapshots are kept.
+#[test]
+fn snapshots_make_room_for_the_final_reports() {
+    let d = TempDir::new("snapshots-disk");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let disk = SmallDisk::mount(d.path(), "400k");
+    let out = disk.0.join("out");
+    let mut t = Tracer::start(
+        &[
+            "-p",
+            &w.pid().to_string(),
+            "-d",
+            "14s",
+            "--interval",
+            "1s",
+            "--snapshots",
+        ],
+        &out,
+    );
+    t.wait_recording();
+    let f = t.finish();
+    assert!(
+        f.stderr.contains("removing the oldest snapshots"),
+        "{}",
+        f.stderr
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    let secs: f64 = summary
+        .split(" for ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(secs >= 13.0, "the final set is from {secs}s: {summary}");
+    let mut sets: Vec<String> = std::fs::read_dir(out.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sets.sort();
+    let newest: u32 = sets.last().unwrap()[..4].parse().unwrap();
+    assert!(newest >= 10 && sets.len() < newest as usize, "{sets:?}");
+    assert!(!sets.contains(&"0001-1s".to_string()), "{sets:?}");
+}

@@ -3,12 +3,15 @@
 //!
 //! - The directory is created exclusively (a fresh `tracer-YYYYMMDD-HHMMSS[-N]`, mode 0700), or an
 //!   existing `-o DIR` is taken only when it is empty (with `--force`: tracer's own reports in it
-//!   are removed first, other files are left alone), and never when DIR itself is a link.
+//!   are removed first, other files are left alone), never when DIR itself is a link, and never
+//!   when another user can write it (they could read and replace root's reports).
 //! - Everything is written through the directory's file descriptor (`openat`, `O_NOFOLLOW`,
 //!   `O_EXCL` on a temporary name), then renamed over the final name: a link planted under a
 //!   report's name is replaced, not followed, and a reader never sees half a file.
 //! - A set of reports is written whole or not at all: every temporary file is written first (a
 //!   full disk fails there), then they are all renamed. The directory keeps the last complete set.
+//!   When the disk is full, `--snapshots`' oldest sets make room first; when no set fits yet,
+//!   the files that fit are written one by one, the summary first.
 
 use std::ffi::OsStr;
 use std::io::Write as _;
@@ -47,6 +50,26 @@ pub struct OutputDir {
     created: bool,
 }
 
+/// A set that could not be written: the error for the user, and whether the disk (or the
+/// quota) was full, which room made elsewhere may cure.
+#[derive(Debug)]
+pub struct WriteError {
+    pub error: Error,
+    pub full: bool,
+}
+
+impl From<WriteError> for Error {
+    fn from(e: WriteError) -> Error {
+        e.error
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 impl OutputDir {
     /// The directory for a recording: `requested` (`-o`), or a fresh default name.
     pub fn prepare(requested: Option<&Path>, force: bool) -> Result<OutputDir> {
@@ -55,7 +78,8 @@ impl OutputDir {
             Some(p) => Self::take(p, force)?,
         };
         // Writable, as root may still be refused (a read-only mount).
-        dir.write_set(&[(".tracer-write-test".to_string(), Vec::new())])?;
+        dir.write_set(&[(".tracer-write-test".to_string(), Vec::new())])
+            .map_err(|e| e.error)?;
         let _ = rfs::unlinkat(&dir.fd, ".tracer-write-test", AtFlags::empty());
         Ok(dir)
     }
@@ -137,6 +161,23 @@ impl OutputDir {
 
     fn take_existing(path: &Path, force: bool) -> Result<OutputDir> {
         let dir = Self::open(path, false)?;
+        let st = rfs::fstat(&dir.fd).map_err(|e| Self::fail(path, e))?;
+        let me = unsafe { libc::geteuid() };
+        let others = st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && st.st_gid != 0);
+        if st.st_uid != me || others {
+            let who = if st.st_uid != me {
+                format!("it belongs to another user (uid {}), who", st.st_uid)
+            } else {
+                "other users can write it, and they".to_string()
+            };
+            return Err(Self::fail(
+                path,
+                format!(
+                    "{who} could read and replace root's reports (mode {:04o}); give a directory only you can write, or a path that does not exist yet (tracer creates it, mode 0700)",
+                    st.st_mode & 0o7777
+                ),
+            ));
+        }
         let entries = dir.entries()?;
         if entries.is_empty() {
             return Ok(dir);
@@ -150,7 +191,7 @@ impl OutputDir {
         for name in entries {
             let n = name.to_string_lossy();
             if n == SNAPSHOTS {
-                remove_tree(&dir.fd, &name).map_err(|e| Self::fail(path, e))?;
+                remove_our_snapshots(&dir.fd).map_err(|e| Self::fail(path, e))?;
             } else if OUR_FILES.contains(&n.as_ref()) || n.starts_with(TMP_PREFIX) {
                 // unlinkat removes a link itself, never what it points to.
                 rfs::unlinkat(&dir.fd, name.as_os_str(), AtFlags::empty())
@@ -172,7 +213,7 @@ impl OutputDir {
 
     /// Writes a set of files (name, bytes): all to temporary names first, then each renamed over
     /// its name. On failure nothing of this set is left and the previous set stays whole.
-    pub fn write_set(&self, files: &[(String, Vec<u8>)]) -> Result<()> {
+    pub fn write_set(&self, files: &[(String, Vec<u8>)]) -> Result<(), WriteError> {
         let mut written: Vec<(String, &str)> = Vec::new();
         let cleanup = |written: &[(String, &str)]| {
             for (tmp, _) in written {
@@ -180,37 +221,114 @@ impl OutputDir {
             }
         };
         for (name, bytes) in files {
-            let tmp = format!("{TMP_PREFIX}{}-{name}", std::process::id());
-            let r = rfs::openat(
-                &self.fd,
-                tmp.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .map_err(std::io::Error::from)
-            .and_then(|fd| std::fs::File::from(fd).write_all(bytes));
-            if let Err(e) = r {
-                let _ = rfs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-                cleanup(&written);
-                return Err(self.write_error(e));
+            match self.write_tmp(name, bytes) {
+                Ok(tmp) => written.push((tmp, name.as_str())),
+                Err(e) => {
+                    cleanup(&written);
+                    return Err(self.write_error(e));
+                }
             }
-            written.push((tmp, name.as_str()));
         }
         for (i, (tmp, name)) in written.iter().enumerate() {
             if let Err(e) = rfs::renameat(&self.fd, tmp.as_str(), &self.fd, *name) {
                 cleanup(&written[i..]);
-                return Err(self.write_error(e));
+                return Err(self.write_error(e.into()));
             }
         }
         Ok(())
     }
 
-    fn write_error(&self, e: impl std::fmt::Display) -> Error {
-        if self.removed() {
+    /// Writes `bytes` under a fresh temporary name (created exclusively: a name someone took
+    /// is skipped, never opened) and returns that name.
+    fn write_tmp(&self, name: &str, bytes: &[u8]) -> std::io::Result<String> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        for _ in 0..64 {
+            let nonce = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ^ (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() as u64)
+                    .unwrap_or(0)
+                    << 16);
+            let tmp = format!("{TMP_PREFIX}{}-{nonce:x}-{name}", std::process::id());
+            let fd = match rfs::openat(
+                &self.fd,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(e) = std::fs::File::from(fd).write_all(bytes) {
+                let _ = rfs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+                return Err(e);
+            }
+            return Ok(tmp);
+        }
+        Err(std::io::Error::other(
+            "every temporary name tried was taken",
+        ))
+    }
+
+    /// Writes what fits of a set, one file at a time in the order given (each whole or not at
+    /// all): for a disk too full for the whole set when none was written yet. Returns the names
+    /// written.
+    pub fn write_each(&self, files: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut done = Vec::new();
+        for (name, bytes) in files {
+            if self
+                .write_set(std::slice::from_ref(&(name.clone(), bytes.clone())))
+                .is_ok()
+            {
+                done.push(name.clone());
+            }
+        }
+        done
+    }
+
+    /// Removes tracer's files of the snapshot set `name` (and its directory if that empties it).
+    pub fn remove_snapshot(&self, name: &str) {
+        if let Ok(snaps) = rfs::openat(
+            &self.fd,
+            SNAPSHOTS,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = remove_our_set(&snaps, name);
+        }
+    }
+
+    /// Removes the oldest of `--snapshots`' sets (SNAPSHOTS/NNNN-...), to make room on a full
+    /// disk. Returns its name, or None when there is none left.
+    pub fn prune_oldest_snapshot(&self) -> Option<String> {
+        let snaps = rfs::openat(
+            &self.fd,
+            SNAPSHOTS,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut ours: Vec<String> = entries_of(&snaps)
+            .ok()?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| is_snapshot_name(n))
+            .collect();
+        ours.sort();
+        let oldest = ours.into_iter().next()?;
+        remove_our_set(&snaps, &oldest).ok()?;
+        Some(oldest)
+    }
+
+    fn write_error(&self, e: std::io::Error) -> WriteError {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+        let error = if self.removed() {
             Self::fail(&self.path, "it was removed during the recording")
         } else {
             Self::fail(&self.path, e)
-        }
+        };
+        WriteError { error, full }
     }
 
     /// A subdirectory (created if missing), never through a link.
@@ -218,7 +336,7 @@ impl OutputDir {
         let path = self.path.join(name);
         match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(self.write_error(e)),
+            Err(e) => return Err(self.write_error(e.into()).error),
         }
         let fd = rfs::openat(
             &self.fd,
@@ -231,7 +349,7 @@ impl OutputDir {
                 &path,
                 "it is a symbolic link or not a directory (tracer never writes through a link)",
             ),
-            e => self.write_error(e),
+            e => self.write_error(e.into()).error,
         })?;
         Ok(OutputDir {
             path,
@@ -262,25 +380,68 @@ fn entries_of(fd: &OwnedFd) -> rustix::io::Result<Vec<std::ffi::OsString>> {
     Ok(out)
 }
 
-/// Removes `name` below `parent`: a link or a file is unlinked (never followed); a directory is
-/// emptied the same way, then removed.
-fn remove_tree(parent: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
-    match rfs::openat(
+/// `NNNN-SECONDSs`, the name of a set `--snapshots` wrote.
+fn is_snapshot_name(n: &str) -> bool {
+    let Some((seq, secs)) = n.split_once('-') else {
+        return false;
+    };
+    seq.len() == 4
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && secs
+            .strip_suffix('s')
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes tracer's files from the set `name` below `parent`, then the set's directory if that
+/// left it empty. Anything else in it stays.
+fn remove_our_set(parent: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    let set = rfs::openat(
         parent,
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
+    )?;
+    for f in entries_of(&set)? {
+        let n = f.to_string_lossy();
+        if OUR_FILES.contains(&n.as_ref()) || n.starts_with(TMP_PREFIX) {
+            // A link planted under our name is removed itself, never followed; a directory under
+            // our name is not ours (unlinkat refuses it).
+            let _ = rfs::unlinkat(&set, f.as_os_str(), AtFlags::empty());
+        }
+    }
+    match rfs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `--force` and SNAPSHOTS/: the sets tracer wrote there lose tracer's files (and go when that
+/// empties them); other files and directories stay, and so does SNAPSHOTS/ unless it is left
+/// empty. A link named SNAPSHOTS is removed itself, never followed.
+fn remove_our_snapshots(parent: &OwnedFd) -> rustix::io::Result<()> {
+    let snaps = match rfs::openat(
+        parent,
+        SNAPSHOTS,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
     ) {
-        Ok(sub) => {
-            for child in entries_of(&sub)? {
-                remove_tree(&sub, &child)?;
-            }
-            rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)
-        }
-        // A link, or not a directory.
+        Ok(fd) => fd,
         Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-            rfs::unlinkat(parent, name, AtFlags::empty())
+            return rfs::unlinkat(parent, SNAPSHOTS, AtFlags::empty())
         }
+        Err(e) => return Err(e),
+    };
+    for n in entries_of(&snaps)? {
+        if let Some(name) = n.to_str().filter(|n| is_snapshot_name(n)) {
+            match remove_our_set(&snaps, name) {
+                // A file or a link with a snapshot's name: not a set of ours.
+                Ok(()) | Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    match rfs::unlinkat(parent, SNAPSHOTS, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -333,7 +494,24 @@ mod tests {
         std::fs::write(out.join("snapshots/0001-10s/report.json"), b"{}").unwrap();
         std::fs::write(out.join("profile.pb.gz"), b"old").unwrap();
         std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+        // A user's files under snapshots/, beside and inside a set of ours: left alone.
+        std::fs::create_dir_all(out.join("snapshots/data")).unwrap();
+        std::fs::write(out.join("snapshots/data/keep.db"), b"mine").unwrap();
+        std::fs::write(out.join("snapshots/0001-10s/mine.txt"), b"mine").unwrap();
+        std::fs::create_dir_all(out.join("snapshots/0002-20s")).unwrap();
+        std::fs::write(out.join("snapshots/0002-20s/summary.txt"), b"old").unwrap();
         let d = OutputDir::prepare(Some(&out), true).unwrap();
+        assert_eq!(
+            std::fs::read(out.join("snapshots/data/keep.db")).unwrap(),
+            b"mine"
+        );
+        assert_eq!(
+            std::fs::read(out.join("snapshots/0001-10s/mine.txt")).unwrap(),
+            b"mine"
+        );
+        assert!(!out.join("snapshots/0001-10s/report.json").exists());
+        assert!(!out.join("snapshots/0002-20s").exists());
+        std::fs::remove_dir_all(out.join("snapshots")).unwrap();
         let mut names: Vec<String> = d
             .entries()
             .unwrap()
@@ -342,6 +520,50 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec!["notes.txt"]);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn directories_others_can_write_are_refused() {
+        let base = scratch("others");
+        let out = base.join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = OutputDir::prepare(Some(&out), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("other users can write it"), "{e}");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(OutputDir::prepare(Some(&out), false).is_err());
+        let c = std::ffi::CString::new(out.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = OutputDir::prepare(Some(&out), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("belongs to another user (uid 65534)"), "{e}");
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 0, 0) }, 0);
+        assert!(OutputDir::prepare(Some(&out), false).is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn squatted_temporary_names_are_skipped() {
+        let base = scratch("squat");
+        let d = OutputDir::prepare(Some(&base.join("out")), false).unwrap();
+        // Every name of the old scheme, and a few of the new one's, taken.
+        for name in ["summary.txt", "report.json"] {
+            let old = format!("{TMP_PREFIX}{}-{name}", std::process::id());
+            std::fs::write(base.join("out").join(old), b"squatter").unwrap();
+        }
+        d.write_set(&[
+            ("summary.txt".into(), b"ok".to_vec()),
+            ("report.json".into(), b"{}".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(std::fs::read(base.join("out/summary.txt")).unwrap(), b"ok");
         std::fs::remove_dir_all(&base).unwrap();
     }
 

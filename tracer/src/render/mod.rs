@@ -10,7 +10,6 @@ pub mod svg;
 
 use std::path::Path;
 
-use crate::error::Result;
 use crate::output::OutputDir;
 use crate::report::Report;
 
@@ -35,7 +34,8 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Formats(pub Vec<Format>);
 
-/// The files of the chosen formats of a report, with summary.txt: (name, bytes).
+/// The files of the chosen formats of a report, with summary.txt: (name, bytes), the most
+/// useful first (what fits of a set on a full disk is written in this order).
 pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(String, Vec<u8>)> {
     let want = |f: Format| formats.contains(&f) || formats.contains(&Format::All);
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
@@ -43,6 +43,10 @@ pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(St
     let allocs = folded::allocs_bytes(report);
     let fds = folded::fds(report);
     let growth = folded::growth(report);
+    add("summary.txt", summary::render(report, dir).into_bytes());
+    if want(Format::Json) {
+        add("report.json", json::render(report).into_bytes());
+    }
     if want(Format::Folded) {
         add("allocs.folded", allocs.clone().into_bytes());
         add(
@@ -72,22 +76,22 @@ pub fn files(report: &Report, dir: Option<&Path>, formats: &[Format]) -> Vec<(St
             svg::render(&growth, "Bytes gained since the first checkpoint", "bytes").into_bytes(),
         );
     }
-    if want(Format::Json) {
-        add("report.json", json::render(report).into_bytes());
-    }
     if want(Format::Pprof) {
         add("profile.pb.gz", pprof::encode(report));
     }
     if want(Format::Speedscope) {
         add("speedscope.json", speedscope::render(report).into_bytes());
     }
-    add("summary.txt", summary::render(report, dir).into_bytes());
     out
 }
 
 /// Writes the chosen formats of a report, and summary.txt, into `dir` as one set (see
 /// `OutputDir::write_set`: the previous set stays whole if this one cannot be written).
-pub fn write_all(report: &Report, dir: &OutputDir, formats: &[Format]) -> Result<()> {
+pub fn write_all(
+    report: &Report,
+    dir: &OutputDir,
+    formats: &[Format],
+) -> std::result::Result<(), crate::output::WriteError> {
     dir.write_set(&files(report, Some(dir.path()), formats))
 }
 
