@@ -410,3 +410,59 @@ fn snapshots_make_room_for_the_final_reports() {
     assert!(newest >= 10 && sets.len() < newest as usize, "{sets:?}");
     assert!(!sets.contains(&"0001-1s".to_string()), "{sets:?}");
 }
+
+/// `--cgroup` naming the root cgroup, however spelled, would trace every process on the host
+/// (and in exact mode put allocator probes on other users' services): refused in one line.
+#[test]
+fn the_root_cgroup_is_refused() {
+    for arg in [
+        "",
+        "/",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/",
+        "//.",
+        "/sys/fs/cgroup/unified",
+    ] {
+        let o = run_tracer(&["record", "--cgroup", arg, "-d", "2s"]);
+        assert_one_line_error(&o, "root cgroup");
+    }
+}
+
+/// SIGHUP (a closed terminal or SSH session), SIGQUIT, SIGUSR1 and SIGALRM end the recording
+/// as Ctrl-C does: the reports are written, the summary printed, the exit clean (they killed
+/// tracer with nothing written).
+#[test]
+fn terminal_signals_end_the_recording_with_its_reports() {
+    let d = TempDir::new("signals");
+    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGALRM, "SIGALRM"),
+    ] {
+        let out = d.path().join(name);
+        let mut t = Tracer::start(&["-p", &w.pid().to_string(), "--mode", "watch"], &out);
+        t.wait_recording();
+        std::thread::sleep(Duration::from_millis(1500));
+        t.proc.signal(sig);
+        let f = t.finish();
+        assert!(
+            f.stderr.contains(&format!("{name}"))
+                && f.stderr.contains("received, writing the reports"),
+            "{}",
+            f.stderr
+        );
+        assert!(
+            f.stdout.contains("tracer: traced 1 process"),
+            "{name}: {}",
+            f.stdout
+        );
+        let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+        assert!(
+            summary.contains(&format!("pid {}", w.pid())),
+            "{name}: {summary}"
+        );
+        assert!(out.join("report.json").is_file());
+    }
+}

@@ -102,14 +102,22 @@ pub fn cgroup_selector(arg: &str) -> Result<Selector> {
             }
         }
     }
-    if !p.starts_with('/') {
-        p.insert(0, '/');
-    }
-    if p.contains("/../") || p.ends_with("/..") {
+    // One spelling of the path: no empty or `.` components.
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.contains(&"..") {
         return Err(Error::BadArgument(format!(
             "--cgroup {arg}: give the cgroup's path, without `..`"
         )));
     }
+    if parts.is_empty() {
+        return Err(Error::BadArgument(format!(
+            "--cgroup {arg:?} is the root cgroup, which holds every process on the host: give a service's or container's cgroup (e.g. /system.slice/app.service), or --all-python to trace every Python process on purpose"
+        )));
+    }
+    let p = format!("/{}", parts.join("/"));
     Ok(Selector::Cgroup(p))
 }
 
@@ -308,7 +316,7 @@ mod tests {
             "system.slice/app.service/",
             "/sys/fs/cgroup/unified/system.slice/app.service",
             "/sys/fs/cgroup/system.slice",
-            "/",
+            "//system.slice/./app.service",
         ] {
             assert!(cgroup_selector(arg).unwrap().matches(text), "{arg}");
         }
@@ -320,6 +328,19 @@ mod tests {
             .unwrap()
             .matches("4:memory:/x\n0::/y\n"));
         assert!(cgroup_selector("/a/../b").is_err());
+        // The root cgroup, however spelled, is every process on the host: refused.
+        for arg in [
+            "",
+            "/",
+            "//",
+            "/.",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/",
+            "/sys/fs/cgroup/unified",
+        ] {
+            let e = cgroup_selector(arg).err().unwrap().to_string();
+            assert!(e.contains("root cgroup"), "{arg}: {e}");
+        }
     }
 
     /// A Python child is found, a child that is not Python is not.

@@ -22,6 +22,7 @@ pub mod record;
 pub mod render;
 pub mod report;
 pub mod sampling;
+pub mod signals;
 pub mod sink;
 pub mod snapshot;
 pub mod symbolize;

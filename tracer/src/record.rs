@@ -106,6 +106,7 @@ fn validate(args: &mut RecordArgs) -> Result<()> {
 
 pub fn run(mut args: RecordArgs) -> Result<i32> {
     validate(&mut args)?;
+    crate::signals::catch_ending_signals();
     util::raise_descriptor_limit();
     // Each new target's interpreter file (tens of MB) is read into a buffer that is freed right
     // after: served by mmap, always, it goes back to the system at once. (glibc raises its mmap
@@ -480,6 +481,14 @@ async fn collect_loop(
     };
     let mut waiting_said = false;
     loop {
+        // A signal that would have ended tracer (SIGHUP, SIGQUIT...): the reports, as for Ctrl-C.
+        if let Some(sig) = crate::signals::received() {
+            say!(
+                "tracer: {} received, writing the reports",
+                crate::signals::describe(sig)
+            );
+            break;
+        }
         // Launch mode: the Python processes of the launched tree, as they start.
         let launch_event = async {
             match launcher.as_mut() {
