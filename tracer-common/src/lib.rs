@@ -220,7 +220,9 @@ pub mod stat {
     /// Outstanding blocks given the stack of the code that created an object in them again
     /// (`_Py_NewReference` on a block a free list handed out without the allocator).
     pub const RECYCLED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Processes forked by a traced process that could not be recorded (`FORKS` full).
+    pub const FORK_LOST: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Per-process counters (`PID_STATS`, per CPU).
@@ -274,6 +276,13 @@ pub mod sys {
     pub const MEMFD_SECRET: u32 = 447;
     pub const EXECVE: u32 = 59;
     pub const EXECVEAT: u32 = 322;
+    pub const CLONE: u32 = 56;
+    pub const FORK: u32 = 57;
+    pub const VFORK: u32 = 58;
+    pub const CLONE3: u32 = 435;
+
+    pub const CLONE_VFORK: u64 = 0x4000;
+    pub const CLONE_THREAD: u64 = 0x10000;
 
     pub const F_DUPFD: u64 = 0;
     pub const F_DUPFD_CLOEXEC: u64 = 1030;
@@ -283,6 +292,38 @@ pub mod sys {
 pub const TARGET_TRACED: u32 = 1;
 /// `TARGETS` flag: the on-CPU sampler records the process's Python stacks.
 pub const TARGET_SAMPLED: u32 = 2;
+/// `TARGETS` flag: the processes it forks are traced from their first instruction (the kernel
+/// enters them in `TARGETS`; `--children`, and the Python processes of a launched command).
+pub const TARGET_FOLLOW_FORKS: u32 = 4;
+/// `TARGETS` flag: the process shares tracer's pid namespace, so the pid fork returns is the
+/// child's pid as the kernel's maps key it.
+pub const TARGET_HOST_PIDNS: u32 = 8;
+
+/// A process forked by a traced one (`FORKS` key): the parent (host pid) and the child's pid
+/// as fork returned it (in the parent's pid namespace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ForkKey {
+    pub parent: u32,
+    pub child: u32,
+}
+
+/// What the kernel knows of a fork (`FORKS` value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkInfo {
+    pub ts_ns: u64,
+    /// `FORK_*` flags.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// The child shares its parent's memory until it execs (vfork, posix_spawn): it has run (and
+/// usually exec'd) before the parent's call returns, so its image is not its parent's.
+pub const FORK_VFORK: u32 = 1;
+/// The kernel entered the child in `TARGETS` (the parent follows forks, in tracer's pid
+/// namespace) with the parent's Python walk.
+pub const FORK_ADOPTED: u32 = 2;
 
 /// An on-CPU sample's key: the process and its Python stack (`PYSTACKS` key).
 #[repr(C)]
@@ -305,4 +346,6 @@ mod pod {
     unsafe impl aya::Pod for PyConf {}
     unsafe impl aya::Pod for PyStack {}
     unsafe impl aya::Pod for SampleKey {}
+    unsafe impl aya::Pod for ForkKey {}
+    unsafe impl aya::Pod for ForkInfo {}
 }

@@ -14,11 +14,17 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use aya_log_ebpf::warn;
-use tracer_common::{stat, sys, FdKey, FdKind, PATH_LEN};
+use tracer_common::{
+    stat, sys, FdKey, FdKind, ForkInfo, ForkKey, FORK_ADOPTED, FORK_VFORK, PATH_LEN,
+    TARGET_FOLLOW_FORKS, TARGET_HOST_PIDNS, TARGET_TRACED,
+};
 
-use crate::maps::{bump, bump_pid, traced, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_SCRATCH, PYCONF};
+use crate::maps::{
+    bump, bump_pid, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_SCRATCH, FORKS, PID_STATS,
+    PYCONF, TARGETS, THREADS,
+};
 use crate::python::py_stack;
-use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, When};
+use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, Spawn, When};
 
 // struct pt_regs (x86_64) offsets.
 const REG_R10: usize = 56;
@@ -199,14 +205,72 @@ fn create(
     }
 }
 
+/// A traced process made a process (not a thread): recorded for the user side, and when the
+/// parent follows forks in tracer's pid namespace, the child enters `TARGETS` at once, so that
+/// a short-lived worker's descriptors are tracked from its first syscalls. A forked child has
+/// its parent's memory, so the parent's Python walk and the forking thread's state are its
+/// own; a vfork child has already run (and exec'd) when the parent returns, so it gets neither.
+#[inline(always)]
+fn forked(ctx: &RawTracePointContext, regs: *const u8, tgid: u32, id: u64, child: u32, how: Spawn) {
+    let flags = match how {
+        Spawn::Fork => 0,
+        Spawn::Vfork => sys::CLONE_VFORK,
+        Spawn::CloneFlags => arg(regs, Arg(0)),
+        Spawn::Clone3Args => unsafe {
+            bpf_probe_read_user(arg(regs, Arg(0)) as *const u64).unwrap_or(sys::CLONE_THREAD)
+        },
+    };
+    if flags & sys::CLONE_THREAD != 0 {
+        return;
+    }
+    let vfork = flags & sys::CLONE_VFORK != 0;
+    let mut info = ForkInfo {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        flags: if vfork { FORK_VFORK } else { 0 },
+        _pad: 0,
+    };
+    let parent_flags = unsafe { TARGETS.get(tgid) }.copied().unwrap_or(0);
+    let follow = TARGET_FOLLOW_FORKS | TARGET_HOST_PIDNS;
+    if parent_flags & follow == follow
+        && TARGETS
+            .insert(child, parent_flags & (TARGET_TRACED | follow), BPF_NOEXIST as u64)
+            .is_ok()
+    {
+        info.flags |= FORK_ADOPTED;
+        // Counters of an earlier process with this pid are not the child's.
+        let _ = PID_STATS.remove(&child);
+        let _ = EXEC_NS.remove(&child);
+        if !vfork {
+            if let Some(conf) = unsafe { PYCONF.get(tgid) } {
+                let _ = PYCONF.insert(child, conf, 0);
+            }
+            if let Some(tstate) = unsafe { THREADS.get(id) } {
+                let child_id = ((child as u64) << 32) | child as u64;
+                let _ = THREADS.insert(child_id, tstate, 0);
+            }
+        }
+    }
+    let key = ForkKey {
+        parent: tgid,
+        child,
+    };
+    if FORKS.insert(key, info, 0).is_err() {
+        bump(stat::FORK_LOST);
+        warn!(
+            ctx,
+            "process {} forked by traced process {} not recorded: the fork map is full", child, tgid
+        );
+    }
+}
+
 /// `sys_exit(struct pt_regs *regs, long ret)`
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !traced(tgid) {
+    let Some(&flags) = (unsafe { TARGETS.get(tgid) }) else {
         return 0;
-    }
+    };
     let tid = id as u32;
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
@@ -217,6 +281,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(effect) = effect(nr) else {
         return 0;
     };
+    // A process followed only for what it starts: its forks (and, through the counters, its
+    // execs), not its descriptors.
+    if flags & TARGET_TRACED == 0 && !matches!(effect, Effect::Fork(_) | Effect::Exec) {
+        return 0;
+    }
     match effect {
         Effect::Creates(c) => create(&ctx, regs, tgid, tid, nr, ret as u32, &c),
         Effect::Close(a) => close_fd(tgid, arg(regs, a) as u32),
@@ -238,6 +307,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 }
             }
         }
+        Effect::Fork(how) => {
+            if ret > 0 {
+                forked(&ctx, regs, tgid, id, ret as u32, how);
+            }
+        }
         Effect::Exec => {
             // A new program image: the old heap is gone, CLOEXEC descriptors are closed (the user
             // side closes the old program's entry and reconciles both). Rare enough to log.
@@ -250,10 +324,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // The old layout means nothing in the new image: stop walking with it at once (the
             // user side publishes the new program's, if it is Python).
             let _ = PYCONF.remove(&tgid);
-            warn!(
-                &ctx,
-                "traced process {} called execve: its earlier allocations are void", tgid
-            );
         }
     }
     0

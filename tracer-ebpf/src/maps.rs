@@ -9,13 +9,14 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, PendingAlloc, PidStats, PyConf, PyStack, SampleKey,
-    ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY, NO_STACK,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, PendingAlloc, PidStats, PyConf,
+    PyStack, SampleKey, ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY, NO_STACK, TARGET_TRACED,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 
-/// Traced processes (tgid -> flags).
+/// Traced processes (tgid -> `TARGET_*` flags); a process with `TARGET_FOLLOW_FORKS` alone is
+/// not traced, only followed for the processes it starts (a shell between Pythons).
 #[map]
 pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
@@ -45,6 +46,10 @@ pub static EXEC_NS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 /// entry: what `FDS` held for them at the exec.
 #[map]
 pub static EXEC_FDS: HashMap<FdKey, FdInfo> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// Processes forked by traced processes, until the user side takes them (every 100 ms).
+#[map]
+pub static FORKS: HashMap<ForkKey, ForkInfo> = HashMap::with_max_entries(8192, 0);
 
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(32768, 0);
@@ -99,9 +104,10 @@ pub fn bump_pid(pid: u32, f: impl FnOnce(&mut PidStats)) {
     }
 }
 
+/// Is the process traced (not only followed for the processes it starts)?
 #[inline(always)]
 pub fn traced(tgid: u32) -> bool {
-    unsafe { TARGETS.get(tgid).is_some() }
+    unsafe { TARGETS.get(tgid) }.is_some_and(|f| f & TARGET_TRACED != 0)
 }
 
 /// The current user stack's id in `STACKS`, `NO_STACK` when it could not be recorded.

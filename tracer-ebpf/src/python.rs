@@ -122,6 +122,10 @@ unsafe extern "C" fn search_step(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// Thread states looked through to find the current thread's the first time it shows (then it
+/// is kept in `THREADS`): a service may run thousands of threads, the main one last in the list.
+const MAX_THREAD_SEARCH: u32 = 16384;
+
 /// The current thread's PyThreadState.
 #[inline(always)]
 fn thread_state(conf: &PyConf, id: u64) -> u64 {
@@ -163,7 +167,7 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
     };
     unsafe {
         bpf_loop(
-            256,
+            MAX_THREAD_SEARCH,
             search_step as *mut core::ffi::c_void,
             &mut s as *mut ThreadSearch as *mut core::ffi::c_void,
             0,

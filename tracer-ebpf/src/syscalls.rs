@@ -74,6 +74,21 @@ pub enum Effect {
     },
     /// A new program image (execve, execveat).
     Exec,
+    /// A new process or thread (fork, vfork, clone, clone3): the return value is the child.
+    Fork(Spawn),
+}
+
+/// How a fork-like call says what it made.
+#[derive(Clone, Copy)]
+pub enum Spawn {
+    /// fork: a process, its own copy of the memory.
+    Fork,
+    /// vfork: a process sharing the memory until it execs.
+    Vfork,
+    /// clone: the flags in the first argument.
+    CloneFlags,
+    /// clone3: the flags at the start of the `struct clone_args` the first argument points to.
+    Clone3Args,
 }
 
 const fn creates(kind: FdKind, detail: Detail) -> Effect {
@@ -112,6 +127,10 @@ pub fn effect(nr: u32) -> Option<Effect> {
             flags: Arg(2),
         },
         sys::EXECVE | sys::EXECVEAT => Effect::Exec,
+        sys::FORK => Effect::Fork(Spawn::Fork),
+        sys::VFORK => Effect::Fork(Spawn::Vfork),
+        sys::CLONE => Effect::Fork(Spawn::CloneFlags),
+        sys::CLONE3 => Effect::Fork(Spawn::Clone3Args),
         sys::OPEN | sys::CREAT => creates(File, Detail::Path(Arg(0))),
         sys::OPENAT | sys::OPENAT2 => creates(File, Detail::Path(Arg(1))),
         sys::OPEN_BY_HANDLE_AT => plain(File),

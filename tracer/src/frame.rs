@@ -24,11 +24,12 @@ pub enum Frame {
         kind: String,
         name: Option<String>,
     },
-    /// The process a stack belongs to (`before_exec`: the entry of a program replaced by an exec).
+    /// The process a stack belongs to (`before_exec`: the entry of a program replaced by an
+    /// exec, numbered when the pid replaced several: 1 for its first program, 2 for the next).
     Process {
         comm: String,
         pid: u32,
-        before_exec: bool,
+        before_exec: Option<u32>,
     },
     /// The container the process runs in.
     Container(String),
@@ -51,6 +52,8 @@ pub enum Marker {
     NoPythonStack,
     /// An empty stack, where a renderer needs one frame.
     NoStack,
+    /// The smaller stacks of a checkpoint beyond the ones tracer keeps, summed.
+    SmallerStacks,
 }
 
 impl Frame {
@@ -117,12 +120,11 @@ impl fmt::Display for Frame {
                 comm,
                 pid,
                 before_exec,
-            } => write!(
-                f,
-                "{} (pid {pid}{})",
-                clean(comm),
-                if *before_exec { ", before exec" } else { "" }
-            ),
+            } => match before_exec {
+                None => write!(f, "{} (pid {pid})", clean(comm)),
+                Some(1) => write!(f, "{} (pid {pid}, before exec)", clean(comm)),
+                Some(n) => write!(f, "{} (pid {pid}, before exec {n})", clean(comm)),
+            },
             Frame::Container(c) => write!(f, "container {}", clean(c)),
             Frame::Marker(m) => f.write_str(match m {
                 Marker::Truncated => "[truncated]",
@@ -131,6 +133,7 @@ impl fmt::Display for Frame {
                 Marker::OpenedJustBeforeExec => "[opened just before exec]",
                 Marker::NoPythonStack => "[no Python stack]",
                 Marker::NoStack => "[no stack]",
+                Marker::SmallerStacks => "[smaller stacks]",
             }),
         }
     }
@@ -221,9 +224,15 @@ mod tests {
         let p = Frame::Process {
             comm: "python3".into(),
             pid: 7,
-            before_exec: true,
+            before_exec: Some(1),
         };
         assert_eq!(p.to_string(), "python3 (pid 7, before exec)");
+        let second = Frame::Process {
+            comm: "python3".into(),
+            pid: 7,
+            before_exec: Some(2),
+        };
+        assert_eq!(second.to_string(), "python3 (pid 7, before exec 2)");
         assert_eq!(
             Frame::Container("ab12".into()).to_string(),
             "container ab12"

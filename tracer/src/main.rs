@@ -23,11 +23,19 @@ fn main() {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("").trim();
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            // A value not among the choices: say which they are, on the same line.
+            use clap::error::{ContextKind, ContextValue};
+            let first = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) if !v.is_empty() => {
+                    format!("{first}: choose among {}", v.join(", "))
+                }
+                _ => first.to_string(),
+            };
             use std::io::Write as _;
             let _ = writeln!(
                 std::io::stderr(),
                 "tracer: error: {} (see tracer --help)",
-                tracer::text::clean(first)
+                tracer::text::clean(&first)
             );
             std::process::exit(2);
         }

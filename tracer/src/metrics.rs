@@ -36,12 +36,14 @@ impl MetricsListener {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             Error::BadArgument(format!("cannot listen on {addr} for --metrics-addr: {e}"))
         })?;
-        announce(listener.local_addr().unwrap_or(addr));
         Ok(MetricsListener { listener })
     }
 
     /// Starts serving on the current tokio runtime, the text of `first` until the next publish.
     pub fn start(self, first: &Report) -> Result<Metrics> {
+        if let Ok(addr) = self.listener.local_addr() {
+            announce(addr);
+        }
         let l = self
             .listener
             .set_nonblocking(true)

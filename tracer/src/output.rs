@@ -84,8 +84,19 @@ impl OutputDir {
         Ok(dir)
     }
 
+    /// The path given or made at the start.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the directory is now (renamed or moved during the recording: its new path; as
+    /// the kernel names it through tracer's descriptor), for messages and the summary.
+    pub fn current_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        match std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd())) {
+            Ok(p) if !p.to_string_lossy().ends_with(" (deleted)") => p,
+            _ => self.path.clone(),
+        }
     }
 
     fn fail(path: &Path, reason: impl std::fmt::Display) -> Error {

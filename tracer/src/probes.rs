@@ -10,8 +10,9 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{PerfEvent, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, PidStats, PyConf, PyStack, SampleKey,
-    ALLOC_FREE_LISTED, TARGET_SAMPLED, TARGET_TRACED,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, PidStats, PyConf, PyStack,
+    SampleKey, ALLOC_FREE_LISTED, TARGET_FOLLOW_FORKS, TARGET_HOST_PIDNS, TARGET_SAMPLED,
+    TARGET_TRACED,
 };
 
 use crate::batch;
@@ -65,8 +66,20 @@ pub fn check_kernel() -> Result<()> {
     Ok(())
 }
 
+/// A failure the kernel may not repeat (EAGAIN).
+fn transient(msg: &str) -> bool {
+    msg.contains("os error 11")
+        || msg.contains("Resource temporarily unavailable")
+        || msg.contains("EAGAIN")
+}
+
 fn load_error(e: impl std::fmt::Display) -> Error {
     let mut msg = one_line(&e.to_string());
+    if transient(&msg) {
+        return Error::Other(format!(
+            "the kernel refused to load tracer's programs for now ({msg}): try again in a moment"
+        ));
+    }
     // Keep the verifier's conclusion (its last words), not its whole log.
     if let Some(i) = msg.find("Verifier output:") {
         let tail: String = msg[i..]
@@ -108,7 +121,19 @@ impl Probes {
     /// Loads every program and attaches the descriptor tracker (raw tracepoint sys_exit).
     pub fn load() -> Result<Probes> {
         check_kernel()?;
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(load_error)?;
+        // EAGAIN is the kernel's "not now" (memory pressure, the verifier interrupted): tried
+        // again before it is taken for a kernel that cannot run tracer.
+        let mut tries = 0;
+        let mut ebpf = loop {
+            match EbpfLoader::new().load(OBJECT) {
+                Ok(e) => break e,
+                Err(e) if transient(&e.to_string()) && tries < 4 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(250 * tries));
+                }
+                Err(e) => return Err(load_error(e)),
+            }
+        };
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog).ok();
         for name in ENTRY_PROGRAMS
             .iter()
@@ -154,11 +179,23 @@ impl Probes {
 
     /// Starts tracing a process: its descriptors at once, and its allocations wherever the
     /// allocator probes of its interpreter file are attached (they filter by pid in the kernel).
-    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+    /// With `follow`, the processes it forks enter the map as they are made (see
+    /// `TARGET_FOLLOW_FORKS`).
+    pub fn add_target(&mut self, pid: u32, follow: bool) -> Result<()> {
+        self.set_target_flags(pid, TARGET_TRACED | follow_flags(pid, follow))
+    }
+
+    /// Follows a process for the processes it starts, without tracing it (a shell, or another
+    /// program between a launched command and its Pythons).
+    pub fn follow_only(&mut self, pid: u32) -> Result<()> {
+        self.set_target_flags(pid, follow_flags(pid, true))
+    }
+
+    fn set_target_flags(&mut self, pid: u32, flags: u32) -> Result<()> {
         let mut targets: BpfHashMap<&mut MapData, u32, u32> =
             BpfHashMap::try_from(self.ebpf.map_mut("TARGETS").expect("TARGETS map"))
                 .map_err(load_error)?;
-        targets.insert(pid, TARGET_TRACED, 0).map_err(|e| {
+        targets.insert(pid, flags, 0).map_err(|e| {
             Error::Other(format!(
                 "cannot add pid {pid} to the target map: {}",
                 one_line(&e.to_string())
@@ -177,11 +214,27 @@ impl Probes {
             return Ok(());
         };
         let mut t = BpfHashMap::<&mut MapData, u32, u32>::try_from(m).map_err(load_error)?;
-        if t.get(&pid, 0).is_ok() {
-            let flags = TARGET_TRACED | if on { TARGET_SAMPLED } else { 0 };
+        if let Ok(flags) = t.get(&pid, 0) {
+            let flags = if on {
+                flags | TARGET_SAMPLED
+            } else {
+                flags & !TARGET_SAMPLED
+            };
             let _ = t.insert(pid, flags, 0);
         }
         Ok(())
+    }
+
+    /// Takes the processes traced ones forked since the last call, oldest first.
+    pub fn take_forks(&mut self) -> Vec<(ForkKey, ForkInfo)> {
+        let all: HashMap<ForkKey, ForkInfo> = read_hash(self.ebpf.map("FORKS"));
+        let keys: Vec<ForkKey> = all.keys().copied().collect();
+        if !keys.is_empty() {
+            batch::delete::<ForkKey, ForkInfo>(self.ebpf.map_mut("FORKS"), &keys);
+        }
+        let mut v: Vec<(ForkKey, ForkInfo)> = all.into_iter().collect();
+        v.sort_by_key(|(_, i)| i.ts_ns);
+        v
     }
 
     fn start_sampler(&mut self) -> Result<()> {
@@ -455,22 +508,49 @@ impl Probes {
 
     /// Stops tracing a process and forgets its entries.
     pub fn remove_target(&mut self, pid: u32) {
+        self.remove_targets(&[pid]);
+    }
+
+    /// Stops tracing processes and forgets their entries, with one walk of each map whatever
+    /// their number (processes that end by the dozen each second must not cost a walk each).
+    pub fn remove_targets(&mut self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
+        }
         if let Some(m) = self.ebpf.map_mut("TARGETS") {
             if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u32>::try_from(m) {
-                let _ = t.remove(&pid);
+                for pid in pids {
+                    let _ = t.remove(pid);
+                }
             }
         }
-        self.remove_pyconf(pid);
-        self.forget_exec(pid);
-        self.drop_allocs_where(pid, |_| true);
+        for &pid in pids {
+            self.remove_pyconf(pid);
+            self.forget_exec(pid);
+        }
+        // Counters of these processes are not the next ones' with their pids.
+        if let Some(m) = self.ebpf.map_mut("PID_STATS") {
+            if let Ok(mut t) = PerCpuHashMap::<&mut MapData, u32, PidStats>::try_from(m) {
+                for pid in pids {
+                    let _ = t.remove(pid);
+                }
+            }
+        }
+        let gone: std::collections::HashSet<u32> = pids.iter().copied().collect();
+        let mut keys = Vec::new();
+        self.for_each_entry(|k, _| {
+            if gone.contains(&k.pid) {
+                keys.push(*k);
+            }
+        });
+        self.delete_allocs(&keys);
         let fds: Vec<FdKey> = self
             .fds()
-            .into_iter()
-            .filter(|(k, _)| k.pid == pid)
-            .map(|(k, _)| k)
+            .into_keys()
+            .filter(|k| gone.contains(&k.pid))
             .collect();
-        for k in fds {
-            self.remove_fd(&k, None);
+        if !fds.is_empty() {
+            batch::delete::<FdKey, FdInfo>(self.ebpf.map_mut("FDS"), &fds);
         }
     }
 
@@ -683,6 +763,27 @@ pub fn watch_hooks(hooks: &[Hook]) -> Vec<Hook> {
         }
     }
     out
+}
+
+/// The `TARGETS` flags that make the kernel follow a process's forks: only for a process in
+/// tracer's own pid namespace, where the pid fork returns is the one the maps key (a container's
+/// children are found by the scan of /proc instead).
+fn follow_flags(pid: u32, follow: bool) -> u32 {
+    if !follow {
+        return 0;
+    }
+    let ns = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    let same = ns(&format!("/proc/{pid}/ns/pid")).is_some()
+        && ns(&format!("/proc/{pid}/ns/pid")) == ns("/proc/self/ns/pid");
+    if same {
+        TARGET_FOLLOW_FORKS | TARGET_HOST_PIDNS
+    } else {
+        TARGET_FOLLOW_FORKS
+    }
 }
 
 fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(

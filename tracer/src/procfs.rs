@@ -99,6 +99,17 @@ pub fn nspid_of_status(text: &str) -> Option<u32> {
     (ids.len() > 1).then(|| *ids.last().unwrap())
 }
 
+/// The process a thread id belongs to (its `Tgid:`): a pid names itself.
+pub fn tgid(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub fn nspid(pid: u32) -> Option<u32> {
     nspid_of_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }

@@ -175,8 +175,19 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     }
     let mut discovery = Discovery::new(selectors, args.children);
     discovery.check_nonempty()?;
-    let mut running = Vec::new();
-    for &pid in &args.pids {
+    let mut running: Vec<(u32, Interpreter)> = Vec::new();
+    for &given in &args.pids {
+        // A thread id names its process (the kernel keys everything by process).
+        let pid = match crate::procfs::tgid(given) {
+            Some(p) if p != given => {
+                say!("tracer: {given} is a thread of process {p}: tracing process {p}");
+                p
+            }
+            _ => given,
+        };
+        if running.iter().any(|(p, _)| *p == pid) {
+            continue;
+        }
         running.push((pid, python::inspect_pid(pid)?));
     }
     // top writes reports only when asked where.
@@ -194,6 +205,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         c.no_cpu_samples();
     }
     c.mode = mode;
+    c.follow_children = args.children;
     c.interval = args.interval;
     c.window = args.window.unwrap_or(DEFAULT_WINDOW);
     c.budget = args.budget;
@@ -208,7 +220,17 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         if mode == Mode::Exact {
             static_warning(&interp);
         }
-        c.add(pid, interp)?;
+        let start = crate::procfs::stat(pid).map_or(0, |s| s.start_ticks);
+        c.add(pid, interp).map_err(|e| {
+            // Whatever failed, a target that is gone is the reason.
+            if crate::procfs::liveness(pid, start) == crate::procfs::Liveness::Gone {
+                Error::Other(format!(
+                    "pid {pid} exited while tracer was attaching to it: there is nothing to trace"
+                ))
+            } else {
+                e
+            }
+        })?;
         let t = c.targets.last().unwrap();
         say!("{}", attach_line(t, mode, c.budget));
         if !args.children {
@@ -222,7 +244,11 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     } else {
         Some(launch::start(&args.command)?)
     };
-    adopt(&mut c, &mut discovery);
+    adopt(
+        &mut c,
+        &mut discovery,
+        args.duration.map(|d| Instant::now() + d),
+    );
     if discovery.follows() && c.targets.is_empty() {
         say!("tracer: no Python process yet; waiting for one to start");
     }
@@ -261,6 +287,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         .build()
         .map_err(|e| Error::Other(format!("cannot start the runtime: {e}")))?;
     let mut archive = Archive::new(args.keep_ended, args.places());
+    let mut last_tick = Instant::now() - TICK;
     let looped = rt.block_on(collect_loop(
         &mut c,
         &mut archive,
@@ -270,6 +297,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         &mut discovery,
         launcher.as_mut(),
         launch_only.then_some(recording_line),
+        &mut last_tick,
     ));
     for s in sinks.iter_mut() {
         s.stop();
@@ -278,13 +306,31 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         end_launch(&c, launcher.as_mut());
         return Err(e);
     }
+    // A launched command that ran no Python before the end (`-d`, Ctrl-C): nothing was
+    // traced, and that is an error, not an empty set of reports.
+    if let (Some(l), false) = (launcher.as_ref(), c.ever_traced()) {
+        let shown = l.shown.clone();
+        end_launch(&c, launcher.as_mut());
+        return Err(Error::Launch {
+            cmd: shown,
+            reason: "it ran no CPython interpreter before the recording ended: nothing was traced"
+                .into(),
+        });
+    }
 
     // Final checkpoint and reports, while the probes go (their removal takes seconds; the
     // allocation probes go first, the free probes last, so the final reading is the state at
     // the interruption).
+    // The reports come first: on a machine that the targets (and the probes' traps) load, the
+    // last reading and writing run ahead of them (the probes go meanwhile).
+    let niceness = util::hurry();
     c.close_windows();
     c.probes.release_all();
-    c.tick();
+    // The state at the end: a tick, unless one just ran (a loaded machine makes ticks slow,
+    // and `-d` is a deadline).
+    if last_tick.elapsed() >= Duration::from_millis(500) {
+        c.tick();
+    }
     archive_closed(&mut c, &mut archive);
     c.checkpoint();
     let report = report::build(&c.view(), &archive, started.elapsed());
@@ -295,6 +341,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
             written = w;
         }
     }
+    util::unhurry(niceness);
     end_launch(&c, launcher.as_mut());
     c.probes.settle();
     let Some(d) = dir else {
@@ -309,9 +356,9 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         return Err(e);
     }
     if args.live {
-        say!("tracer: reports written to {}", d.path().display());
+        say!("tracer: reports written to {}", d.current_path().display());
     } else {
-        util::print_quietly(&render::summary::render(&report, Some(d.path())));
+        util::print_quietly(&render::summary::render(&report, Some(&d.current_path())));
     }
     Ok(0)
 }
@@ -380,9 +427,8 @@ fn attach_launched(c: &mut Collector, pid: u32, interp: Interpreter, in_exec: bo
     if c.mode == Mode::Exact {
         static_warning(&interp);
     }
-    c.add_stopped(pid, interp, in_exec as u64)?;
+    c.add_launched(pid, interp, in_exec as u64)?;
     let t = c.targets.last_mut().unwrap();
-    t.launched = true;
     say!("{}", attach_line(t, c.mode, c.budget));
     Ok(())
 }
@@ -413,13 +459,21 @@ fn follow_execs(c: &mut Collector) {
 }
 
 /// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
-fn adopt(c: &mut Collector, discovery: &mut Discovery) {
+fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Option<Instant>) {
     let traced = c.traced_pids();
     for found in discovery.scan(&traced) {
+        // `-d` passed while attaching the processes found: the rest are not attached.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let pid = found.pid;
         let interp = match python::inspect_pid(pid) {
             Ok(i) => i,
-            Err(Error::NotPython { .. } | Error::NoSuchPid(_) | Error::Exited { .. }) => continue,
+            Err(Error::NotPython { .. }) => continue,
+            Err(Error::NoSuchPid(_) | Error::Exited { .. }) => {
+                c.missed.exited_before_attach += 1;
+                continue;
+            }
             Err(e) => {
                 say!("tracer: pid {pid} not traced: {e}");
                 continue;
@@ -440,6 +494,11 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery) {
     }
 }
 
+/// Has the deadline (`-d`) passed?
+fn past(deadline: Option<tokio::time::Instant>) -> bool {
+    deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn collect_loop(
     c: &mut Collector,
@@ -450,6 +509,7 @@ async fn collect_loop(
     discovery: &mut Discovery,
     mut launcher: Option<&mut launch::Launcher>,
     mut recording_line: Option<String>,
+    last_tick: &mut Instant,
 ) -> Result<()> {
     let first = report_now(c, archive, started);
     for s in sinks.iter_mut() {
@@ -481,6 +541,10 @@ async fn collect_loop(
     };
     let mut waiting_said = false;
     loop {
+        // `-d` is a deadline whatever the branch that ran last took.
+        if past(deadline) {
+            break;
+        }
         // A signal that would have ended tracer (SIGHUP, SIGQUIT...): the reports, as for Ctrl-C.
         if let Some(sig) = crate::signals::received() {
             say!(
@@ -549,20 +613,30 @@ async fn collect_loop(
             _ = sigint.recv() => { if !args.live { say!("tracer: interrupted, writing the reports"); } break; }
             _ = sigterm.recv() => { say!("tracer: terminated, writing the reports"); break; }
             _ = until_deadline => break,
-            _ = threads.tick() => c.refresh_threads(),
+            _ = threads.tick() => {
+                c.refresh_threads();
+                for f in c.take_forks() {
+                    say!("tracer: tracing pid {} ({}), forked by pid {}", f.pid, crate::procfs::comm(f.pid), f.parent);
+                }
+            }
             _ = window_due => c.windows(),
             _ = census.tick() => c.census(),
             _ = stack_samples.tick(), if c.census => c.sample_stacks(),
             _ = tick.tick() => {
                 let events = c.tick();
+                *last_tick = Instant::now();
                 archive_closed(c, archive);
                 for ev in events {
                     match ev {
-                        Event::Exited(pid) => say!("tracer: pid {pid} exited; keeping its last checkpoint"),
+                        Event::Exited(pid) => say!("tracer: pid {pid} exited"),
                         Event::Execd { pid, into } => say!("tracer: pid {pid} exec'd {into}; its entry keeps the figures up to the exec"),
                     }
                 }
                 follow_execs(c);
+                // A tick that ran late on a loaded machine: past `-d`, nothing more is done.
+                if past(deadline) {
+                    break;
+                }
                 if let (Some(l), false) = (launcher.as_ref(), waiting_said) {
                     if !c.ever_traced() && started.elapsed() >= Duration::from_secs(1) {
                         say!("tracer: waiting for `{}` to start Python", l.shown);
@@ -575,10 +649,13 @@ async fn collect_loop(
                         s.tick(&r);
                     }
                 }
-                adopt(c, discovery);
+                adopt(c, discovery, deadline.map(|d| d.into_std()));
                 let launching = launcher.as_ref().is_some_and(|l| !l.done);
                 if c.all_exited() && !discovery.follows() && !launching {
                     say!("tracer: every target has exited");
+                    break;
+                }
+                if past(deadline) {
                     break;
                 }
                 // Watch mode takes a checkpoint after each window (when its samples change);

@@ -92,6 +92,26 @@ pub fn original_descriptor_limit() -> Option<libc::rlimit> {
     })
 }
 
+/// Raises tracer's scheduling priority (nice -10) for the final reading and reports; returns
+/// the niceness to go back to.
+pub fn hurry() -> Option<i32> {
+    unsafe {
+        *libc::__errno_location() = 0;
+        let before = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if *libc::__errno_location() != 0 {
+            return None;
+        }
+        (libc::setpriority(libc::PRIO_PROCESS, 0, before.min(-10)) == 0).then_some(before)
+    }
+}
+
+/// Back to the niceness `hurry` found.
+pub fn unhurry(before: Option<i32>) {
+    if let Some(n) = before {
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };
+    }
+}
+
 /// Root, or the capabilities tracer needs.
 pub fn require_privileges() -> Result<()> {
     if unsafe { libc::geteuid() } == 0 {
@@ -175,8 +195,23 @@ pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    s.parse()
-        .map_err(|_| format!("'{s}' is not an address to listen on (e.g. 127.0.0.1:9464 or 9464)"))
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    // A host name with a port (`localhost:9464`): its first address, IPv4 first.
+    use std::net::ToSocketAddrs as _;
+    let bad = || {
+        format!(
+            "'{s}' is not an address to listen on (e.g. 127.0.0.1:9464, localhost:9464 or 9464)"
+        )
+    };
+    let addrs: Vec<std::net::SocketAddr> = s.to_socket_addrs().map_err(|_| bad())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(bad)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the kernel programs' clock (bpf_ktime_get_ns), so that the

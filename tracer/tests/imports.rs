@@ -9,9 +9,11 @@ use std::path::Path;
 /// The modules, bottom first: a module may use only the ones before it.
 const LAYERS: &[&str] = &[
     // Foundations: errors, /proc, helpers, plain data shared by every layer.
+    "text",
     "error",
     "procfs",
     "util",
+    "signals",
     "batch",
     "config",
     "frame",

@@ -3,6 +3,7 @@
 //! the exec; the new program gets an entry of its own if it is CPython). It hands over plain views
 //! (`snapshot`) and the entries that closed, and knows nothing of the report.
 
+mod forks;
 mod watch;
 
 use std::collections::HashMap;
@@ -19,10 +20,12 @@ use crate::python::frames::{self, Check, Runtime};
 use crate::python::{self, Interpreter};
 use crate::say;
 use crate::snapshot::{
-    AllocGroup, Checkpoint, CollectorView, HookCoverage, OpenFd, ProcSnapshot, StackKey, TargetView,
+    AllocGroup, CollectorView, History, HookCoverage, OpenFd, ProcSnapshot, StackKey, TargetView,
 };
 use crate::symbolize::Symbolizer;
 use crate::util::monotonic_ns;
+pub(crate) use forks::How;
+pub use forks::{Followed, Forked, Missed};
 pub use watch::{Sample, Window};
 
 /// A traced process: who it is, where it stands (exit, exec), and what is followed in it, by
@@ -38,6 +41,11 @@ pub struct Target {
     pub start_ticks: u64,
     /// Started by the launched command's process tree (ended with the recording).
     pub launched: bool,
+    /// Forked by this traced process (its image is its parent's, up to an exec): its Python
+    /// frames read through the parent's memory once it is gone.
+    pub forked_from: Option<u32>,
+    /// Stopped at the last tick (SIGSTOP, a debugger's stop).
+    pub stopped: bool,
     /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
     /// Its pid in its own pid namespace, when that is not the host's.
@@ -52,7 +60,7 @@ pub struct Target {
     /// The last snapshot taken while the process was alive.
     pub last: Option<ProcSnapshot>,
     /// Checkpoints, oldest first.
-    pub history: Vec<Checkpoint>,
+    pub history: History,
     /// Reading the interpreter: its runtime, its threads, the layout's live check.
     pub threads: Threads,
     /// Watch mode's samples and windows.
@@ -98,6 +106,11 @@ pub struct Threads {
     /// The layout passed the live checks (`Runtime::validate`); else since when it is pending.
     pub layout_checked: bool,
     pub pending_since: Option<Instant>,
+    /// When the thread list may be read again: reading it costs in proportion to the threads
+    /// (thousands in some services), and is spaced so that it stays under 5% of a core.
+    pub next_refresh: Option<Instant>,
+    /// Where the outside sampler goes on in a long thread list (see `sample_stacks`).
+    pub sample_cursor: usize,
 }
 
 /// Watch mode: live samples by address, how many windows ran and for how long the probes were
@@ -116,6 +129,9 @@ pub struct WatchState {
     type_type: Option<u64>,
     types: HashMap<u64, bool>,
 }
+
+/// Threads whose stacks one round of the outside sampler reads (every 10 ms).
+const SAMPLED_THREADS: usize = 64;
 
 /// How long a layout may stay undecided (a starting interpreter) before it is refused.
 const LAYOUT_PENDING_LIMIT: Duration = Duration::from_secs(15);
@@ -148,6 +164,9 @@ pub struct PendingExec {
     pub start_ticks: u64,
     pub since: Instant,
     pub launched: bool,
+    /// A child found through its parent's fork (not an exec of a traced program): quiet
+    /// unless it runs Python, followed if it does not.
+    pub forked: bool,
 }
 
 /// What the re-inspection of a process that exec'd found.
@@ -207,6 +226,12 @@ pub struct Collector {
     added: u64,
     /// Processes that exec'd, their new program not inspected yet.
     pub execs: Vec<PendingExec>,
+    /// `--children`: every target's forks are followed (else only a launched command's).
+    pub follow_children: bool,
+    /// Processes followed for the processes they start, not traced (not CPython).
+    pub followed: Vec<Followed>,
+    /// Processes that could not be traced.
+    pub missed: Missed,
     started: Instant,
     /// Why the kernel's on-CPU stack sampler cannot run (said once).
     sampler_error: Option<String>,
@@ -232,22 +257,44 @@ impl Collector {
             closed: Vec::new(),
             added: 0,
             execs: Vec::new(),
+            follow_children: false,
+            followed: Vec::new(),
+            missed: Missed::default(),
             sampler_error: None,
             started: Instant::now(),
         }
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
-        self.add_stopped(pid, interp, 0)
+        self.add_entry(pid, interp, How::default())
     }
 
     /// Adds a process that is stopped inside `execs_in_flight` exec calls (launch mode: a
-    /// ptrace exec stop, before the kernel's syscall exit counts the exec).
-    pub fn add_stopped(
+    /// ptrace exec stop, before the kernel's syscall exit counts the exec); its forks are
+    /// followed (every Python process a launched command starts is traced).
+    pub fn add_launched(
         &mut self,
         pid: u32,
         interp: Interpreter,
         execs_in_flight: u64,
+    ) -> crate::error::Result<()> {
+        self.add_entry(
+            pid,
+            interp,
+            How {
+                execs_in_flight,
+                launched: true,
+                forked_from: None,
+            },
+        )
+    }
+
+    /// Adds an entry for `pid`, running `interp`.
+    pub(crate) fn add_entry(
+        &mut self,
+        pid: u32,
+        interp: Interpreter,
+        how: How,
     ) -> crate::error::Result<()> {
         // The kernel records a process's events from the moment it enters the target map, so
         // everything it needs to walk the process's Python frames is published first (the
@@ -259,17 +306,26 @@ impl Collector {
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
         let warning = interp.unreadable_warning();
         if let Some(w) = &warning {
-            say!("{w}");
+            if how.forked_from.is_none() {
+                say!("{w}");
+            }
         }
-        if interp.layout().is_some_and(|l| l.op_load_global.is_empty()) {
+        if interp.layout().is_some_and(|l| l.op_load_global.is_empty()) && how.forked_from.is_none()
+        {
             say!(
                 "tracer: note: CPython {} is newer than tracer's opcode table: the heap census \
                  does not name the lines that use a global",
                 interp.version
             );
         }
-        // Threads of a program this pid ran before (an exec) are not this one's.
-        self.probes.set_threads(pid, &HashMap::new());
+        // Threads of a program this pid ran before (an exec) are not this one's; a forked
+        // child's thread was entered by the kernel (its parent's forking thread).
+        let parent = how.forked_from.and_then(|p| self.live(p));
+        let layout_checked = parent.is_some_and(|p| p.threads.layout_checked);
+        let parent_launched = parent.is_some_and(|p| p.launched);
+        if how.forked_from.is_none() {
+            self.probes.set_threads(pid, &HashMap::new());
+        }
         let st_k = self.probes.pid_stats(pid);
         let st = procfs::stat(pid);
         let ticks = st.map(|s| s.cpu_ticks).unwrap_or(0);
@@ -281,25 +337,28 @@ impl Collector {
             interp,
             attached_at: Instant::now(),
             start_ticks: st.map(|s| s.start_ticks).unwrap_or(0),
-            launched: false,
+            launched: how.launched || parent_launched,
+            forked_from: how.forked_from,
+            stopped: false,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
             uprobes,
             exited_after: None,
             exec: ExecState {
                 execd: None,
-                execs_seen: st_k.execs + execs_in_flight,
+                execs_seen: st_k.execs + how.execs_in_flight,
                 born_ns: st_k.last_exec_ns,
             },
             counters: Counters {
-                cpu_ticks_at_start: ticks,
+                cpu_ticks_at_start: if how.forked_from.is_some() { 0 } else { ticks },
                 cpu_ticks_last: ticks,
                 alloc_calls_base: st_k.alloc_calls,
             },
             last: None,
-            history: Vec::new(),
+            history: History::default(),
             threads: Threads {
                 warning,
+                layout_checked,
                 ..Default::default()
             },
             watch: WatchState {
@@ -308,8 +367,9 @@ impl Collector {
             },
             census: None,
         });
-        self.refresh_threads();
-        if let Err(e) = self.probes.add_target(pid) {
+        self.refresh_target(self.targets.len() - 1);
+        let follow = self.follows_forks(self.targets.len() - 1);
+        if let Err(e) = self.probes.add_target(pid, follow) {
             self.targets.pop();
             self.probes.remove_target(pid);
             self.probes.set_threads(pid, &HashMap::new());
@@ -381,24 +441,35 @@ impl Collector {
     /// Publishes each live target's threads (tid -> PyThreadState) to the kernel. Cheap: a few
     /// reads of target memory per thread; run often so new threads get Python stacks quickly.
     pub fn refresh_threads(&mut self) {
-        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+        for i in 0..self.targets.len() {
+            self.refresh_target(i);
+        }
+    }
+
+    /// `refresh_threads` for one target.
+    fn refresh_target(&mut self, i: usize) {
+        {
+            let t = &mut self.targets[i];
+            if t.exited_after.is_some() {
+                return;
+            }
             if replaced(&self.probes, t) {
-                continue; // its memory is another program's now (closed at the next tick)
+                return; // its memory is another program's now (closed at the next tick)
             }
             let fresh = t.threads.runtime.is_none();
             if fresh {
                 if t.threads.warning.is_some() {
-                    continue;
+                    return;
                 }
                 let (Some(layout), Some(rt), Some(ct)) = (
                     t.interp.layout(),
                     t.interp.runtime_vaddr,
                     t.interp.code_type_vaddr,
                 ) else {
-                    continue;
+                    return;
                 };
                 let Some(bias) = t.interp.bias_in(t.pid) else {
-                    continue;
+                    return;
                 };
                 let mut runtime =
                     Runtime::new(t.pid, layout, rt.wrapping_add(bias), ct.wrapping_add(bias));
@@ -410,7 +481,7 @@ impl Collector {
                         Check::Pending(why) => {
                             let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
-                                continue;
+                                return;
                             }
                             Some(why)
                         }
@@ -418,14 +489,14 @@ impl Collector {
                         // it never changes).
                         Check::NotRunning => {
                             t.threads.pending_since.get_or_insert_with(Instant::now);
-                            continue;
+                            return;
                         }
                         // Threads decode: their frames are checked when one shows; after the
                         // limit (threads that only run native code) the thread check stands.
                         Check::ThreadsOnly => {
                             let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
                             if since.elapsed() <= LAYOUT_PENDING_LIMIT {
-                                continue;
+                                return;
                             }
                             None
                         }
@@ -437,7 +508,7 @@ impl Collector {
                         );
                         say!("{w}");
                         t.threads.warning = Some(w);
-                        continue;
+                        return;
                     }
                     t.threads.layout_checked = true;
                     let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
@@ -452,12 +523,18 @@ impl Collector {
                     t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
                 }
             }
+            if !fresh && t.threads.next_refresh.is_some_and(|n| Instant::now() < n) {
+                return;
+            }
+            let began = Instant::now();
             let rt = t.threads.runtime.as_mut().unwrap();
             let now: HashMap<u32, u64> = rt.threads().into_iter().collect();
+            t.threads.next_refresh =
+                Some(began + (began.elapsed() * 20).min(Duration::from_secs(5)));
             if now.is_empty() {
                 // Not initialised yet (launch mode): try again next time.
                 t.threads.runtime = None;
-                continue;
+                return;
             }
             if fresh && self.python_walk {
                 // Now that the thread list is known, the kernel can find new threads by itself.
@@ -475,10 +552,8 @@ impl Collector {
         let at = self.started.elapsed().as_secs_f64();
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
             let Some(snap) = &t.last else { continue };
-            let mut cp = Checkpoint {
-                at,
-                ..Default::default()
-            };
+            let mut allocs: HashMap<Vec<Frame>, (u64, u64)> = HashMap::new();
+            let mut fds: HashMap<Vec<Frame>, u64> = HashMap::new();
             // Watch mode counts the samples of earlier windows only: the ones the last window
             // just took are alive by construction, and their number is noise, not growth.
             let mut by_stack: HashMap<StackKey, (u64, u64)> = HashMap::new();
@@ -497,14 +572,14 @@ impl Collector {
             }
             for (k, (bytes, count)) in by_stack {
                 let frames = verdict_key(snap.frames.get(&k).cloned().unwrap_or_default());
-                let e = cp.allocs.entry(frames).or_default();
+                let e = allocs.entry(frames).or_default();
                 e.0 += bytes;
                 e.1 += count;
             }
             for f in &snap.fds {
-                *cp.fds.entry(snap.fd_site(f)).or_default() += 1;
+                *fds.entry(snap.fd_site(f)).or_default() += 1;
             }
-            t.history.push(cp);
+            t.history.push(at, allocs, fds);
         }
     }
 
@@ -538,7 +613,21 @@ impl Collector {
             let Some(rt) = t.threads.runtime.as_mut() else {
                 continue;
             };
-            let tstates = rt.tstates();
+            // A short thread list is read at every sample (a request thread lives a few
+            // milliseconds); a long one is the last refresh's, sampled a slice at a time.
+            let tstates = if t.threads.published.len() <= SAMPLED_THREADS {
+                rt.tstates()
+            } else {
+                let mut all: Vec<u64> = t.threads.published.values().copied().collect();
+                all.sort_unstable();
+                let from = t.threads.sample_cursor % all.len();
+                t.threads.sample_cursor = from + SAMPLED_THREADS;
+                all.into_iter()
+                    .cycle()
+                    .skip(from)
+                    .take(SAMPLED_THREADS)
+                    .collect()
+            };
             c.add_stacks(rt.stacks(&tstates));
         }
     }
@@ -578,17 +667,87 @@ impl Collector {
     }
 
     /// Frames of one stack, root first: Python frames with the native frames chosen by `native`.
+    /// A forked child not read yet (or gone) has its Python frames read through its parent,
+    /// whose image it ran.
     fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<Frame> {
         let pid = self.targets[i].pid;
         let native = self.symbolizer.native(&self.probes, pid, key.0);
+        let reader = if self.targets[i].threads.runtime.is_some() {
+            Some(i)
+        } else {
+            self.targets[i].forked_from.and_then(|parent| {
+                self.targets.iter().position(|t| {
+                    t.pid == parent && t.exited_after.is_none() && t.threads.runtime.is_some()
+                })
+            })
+        };
         let py = match (
             self.probes.pystack(key.1),
-            self.targets[i].threads.runtime.as_mut(),
+            reader.and_then(|r| self.targets[r].threads.runtime.as_mut()),
         ) {
             (Some(stack), Some(rt)) => rt.labels(key.1, &stack),
             _ => Vec::new(),
         };
         merge_frames(py, native, self.native)
+    }
+
+    /// A target that just exited: its descriptors are the ones open at its exit, as the kernel's
+    /// map holds them (an exit closes them without a syscall the kernel sees), not the ones of
+    /// its last snapshot, which a short-lived process may never have had.
+    fn descriptors_at_exit(&mut self, i: usize, fds: &HashMap<FdKey, FdInfo>) {
+        let pid = self.targets[i].pid;
+        let born = self.targets[i].exec.born_ns;
+        let min_age = self.min_age.as_nanos() as u64;
+        let now = monotonic_ns();
+        let mut open: Vec<OpenFd> = fds
+            .iter()
+            .filter(|(k, v)| k.pid == pid && now.saturating_sub(v.ts_ns) >= min_age)
+            .map(|(k, v)| {
+                let mut info = *v;
+                if info.ts_ns < born {
+                    info.ustack = BEFORE_EXEC.0;
+                    info.pystack = BEFORE_EXEC.1;
+                }
+                let named = self.targets[i].last.as_ref().and_then(|l| {
+                    l.fds
+                        .iter()
+                        .find(|f| f.fd == k.fd && f.info.ts_ns == v.ts_ns)
+                        .and_then(|f| f.target.clone())
+                });
+                OpenFd {
+                    fd: k.fd,
+                    info,
+                    target: named,
+                }
+            })
+            .collect();
+        open.sort_by_key(|f| f.fd);
+        let mut keys: Vec<StackKey> = open
+            .iter()
+            .map(|f| (f.info.ustack, f.info.pystack))
+            .collect();
+        keys.dedup();
+        let known: Vec<StackKey> = self.targets[i]
+            .last
+            .as_ref()
+            .map(|l| l.frames.keys().copied().collect())
+            .unwrap_or_default();
+        let mut frames = HashMap::new();
+        for k in keys.into_iter().filter(|k| !known.contains(k)) {
+            let f = if k == BEFORE_EXEC {
+                vec![Frame::Marker(Marker::OpenedBeforeExec)]
+            } else {
+                self.frames_of(i, k)
+            };
+            frames.insert(k, f);
+        }
+        let stats = self.probes.pid_stats(pid);
+        let last = self.targets[i].last.get_or_insert_with(|| ProcSnapshot {
+            stats,
+            ..ProcSnapshot::default()
+        });
+        last.frames.extend(frames);
+        last.fds = open;
     }
 
     /// Every target has exited (or exec'd a program that is not traced), and no exec is being
@@ -637,6 +796,7 @@ impl Collector {
             targets: self.targets.iter().map(Target::view).collect(),
             kernel_stats: self.probes.stats().to_vec(),
             map_entries: self.map_entries,
+            missed: self.missed,
         }
     }
 
@@ -693,6 +853,7 @@ impl Collector {
             start_ticks: t.start_ticks,
             since: Instant::now(),
             launched: t.launched,
+            forked: false,
         });
         Event::Execd { pid, into }
     }
@@ -711,16 +872,18 @@ impl Collector {
             } else {
                 Err(crate::error::Error::NoSuchPid(e.pid))
             };
+            let how = How {
+                launched: e.launched,
+                ..How::default()
+            };
             let outcome = match result {
-                Ok(interp) => match self.add(e.pid, interp) {
-                    Ok(()) => {
-                        let t = self.targets.last_mut().unwrap();
-                        t.launched = e.launched;
-                        ExecOutcome::Python(self.targets.len() - 1)
-                    }
+                Ok(interp) => match self.add_entry(e.pid, interp, how) {
+                    Ok(()) => ExecOutcome::Python(self.targets.len() - 1),
                     Err(err) => ExecOutcome::Failed { pid: e.pid, err },
                 },
-                Err(crate::error::Error::NoSuchPid(_)) => ExecOutcome::Gone(e.pid),
+                Err(crate::error::Error::NoSuchPid(_) | crate::error::Error::Exited { .. }) => {
+                    ExecOutcome::Gone(e.pid)
+                }
                 Err(crate::error::Error::NotPython { .. }) if e.since.elapsed() < EXEC_GRACE => {
                     self.execs.push(e);
                     continue;
@@ -730,6 +893,18 @@ impl Collector {
                 }
                 Err(err) => ExecOutcome::Failed { pid: e.pid, err },
             };
+            if e.forked {
+                // A child found through a fork: not a program the user asked about; followed
+                // for what it starts when it is not Python, quiet when it ended.
+                match outcome {
+                    ExecOutcome::Python(_) => out.push(outcome),
+                    ExecOutcome::NotPython { .. } => self.follow_only(&e),
+                    ExecOutcome::Gone(_) | ExecOutcome::Failed { .. } => {
+                        self.probes.remove_target(e.pid)
+                    }
+                }
+                continue;
+            }
             if !matches!(outcome, ExecOutcome::Python(_)) && self.live(e.pid).is_none() {
                 self.probes.remove_target(e.pid);
             }
@@ -753,7 +928,17 @@ impl Collector {
             }
             let st = self.probes.pid_stats(self.targets[i].pid);
             if st.execs > self.targets[i].exec.execs_seen {
-                events.push(self.close_execd(i, &st));
+                let event = self.close_execd(i, &st);
+                // A forked child that exec'd before it was ever read (a subprocess) is its new
+                // program only: its entry is not kept, and not said.
+                let t = &self.targets[i];
+                if t.forked_from.is_some() && t.last.is_none() {
+                    self.execs.last_mut().unwrap().forked = true;
+                    self.targets[i].history.clear();
+                    self.targets[i].exec.execd = Some(String::new());
+                } else {
+                    events.push(event);
+                }
             }
         }
         let now = monotonic_ns();
@@ -779,6 +964,7 @@ impl Collector {
         });
         let fds = self.probes.fds();
         self.map_entries = (alloc_entries, fds.len() as u64);
+        let mut ended = Vec::new();
         for i in 0..self.targets.len() {
             let pid = self.targets[i].pid;
             if self.targets[i].exited_after.is_some() {
@@ -791,6 +977,7 @@ impl Collector {
                 continue;
             }
             if liveness == procfs::Liveness::Gone {
+                self.descriptors_at_exit(i, &fds);
                 let t = &mut self.targets[i];
                 t.exited_after = Some(t.attached_at.elapsed());
                 if t.comm == "?" || t.comm.is_empty() {
@@ -799,9 +986,19 @@ impl Collector {
                 events.push(Event::Exited(pid));
                 self.freeze(i);
                 self.probes.set_threads(pid, &HashMap::new());
-                self.probes.remove_target(pid);
+                ended.push(pid);
                 self.symbolizer.forget(pid);
                 continue;
+            }
+            // Stopped by SIGSTOP or a debugger: said when it happens and when it ends.
+            let stopped = procfs::stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't'));
+            if stopped != self.targets[i].stopped {
+                self.targets[i].stopped = stopped;
+                if stopped {
+                    say!("tracer: WARNING: pid {pid} is stopped (SIGSTOP, or a debugger holds it): nothing it does shows until it runs again");
+                } else {
+                    say!("tracer: pid {pid} runs again");
+                }
             }
             if self.mode == Mode::Watch {
                 self.verify_samples(i);
@@ -887,6 +1084,7 @@ impl Collector {
                 frames,
             });
         }
+        self.probes.remove_targets(&ended);
         // A program replaced by an exec keeps its group until its successor is known
         // (`follow_execs`): the same interpreter again keeps its probes.
         if events.iter().any(|e| matches!(e, Event::Exited(_))) {
@@ -896,7 +1094,11 @@ impl Collector {
             .into_iter()
             .partition(|t| t.exited_after.is_some());
         self.targets = live;
-        self.closed.extend::<Vec<Target>>(closed);
+        self.closed.extend(
+            closed
+                .into_iter()
+                .filter(|t: &Target| t.exec.execd.as_deref() != Some("")),
+        );
         events
     }
 }
@@ -919,7 +1121,7 @@ impl Target {
             exited_after: self.exited_after,
             execd: self.exec.execd.as_deref(),
             last: self.last.as_ref(),
-            history: &self.history,
+            history: &self.history.checkpoints,
             alloc_calls_base: self.counters.alloc_calls_base,
             cpu_seconds: self
                 .counters
@@ -935,16 +1137,28 @@ impl Target {
             census: self.census.as_ref().map(|c| c.report()),
             warning: self.threads.warning.clone().or_else(|| {
                 // Never silent: a layout that could not be checked was never used.
-                (!self.threads.layout_checked
+                let unchecked = !self.threads.layout_checked
                     && self.interp.layout().is_some()
-                    && self.threads.pending_since.is_some())
-                .then(|| {
-                    python::unreadable_line(
-                        &self.interp.version.to_string(),
-                        "its interpreter never showed a running thread list to check the layout \
-                         against",
-                    )
-                })
+                    && self.threads.pending_since.is_some();
+                if self.stopped && self.exited_after.is_none() {
+                    Some(format!(
+                        "WARNING: pid {} is stopped (SIGSTOP, or a debugger holds it): nothing it does shows until it runs again",
+                        self.pid
+                    ))
+                } else if unchecked && self.exec.execd.is_some() {
+                    Some(format!(
+                        "WARNING: CPython {}: its program was replaced by an exec before tracer could check its layout: no Python frames and no heap census for it; its descriptors up to the exec are listed",
+                        self.interp.version
+                    ))
+                } else {
+                    unchecked.then(|| {
+                        python::unreadable_line(
+                            &self.interp.version.to_string(),
+                            "its interpreter never showed a running thread list to check the \
+                             layout against",
+                        )
+                    })
+                }
             }),
         }
     }

@@ -55,6 +55,10 @@ fn pid_namespace(pid: u32) -> (u64, u64) {
 }
 
 /// A live CPython runtime in one process.
+/// At most this many threads of one process are read (the kernel's thread map holds 65,536 in
+/// all).
+const MAX_THREADS: usize = 16384;
+
 pub struct Runtime {
     pub pid: u32,
     /// The process's memory (or recorded pages of it).
@@ -239,19 +243,17 @@ impl Runtime {
         } else {
             host.clone()
         };
+        let by_own: HashMap<u32, u32> = own.iter().copied().zip(host.iter().copied()).collect();
         let mut out = Vec::new();
-        for tstate in self.tstates() {
-            let Some(b) = self.read(tstate, 512) else {
-                break;
-            };
+        for (tstate, b) in self.tstate_records() {
             let tid = match l.tstate_native_thread_id {
                 Some(off) => u64_at(&b, off) as u32,
                 None => self
                     .tid_of_pthread(u64_at(&b, l.tstate_thread_id), &own)
                     .unwrap_or(0),
             };
-            if let Some(i) = own.iter().position(|&t| t == tid && tid != 0) {
-                out.push((host[i], tstate));
+            if let Some(&h) = by_own.get(&tid).filter(|_| tid != 0) {
+                out.push((h, tstate));
             }
         }
         out
@@ -263,13 +265,25 @@ impl Runtime {
         if let Some(t) = &self.given_threads {
             return t.iter().map(|t| t.1).collect();
         }
+        self.tstate_records().into_iter().map(|(a, _)| a).collect()
+    }
+
+    /// The thread states of the main interpreter with their first bytes: one read each, in
+    /// linear time however many threads there are (a service with thousands of idle threads).
+    fn tstate_records(&mut self) -> Vec<(u64, Vec<u8>)> {
         let l = self.layout;
         let interp = self.ptr(self.runtime + l.runtime_interpreters_head);
         let mut tstate = self.ptr(interp + l.interp_threads_head);
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        while tstate != 0 && out.len() < 4096 && !out.contains(&tstate) {
-            out.push(tstate);
-            tstate = self.ptr(tstate + l.tstate_next);
+        let len = 512.max(l.tstate_next as usize + 8);
+        while tstate != 0 && out.len() < MAX_THREADS && seen.insert(tstate) {
+            let Some(b) = self.read(tstate, len) else {
+                break;
+            };
+            let next = u64_at(&b, l.tstate_next);
+            out.push((tstate, b));
+            tstate = next;
         }
         out
     }
@@ -679,6 +693,10 @@ impl Runtime {
                 Some(c) => Frame::python(&c.name, &c.filename, self.line(&c, f.instr)),
                 None => Frame::Marker(Marker::UnknownPython),
             });
+        }
+        // A cache: kept bounded however many distinct stacks a long recording sees.
+        if self.stacks.len() >= 65536 {
+            self.stacks.clear();
         }
         self.stacks.insert(key, out.clone());
         out

@@ -188,19 +188,55 @@ pub fn inspect_pid(pid: u32) -> Result<Interpreter> {
                 open_path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end).into();
             }
         }
+        let mapped_at = maps
+            .iter()
+            .find(|m| m.path.as_deref() == Some(path.as_str()) && m.offset == 0)
+            .map(|m| m.start);
+        // Another process of the same file was inspected already: its findings hold (the file
+        // is read once however many processes run it: a service forking workers, a host
+        // starting Pythons by the second).
+        let key = std::fs::metadata(&open_path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), path.clone()));
+        if let Some(mut i) = key.as_ref().and_then(cached) {
+            i.open_path = open_path;
+            i.bias = mapped_at.map(|s| s.wrapping_sub(i.first_load_page));
+            return Ok(i);
+        }
         let Ok(elf) = Elf::open(&open_path) else {
             continue;
         };
         if !elf.looks_like_python() {
             continue;
         }
-        let bias = maps
-            .iter()
-            .find(|m| m.path.as_deref() == Some(path.as_str()) && m.offset == 0)
-            .map(|m| m.start.wrapping_sub(elf.first_load_page()));
-        return inspect(&elf, path, open_path, bias, Some(pid));
+        let bias = mapped_at.map(|s| s.wrapping_sub(elf.first_load_page()));
+        let i = inspect(&elf, path, open_path, bias, Some(pid))?;
+        if let Some(k) = key {
+            remember(k, &i);
+        }
+        return Ok(i);
     }
     Err(not_python())
+}
+
+/// An interpreter file: device, inode, size, modification time, and the path the process
+/// names it by.
+type FileKey = (u64, u64, u64, i64, String);
+
+static INSPECTED: std::sync::Mutex<Vec<(FileKey, Interpreter)>> = std::sync::Mutex::new(Vec::new());
+
+fn cached(key: &FileKey) -> Option<Interpreter> {
+    let c = INSPECTED.lock().ok()?;
+    c.iter().find(|(k, _)| k == key).map(|(_, i)| i.clone())
+}
+
+fn remember(key: FileKey, i: &Interpreter) {
+    if let Ok(mut c) = INSPECTED.lock() {
+        if c.len() >= 64 {
+            c.remove(0);
+        }
+        c.push((key, i.clone()));
+    }
 }
 
 /// Inspects an interpreter file before it is mapped (launch mode).

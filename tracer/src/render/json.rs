@@ -45,7 +45,12 @@
 //!                   item holds alone: str/bytes/numbers, its attributes' storage, small
 //!                   lists/dicts/sets/tuples among its attributes) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
-//!               the reference path of one of a growing type's newest objects) } ] } } ] }
+//!               the reference path of one of a growing type's newest objects) } ] } } ],
+//!   "health": { "allocator_calls", "dropped_allocations", "dropped_descriptors" (map full),
+//!       "stacks_lost", "ended_not_listed" (processes that ended, beyond the ones kept),
+//!       "missed": { "exited_before_attach" (Python processes found that ended before they
+//!           could be attached), "forks_lost" (forks of traced processes the kernel could not
+//!           record) } } }
 //! ```
 //! Memory amounts are bytes; descriptor amounts are descriptors.
 
@@ -157,6 +162,17 @@ pub fn render(r: &Report) -> String {
         "interval_s": r.interval.as_secs_f64(),
         "budget": r.budget.map(|(w, b)| json!({"window_ms": w.as_millis() as u64, "percent": b})),
         "processes": procs,
+        "health": {
+            "allocator_calls": r.health.alloc_calls,
+            "dropped_allocations": r.health.alloc_map_full,
+            "dropped_descriptors": r.health.fd_map_full,
+            "stacks_lost": r.health.stacks_lost,
+            "ended_not_listed": r.health.closed_dropped,
+            "missed": {
+                "exited_before_attach": r.health.missed.exited_before_attach,
+                "forks_lost": r.health.missed.forks_lost,
+            },
+        },
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

@@ -92,7 +92,7 @@ pub fn write_all(
     dir: &OutputDir,
     formats: &[Format],
 ) -> std::result::Result<(), crate::output::WriteError> {
-    dir.write_set(&files(report, Some(dir.path()), formats))
+    dir.write_set(&files(report, Some(&dir.current_path()), formats))
 }
 
 /// `--format`: a comma-separated list of formats (`all` for every one).

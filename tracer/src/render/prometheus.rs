@@ -190,6 +190,13 @@ pub fn registry(r: &Report) -> Registry {
         "Entries over capacity of the kernel maps, by map",
         fullness,
     );
+    let missed = Counter::<u64>::default();
+    missed.inc_by(h.missed.exited_before_attach + h.missed.forks_lost);
+    reg.register(
+        "tracer_missed_processes",
+        "Python processes found that could not be traced (ended before they could be attached, or forks the kernel could not record)",
+        missed,
+    );
     let lost = Counter::<u64>::default();
     lost.inc_by(h.stacks_lost);
     reg.register(

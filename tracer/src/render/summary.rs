@@ -359,7 +359,7 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
             (Some(after), None) => {
                 let _ = writeln!(
                     o,
-                    "  exited after {:.1}s of tracing: figures are from its last checkpoint",
+                    "  exited after {:.1}s of tracing: descriptors as open at its exit, memory as of its last snapshot",
                     after.as_secs_f64()
                 );
             }
@@ -550,6 +550,18 @@ pub fn health_line(r: &Report) -> String {
             "; {} processes that ended earlier are not listed (at most {} ended ones are kept, those with something growing first)",
             thousands(h.closed_dropped),
             h.closed_kept
+        ));
+    }
+    if h.missed.exited_before_attach > 0 {
+        line.push_str(&format!(
+            "; {} Python processes found ended before they could be attached (not traced)",
+            thousands(h.missed.exited_before_attach)
+        ));
+    }
+    if h.missed.forks_lost > 0 {
+        line.push_str(&format!(
+            "; {} processes forked by traced ones were not recorded (the kernel's fork map was full): the scan of /proc finds those that live long enough",
+            thousands(h.missed.forks_lost)
         ));
     }
     if h.stacks_lost > 0 {

@@ -175,6 +175,8 @@ pub struct ProcReport {
     /// The program the process exec'd (then `exited_after` is the time of the exec, and the
     /// figures are the last ones from before it).
     pub execd: Option<String>,
+    /// Which of the pid's programs replaced by an exec this is (1: the first), when it is one.
+    pub image: u32,
     pub allocs: Vec<AllocStack>,
     pub fds: Vec<FdStack>,
     pub total_bytes: u64,
@@ -208,18 +210,18 @@ impl ProcReport {
         v.push(Frame::Process {
             comm: self.comm.clone(),
             pid: self.pid,
-            before_exec: self.execd.is_some(),
+            before_exec: self.execd.is_some().then_some(self.image.max(1)),
         });
         v
     }
 
     /// Marks the entry of a program replaced by an exec (the pid's next program may have an
-    /// entry of its own).
-    fn before_exec(&self) -> &'static str {
-        if self.execd.is_some() {
-            ", before exec"
-        } else {
-            ""
+    /// entry of its own), numbered from the second one.
+    fn before_exec(&self) -> String {
+        match (&self.execd, self.image) {
+            (None, _) => String::new(),
+            (Some(_), 0 | 1) => ", before exec".into(),
+            (Some(_), n) => format!(", before exec {n}"),
         }
     }
 
@@ -254,6 +256,8 @@ pub struct Health {
     /// and how many such entries are kept.
     pub closed_dropped: u64,
     pub closed_kept: usize,
+    /// Processes that could not be traced.
+    pub missed: crate::snapshot::Missed,
 }
 
 #[derive(Debug, Clone)]
@@ -388,7 +392,10 @@ fn suspects(
         }
     }
     let last = h.last();
-    let alloc_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.allocs.keys()).collect();
+    let alloc_keys: BTreeSet<&Vec<Frame>> = h
+        .iter()
+        .flat_map(|c| c.allocs.keys().map(|k| &**k))
+        .collect();
     for (key, g) in group(alloc_keys.into_iter(), Resource::Memory, paths) {
         let sum = |c: &Checkpoint, f: fn(&(u64, u64)) -> u64| -> u64 {
             g.members
@@ -430,7 +437,8 @@ fn suspects(
             frames: key,
         });
     }
-    let fd_keys: BTreeSet<&Vec<Frame>> = h.iter().flat_map(|c| c.fds.keys()).collect();
+    let fd_keys: BTreeSet<&Vec<Frame>> =
+        h.iter().flat_map(|c| c.fds.keys().map(|k| &**k)).collect();
     for (key, g) in group(fd_keys.into_iter(), Resource::Descriptors, paths) {
         let sum =
             |c: &Checkpoint| -> u64 { g.members.iter().filter_map(|(k, _)| c.fds.get(*k)).sum() };
@@ -474,7 +482,7 @@ fn growth(t: &TargetView) -> Vec<(Vec<Frame>, u64)> {
         .iter()
         .filter_map(|(k, now)| {
             let before = first.allocs.get(k).map(|v| v.0).unwrap_or(0);
-            (now.0 > before).then(|| (k.clone(), now.0 - before))
+            (now.0 > before).then(|| (k.to_vec(), now.0 - before))
         })
         .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -519,6 +527,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         interpreter: t.interpreter.clone(),
         exited_after: t.exited_after,
         execd: t.execd.map(str::to_string),
+        image: 0,
         total_bytes: allocs.iter().map(|a| a.bytes).sum(),
         total_allocs: allocs.iter().map(|a| a.count).sum(),
         open_fds: snap.fds.len() as u64,
@@ -618,6 +627,13 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
             .map(|t| (t.seq, process_report(t, c.probes_off, &archive.places))),
     );
     procs.sort_by_key(|p| p.0);
+    // A pid that exec'd several times: its replaced programs are numbered, in order.
+    let mut images: HashMap<u32, u32> = HashMap::new();
+    for (_, p) in procs.iter_mut().filter(|(_, p)| p.execd.is_some()) {
+        let n = images.entry(p.pid).or_default();
+        *n += 1;
+        p.image = *n;
+    }
     Report {
         mode: c.mode,
         interval: c.interval,
@@ -635,6 +651,7 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
             fd_entries: c.map_entries.1,
             closed_dropped: archive.dropped,
             closed_kept: archive.keep,
+            missed: c.missed,
         },
         places: archive.places.clone(),
     }
@@ -747,9 +764,9 @@ mod tests {
             .map(|i| Checkpoint {
                 at: i as f64 * 10.0,
                 allocs: HashMap::from([
-                    (a.clone(), (20_000 * i, 10 * i)),
-                    (b.clone(), (15_000 * i + 1, 5 * i + 1)),
-                    (flat.clone(), (1 << 20, 100)),
+                    (a.clone().into(), (20_000 * i, 10 * i)),
+                    (b.clone().into(), (15_000 * i + 1, 5 * i + 1)),
+                    (flat.clone().into(), (1 << 20, 100)),
                 ]),
                 fds: HashMap::new(),
             })
@@ -798,7 +815,7 @@ mod tests {
             .map(|i| Checkpoint {
                 at: i as f64 * 10.0,
                 allocs: HashMap::new(),
-                fds: HashMap::from([(site(256), i), (site(260), 2 * i)]),
+                fds: HashMap::from([(site(256).into(), i), (site(260).into(), 2 * i)]),
             })
             .collect();
         let s = suspects(

@@ -45,11 +45,11 @@ impl<'a> Files<'a> {
             }
             Some(at) => format!(
                 "{} keeps the reports of the checkpoint at {at:.0}s",
-                self.dir.path().display()
+                self.dir.current_path().display()
             ),
             None if !self.partial.is_empty() => format!(
                 "{} keeps {} (the rest did not fit)",
-                self.dir.path().display(),
+                self.dir.current_path().display(),
                 self.partial.join(", ")
             ),
             None => "no report was written before".into(),
@@ -59,7 +59,7 @@ impl<'a> Files<'a> {
     /// Writes the set of `r`; on a full disk, removes the oldest snapshots until it fits, and
     /// when none is left and no set was ever written whole, writes what fits file by file.
     fn write(&mut self, r: &Report) -> std::result::Result<(), Error> {
-        let files = render::files(r, Some(self.dir.path()), &self.formats);
+        let files = render::files(r, Some(&self.dir.current_path()), &self.formats);
         loop {
             match self.dir.write_set(&files) {
                 Ok(()) => {

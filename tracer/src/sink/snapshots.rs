@@ -33,7 +33,7 @@ impl Sink for Snapshots<'_> {
     fn checkpoint(&mut self, r: &Report) {
         self.seq += 1;
         let name = format!("{:04}-{:.0}s", self.seq, r.elapsed.as_secs_f64());
-        let files = render::files(r, Some(self.dir.path()), &self.formats);
+        let files = render::files(r, Some(&self.dir.current_path()), &self.formats);
         loop {
             let sub = match self.dir.subdir("snapshots").and_then(|s| s.subdir(&name)) {
                 Ok(sub) => sub,

@@ -13,15 +13,114 @@ use crate::config::Mode;
 use crate::frame::{verdict_key, Frame};
 use census::CensusReport;
 
+/// A stack's frames, root first, shared by every checkpoint that has it (a recording of hours
+/// keeps each stack once, not once per checkpoint).
+pub type Stack = std::sync::Arc<Vec<Frame>>;
+
 /// Outstanding values per stack (frames, root first) at one checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Checkpoint {
     /// Seconds since tracing began.
     pub at: f64,
     /// Bytes and objects (allocations, or live samples in watch mode) per stack.
-    pub allocs: HashMap<Vec<Frame>, (u64, u64)>,
+    pub allocs: HashMap<Stack, (u64, u64)>,
     /// Open descriptors per site: the stack and the kind of resource, without its name.
-    pub fds: HashMap<Vec<Frame>, u64>,
+    pub fds: HashMap<Stack, u64>,
+}
+
+/// At most this many stacks of each kind per checkpoint: the largest; the others are summed
+/// under one `[smaller stacks]` key (counted in `History::folded`).
+pub const MAX_CHECKPOINT_STACKS: usize = 1024;
+/// At most this many checkpoints per process: beyond, every other one of the older half goes
+/// (the recent half keeps its resolution, the first checkpoint stays).
+pub const MAX_CHECKPOINTS: usize = 96;
+
+/// A process's checkpoints, bounded in memory whatever the number of stacks and the length of
+/// the recording.
+#[derive(Debug, Default)]
+pub struct History {
+    pub checkpoints: Vec<Checkpoint>,
+    /// Every stack once (checkpoints share them).
+    interned: std::collections::HashSet<Stack>,
+    /// Stacks summed under `[smaller stacks]` at the last checkpoint.
+    pub folded: u64,
+}
+
+impl History {
+    /// The shared copy of `frames`.
+    pub fn intern(&mut self, frames: Vec<Frame>) -> Stack {
+        if let Some(s) = self.interned.get(&frames) {
+            return s.clone();
+        }
+        let s: Stack = std::sync::Arc::new(frames);
+        self.interned.insert(s.clone());
+        s
+    }
+
+    /// Adds a checkpoint of (stack, value) pairs, keeping the largest stacks and thinning the
+    /// history when it is full; stacks no checkpoint holds any more are forgotten.
+    pub fn push(
+        &mut self,
+        at: f64,
+        allocs: HashMap<Vec<Frame>, (u64, u64)>,
+        fds: HashMap<Vec<Frame>, u64>,
+    ) {
+        let mut folded = 0;
+        let allocs = cap(allocs, |v| v.0, |a, b| (a.0 + b.0, a.1 + b.1), &mut folded);
+        let fds = cap(fds, |v| *v, |a, b| a + b, &mut folded);
+        self.folded = folded;
+        let cp = Checkpoint {
+            at,
+            allocs: allocs
+                .into_iter()
+                .map(|(k, v)| (self.intern(k), v))
+                .collect(),
+            fds: fds.into_iter().map(|(k, v)| (self.intern(k), v)).collect(),
+        };
+        self.checkpoints.push(cp);
+        if self.checkpoints.len() > MAX_CHECKPOINTS {
+            let old_half = self.checkpoints.len() / 2;
+            let mut i = 0;
+            self.checkpoints.retain(|_| {
+                i += 1;
+                // Keep the first, and every other one of the older half.
+                i == 1 || i > old_half || i % 2 == 0
+            });
+        }
+        // Stacks that no checkpoint holds any more.
+        self.interned
+            .retain(|s| std::sync::Arc::strong_count(s) > 1);
+    }
+
+    pub fn clear(&mut self) {
+        self.checkpoints.clear();
+        self.interned.clear();
+    }
+}
+
+/// The `MAX_CHECKPOINT_STACKS` largest entries of `m`; the rest summed under one key.
+fn cap<V: Copy + Default>(
+    m: HashMap<Vec<Frame>, V>,
+    size: impl Fn(&V) -> u64,
+    add: impl Fn(V, V) -> V,
+    folded: &mut u64,
+) -> HashMap<Vec<Frame>, V> {
+    if m.len() <= MAX_CHECKPOINT_STACKS {
+        return m;
+    }
+    let mut v: Vec<(Vec<Frame>, V)> = m.into_iter().collect();
+    v.sort_by(|a, b| size(&b.1).cmp(&size(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    let rest = v.split_off(MAX_CHECKPOINT_STACKS - 1);
+    *folded += rest.len() as u64;
+    let sum = rest
+        .into_iter()
+        .fold(V::default(), |acc, (_, x)| add(acc, x));
+    let mut out: HashMap<Vec<Frame>, V> = v.into_iter().collect();
+    out.insert(
+        vec![Frame::Marker(crate::frame::Marker::SmallerStacks)],
+        sum,
+    );
+    out
 }
 
 /// Stack key: native stack id and Python stack key.
@@ -114,6 +213,15 @@ pub struct TargetView<'a> {
 }
 
 /// The collector as the report reads it.
+/// Processes that could not be traced, by why (said in the summary and report.json).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Missed {
+    /// Found (by a scan, a fork or an exec) but gone before they could be attached.
+    pub exited_before_attach: u64,
+    /// Forks the kernel could not record (its map was full).
+    pub forks_lost: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct CollectorView<'a> {
     pub mode: Mode,
@@ -130,6 +238,7 @@ pub struct CollectorView<'a> {
     pub kernel_stats: Vec<u64>,
     /// Entries in the allocation and descriptor maps at the last tick.
     pub map_entries: (u64, u64),
+    pub missed: Missed,
 }
 
 /// A descriptor's resource, as the leaf frame of its stack.
@@ -217,5 +326,42 @@ mod tests {
         assert_eq!(socket_kind(1, 1), "unix/stream");
         assert_eq!(socket_kind(1, 5), "unix/seqpacket");
         assert_eq!(socket_kind(99, 1), "family99");
+    }
+
+    fn stack(i: u64) -> Vec<Frame> {
+        vec![Frame::python("f", &format!("app{i}.py"), Some(1))]
+    }
+
+    /// Thousands of stacks over hundreds of checkpoints: at most `MAX_CHECKPOINT_STACKS` per
+    /// checkpoint (the rest summed), at most `MAX_CHECKPOINTS` checkpoints (the first kept, the
+    /// recent ones dense), each stack held once.
+    #[test]
+    fn history_is_bounded() {
+        let mut h = History::default();
+        for c in 0..300u64 {
+            let allocs: HashMap<Vec<Frame>, (u64, u64)> =
+                (0..5000).map(|i| (stack(i), (i + 1, 1))).collect();
+            h.push(c as f64, allocs, HashMap::new());
+        }
+        assert!(h.checkpoints.len() <= MAX_CHECKPOINTS);
+        assert_eq!(h.checkpoints[0].at, 0.0);
+        assert_eq!(h.checkpoints.last().unwrap().at, 299.0);
+        let last = h.checkpoints.last().unwrap();
+        assert_eq!(last.allocs.len(), MAX_CHECKPOINT_STACKS);
+        let total: u64 = last.allocs.values().map(|v| v.0).sum();
+        assert_eq!(
+            total,
+            (1..=5000).sum::<u64>(),
+            "nothing lost: the rest is summed"
+        );
+        assert_eq!(h.folded, 5000 - MAX_CHECKPOINT_STACKS as u64 + 1);
+        assert!(
+            h.interned.len() <= MAX_CHECKPOINT_STACKS,
+            "{}",
+            h.interned.len()
+        );
+        // The recent half keeps its resolution.
+        let ats: Vec<f64> = h.checkpoints.iter().map(|c| c.at).collect();
+        assert!(ats.ends_with(&[297.0, 298.0, 299.0]), "{ats:?}");
     }
 }
