@@ -4,29 +4,10 @@
 //! whole host, signals that end a session. Each test reproduces one case against the real
 //! tracer and a real Python process; docs/testing.md lists the cases and their tests.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tracer_tests::*;
-
-/// Starts a workload that prints "ready" once its loop runs, with `args`.
-fn ready(python: &str, script: &str, args: &[&str]) -> Proc {
-    use std::io::BufRead as _;
-    let mut p = Proc(
-        Command::new(python)
-            .arg(workload(script))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(p.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "{script} did not start");
-    p
-}
 
 /// A control character other than a line break, in text meant for a terminal or a line-based
 /// file.
@@ -41,7 +22,7 @@ fn raw_control(text: &str) -> Option<char> {
 #[test]
 fn target_controlled_text_is_escaped_everywhere() {
     let d = TempDir::new("hostile-text");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let out = d.path().join("out");
     let pid = w.pid().to_string();
     let mut t = Tracer::start(&["-p", &pid, "-d", "12s", "--interval", "2s"], &out);
@@ -130,7 +111,7 @@ fn target_controlled_text_is_escaped_everywhere() {
 #[test]
 fn metrics_flood_neither_exhausts_descriptors_nor_ends_the_recording() {
     let d = TempDir::new("metrics-flood");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let out = d.path().join("out");
     let port = "19471";
     let mut cmd = Command::new("prlimit");
@@ -256,7 +237,7 @@ impl Drop for SmallDisk {
 fn output_directories_others_can_write_are_refused() {
     use std::os::unix::fs::PermissionsExt as _;
     let d = TempDir::new("others-dir");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let pid = w.pid().to_string();
     for (owner, mode, said) in [
         (65534, 0o777, "belongs to another user (uid 65534)"),
@@ -307,7 +288,7 @@ fn output_directories_others_can_write_are_refused() {
 #[test]
 fn force_leaves_other_files_under_snapshots() {
     let d = TempDir::new("force-snapshots");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let out = d.path().join("out");
     for dir in ["snapshots/0001-10s", "snapshots/0002-20s", "snapshots/data"] {
         std::fs::create_dir_all(out.join(dir)).unwrap();
@@ -349,7 +330,7 @@ fn force_leaves_other_files_under_snapshots() {
 #[test]
 fn a_first_set_too_large_for_the_disk_keeps_the_summary() {
     let d = TempDir::new("tiny-disk");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let disk = SmallDisk::mount(d.path(), "12k");
     let out = disk.0.join("out");
     let mut t = Tracer::start(&["-p", &w.pid().to_string(), "-d", "4s"], &out);
@@ -371,7 +352,7 @@ fn a_first_set_too_large_for_the_disk_keeps_the_summary() {
 #[test]
 fn snapshots_make_room_for_the_final_reports() {
     let d = TempDir::new("snapshots-disk");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     let disk = SmallDisk::mount(d.path(), "400k");
     let out = disk.0.join("out");
     let mut t = Tracer::start(
@@ -434,7 +415,7 @@ fn the_root_cgroup_is_refused() {
 #[test]
 fn terminal_signals_end_the_recording_with_its_reports() {
     let d = TempDir::new("signals");
-    let w = ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
+    let w = start_ready(py(11), "hostile_names.py", &[&d.path().to_string_lossy()]);
     for (sig, name) in [
         (libc::SIGHUP, "SIGHUP"),
         (libc::SIGQUIT, "SIGQUIT"),
@@ -448,8 +429,7 @@ fn terminal_signals_end_the_recording_with_its_reports() {
         t.proc.signal(sig);
         let f = t.finish();
         assert!(
-            f.stderr.contains(&format!("{name}"))
-                && f.stderr.contains("received, writing the reports"),
+            f.stderr.contains(name) && f.stderr.contains("received, writing the reports"),
             "{}",
             f.stderr
         );
@@ -465,4 +445,74 @@ fn terminal_signals_end_the_recording_with_its_reports() {
         );
         assert!(out.join("report.json").is_file());
     }
+}
+
+/// Messages that misled (case 14): `--mode bogus` names the choices; a host name is taken for
+/// --metrics-addr; a launched command that runs no Python before `-d` is an error (it exited 0
+/// with empty reports); a stopped target is flagged; the summary names the output directory
+/// where it is now (it was renamed meanwhile).
+#[test]
+fn messages_say_what_happened() {
+    let o = run_tracer(&["record", "--mode", "bogus", "-p", "1"]);
+    assert_one_line_error(&o, "choose among exact, watch");
+    let d = TempDir::new("messages");
+    let w = start_ready(py(11), "idle_threads.py", &["2"]);
+    let pid = w.pid().to_string();
+    let out = d.path().join("host-name");
+    let o = run_tracer(&[
+        "record",
+        "-p",
+        &pid,
+        "--mode",
+        "watch",
+        "-d",
+        "2s",
+        "--metrics-addr",
+        "localhost:19473",
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("http://127.0.0.1:19473/metrics"));
+    // A command that never runs Python within -d.
+    let out = d.path().join("no-python");
+    let o = run_tracer(&[
+        "record",
+        "-d",
+        "2s",
+        "-o",
+        &out.to_string_lossy(),
+        "--",
+        "sleep",
+        "5",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("tracer: error:")
+                && l.contains("ran no CPython interpreter before the recording ended")),
+        "{err}"
+    );
+    assert!(!out.exists(), "no empty directory left");
+    // Stopped, then running again; the directory renamed while recording.
+    let out = d.path().join("before");
+    let moved = d.path().join("after");
+    let mut t = Tracer::start(&["-p", &pid, "--mode", "watch", "-d", "6s"], &out);
+    t.wait_recording();
+    w.signal(libc::SIGSTOP);
+    t.wait_stderr("is stopped (SIGSTOP", Duration::from_secs(10));
+    w.signal(libc::SIGCONT);
+    t.wait_stderr("runs again", Duration::from_secs(10));
+    std::fs::rename(&out, &moved).unwrap();
+    let f = t.finish();
+    assert!(
+        f.stdout
+            .contains(&format!("reports in {}", moved.display())),
+        "{}",
+        f.stdout
+    );
+    assert!(moved.join("summary.txt").is_file());
 }

@@ -822,3 +822,38 @@ pub fn service_line(label: &str) -> Option<u32> {
     let (file, n) = loc.rsplit_once(':')?;
     file.ends_with("/service.py").then(|| n.parse().ok())?
 }
+
+/// Starts `python script args...`, returned once it prints "ready" (its setup done).
+pub fn start_ready(python: &str, script: &str, args: &[&str]) -> Proc {
+    let mut p = Proc(
+        Command::new(python)
+            .arg(workload(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{python}: {e}")),
+    );
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "{script} did not start");
+    p
+}
+
+/// report.json of an output directory, parsed.
+pub fn report_json(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("{}/report.json: {e}", dir.display()));
+    serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+/// The line number of the first line of a workload that contains `text`.
+pub fn line_of(script: &str, text: &str) -> usize {
+    std::fs::read_to_string(workload(script))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{text:?} not in {script}"))
+        + 1
+}

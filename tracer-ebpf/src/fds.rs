@@ -20,10 +20,10 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    bump, bump_pid, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_SCRATCH, FORKS, PID_STATS,
+    bump, bump_pid, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_PYSTACKS, FD_SCRATCH, FORKS, PID_STATS,
     PYCONF, TARGETS, THREADS,
 };
-use crate::python::py_stack;
+use crate::python::py_stack_into;
 use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, Spawn, When};
 
 // struct pt_regs (x86_64) offsets.
@@ -101,7 +101,11 @@ fn record_fd(ctx: &RawTracePointContext, new: &NewFd) {
     let info = unsafe { &mut *info };
     info.ts_ns = unsafe { bpf_ktime_get_ns() };
     info.ustack = user_stack(ctx);
-    info.pystack = py_stack(new.tgid, ((new.tgid as u64) << 32) | new.tid as u64);
+    info.pystack = py_stack_into(
+        new.tgid,
+        ((new.tgid as u64) << 32) | new.tid as u64,
+        &FD_PYSTACKS,
+    );
     info.kind = new.kind as u16;
     info.syscall = new.syscall as u16;
     info.a = new.a;

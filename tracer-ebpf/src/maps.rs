@@ -73,6 +73,11 @@ pub static THREADS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static PYSTACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
+/// The Python stacks of descriptors, apart from the allocations' (which may fill theirs).
+#[map]
+pub static FD_PYSTACKS: HashMap<u64, PyStack> =
+    HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
 /// On-CPU samples: (process, Python stack) -> how many (taken and cleared by the user side).
 #[map]
 pub static SAMPLES: HashMap<SampleKey, u64> = HashMap::with_max_entries(16384, 0);

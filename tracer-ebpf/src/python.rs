@@ -6,8 +6,9 @@
 use aya_ebpf::{
     bindings::bpf_pidns_info,
     helpers::{bpf_get_ns_current_pid_tgid, bpf_loop, bpf_probe_read_user},
+    maps::HashMap,
 };
-use tracer_common::{stat, PyConf, FRAMES_LEGACY, NO_OFFSET, PY_MAX_FRAMES};
+use tracer_common::{stat, PyConf, PyStack, FRAMES_LEGACY, NO_OFFSET, PY_MAX_FRAMES};
 
 use crate::maps::{bump, PYCONF, PYSTACKS, PY_SCRATCH, THREADS};
 
@@ -184,6 +185,13 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
 /// Walks the current thread's Python frames into `PYSTACKS`; returns the stack's key, 0 if none.
 #[inline(never)]
 pub fn py_stack(tgid: u32, id: u64) -> u64 {
+    py_stack_into(tgid, id, &PYSTACKS)
+}
+
+/// The same, kept in `map`: descriptors keep theirs in a map of their own, which the stacks of
+/// millions of allocations cannot fill.
+#[inline(never)]
+pub fn py_stack_into(tgid: u32, id: u64, map: &HashMap<u64, PyStack>) -> u64 {
     let Some(conf) = (unsafe { PYCONF.get(tgid) }) else {
         return 0;
     };
@@ -234,7 +242,7 @@ pub fn py_stack(tgid: u32, id: u64) -> u64 {
     if h == 0 {
         h = 1;
     }
-    if unsafe { PYSTACKS.get(h) }.is_none() && PYSTACKS.insert(h, &*s, 0).is_err() {
+    if unsafe { map.get(h) }.is_none() && map.insert(h, &*s, 0).is_err() {
         bump(stat::PYSTACK_LOST);
         return 0;
     }

@@ -115,7 +115,15 @@ pub struct Probes {
     pub recycle: bool,
     /// The on-CPU sampler runs.
     sampling: bool,
+    /// Stacks nothing referred to at the last `collect_stacks` (native ids, Python keys).
+    unused_stacks: (
+        std::collections::HashSet<u32>,
+        std::collections::HashSet<u64>,
+    ),
 }
+
+/// A stack's two keys: the native stack id and the Python stack key.
+pub type StackKeyRef = (i32, u64);
 
 impl Probes {
     /// Loads every program and attaches the descriptor tracker (raw tracepoint sys_exit).
@@ -174,6 +182,7 @@ impl Probes {
             floor: false,
             recycle: true,
             sampling: false,
+            unused_stacks: Default::default(),
         })
     }
 
@@ -607,9 +616,85 @@ impl Probes {
         if key == 0 {
             return None;
         }
-        let m = self.ebpf.map("PYSTACKS")?;
-        let t = BpfHashMap::<&MapData, u64, PyStack>::try_from(m).ok()?;
-        t.get(&key, 0).ok()
+        ["PYSTACKS", "FD_PYSTACKS"].into_iter().find_map(|name| {
+            let m = self.ebpf.map(name)?;
+            let t = BpfHashMap::<&MapData, u64, PyStack>::try_from(m).ok()?;
+            t.get(&key, 0).ok()
+        })
+    }
+
+    /// Frees the stacks nothing refers to any more from the kernel's stack maps, which are never
+    /// emptied by the kernel programs: a long exact-mode recording (or a few interpreters
+    /// starting) fills them with the stacks of allocations long freed, and every stack after
+    /// that is lost. `used` are the stacks the user side still holds (its samples); the
+    /// allocation, descriptor and in-flight maps are read here. A stack is freed once unused at
+    /// two calls in a row (an event records its stack before the entry that refers to it).
+    pub fn collect_stacks(&mut self, used: impl Iterator<Item = StackKeyRef>) -> (usize, usize) {
+        let mut native: std::collections::HashSet<i32> = std::collections::HashSet::new();
+        let mut python: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for (u, p) in used {
+            native.insert(u);
+            python.insert(p);
+        }
+        self.for_each_entry(|_, a| {
+            native.insert(a.ustack);
+            python.insert(a.pystack);
+        });
+        for v in self.fds().values() {
+            native.insert(v.ustack);
+            python.insert(v.pystack);
+        }
+        for v in read_hash::<FdKey, FdInfo>(self.ebpf.map("EXEC_FDS")).values() {
+            native.insert(v.ustack);
+            python.insert(v.pystack);
+        }
+        for v in read_hash::<u64, tracer_common::PendingAlloc>(self.ebpf.map("PENDING")).values() {
+            native.insert(v.ustack);
+            python.insert(v.pystack);
+        }
+        for k in read_hash::<SampleKey, u64>(self.ebpf.map("SAMPLES")).keys() {
+            python.insert(k.stack);
+        }
+        let (old_native, old_python) = std::mem::take(&mut self.unused_stacks);
+        let mut freed = (0, 0);
+        let mut unused_native = std::collections::HashSet::new();
+        if let Some(m) = self.ebpf.map_mut("STACKS") {
+            if let Ok(mut st) = StackTraceMap::try_from(m) {
+                let ids: Vec<u32> = st.stack_ids().filter_map(|r| r.ok()).collect();
+                for id in ids {
+                    if native.contains(&(id as i32)) {
+                        continue;
+                    }
+                    if old_native.contains(&id) {
+                        if st.remove(&id).is_ok() {
+                            freed.0 += 1;
+                        }
+                    } else {
+                        unused_native.insert(id);
+                    }
+                }
+            }
+        }
+        let mut unused_python = std::collections::HashSet::new();
+        for name in ["PYSTACKS", "FD_PYSTACKS"] {
+            let mut doomed = Vec::new();
+            for k in read_keys::<u64, PyStack>(self.ebpf.map(name)) {
+                if python.contains(&k) {
+                    continue;
+                }
+                if old_python.contains(&k) {
+                    doomed.push(k);
+                } else {
+                    unused_python.insert(k);
+                }
+            }
+            if !doomed.is_empty() {
+                freed.1 += doomed.len();
+                batch::delete::<u64, PyStack>(self.ebpf.map_mut(name), &doomed);
+            }
+        }
+        self.unused_stacks = (unused_native, unused_python);
+        freed
     }
 
     /// Prints what the kernel programs logged since the last call.
@@ -784,6 +869,19 @@ fn follow_flags(pid: u32, follow: bool) -> u32 {
     } else {
         TARGET_FOLLOW_FORKS
     }
+}
+
+/// The keys of a hash map (its values left in the kernel).
+fn read_keys<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: Option<&aya::maps::Map>,
+) -> Vec<K> {
+    let Some(m) = map else {
+        return Vec::new();
+    };
+    let Ok(h) = BpfHashMap::<&MapData, K, V>::try_from(m) else {
+        return Vec::new();
+    };
+    h.keys().filter_map(|k| k.ok()).collect()
 }
 
 fn read_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(

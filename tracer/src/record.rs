@@ -458,8 +458,22 @@ fn follow_execs(c: &mut Collector) {
     }
 }
 
+/// The children traced processes forked since the last call get their entries.
+fn take_forks(c: &mut Collector) {
+    for f in c.take_forks() {
+        say!(
+            "tracer: tracing pid {} ({}), forked by pid {}",
+            f.pid,
+            crate::procfs::comm(f.pid),
+            f.parent
+        );
+    }
+}
+
 /// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
 fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Option<Instant>) {
+    // The children the kernel followed first: a scan must not take them for new processes.
+    take_forks(c);
     let traced = c.traced_pids();
     for found in discovery.scan(&traced) {
         // `-d` passed while attaching the processes found: the rest are not attached.
@@ -615,8 +629,11 @@ async fn collect_loop(
             _ = until_deadline => break,
             _ = threads.tick() => {
                 c.refresh_threads();
-                for f in c.take_forks() {
-                    say!("tracer: tracing pid {} ({}), forked by pid {}", f.pid, crate::procfs::comm(f.pid), f.parent);
+                take_forks(c);
+                // A child that runs a program of its own (a subprocess) is read at once: its
+                // Python frames start when its walk is published.
+                if c.execs.iter().any(|e| e.forked) {
+                    follow_execs(c);
                 }
             }
             _ = window_due => c.windows(),

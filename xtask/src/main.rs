@@ -161,7 +161,7 @@ const PHASES: [(Phase, usize); 5] = [
 
 /// Tests by (file, name; None: the whole file) that do not run in the shared phase; the first
 /// that matches a test places it.
-const PLACES: [(&str, Option<&str>, Phase); 8] = [
+const PLACES: [(&str, Option<&str>, Phase); 9] = [
     ("lifecycle", Some("soak_all_python_watch"), Phase::HostWide),
     (
         "containers",
@@ -178,6 +178,8 @@ const PLACES: [(&str, Option<&str>, Phase); 8] = [
     ),
     ("lifecycle", None, Phase::Quiet),
     ("containers", None, Phase::Quiet),
+    // Forks and Pythons by the hundred (both cores busy), and `-d` held under that load.
+    ("churn", None, Phase::Quiet),
 ];
 /// The longest tests, longest first (taken first in their phase, so that its lanes end
 /// together); the others follow in the order of their files.

@@ -232,6 +232,10 @@ pub struct Collector {
     pub followed: Vec<Followed>,
     /// Processes that could not be traced.
     pub missed: Missed,
+    /// Ticks so far.
+    ticks: u64,
+    /// Stacks the kernel had lost at the last collection of its stack maps.
+    stacks_lost_seen: u64,
     started: Instant,
     /// Why the kernel's on-CPU stack sampler cannot run (said once).
     sampler_error: Option<String>,
@@ -260,6 +264,8 @@ impl Collector {
             follow_children: false,
             followed: Vec::new(),
             missed: Missed::default(),
+            ticks: 0,
+            stacks_lost_seen: 0,
             sampler_error: None,
             started: Instant::now(),
         }
@@ -670,16 +676,21 @@ impl Collector {
     /// A forked child not read yet (or gone) has its Python frames read through its parent,
     /// whose image it ran.
     fn frames_of(&mut self, i: usize, key: StackKey) -> Vec<Frame> {
+        self.frames_read(i, key, false)
+    }
+
+    /// `frames_of`, for a process that is `gone` or not.
+    fn frames_read(&mut self, i: usize, key: StackKey, gone: bool) -> Vec<Frame> {
         let pid = self.targets[i].pid;
         let native = self.symbolizer.native(&self.probes, pid, key.0);
-        let reader = if self.targets[i].threads.runtime.is_some() {
-            Some(i)
-        } else {
-            self.targets[i].forked_from.and_then(|parent| {
-                self.targets.iter().position(|t| {
-                    t.pid == parent && t.exited_after.is_none() && t.threads.runtime.is_some()
-                })
+        let parent = self.targets[i].forked_from.and_then(|parent| {
+            self.targets.iter().position(|t| {
+                t.pid == parent && t.exited_after.is_none() && t.threads.runtime.is_some()
             })
+        });
+        let reader = match (gone, self.targets[i].threads.runtime.is_some()) {
+            (true, _) | (false, false) => parent.or(Some(i)),
+            (false, true) => Some(i),
         };
         let py = match (
             self.probes.pystack(key.1),
@@ -737,7 +748,7 @@ impl Collector {
             let f = if k == BEFORE_EXEC {
                 vec![Frame::Marker(Marker::OpenedBeforeExec)]
             } else {
-                self.frames_of(i, k)
+                self.frames_read(i, k, true)
             };
             frames.insert(k, f);
         }
@@ -1085,6 +1096,24 @@ impl Collector {
             });
         }
         self.probes.remove_targets(&ended);
+        // Every ten ticks, and at once when stacks were lost, the kernel's stack maps lose what
+        // nothing refers to any more.
+        self.ticks += 1;
+        let lost = {
+            let s = self.probes.stats();
+            s[tracer_common::stat::PYSTACK_LOST as usize]
+                + s[tracer_common::stat::STACK_LOST as usize]
+        };
+        if self.ticks.is_multiple_of(10) || lost > self.stacks_lost_seen {
+            self.stacks_lost_seen = lost;
+            let samples: Vec<StackKey> = self
+                .targets
+                .iter()
+                .flat_map(|t| t.watch.samples.values().chain(t.watch.pending.values()))
+                .map(|s| s.stack)
+                .collect();
+            self.probes.collect_stacks(samples.into_iter());
+        }
         // A program replaced by an exec keeps its group until its successor is known
         // (`follow_execs`): the same interpreter again keeps its probes.
         if events.iter().any(|e| matches!(e, Event::Exited(_))) {

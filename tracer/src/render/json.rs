@@ -47,7 +47,7 @@
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
 //!               the reference path of one of a growing type's newest objects) } ] } } ],
 //!   "health": { "allocator_calls", "dropped_allocations", "dropped_descriptors" (map full),
-//!       "stacks_lost", "ended_not_listed" (processes that ended, beyond the ones kept),
+//!       "stacks_lost", "python_stacks_lost", "ended_not_listed" (processes that ended, beyond the ones kept),
 //!       "missed": { "exited_before_attach" (Python processes found that ended before they
 //!           could be attached), "forks_lost" (forks of traced processes the kernel could not
 //!           record) } } }
@@ -167,6 +167,7 @@ pub fn render(r: &Report) -> String {
             "dropped_allocations": r.health.alloc_map_full,
             "dropped_descriptors": r.health.fd_map_full,
             "stacks_lost": r.health.stacks_lost,
+            "python_stacks_lost": r.health.py_stacks_lost,
             "ended_not_listed": r.health.closed_dropped,
             "missed": {
                 "exited_before_attach": r.health.missed.exited_before_attach,

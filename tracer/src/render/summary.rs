@@ -564,6 +564,12 @@ pub fn health_line(r: &Report) -> String {
             thousands(h.missed.forks_lost)
         ));
     }
+    if h.py_stacks_lost > 0 {
+        line.push_str(&format!(
+            "; {} Python stacks lost (the kernel's Python stack map was full): those allocations and descriptors have native frames only",
+            thousands(h.py_stacks_lost)
+        ));
+    }
     if h.stacks_lost > 0 {
         line.push_str(&format!(
             "; {} native stacks lost (the kernel's stack map was full, or two stacks collided in it): those allocations and descriptors keep their Python frames but have no native frames",

@@ -247,6 +247,8 @@ pub struct Health {
     pub alloc_map_full: u64,
     pub fd_map_full: u64,
     pub stacks_lost: u64,
+    /// Python stacks the kernel could not record (its Python stack map was full).
+    pub py_stacks_lost: u64,
     pub alloc_calls: u64,
     pub free_calls: u64,
     /// Entries in the allocation and descriptor maps, and their capacities.
@@ -645,6 +647,7 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
             alloc_map_full: counter(stat::ALLOC_MAP_FULL),
             fd_map_full: counter(stat::FD_MAP_FULL),
             stacks_lost: counter(stat::STACK_LOST),
+            py_stacks_lost: counter(stat::PYSTACK_LOST),
             alloc_calls: counter(stat::ALLOC_CALLS),
             free_calls: counter(stat::FREE_CALLS),
             alloc_entries: c.map_entries.0,
