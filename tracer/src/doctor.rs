@@ -216,12 +216,49 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
             },
         }
         native_frames(pid);
+        resident(pid);
         match coverage_warning(&assess_coverage(&hooks_of(&interp), 0, 0.0)) {
             Some(w) => outln!("  coverage:      {w}"),
             None => outln!("  coverage:      the hooked functions are the allocator's entry points (measured while recording)"),
         }
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+/// Where the process's resident memory is, read now.
+fn resident(pid: u32) {
+    use crate::render::summary::human_bytes;
+    let Some(b) = crate::resident::Reader::default().read(pid) else {
+        outln!("  resident:      not read (the process is gone, or /proc/{pid}/smaps is refused)");
+        return;
+    };
+    outln!(
+        "  resident:      {} (read in {} ms)",
+        human_bytes(b.rss),
+        b.took.as_millis()
+    );
+    for (part, bytes) in &b.parts {
+        outln!("    {:>10}  {}", human_bytes(*bytes), part.label());
+    }
+    outln!(
+        "    pymalloc: {} arenas, {} pools of {} ({} empty), {} in blocks in use; malloc: {} heaps, {} in use, {} free in {} chunks, {} trimmable, {} chunks mapped on their own ({}){}",
+        b.pools.arenas,
+        b.pools.pools,
+        human_bytes(b.pools.pool_size),
+        b.pools.empty_pools,
+        human_bytes(b.pools.used),
+        b.heaps.heaps,
+        human_bytes(b.heaps.in_use),
+        human_bytes(b.heaps.free),
+        b.heaps.free_chunks,
+        human_bytes(b.heaps.trimmable),
+        b.heaps.mmapped,
+        human_bytes(b.heaps.mmapped_bytes),
+        if b.heaps.partial { "; the heap changed while it was read" } else { "" }
+    );
+    for n in &b.notes {
+        outln!("    note: {n}");
+    }
 }
 
 /// Per module mapped as code: can the kernel's frame-pointer walk be trusted through it?

@@ -21,6 +21,7 @@ pub mod python;
 pub mod record;
 pub mod render;
 pub mod report;
+pub mod resident;
 pub mod sampling;
 pub mod signals;
 pub mod sink;

@@ -629,7 +629,18 @@ impl Probes {
     /// that is lost. `used` are the stacks the user side still holds (its samples); the
     /// allocation, descriptor and in-flight maps are read here. A stack is freed once unused at
     /// two calls in a row (an event records its stack before the entry that refers to it).
-    pub fn collect_stacks(&mut self, used: impl Iterator<Item = StackKeyRef>) -> (usize, usize) {
+    pub fn collect_stacks(
+        &mut self,
+        used: impl Iterator<Item = StackKeyRef>,
+        force: bool,
+    ) -> (usize, usize) {
+        // Only when the maps fill up (an entry freed while an event takes it again loses that
+        // event's stack: rare, but not worth it while there is room).
+        let python_keys = read_keys::<u64, PyStack>(self.ebpf.map("PYSTACKS")).len();
+        if !force && python_keys < 65536 / 2 {
+            self.unused_stacks = Default::default();
+            return (0, 0);
+        }
         let mut native: std::collections::HashSet<i32> = std::collections::HashSet::new();
         let mut python: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for (u, p) in used {

@@ -217,6 +217,32 @@ pub fn lines(r: &Report) -> Vec<String> {
                 );
             }
         }
+        // Resident memory, part by part (the largest ones and the growing ones).
+        if let Some(res) = &p.resident {
+            let human = crate::render::summary::human_bytes;
+            let mut parts: Vec<&crate::report::resident::PartReport> =
+                res.parts.iter().filter(|x| x.bytes > 0).collect();
+            parts.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+            let shown: Vec<String> = parts
+                .iter()
+                .filter(|x| {
+                    x.bytes * 20 >= res.rss || x.trend.verdict == crate::verdict::Verdict::Growing
+                })
+                .map(|x| {
+                    format!(
+                        "{} {}{}",
+                        x.part.key().replace('_', " "),
+                        human(x.bytes),
+                        if x.trend.verdict == crate::verdict::Verdict::Growing {
+                            format!(" (+{}/min)", human(x.trend.per_min.max(0.0) as u64))
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            let _ = writeln!(o, "    resident {}: {}", human(res.rss), shown.join(", "));
+        }
     }
     let h = &r.health;
     let _ = writeln!(o);

@@ -21,6 +21,8 @@ const LAYERS: &[&str] = &[
     "verdict",
     "output",
     "progress",
+    // Where a process's resident memory is (/proc and the allocators' structures).
+    "resident",
     // The data the collector hands over (and the census's findings).
     "snapshot",
     // Target discovery, CPython introspection, probes, symbolization.

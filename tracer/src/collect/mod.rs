@@ -67,6 +67,37 @@ pub struct Target {
     pub watch: WatchState,
     /// The heap census (once the runtime is known).
     pub census: Option<Census>,
+    /// Where its resident memory is, read at census passes.
+    pub resident: ResidentState,
+}
+
+/// The readings of a process's resident memory.
+#[derive(Default)]
+pub struct ResidentState {
+    reader: crate::resident::Reader,
+    /// (seconds since tracing began, breakdown), oldest first; at most `MAX_CHECKPOINTS`
+    /// (the older half thinned, as checkpoints are).
+    pub readings: Vec<(f64, crate::resident::Breakdown)>,
+}
+
+impl ResidentState {
+    fn read(&mut self, pid: u32, at: f64) {
+        let Some(mut b) = self.reader.read(pid) else {
+            return;
+        };
+        // The ranges were for this reading only.
+        b.pools.ranges = Vec::new();
+        b.heaps.ranges = Vec::new();
+        self.readings.push((at, b));
+        if self.readings.len() > crate::snapshot::MAX_CHECKPOINTS {
+            let half = self.readings.len() / 2;
+            let mut i = 0;
+            self.readings.retain(|_| {
+                i += 1;
+                i == 1 || i > half || i % 2 == 0
+            });
+        }
+    }
 }
 
 /// Where a target stands with respect to exec.
@@ -372,6 +403,7 @@ impl Collector {
                 ..Default::default()
             },
             census: None,
+            resident: ResidentState::default(),
         });
         self.refresh_target(self.targets.len() - 1);
         let follow = self.follows_forks(self.targets.len() - 1);
@@ -668,6 +700,9 @@ impl Collector {
             }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.threads.runtime.as_mut());
+            }
+            if self.census {
+                t.resident.read(t.pid, at);
             }
         }
     }
@@ -1105,6 +1140,7 @@ impl Collector {
                 + s[tracer_common::stat::STACK_LOST as usize]
         };
         if self.ticks.is_multiple_of(10) || lost > self.stacks_lost_seen {
+            let force = lost > self.stacks_lost_seen;
             self.stacks_lost_seen = lost;
             let samples: Vec<StackKey> = self
                 .targets
@@ -1112,7 +1148,7 @@ impl Collector {
                 .flat_map(|t| t.watch.samples.values().chain(t.watch.pending.values()))
                 .map(|s| s.stack)
                 .collect();
-            self.probes.collect_stacks(samples.into_iter());
+            self.probes.collect_stacks(samples.into_iter(), force);
         }
         // A program replaced by an exec keeps its group until its successor is known
         // (`follow_execs`): the same interpreter again keeps its probes.
@@ -1164,6 +1200,7 @@ impl Target {
                 .exited_after
                 .unwrap_or_else(|| self.attached_at.elapsed()),
             census: self.census.as_ref().map(|c| c.report()),
+            resident: &self.resident.readings,
             warning: self.threads.warning.clone().or_else(|| {
                 // Never silent: a layout that could not be checked was never used.
                 let unchecked = !self.threads.layout_checked

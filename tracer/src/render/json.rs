@@ -45,7 +45,21 @@
 //!                   item holds alone: str/bytes/numbers, its attributes' storage, small
 //!                   lists/dicts/sets/tuples among its attributes) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
-//!               the reference path of one of a growing type's newest objects) } ] } } ],
+//!               the reference path of one of a growing type's newest objects) } ] },
+//!       "resident": null | { "rss_bytes", "verdict", "growth_per_min", "readings",
+//!           "last_ms", "parts": [ { "part" (small_objects, small_object_free, malloc_in_use,
+//!               malloc_free, large_blocks, other_anonymous, thread_stacks,
+//!               code_and_static_data, mapped_files_and_shared: they sum to rss_bytes),
+//!               "label", "bytes", "verdict", "growth_per_min" } ],
+//!           "small_object_allocator": { "pool_size", "arenas", "pools", "empty_pools",
+//!               "in_use_bytes", "resident_bytes" },
+//!           "malloc": { "heaps", "in_use_bytes", "free_bytes", "free_chunks",
+//!               "resident_bytes", "free_resident_bytes", "trimmable_bytes" (what
+//!               malloc_trim(0) would give back), "mapped_chunks", "mapped_bytes",
+//!               "mapped_resident_bytes", "partial" },
+//!           "threads", "notes",
+//!           "reading": null | { "kind": "grows", "part" } | { "kind": "fragmented",
+//!               "free_bytes", "trimmable_bytes" } } } ],
 //!   "health": { "allocator_calls", "dropped_allocations", "dropped_descriptors" (map full),
 //!       "stacks_lost", "python_stacks_lost", "ended_not_listed" (processes that ended, beyond the ones kept),
 //!       "missed": { "exited_before_attach" (Python processes found that ended before they
@@ -103,6 +117,52 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
     })
 }
 
+fn resident(r: &crate::report::resident::ResidentReport) -> Value {
+    use crate::report::resident::{reading, Reading};
+    json!({
+        "rss_bytes": r.rss,
+        "verdict": r.trend.verdict.to_string(),
+        "growth_per_min": r.trend.per_min,
+        "readings": r.readings,
+        "last_ms": r.last_ms,
+        "parts": r.parts.iter().map(|p| json!({
+            "part": p.part.key(),
+            "label": p.part.label(),
+            "bytes": p.bytes,
+            "verdict": p.trend.verdict.to_string(),
+            "growth_per_min": p.trend.per_min,
+        })).collect::<Vec<_>>(),
+        "small_object_allocator": {
+            "pool_size": r.pools.pool_size,
+            "arenas": r.pools.arenas,
+            "pools": r.pools.pools,
+            "empty_pools": r.pools.empty_pools,
+            "in_use_bytes": r.pools.used,
+            "resident_bytes": r.pools.resident,
+        },
+        "malloc": {
+            "heaps": r.heaps.heaps,
+            "in_use_bytes": r.heaps.in_use,
+            "free_bytes": r.heaps.free,
+            "free_chunks": r.heaps.free_chunks,
+            "resident_bytes": r.heaps.resident,
+            "free_resident_bytes": r.heaps.free_resident,
+            "trimmable_bytes": r.heaps.trimmable,
+            "mapped_chunks": r.heaps.mmapped,
+            "mapped_bytes": r.heaps.mmapped_bytes,
+            "mapped_resident_bytes": r.heaps.mmapped_resident,
+            "partial": r.heaps.partial,
+        },
+        "threads": r.threads,
+        "notes": r.notes,
+        "reading": match reading(r) {
+            Some(Reading::Grows(part)) => json!({"kind": "grows", "part": part.key()}),
+            Some(Reading::Fragmented { free, trimmable }) => json!({"kind": "fragmented", "free_bytes": free, "trimmable_bytes": trimmable}),
+            None => Value::Null,
+        },
+    })
+}
+
 pub fn render(r: &Report) -> String {
     let procs: Vec<Value> = r
         .procs
@@ -151,6 +211,7 @@ pub fn render(r: &Report) -> String {
                 "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
                 "suspects": suspects,
                 "census": p.census.as_ref().map(|c| census(c, &r.places)),
+                "resident": p.resident.as_ref().map(resident),
                 "warning": p.warning,
             })
         })

@@ -57,6 +57,14 @@ struct Growing {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResidentPart {
+    #[prometheus(flatten)]
+    proc: Proc,
+    part: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Container {
     #[prometheus(flatten)]
     proc: Proc,
@@ -84,6 +92,7 @@ pub fn registry(r: &Report) -> Registry {
     let growing = Family::<Growing, FloatGauge>::default();
     let census = Family::<Proc, Gauge>::default();
     let items = Family::<Container, Gauge>::default();
+    let resident = Family::<ResidentPart, Gauge>::default();
     for p in procs.iter().copied() {
         let labels = Proc::of(p);
         bytes.get_or_create(&labels).set(p.total_bytes as i64);
@@ -126,7 +135,20 @@ pub fn registry(r: &Report) -> Registry {
             };
             items.get_or_create(&key).set(k.len as i64);
         }
+        for part in p.resident.iter().flat_map(|r| &r.parts) {
+            let key = ResidentPart {
+                proc: labels.clone(),
+                part: part.part.key().to_string(),
+                verdict: part.trend.verdict.to_string(),
+            };
+            resident.get_or_create(&key).set(part.bytes as i64);
+        }
     }
+    reg.register(
+        "tracer_resident_bytes",
+        "Resident memory by part (they sum to the process's resident size): Python objects, the allocators' free space, malloc's heap, large blocks, stacks, code, files",
+        resident,
+    );
     reg.register(
         "tracer_outstanding_bytes",
         "Outstanding bytes (sampled in watch mode)",

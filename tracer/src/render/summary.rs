@@ -272,6 +272,93 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     }
 }
 
+/// Where resident memory is: each part with its verdict, and what the split says.
+fn resident(o: &mut String, r: &crate::report::resident::ResidentReport) {
+    use crate::report::resident::{reading, Reading};
+    use crate::resident::Part;
+    let _ = writeln!(
+        o,
+        "  resident memory {} ({}{}; read from outside {} times, the last took {} ms):",
+        human_bytes(r.rss),
+        r.trend.verdict,
+        if r.trend.verdict == Verdict::Growing {
+            format!(", +{}/min", human_bytes(r.trend.per_min.max(0.0) as u64))
+        } else {
+            String::new()
+        },
+        r.readings,
+        r.last_ms
+    );
+    for p in r.parts.iter().filter(|p| p.bytes > 0) {
+        let rate = if p.trend.verdict == Verdict::Growing {
+            format!("+{}/min", human_bytes(p.trend.per_min.max(0.0) as u64))
+        } else {
+            String::new()
+        };
+        let detail = match p.part {
+            Part::SmallObjects if r.pools.arenas > 0 => format!(
+                "; {} arenas of pools of {}",
+                r.pools.arenas,
+                human_bytes(r.pools.pool_size)
+            ),
+            Part::MallocFree if r.heaps.free_chunks > 0 => format!(
+                "; {} free chunks, {} of them whole pages malloc_trim(0) would give back",
+                thousands(r.heaps.free_chunks),
+                human_bytes(r.heaps.trimmable)
+            ),
+            Part::LargeBlocks => format!("; {} blocks", r.heaps.mmapped),
+            Part::ThreadStacks => format!(
+                "; {} thread{}",
+                r.threads,
+                if r.threads == 1 { "" } else { "s" }
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "    {:>10}  {:<8} {:>14}  {}{detail}",
+            human_bytes(p.bytes),
+            p.trend.verdict.to_string(),
+            rate,
+            p.part.label()
+        );
+    }
+    match reading(r) {
+        Some(Reading::Grows(part)) => {
+            let why = match part {
+                Part::SmallObjects | Part::MallocInUse | Part::LargeBlocks => {
+                    "memory in use grows: objects or buffers are kept (a leak, or a cache that fills)"
+                }
+                Part::SmallFree | Part::MallocFree => {
+                    "free space grows while what is in use does not: fragmentation, not a leak"
+                }
+                Part::OtherAnonymous => {
+                    "memory outside Python's and malloc's heaps grows: an extension's own allocator, or anonymous mmaps"
+                }
+                Part::ThreadStacks => "thread stacks grow: threads pile up",
+                Part::Code | Part::FilesShared => "mapped files or shared memory grow",
+            };
+            let _ = writeln!(o, "    reading: {why}");
+        }
+        Some(Reading::Fragmented { free, trimmable }) => {
+            let _ = writeln!(
+                o,
+                "    reading: nothing grows; {:.0}% of resident memory is free space the allocators keep (fragmentation, not a leak){}",
+                free as f64 * 100.0 / r.rss.max(1) as f64,
+                if trimmable >= 1 << 20 {
+                    format!("; malloc_trim(0) would give back {}", human_bytes(trimmable))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        None => {}
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "    note: {}", clean(n));
+    }
+}
+
 /// Descriptors opened at one place (same stack, same kind of resource), whatever they name.
 struct FdSite {
     /// The stack, its leaf the kind of resource (`[file]`, `[socket inet/tcp]`...).
@@ -471,6 +558,9 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
         }
         if let Some(c) = &p.census {
             census(&mut o, c, &r.places);
+        }
+        if let Some(res) = &p.resident {
+            resident(&mut o, res);
         }
         if !p.allocs.is_empty() {
             let _ = writeln!(

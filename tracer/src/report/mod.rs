@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What the heap census found (plain data made by the census, read by the renderers).
 pub use crate::snapshot::census;
 
+pub mod resident;
+
 pub use crate::config::Mode;
 use crate::frame::{verdict_key, Frame};
 use crate::place::innermost_app;
@@ -193,6 +195,8 @@ pub struct ProcReport {
     pub growth: Vec<(Vec<Frame>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
     pub census: Option<crate::report::census::CensusReport>,
+    /// Resident memory split into parts (None before the first census pass, or without one).
+    pub resident: Option<resident::ResidentReport>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
     pub warning: Option<String>,
 }
@@ -554,6 +558,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         checkpoints: t.history.len(),
         growth: growth(t),
         census: t.census.clone(),
+        resident: resident::report(t.resident),
         warning: t.warning.clone(),
         allocs,
         fds,
@@ -751,6 +756,7 @@ mod tests {
             armed: Duration::ZERO,
             traced_for: Duration::ZERO,
             census: None,
+            resident: &[],
             warning: None,
         }
     }

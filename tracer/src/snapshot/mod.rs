@@ -208,6 +208,8 @@ pub struct TargetView<'a> {
     /// How long it has been (or was, until it ended) traced.
     pub traced_for: Duration,
     pub census: Option<CensusReport>,
+    /// Resident memory split into parts, at each census pass (seconds since tracing began).
+    pub resident: &'a [(f64, crate::resident::Breakdown)],
     /// What tracer cannot read in this process, one line.
     pub warning: Option<String>,
 }

@@ -1,0 +1,100 @@
+//! Resident memory, judged part by part: the last reading of each part, its growth per minute
+//! and verdict over the readings, and what that says (a leak in objects, fragmentation, native
+//! memory, buffers).
+
+use crate::resident::{glibc::Heaps, pymalloc::Pools, Breakdown, Part};
+use crate::verdict::{judge, Trend, Verdict};
+
+/// One part of resident memory.
+#[derive(Debug, Clone)]
+pub struct PartReport {
+    pub part: Part,
+    pub bytes: u64,
+    pub trend: Trend,
+}
+
+/// A process's resident memory, split.
+#[derive(Debug, Clone)]
+pub struct ResidentReport {
+    pub rss: u64,
+    pub trend: Trend,
+    pub parts: Vec<PartReport>,
+    pub pools: Pools,
+    pub heaps: Heaps,
+    pub threads: u64,
+    pub notes: Vec<String>,
+    pub readings: usize,
+    pub last_ms: u128,
+}
+
+impl ResidentReport {
+    pub fn part(&self, p: Part) -> Option<&PartReport> {
+        self.parts.iter().find(|r| r.part == p)
+    }
+
+    /// The parts that grow, fastest first.
+    pub fn growing(&self) -> Vec<&PartReport> {
+        let mut v: Vec<&PartReport> = self
+            .parts
+            .iter()
+            .filter(|p| p.trend.verdict == Verdict::Growing)
+            .collect();
+        v.sort_by(|a, b| b.trend.per_min.total_cmp(&a.trend.per_min));
+        v
+    }
+}
+
+/// Judges the readings (oldest first). A part grows when it gains more than 1 MiB or 2% of
+/// the resident size, steadily (the rule of every series: `verdict::judge`).
+pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
+    let (_, last) = readings.last()?;
+    let floor = (last.rss as f64 * 0.02).max(1048576.0);
+    let series = |f: &dyn Fn(&Breakdown) -> u64| -> Vec<(f64, f64)> {
+        readings.iter().map(|(t, b)| (*t, f(b) as f64)).collect()
+    };
+    let parts = Part::ALL
+        .iter()
+        .map(|&p| PartReport {
+            part: p,
+            bytes: last.get(p),
+            trend: judge(&series(&|b| b.get(p)), floor),
+        })
+        .collect();
+    Some(ResidentReport {
+        rss: last.rss,
+        trend: judge(&series(&|b| b.rss), floor),
+        parts,
+        pools: last.pools.clone(),
+        heaps: last.heaps.clone(),
+        threads: last.threads,
+        notes: last.notes.clone(),
+        readings: readings.len(),
+        last_ms: last.took.as_millis(),
+    })
+}
+
+/// What the split says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// This part grows fastest.
+    Grows(Part),
+    /// Nothing grows, and the allocators keep this much free resident memory (a quarter of
+    /// the resident size or more), of which malloc_trim(0) would give back `trimmable`.
+    Fragmented { free: u64, trimmable: u64 },
+}
+
+pub fn reading(r: &ResidentReport) -> Option<Reading> {
+    if let Some(top) = r.growing().first() {
+        return Some(Reading::Grows(top.part));
+    }
+    // "Nothing grows" needs verdicts.
+    if r.parts.iter().any(|p| p.trend.verdict == Verdict::Unknown) {
+        return None;
+    }
+    let free = r.part(Part::SmallFree).map_or(0, |p| p.bytes)
+        + r.part(Part::MallocFree).map_or(0, |p| p.bytes);
+    (r.rss > 0 && free * 4 >= r.rss).then_some(Reading::Fragmented {
+        free,
+        trimmable: r.heaps.trimmable,
+    })
+}
