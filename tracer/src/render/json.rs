@@ -41,9 +41,11 @@
 //!               paths to those lines in Python stacks sampled from outside every 10 ms, most
 //!               seen first, cut at the use; for a local: the stack down to its frame),
 //!               "holds": null | { "sampled", "types": [[name, count]], "mean_bytes" (shallow),
-//!                   "mean_deep_bytes" (with the gc header, the container's slot, and what each
-//!                   item holds alone: str/bytes/numbers, its attributes' storage, small
-//!                   lists/dicts/sets/tuples among its attributes) } } ],
+//!                   "mean_deep_bytes" (with the gc header, the container's slot, what each
+//!                   item holds alone: the objects only it refers to, up to four references
+//!                   deep, and the buffers they own: bytearray, array.array, BytesIO, mmap,
+//!                   numpy arrays that own their data), "shared_bytes" (what the sampled
+//!                   items refer to that other objects hold too, counted once) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
 //!               the reference path of one of a growing type's newest objects) } ] },
 //!       "resident": null | { "rss_bytes", "verdict", "growth_per_min", "readings",
@@ -105,6 +107,7 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
                 "types": h.types,
                 "mean_bytes": h.mean_bytes,
                 "mean_deep_bytes": h.mean_deep_bytes,
+                "shared_bytes": h.shared_bytes,
             })),
         })).collect::<Vec<_>>(),
         "types": c.types.iter().map(|t| json!({

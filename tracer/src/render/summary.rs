@@ -124,19 +124,27 @@ pub fn holds_text(h: &Holds) -> String {
         .take(3)
         .map(|(t, n)| format!("{} x{n}", clean(t)))
         .collect();
-    let deep = if h.mean_deep_bytes > h.mean_bytes {
+    let own = if h.mean_deep_bytes > h.mean_bytes {
         format!(
-            ", ~{} with what each holds alone",
-            human_bytes(h.mean_deep_bytes as u64)
+            " with what each holds alone (~{} itself)",
+            human_bytes(h.mean_bytes as u64)
+        )
+    } else {
+        String::new()
+    };
+    let shared = if h.shared_bytes >= 1.0 {
+        format!(
+            ", {} shared (interned strings, small ints, objects in several items: counted once)",
+            human_bytes(h.shared_bytes as u64)
         )
     } else {
         String::new()
     };
     format!(
-        "newest {}: {}, ~{} each{deep}",
+        "newest {}: {}, ~{} each{own}{shared}",
         h.sampled,
         types.join(", "),
-        human_bytes(h.mean_bytes as u64)
+        human_bytes(h.mean_deep_bytes.max(h.mean_bytes) as u64)
     )
 }
 

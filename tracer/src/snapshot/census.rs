@@ -12,9 +12,12 @@ pub struct Holds {
     pub types: Vec<(String, u64)>,
     /// Mean shallow size of the sampled items (the item itself, not what it refers to).
     pub mean_bytes: f64,
-    /// Mean size with the str, bytes, int and float objects each item holds directly (dict
-    /// values, list and tuple items): closer to what one more item costs.
+    /// Mean size of each item with what it alone holds (objects only it refers to, the
+    /// buffers it owns): what one more item costs.
     pub mean_deep_bytes: f64,
+    /// What the sampled items refer to that other objects hold too (interned strings, small
+    /// ints, one object in many items), counted once for the sample.
+    pub shared_bytes: f64,
 }
 
 /// A container in the report.

@@ -454,14 +454,22 @@ impl Reader<'_> {
         let mut bytes = 0u64;
         let mut deep = 0u64;
         let mut n = 0u64;
+        // Objects the items refer to that something else holds too (interned strings, small
+        // ints, one object in many items): counted once for the sample, apart.
+        let mut shared: HashMap<u64, u64> = HashMap::new();
         for (place, it) in items {
             let Some(t) = self.type_of(it) else { continue };
             bytes += self.shallow_size(it, &t);
-            deep += self.deep_size(it, &t) + slot;
+            deep += self.deep_size(it, &t, &mut shared) + slot;
             // A dict's key is its item's as much as the value (an lru_cache's arguments).
             if kind == Kind::Dict {
                 if let Some(kt) = self.type_of(place) {
-                    deep += self.deep_size(place, &kt);
+                    if self.refcount(place) == Some(1) {
+                        deep += self.deep_size(place, &kt, &mut shared);
+                    } else if !shared.contains_key(&place) {
+                        let s = self.own_size(place, &kt);
+                        shared.insert(place, s);
+                    }
                 }
             }
             *by.entry(t.name).or_default() += 1;
@@ -477,6 +485,7 @@ impl Reader<'_> {
             types,
             mean_bytes: bytes as f64 / n as f64,
             mean_deep_bytes: deep as f64 / n as f64,
+            shared_bytes: shared.values().sum::<u64>() as f64,
         })
     }
 
@@ -500,86 +509,137 @@ impl Reader<'_> {
         })
     }
 
-    /// What an item of a growing container costs: its own size with the gc's header (and, for
-    /// an instance, the pointers kept before it and its attributes' values array), with what it
-    /// alone holds directly: the str, bytes and numbers among its items, keys or attributes,
-    /// and the lists, dicts, sets and tuples among them (their own size and their str, bytes
-    /// and numbers: a Logger's `handlers`, `filters` and `_cache`). Other instances are not
-    /// followed (shared, as a Logger's `parent`, or counted as items of their own).
-    fn deep_size(&mut self, obj: u64, t: &TypeInfo) -> u64 {
-        let l = self.layout;
-        let gc = |t: &TypeInfo| {
-            if t.flags & HAVE_GC != 0 {
-                l.gc_head_size
-            } else {
-                0
-            }
-        };
-        let mut total = self.shallow_size(obj, t) + gc(t);
-        let children: Vec<u64> = match t.kind() {
-            Kind::Dict => self
-                .dict_items(obj)
-                .into_iter()
-                .flat_map(|(k, v)| [k, v])
-                .collect(),
-            Kind::List | Kind::Tuple => self.atomic_children(obj, t),
-            Kind::Other => {
-                let attrs = self.attributes(obj, t);
-                if t.flags & MANAGED_DICT != 0 && l.dict != DictLayout::Legacy {
-                    // The dict and values pointers before the object, and one value per
-                    // attribute (inline values; a dict made for it is larger).
-                    total += l.managed_dict_before + 8 * attrs.len() as u64;
-                }
-                attrs.into_iter().map(|(_, v)| v).collect()
-            }
-            _ => Vec::new(),
-        };
-        for c in children.into_iter().take(256) {
-            let Some(ct) = self.type_of(c) else { continue };
-            total += match (ct.kind(), ct.name.as_str()) {
-                (_, "str" | "bytes" | "int" | "float") => self.shallow_size(c, &ct),
-                (Kind::List | Kind::Dict | Kind::Set | Kind::Tuple, _) => {
-                    self.shallow_size(c, &ct) + gc(&ct) + self.atomic_children_size(c, &ct)
-                }
-                _ => 0,
-            };
-        }
-        total
-    }
-
-    /// The items of a list or tuple (at most 256).
-    fn atomic_children(&mut self, obj: u64, t: &TypeInfo) -> Vec<u64> {
-        // list ob_size and tuple ob_size are both PyVarObject.ob_size.
-        let len = self
-            .mem
-            .u64(obj + self.layout.var_size)
-            .unwrap_or(0)
-            .min(256);
-        let at = if t.kind() == Kind::List {
-            self.mem.u64(obj + self.layout.list_items).unwrap_or(0)
-        } else {
-            obj + self.layout.tuple_items
-        };
-        let b = self.mem.bytes(at, 8 * len as usize).unwrap_or_default();
-        (0..len as usize).map(|i| u64_at(&b, 8 * i)).collect()
-    }
-
-    /// The size of the str, bytes, int and float objects a dict, list or tuple holds directly.
-    fn atomic_children_size(&mut self, obj: u64, t: &TypeInfo) -> u64 {
-        let children: Vec<u64> = match (t.kind(), t.name.as_str()) {
-            (Kind::Dict, _) => self.dict_items(obj).into_iter().map(|e| e.1).collect(),
-            (Kind::List | Kind::Tuple, _) => self.atomic_children(obj, t),
-            _ => return 0,
-        };
+    /// What an item of a growing container costs, counted once: the item (its own size, the
+    /// gc's header, an instance's pointers kept before it and its values array, the buffer it
+    /// owns: a bytearray's, an array.array's, a BytesIO's, a numpy array's data when it owns
+    /// it), and, followed up to four references deep, every object that only it holds
+    /// (reference count 1: its dicts, lists, tuples, strings, numbers, instances). An object
+    /// that something else holds too (interned strings, small ints, one object in many items,
+    /// a Logger's parent, a numpy view's base) is not the item's: it goes to `shared`, once.
+    /// Types, modules and functions are never followed.
+    fn deep_size(&mut self, obj: u64, t: &TypeInfo, shared: &mut HashMap<u64, u64>) -> u64 {
         let mut total = 0;
-        for c in children.into_iter().take(256) {
-            if let Some(ct) = self.type_of(c) {
-                if matches!(ct.name.as_str(), "str" | "bytes" | "int" | "float") {
-                    total += self.shallow_size(c, &ct);
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::from([obj]);
+        let mut todo = vec![(obj, t.clone(), 0u32)];
+        while let Some((o, ot, depth)) = todo.pop() {
+            total += self.own_size(o, &ot);
+            if depth >= 4 || seen.len() > 512 {
+                continue;
+            }
+            let mut children: Vec<u64> = Vec::new();
+            if ot.kind() == Kind::Dict {
+                children.extend(self.dict_items(o).into_iter().flat_map(|(k, v)| [k, v]));
+            } else {
+                let mut refs = Vec::new();
+                self.refs(o, &ot, &mut refs);
+                children.extend(refs.into_iter().map(|r| r.0));
+            }
+            for c in children.into_iter().take(1024) {
+                if !seen.insert(c) {
+                    continue;
+                }
+                let Some(ct) = self.type_of(c) else { continue };
+                if matches!(
+                    ct.kind(),
+                    Kind::Type | Kind::Module | Kind::Function | Kind::Generator
+                ) {
+                    continue;
+                }
+                if self.refcount(c) == Some(1) {
+                    todo.push((c, ct, depth + 1));
+                } else if !shared.contains_key(&c) {
+                    let s = self.own_size(c, &ct);
+                    shared.insert(c, s);
                 }
             }
         }
         total
+    }
+
+    /// An object's reference count (the immortal ones of 3.12+ read as large).
+    fn refcount(&mut self, obj: u64) -> Option<u64> {
+        self.mem.u64(obj)
+    }
+
+    /// An object's own memory: its size, the gc's header before it, an instance's managed
+    /// pointers and values, and the buffer it owns.
+    fn own_size(&mut self, obj: u64, t: &TypeInfo) -> u64 {
+        let l = self.layout;
+        let mut total = self.shallow_size(obj, t) + self.owned_buffer(obj, t);
+        if t.flags & HAVE_GC != 0 {
+            total += l.gc_head_size;
+        }
+        if t.kind() == Kind::Other && t.flags & MANAGED_DICT != 0 && l.dict != DictLayout::Legacy {
+            let attrs = self.attributes(obj, t).len() as u64;
+            total += l.managed_dict_before + 8 * attrs;
+        }
+        total
+    }
+
+    /// The memory an object owns outside its own body: a bytearray's buffer (`ob_alloc`), an
+    /// array.array's items, a BytesIO's bytes, an mmap's mapping, a numpy array's data (when it
+    /// owns it: a view's data is its base's). Offsets of CPython's and numpy's own structs,
+    /// the same in every version here (numpy 1.x and 2.x differ in where a dtype's item size is).
+    fn owned_buffer(&mut self, obj: u64, t: &TypeInfo) -> u64 {
+        const MAX: u64 = 1 << 40;
+        let word = |s: &mut Self, off: u64| s.mem.u64(obj + off).unwrap_or(0);
+        match t.name.as_str() {
+            "bytearray" => word(self, 24).min(MAX),
+            "array.array" => {
+                let allocated = word(self, 32).min(MAX);
+                let descr = word(self, 40);
+                let itemsize = self
+                    .mem
+                    .bytes(descr + 4, 4)
+                    .map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()) as u64)
+                    .unwrap_or(0);
+                if itemsize == 0 || itemsize > 16 {
+                    return 0;
+                }
+                allocated * itemsize
+            }
+            "_io.BytesIO" => {
+                let buf = word(self, 16);
+                match self.type_of(buf) {
+                    Some(bt) if bt.name == "bytes" => self.shallow_size(buf, &bt),
+                    _ => 0,
+                }
+            }
+            "mmap.mmap" => word(self, 24).min(MAX),
+            "numpy.ndarray" | "numpy.matrix" | "numpy.memmap" | "numpy.recarray" => {
+                self.ndarray_data(obj).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The bytes of a numpy array's data when it owns them (OWNDATA), from its dimensions and
+    /// its dtype's item size (numpy 2.x: an npy_intp at +40 of the descr; 1.x: an int at +32).
+    fn ndarray_data(&mut self, obj: u64) -> Option<u64> {
+        const OWNDATA: u64 = 0x4;
+        let b = self.mem.bytes(obj + 16, 56)?;
+        let nd = u64_at(&b, 8usize) as u32 as u64;
+        let dims = u64_at(&b, 16usize);
+        let descr = u64_at(&b, 40usize);
+        let flags = u64_at(&b, 48usize) as u32 as u64;
+        if flags & OWNDATA == 0 || nd > 64 {
+            return Some(0);
+        }
+        let d = self.mem.bytes(descr, 48)?;
+        let v2 = u64_at(&d, 40usize);
+        let itemsize = if v2 > 0 && v2 <= 1 << 20 {
+            v2
+        } else {
+            u64::from(mem::u32_at(&d, 32usize))
+        };
+        let mut n = itemsize;
+        if nd > 0 {
+            let dv = self.mem.bytes(dims, 8 * nd as usize)?;
+            for i in 0..nd as usize {
+                n = n.saturating_mul(u64_at(&dv, 8 * i));
+            }
+        }
+        Some(n.min(1 << 40))
     }
 
     /// An object's own size, as sys.getsizeof would roughly say (without the gc header).
