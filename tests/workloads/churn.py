@@ -6,8 +6,8 @@
   spawn        starts a short-lived Python every 0.2 s until killed
   reuse DIR    forks a child that opens 2 files and exits; then makes the next pid the same
                (ns_last_pid) and forks one that opens 1 file and sleeps; writes both pids to DIR
-  exec K TOP   opens a file named after K a second in, then execs itself with K-1 two seconds
-               later (down to 0, which sleeps)
+  exec K TOP GO  waits for the file GO (the first program), opens a file named after K a second
+               in, then execs itself with K-1 two seconds later (down to 0, which sleeps)
 """
 import os
 import subprocess
@@ -76,12 +76,14 @@ elif mode == "reuse":
         f.write("%d %d\n" % (first, second))
     time.sleep(3600)
 elif mode == "exec":
-    k = int(sys.argv[2])
-    if k == int(sys.argv[3]):
+    k, top, go = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if k == int(top):
         print("ready", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.05)
     time.sleep(1)
     f = open("/tmp/churn-exec-%d-%d" % (os.getpid(), k), "w")
     time.sleep(2)
     if k > 0:
-        os.execv(sys.executable, [sys.executable, __file__, "exec", str(k - 1), sys.argv[3]])
+        os.execv(sys.executable, [sys.executable, __file__, "exec", str(k - 1), top, go])
     time.sleep(3600)

@@ -276,11 +276,19 @@ pub mod sys {
     pub const MEMFD_SECRET: u32 = 447;
     pub const EXECVE: u32 = 59;
     pub const EXECVEAT: u32 = 322;
+    pub const MMAP: u32 = 9;
+    pub const MPROTECT: u32 = 10;
+    pub const MUNMAP: u32 = 11;
+    pub const BRK: u32 = 12;
     pub const CLONE: u32 = 56;
     pub const FORK: u32 = 57;
     pub const VFORK: u32 = 58;
     pub const CLONE3: u32 = 435;
 
+    pub const MAP_SHARED: u64 = 0x01;
+    pub const MAP_ANONYMOUS: u64 = 0x20;
+    pub const MAP_STACK: u64 = 0x20000;
+    pub const PROT_WRITE: u64 = 0x2;
     pub const CLONE_VFORK: u64 = 0x4000;
     pub const CLONE_THREAD: u64 = 0x10000;
 
@@ -298,6 +306,44 @@ pub const TARGET_FOLLOW_FORKS: u32 = 4;
 /// `TARGETS` flag: the process shares tracer's pid namespace, so the pid fork returns is the
 /// child's pid as the kernel's maps key it.
 pub const TARGET_HOST_PIDNS: u32 = 8;
+
+/// The memory a traced process's heap grew by at one stack (`GROWS` key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GrowKey {
+    pub pid: u32,
+    pub ustack: i32,
+    pub pystack: u64,
+}
+
+/// How: the program break moved up (brk: glibc's main heap), private anonymous memory mapped
+/// (mmap: large malloc chunks, pymalloc's arenas, extensions' allocators) or made writable
+/// (mprotect: glibc's thread arenas growing). Bytes and calls, since attach (`GROWS` value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Grow {
+    pub brk_bytes: u64,
+    pub mmap_bytes: u64,
+    pub calls: u64,
+}
+
+/// An anonymous private mapping a traced process made, until it unmaps it (`MAPPINGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MapKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapInfo {
+    pub len: u64,
+    pub ustack: i32,
+    pub _pad: u32,
+    pub pystack: u64,
+}
 
 /// A process forked by a traced one (`FORKS` key): the parent (host pid) and the child's pid
 /// as fork returned it (in the parent's pid namespace).
@@ -347,5 +393,9 @@ mod pod {
     unsafe impl aya::Pod for PyStack {}
     unsafe impl aya::Pod for SampleKey {}
     unsafe impl aya::Pod for ForkKey {}
+    unsafe impl aya::Pod for GrowKey {}
+    unsafe impl aya::Pod for Grow {}
+    unsafe impl aya::Pod for MapKey {}
+    unsafe impl aya::Pod for MapInfo {}
     unsafe impl aya::Pod for ForkInfo {}
 }

@@ -15,12 +15,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    stat, sys, FdKey, FdKind, ForkInfo, ForkKey, FORK_ADOPTED, FORK_VFORK, PATH_LEN,
+    stat, sys, FdKey, FdKind, ForkInfo, ForkKey, Grow, GrowKey, MapInfo, MapKey, FORK_ADOPTED,
+    FORK_VFORK, PATH_LEN,
     TARGET_FOLLOW_FORKS, TARGET_HOST_PIDNS, TARGET_TRACED,
 };
 
 use crate::maps::{
-    bump, bump_pid, user_stack, EXEC_FDS, EXEC_NS, FDS, FD_PYSTACKS, FD_SCRATCH, FORKS, PID_STATS,
+    bump, bump_pid, user_stack, BREAKS, EXEC_FDS, EXEC_NS, FDS, FD_PYSTACKS, FD_SCRATCH, FORKS, GROWS,
+    MAPPINGS, PID_STATS,
     PYCONF, TARGETS, THREADS,
 };
 use crate::python::py_stack_into;
@@ -267,6 +269,93 @@ fn forked(ctx: &RawTracePointContext, regs: *const u8, tgid: u32, id: u64, child
     }
 }
 
+/// The heap of a traced process grew by `bytes` (`brk`: through the program break, else through
+/// a mapping), at the current stacks.
+#[inline(always)]
+fn grew(ctx: &RawTracePointContext, tgid: u32, id: u64, bytes: u64, brk: bool) -> (i32, u64) {
+    let ustack = user_stack(ctx);
+    let pystack = py_stack_into(tgid, id, &FD_PYSTACKS);
+    let key = GrowKey {
+        pid: tgid,
+        ustack,
+        pystack,
+    };
+    if let Some(g) = GROWS.get_ptr_mut(&key) {
+        let g = unsafe { &mut *g };
+        if brk {
+            g.brk_bytes += bytes;
+        } else {
+            g.mmap_bytes += bytes;
+        }
+        g.calls += 1;
+    } else {
+        let g = Grow {
+            brk_bytes: if brk { bytes } else { 0 },
+            mmap_bytes: if brk { 0 } else { bytes },
+            calls: 1,
+        };
+        let _ = GROWS.insert(&key, &g, 0);
+    }
+    (ustack, pystack)
+}
+
+/// Memory calls of a traced process (rare: the allocators take memory in large steps): where
+/// its heap grows, with the stacks that made it grow.
+#[inline(always)]
+fn memory(ctx: &RawTracePointContext, regs: *const u8, tgid: u32, id: u64, ret: u64, e: Effect) {
+    const PAGE: u64 = 4096;
+    match e {
+        Effect::Brk => {
+            match unsafe { BREAKS.get(&tgid) }.copied() {
+                Some(last) if ret > last => {
+                    grew(ctx, tgid, id, ret - last, true);
+                }
+                _ => {}
+            }
+            let _ = BREAKS.insert(&tgid, &ret, 0);
+        }
+        Effect::Mmap => {
+            let len = arg(regs, Arg(1)).div_ceil(PAGE) * PAGE;
+            let flags = arg(regs, Arg(3));
+            let prot = arg(regs, Arg(2));
+            let private_anon = flags & (sys::MAP_ANONYMOUS | sys::MAP_SHARED) == sys::MAP_ANONYMOUS;
+            // Thread stacks and PROT_NONE reservations (glibc's thread arenas) are not heap.
+            if !private_anon || flags & sys::MAP_STACK != 0 || prot & sys::PROT_WRITE == 0 {
+                return;
+            }
+            let (ustack, pystack) = grew(ctx, tgid, id, len, false);
+            let key = MapKey {
+                pid: tgid,
+                _pad: 0,
+                addr: ret,
+            };
+            let info = MapInfo {
+                len,
+                ustack,
+                _pad: 0,
+                pystack,
+            };
+            let _ = MAPPINGS.insert(&key, &info, 0);
+        }
+        Effect::Munmap => {
+            let key = MapKey {
+                pid: tgid,
+                _pad: 0,
+                addr: arg(regs, Arg(0)),
+            };
+            let _ = MAPPINGS.remove(&key);
+        }
+        Effect::Mprotect => {
+            // A thread arena's heap growing into its reservation.
+            if arg(regs, Arg(2)) & sys::PROT_WRITE != 0 {
+                let len = arg(regs, Arg(1)).div_ceil(PAGE) * PAGE;
+                grew(ctx, tgid, id, len, false);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `sys_exit(struct pt_regs *regs, long ret)`
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
@@ -310,6 +399,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                     i += 1;
                 }
             }
+        }
+        Effect::Brk | Effect::Mmap | Effect::Munmap | Effect::Mprotect => {
+            memory(&ctx, regs, tgid, id, ret as u64, effect)
         }
         Effect::Fork(how) => {
             if ret > 0 {

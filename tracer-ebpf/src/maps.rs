@@ -9,7 +9,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, PendingAlloc, PidStats, PyConf,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, Grow, GrowKey, MapInfo, MapKey,
+    PendingAlloc, PidStats, PyConf,
     PyStack, SampleKey, ALLOC_MAP_CAPACITY, FD_MAP_CAPACITY, NO_STACK, TARGET_TRACED,
 };
 
@@ -46,6 +47,18 @@ pub static EXEC_NS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 /// entry: what `FDS` held for them at the exec.
 #[map]
 pub static EXEC_FDS: HashMap<FdKey, FdInfo> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// The memory traced processes' heaps grew by, per stack (see `tracer_common::Grow`).
+#[map]
+pub static GROWS: HashMap<GrowKey, Grow> = HashMap::with_max_entries(16384, 0);
+
+/// The anonymous private mappings of traced processes, with the stack that made them.
+#[map]
+pub static MAPPINGS: HashMap<MapKey, MapInfo> = HashMap::with_max_entries(65536, 0);
+
+/// The program break of each traced process, as its last brk call left it.
+#[map]
+pub static BREAKS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Processes forked by traced processes, until the user side takes them (every 100 ms).
 #[map]

@@ -76,6 +76,12 @@ pub enum Effect {
     Exec,
     /// A new process or thread (fork, vfork, clone, clone3): the return value is the child.
     Fork(Spawn),
+    /// The heap's memory: the program break moved (brk), a mapping made or removed, memory made
+    /// writable.
+    Brk,
+    Mmap,
+    Munmap,
+    Mprotect,
 }
 
 /// How a fork-like call says what it made.
@@ -128,6 +134,10 @@ pub fn effect(nr: u32) -> Option<Effect> {
         },
         sys::EXECVE | sys::EXECVEAT => Effect::Exec,
         sys::FORK => Effect::Fork(Spawn::Fork),
+        sys::BRK => Effect::Brk,
+        sys::MMAP => Effect::Mmap,
+        sys::MUNMAP => Effect::Munmap,
+        sys::MPROTECT => Effect::Mprotect,
         sys::VFORK => Effect::Fork(Spawn::Vfork),
         sys::CLONE => Effect::Fork(Spawn::CloneFlags),
         sys::CLONE3 => Effect::Fork(Spawn::Clone3Args),

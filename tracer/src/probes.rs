@@ -10,9 +10,9 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{PerfEvent, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, PidStats, PyConf, PyStack,
-    SampleKey, ALLOC_FREE_LISTED, TARGET_FOLLOW_FORKS, TARGET_HOST_PIDNS, TARGET_SAMPLED,
-    TARGET_TRACED,
+    stat, AllocInfo, AllocKey, FdInfo, FdKey, ForkInfo, ForkKey, Grow, GrowKey, MapInfo, MapKey,
+    PidStats, PyConf, PyStack, SampleKey, ALLOC_FREE_LISTED, TARGET_FOLLOW_FORKS,
+    TARGET_HOST_PIDNS, TARGET_SAMPLED, TARGET_TRACED,
 };
 
 use crate::batch;
@@ -232,6 +232,25 @@ impl Probes {
             let _ = t.insert(pid, flags, 0);
         }
         Ok(())
+    }
+
+    /// Where each traced process's heap grew since it was attached, by stack, and the mappings
+    /// it made that are still there (with the stacks that made them).
+    pub fn growth(&self) -> (HashMap<GrowKey, Grow>, HashMap<MapKey, MapInfo>) {
+        (
+            read_hash(self.ebpf.map("GROWS")),
+            read_hash(self.ebpf.map("MAPPINGS")),
+        )
+    }
+
+    /// Tells the kernel where a process's program break is now (its heap's growth is counted
+    /// from there).
+    pub fn seed_break(&mut self, pid: u32, brk: u64) {
+        if let Some(m) = self.ebpf.map_mut("BREAKS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u64>::try_from(m) {
+                let _ = t.insert(pid, brk, 0);
+            }
+        }
     }
 
     /// Takes the processes traced ones forked since the last call, oldest first.
@@ -561,6 +580,25 @@ impl Probes {
         if !fds.is_empty() {
             batch::delete::<FdKey, FdInfo>(self.ebpf.map_mut("FDS"), &fds);
         }
+        let (grows, maps) = self.growth();
+        let grows: Vec<GrowKey> = grows
+            .into_keys()
+            .filter(|k| gone.contains(&k.pid))
+            .collect();
+        if !grows.is_empty() {
+            batch::delete::<GrowKey, Grow>(self.ebpf.map_mut("GROWS"), &grows);
+        }
+        let maps: Vec<MapKey> = maps.into_keys().filter(|k| gone.contains(&k.pid)).collect();
+        if !maps.is_empty() {
+            batch::delete::<MapKey, MapInfo>(self.ebpf.map_mut("MAPPINGS"), &maps);
+        }
+        if let Some(m) = self.ebpf.map_mut("BREAKS") {
+            if let Ok(mut t) = BpfHashMap::<&mut MapData, u32, u64>::try_from(m) {
+                for pid in pids {
+                    let _ = t.remove(pid);
+                }
+            }
+        }
     }
 
     /// Stops walking a process's Python frames (its program was replaced).
@@ -665,6 +703,15 @@ impl Probes {
         }
         for k in read_hash::<SampleKey, u64>(self.ebpf.map("SAMPLES")).keys() {
             python.insert(k.stack);
+        }
+        let (grows, maps) = self.growth();
+        for k in grows.keys() {
+            native.insert(k.ustack);
+            python.insert(k.pystack);
+        }
+        for v in maps.values() {
+            native.insert(v.ustack);
+            python.insert(v.pystack);
         }
         let (old_native, old_python) = std::mem::take(&mut self.unused_stacks);
         let mut freed = (0, 0);

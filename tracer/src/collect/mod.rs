@@ -406,6 +406,13 @@ impl Collector {
             resident: ResidentState::default(),
         });
         self.refresh_target(self.targets.len() - 1);
+        // The heap's growth is counted from its break now.
+        if let Some(heap) = procfs::maps(pid)
+            .ok()
+            .and_then(|m| m.into_iter().find(|m| m.path.as_deref() == Some("[heap]")))
+        {
+            self.probes.seed_break(pid, heap.end);
+        }
         let follow = self.follows_forks(self.targets.len() - 1);
         if let Err(e) = self.probes.add_target(pid, follow) {
             self.targets.pop();
@@ -1010,6 +1017,26 @@ impl Collector {
         });
         let fds = self.probes.fds();
         self.map_entries = (alloc_entries, fds.len() as u64);
+        // Where the heaps grew: brk moves and mprotects by stack since attach, mappings by
+        // stack while they stay.
+        let (grows, mappings) = self.probes.growth();
+        let mut grown: HashMap<u32, HashMap<StackKey, (u64, u64)>> = HashMap::new();
+        for (k, g) in &grows {
+            let e = grown
+                .entry(k.pid)
+                .or_default()
+                .entry((k.ustack, k.pystack))
+                .or_default();
+            e.0 += g.brk_bytes;
+        }
+        for (k, m) in &mappings {
+            let e = grown
+                .entry(k.pid)
+                .or_default()
+                .entry((m.ustack, m.pystack))
+                .or_default();
+            e.1 += m.len;
+        }
         let mut ended = Vec::new();
         for i in 0..self.targets.len() {
             let pid = self.targets[i].pid;
@@ -1092,10 +1119,12 @@ impl Collector {
                 }
             }
             let mut frames = HashMap::new();
+            let grows = grown.remove(&pid).unwrap_or_default();
             let keys: Vec<StackKey> = groups
                 .keys()
                 .copied()
                 .chain(open.iter().map(|f| (f.info.ustack, f.info.pystack)))
+                .chain(grows.keys().copied())
                 .collect();
             for k in keys {
                 if let std::collections::hash_map::Entry::Vacant(e) = frames.entry(k) {
@@ -1126,6 +1155,7 @@ impl Collector {
             t.last = Some(ProcSnapshot {
                 allocs: groups,
                 fds: open,
+                grows,
                 stats,
                 frames,
             });

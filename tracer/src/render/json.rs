@@ -61,7 +61,10 @@
 //!               "mapped_resident_bytes", "partial" },
 //!           "threads", "notes",
 //!           "reading": null | { "kind": "grows", "part" } | { "kind": "fragmented",
-//!               "free_bytes", "trimmable_bytes" } } } ],
+//!               "free_bytes", "trimmable_bytes" } },
+//!       "heap_growth": [ { "line", "stack", "brk_bytes" (the program break moved up there
+//!           since attach), "mapped_bytes" (anonymous memory mapped there, still mapped, or
+//!           made writable) } ] (the call paths the heap grew at, most first, at most 8) } ],
 //!   "health": { "allocator_calls", "dropped_allocations", "dropped_descriptors" (map full),
 //!       "stacks_lost", "python_stacks_lost", "ended_not_listed" (processes that ended, beyond the ones kept),
 //!       "missed": { "exited_before_attach" (Python processes found that ended before they
@@ -215,6 +218,12 @@ pub fn render(r: &Report) -> String {
                 "suspects": suspects,
                 "census": p.census.as_ref().map(|c| census(c, &r.places)),
                 "resident": p.resident.as_ref().map(resident),
+                "heap_growth": p.heap_growth.iter().map(|g| json!({
+                    "line": python_line(&g.frames),
+                    "stack": labels(&g.frames),
+                    "brk_bytes": g.brk,
+                    "mapped_bytes": g.mapped,
+                })).collect::<Vec<_>>(),
                 "warning": p.warning,
             })
         })

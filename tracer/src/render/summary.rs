@@ -244,7 +244,7 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     {
         let _ = writeln!(
             o,
-            "    resident memory grows but nothing the census reaches does: look with --budget 2 (allocation stacks) or a short exact recording"
+            "    resident memory grows but nothing the census reaches does: the split of resident memory below says which part grows, and where the heap grew; --budget 2 (allocation stacks) or a short exact recording say more"
         );
     }
     let growing: Vec<String> = c
@@ -569,6 +569,25 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
         }
         if let Some(res) = &p.resident {
             resident(&mut o, res);
+        }
+        if !p.heap_growth.is_empty() {
+            let _ = writeln!(
+                o,
+                "  the heap grew at (since attach: brk moves, mappings still mapped):"
+            );
+            for g in p.heap_growth.iter().take(4) {
+                let _ = writeln!(
+                    o,
+                    "    {:>10}  {}{}",
+                    human_bytes(g.brk + g.mapped),
+                    short_stack(&g.frames, 4),
+                    match (g.brk, g.mapped) {
+                        (0, m) => format!("  (mapped {})", human_bytes(m)),
+                        (b, 0) => format!("  (brk {})", human_bytes(b)),
+                        (b, m) => format!("  (brk {}, mapped {})", human_bytes(b), human_bytes(m)),
+                    }
+                );
+            }
         }
         if !p.allocs.is_empty() {
             let _ = writeln!(

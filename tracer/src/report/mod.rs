@@ -197,6 +197,8 @@ pub struct ProcReport {
     pub census: Option<crate::report::census::CensusReport>,
     /// Resident memory split into parts (None before the first census pass, or without one).
     pub resident: Option<resident::ResidentReport>,
+    /// Where the heap grew since attach (brk, mmap, mprotect), by Python call path, most first.
+    pub heap_growth: Vec<resident::HeapGrowth>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
     pub warning: Option<String>,
 }
@@ -559,6 +561,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         growth: growth(t),
         census: t.census.clone(),
         resident: resident::report(t.resident),
+        heap_growth: resident::heap_growth(snap),
         warning: t.warning.clone(),
         allocs,
         fds,

@@ -2,7 +2,9 @@
 //! and verdict over the readings, and what that says (a leak in objects, fragmentation, native
 //! memory, buffers).
 
+use crate::frame::{verdict_key, Frame};
 use crate::resident::{glibc::Heaps, pymalloc::Pools, Breakdown, Part};
+use crate::snapshot::ProcSnapshot;
 use crate::verdict::{judge, Trend, Verdict};
 
 /// One part of resident memory.
@@ -97,4 +99,43 @@ pub fn reading(r: &ResidentReport) -> Option<Reading> {
         free,
         trimmable: r.heaps.trimmable,
     })
+}
+
+/// Where a process's heap grew, at one Python call path.
+#[derive(Debug, Clone)]
+pub struct HeapGrowth {
+    pub frames: Vec<Frame>,
+    /// Bytes the program break moved up by there (glibc's main heap), since attach.
+    pub brk: u64,
+    /// Bytes of anonymous memory mapped there that is still mapped (large malloc chunks,
+    /// pymalloc arenas, extensions' allocators), or made writable (glibc's thread arenas).
+    pub mapped: u64,
+}
+
+/// The call paths the heap grew at, most first (at most 8).
+pub fn heap_growth(snap: &ProcSnapshot) -> Vec<HeapGrowth> {
+    let mut by: std::collections::HashMap<Vec<Frame>, (u64, u64)> =
+        std::collections::HashMap::new();
+    for (k, (brk, mapped)) in &snap.grows {
+        let frames = verdict_key(snap.frames.get(k).cloned().unwrap_or_default());
+        let e = by.entry(frames).or_default();
+        e.0 += brk;
+        e.1 += mapped;
+    }
+    let mut v: Vec<HeapGrowth> = by
+        .into_iter()
+        .filter(|(_, (b, m))| b + m > 0)
+        .map(|(frames, (brk, mapped))| HeapGrowth {
+            frames,
+            brk,
+            mapped,
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        (b.brk + b.mapped)
+            .cmp(&(a.brk + a.mapped))
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
+    v.truncate(8);
+    v
 }

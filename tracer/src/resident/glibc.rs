@@ -93,6 +93,14 @@ fn walk(pid: u32, first: u64, end: u64, main: bool, resident: &Resident, h: &mut
             // The fenceposts that end a thread arena's heap that is not its current one.
             return;
         }
+        if main && size >= 16 && size % 16 == 0 && p + size > end {
+            // The top of a heap that grew since its size was read: free to the end.
+            h.free += end - p;
+            h.free_chunks += 1;
+            h.free_resident += resident.bytes_exact(p + 16, end);
+            h.trimmable += resident.whole_pages(p + 48, end);
+            return;
+        }
         if size < 16 || size % 16 != 0 || p + size > end {
             // A chunk changing under the walk (the target runs on), or not a heap after all.
             h.partial = true;

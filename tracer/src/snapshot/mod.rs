@@ -145,6 +145,9 @@ pub struct OpenFd {
 pub struct ProcSnapshot {
     pub allocs: HashMap<StackKey, AllocGroup>,
     pub fds: Vec<OpenFd>,
+    /// Where the heap grew since attach, by stack: bytes the program break moved up by, and
+    /// bytes of the anonymous mappings made there that are still mapped (or made writable).
+    pub grows: HashMap<StackKey, (u64, u64)>,
     pub stats: PidStats,
     /// Frames of every stack in this snapshot, root first (resolved while the process lives).
     pub frames: HashMap<StackKey, Vec<Frame>>,
