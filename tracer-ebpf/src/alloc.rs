@@ -121,12 +121,13 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 /// `void free(void *ctx, void *ptr)`
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
+    free_block(ctx.arg(1).unwrap_or(0))
+}
+
+#[inline(always)]
+fn free_block(addr: u64) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !traced(tgid) {
-        return 0;
-    }
-    let addr: u64 = ctx.arg(1).unwrap_or(0);
-    if addr == 0 {
+    if !traced(tgid) || addr == 0 {
         return 0;
     }
     bump(stat::FREE_CALLS);
@@ -137,6 +138,47 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         addr,
     });
     0
+}
+
+// libc's own malloc family (exact mode): what extensions and libraries take from malloc
+// without CPython's allocator (numpy's array data, a C extension's buffers). A call nested in
+// CPython's raw domain returns the same address: the block is recorded once, with the innermost
+// call's stack (its native frames show both).
+
+/// `void *malloc(size_t size)`
+#[uprobe]
+pub fn libc_malloc_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(0).unwrap_or(0);
+    alloc_entry(&ctx, size, 0)
+}
+
+/// `void *calloc(size_t nelem, size_t elsize)`
+#[uprobe]
+pub fn libc_calloc_enter(ctx: ProbeContext) -> u32 {
+    let n: u64 = ctx.arg(0).unwrap_or(0);
+    let sz: u64 = ctx.arg(1).unwrap_or(0);
+    alloc_entry(&ctx, n.wrapping_mul(sz), 0)
+}
+
+/// `void *realloc(void *ptr, size_t size)`
+#[uprobe]
+pub fn libc_realloc_enter(ctx: ProbeContext) -> u32 {
+    let old: u64 = ctx.arg(0).unwrap_or(0);
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    alloc_entry(&ctx, size, old)
+}
+
+/// `void *aligned_alloc(size_t alignment, size_t size)`, `memalign` alike.
+#[uprobe]
+pub fn libc_aligned_enter(ctx: ProbeContext) -> u32 {
+    let size: u64 = ctx.arg(1).unwrap_or(0);
+    alloc_entry(&ctx, size, 0)
+}
+
+/// `void free(void *ptr)`
+#[uprobe]
+pub fn libc_free_enter(ctx: ProbeContext) -> u32 {
+    free_block(ctx.arg(0).unwrap_or(0))
 }
 
 /// Benchmark floor: a do-nothing probe, attached where the allocator probes would be.

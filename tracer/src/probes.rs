@@ -39,6 +39,15 @@ const KEYS_PROGRAM: &str = "new_keys_exit";
 const CONSTRUCTOR_PROGRAM: &str = "new_object_exit";
 /// 3.13: return of `_PyDict_FromItems` (its dict's keys table).
 const DICT_ITEMS_PROGRAM: &str = "dict_items_exit";
+/// libc's malloc family, by symbol (exact mode: native allocations).
+const LIBC_PROGRAMS: [(&str, &str); 6] = [
+    ("malloc", "libc_malloc_enter"),
+    ("calloc", "libc_calloc_enter"),
+    ("realloc", "libc_realloc_enter"),
+    ("aligned_alloc", "libc_aligned_enter"),
+    ("memalign", "libc_aligned_enter"),
+    ("free", "libc_free_enter"),
+];
 /// The on-CPU stack sampler (a perf event per CPU).
 const SAMPLE_PROGRAM: &str = "python_sample";
 /// Its rate, per CPU (a prime: no lockstep with periodic work).
@@ -154,6 +163,13 @@ impl Probes {
             ])
             .chain(FREE_KEYS_PROGRAMS.iter())
             .chain(FLOOR_PROGRAMS.iter())
+            .chain(
+                LIBC_PROGRAMS
+                    .iter()
+                    .map(|(_, p)| p)
+                    .filter(|p| **p != "libc_aligned_enter"),
+            )
+            .chain(["libc_aligned_enter"].iter())
         {
             let p: &mut UProbe = ebpf
                 .program_mut(name)
@@ -341,6 +357,52 @@ impl Probes {
         Ok(n)
     }
 
+    /// Attaches probes to libc's malloc family in `path` (the C library a target maps, as the
+    /// target sees it), keyed as one more file (`file`): exact mode's native allocations.
+    /// Returns the number of probes.
+    pub fn attach_libc(&mut self, path: &Path, file: FileId) -> Result<usize> {
+        if self.links.contains_key(&file) {
+            return Ok(0);
+        }
+        let elf = crate::python::elf::Elf::open(path)
+            .map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
+        let mut links = Vec::new();
+        for (symbol, program) in LIBC_PROGRAMS {
+            let Some(off) = elf.dynsym(symbol).and_then(|s| elf.vaddr_to_offset(s.addr)) else {
+                continue;
+            };
+            let mut names = vec![program];
+            if symbol != "free" {
+                names.push(EXIT_PROGRAM);
+            }
+            for name in names {
+                let p: &mut UProbe = self
+                    .ebpf
+                    .program_mut(name)
+                    .expect("loaded")
+                    .try_into()
+                    .map_err(load_error)?;
+                let id = p
+                    .attach(
+                        UProbeAttachLocation::AbsoluteOffset(off),
+                        path,
+                        UProbeScope::AllProcesses,
+                    )
+                    .map_err(|e| {
+                        Error::Other(format!(
+                            "cannot attach a uprobe to {} ({symbol}): {}",
+                            path.display(),
+                            one_line(&e.to_string())
+                        ))
+                    })?;
+                links.push((name, id));
+            }
+        }
+        let n = links.len();
+        self.links.insert(file, links);
+        Ok(n)
+    }
+
     /// Attaches the `_Py_NewReference` probe to an interpreter file (with its allocator probes,
     /// released with them): an object that a free list hands out again gives its outstanding
     /// block the stack and time of the code that created it, instead of the first allocator's.
@@ -441,7 +503,7 @@ impl Probes {
             let rank = match name {
                 "alloc_exit" | "noop_exit" | KEYS_PROGRAM | CONSTRUCTOR_PROGRAM
                 | DICT_ITEMS_PROGRAM => 1,
-                "free_enter" | "free_keys_arg0" | "free_keys_arg1" => 2,
+                "free_enter" | "libc_free_enter" | "free_keys_arg0" | "free_keys_arg1" => 2,
                 _ => 0,
             };
             if keep_frees && rank == 2 {

@@ -265,6 +265,8 @@ pub struct Collector {
     pub missed: Missed,
     /// Ticks so far.
     ticks: u64,
+    /// C libraries whose malloc family is probed (exact mode).
+    libc_files: std::collections::HashSet<FileId>,
     /// Stacks the kernel had lost at the last collection of its stack maps.
     stacks_lost_seen: u64,
     started: Instant,
@@ -296,6 +298,7 @@ impl Collector {
             followed: Vec::new(),
             missed: Missed::default(),
             ticks: 0,
+            libc_files: std::collections::HashSet::new(),
             stacks_lost_seen: 0,
             sampler_error: None,
             started: Instant::now(),
@@ -337,7 +340,10 @@ impl Collector {
         // everything it needs to walk the process's Python frames is published first (the
         // layout checked, the thread list's address, the threads): a descriptor opened or a
         // block allocated while the probes were being attached had no Python frames.
-        let uprobes = self.join_group(&interp)?;
+        let mut uprobes = self.join_group(&interp)?;
+        if self.mode == Mode::Exact {
+            uprobes += self.attach_libc(pid);
+        }
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
@@ -455,6 +461,43 @@ impl Collector {
             probes,
         });
         Ok(probes)
+    }
+
+    /// Exact mode: probes on the malloc family of the C library `pid` maps (once per file):
+    /// native allocations (an extension's buffers, numpy's data) are traced too. Returns the
+    /// number of probes attached now; a C library that cannot be probed is said once.
+    fn attach_libc(&mut self, pid: u32) -> usize {
+        let Some(m) = procfs::maps(pid).ok().and_then(|maps| {
+            maps.into_iter().find(|m| {
+                m.offset == 0
+                    && m.path.as_deref().is_some_and(|p| {
+                        let base = p.rsplit('/').next().unwrap_or(p);
+                        base.starts_with("libc.so")
+                            || (base.starts_with("libc-") && base.ends_with(".so"))
+                    })
+            })
+        }) else {
+            return 0;
+        };
+        let path =
+            std::path::PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+        let Ok(md) = std::fs::metadata(&path) else {
+            return 0;
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        let file = (md.dev(), md.ino());
+        if !self.libc_files.insert(file) {
+            return 0;
+        }
+        match self.probes.attach_libc(&path, file) {
+            Ok(n) => n,
+            Err(e) => {
+                say!(
+                    "tracer: note: native allocations (malloc outside CPython) are not traced: {e}"
+                );
+                0
+            }
+        }
     }
 
     /// The live targets that map an interpreter file.

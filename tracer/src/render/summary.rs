@@ -474,6 +474,32 @@ pub fn render(r: &Report, dir: Option<&Path>) -> String {
         if let Some(w) = &p.warning {
             let _ = writeln!(o, "  {}", clean(w));
         }
+        // Exact mode against the allocators' own account: what share of the memory in use it saw.
+        if let (Mode::Exact, Some(res), false) =
+            (r.mode, &p.resident, p.coverage == Coverage::CensusOnly)
+        {
+            use crate::resident::Part;
+            let in_use: u64 = [Part::SmallObjects, Part::MallocInUse, Part::LargeBlocks]
+                .iter()
+                .filter_map(|x| res.part(*x))
+                .map(|x| x.bytes)
+                .sum();
+            if in_use > 0 {
+                let share = p.total_bytes as f64 * 100.0 / in_use as f64;
+                let _ = writeln!(
+                    o,
+                    "  exact mode saw {} outstanding of the {} the allocators hold in use ({:.0}%){}",
+                    human_bytes(p.total_bytes),
+                    human_bytes(in_use),
+                    share.min(100.0),
+                    if share < 90.0 {
+                        ": the rest was allocated before tracer attached, or through a fast path this build inlines (the split of resident memory below covers it all)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         match coverage_warning(&p.coverage) {
             Some(w) => {
                 let _ = writeln!(o, "  {w}");

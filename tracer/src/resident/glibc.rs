@@ -228,13 +228,9 @@ pub fn read(pid: u32, anon: &[&Vma], resident: &Resident, taken: &[(u64, u64)]) 
             };
             let prev = u64::from_le_bytes(hdr[0..8].try_into().unwrap());
             let raw = u64::from_le_bytes(hdr[8..16].try_into().unwrap());
-            let size = raw & !SIZE_BITS;
-            if prev == 0
-                && raw & SIZE_BITS == IS_MMAPPED
-                && size >= PAGE
-                && size % PAGE == 0
-                && a + size <= end
-            {
+            // glibc 2.36 gives the mapping's length; 2.43 the length less the header.
+            let size = (raw & !SIZE_BITS).div_ceil(PAGE) * PAGE;
+            if prev == 0 && raw & SIZE_BITS == IS_MMAPPED && size >= PAGE && a + size <= end {
                 h.mmapped += 1;
                 h.mmapped_bytes += size;
                 h.mmapped_resident += resident.bytes(a, a + size);
