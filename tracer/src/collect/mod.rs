@@ -46,6 +46,9 @@ pub struct Target {
     pub forked_from: Option<u32>,
     /// Stopped at the last tick (SIGSTOP, a debugger's stop).
     pub stopped: bool,
+    /// Exact mode: the probes of its C library's malloc family are attached (a launched
+    /// process maps it only after its exec: tried again at every tick).
+    pub libc: bool,
     /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
     /// Its pid in its own pid namespace, when that is not the host's.
@@ -341,9 +344,11 @@ impl Collector {
         // layout checked, the thread list's address, the threads): a descriptor opened or a
         // block allocated while the probes were being attached had no Python frames.
         let mut uprobes = self.join_group(&interp)?;
-        if self.mode == Mode::Exact {
-            uprobes += self.attach_libc(pid);
-        }
+        let libc = self.mode == Mode::Exact && {
+            let (found, n) = self.attach_libc(pid);
+            uprobes += n;
+            found
+        };
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
@@ -383,6 +388,7 @@ impl Collector {
             launched: how.launched || parent_launched,
             forked_from: how.forked_from,
             stopped: false,
+            libc,
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
             uprobes,
@@ -466,7 +472,7 @@ impl Collector {
     /// Exact mode: probes on the malloc family of the C library `pid` maps (once per file):
     /// native allocations (an extension's buffers, numpy's data) are traced too. Returns the
     /// number of probes attached now; a C library that cannot be probed is said once.
-    fn attach_libc(&mut self, pid: u32) -> usize {
+    fn attach_libc(&mut self, pid: u32) -> (bool, usize) {
         let Some(m) = procfs::maps(pid).ok().and_then(|maps| {
             maps.into_iter().find(|m| {
                 m.offset == 0
@@ -477,25 +483,25 @@ impl Collector {
                     })
             })
         }) else {
-            return 0;
+            return (false, 0);
         };
         let path =
             std::path::PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
         let Ok(md) = std::fs::metadata(&path) else {
-            return 0;
+            return (false, 0);
         };
         use std::os::unix::fs::MetadataExt as _;
         let file = (md.dev(), md.ino());
         if !self.libc_files.insert(file) {
-            return 0;
+            return (true, 0);
         }
         match self.probes.attach_libc(&path, file) {
-            Ok(n) => n,
+            Ok(n) => (true, n),
             Err(e) => {
                 say!(
                     "tracer: note: native allocations (malloc outside CPython) are not traced: {e}"
                 );
-                0
+                (true, 0)
             }
         }
     }
@@ -1105,6 +1111,11 @@ impl Collector {
                 ended.push(pid);
                 self.symbolizer.forget(pid);
                 continue;
+            }
+            if self.mode == Mode::Exact && !self.targets[i].libc {
+                let (found, n) = self.attach_libc(pid);
+                self.targets[i].libc = found;
+                self.targets[i].uprobes += n;
             }
             // Stopped by SIGSTOP or a debugger: said when it happens and when it ends.
             let stopped = procfs::stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't'));
