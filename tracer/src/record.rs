@@ -326,9 +326,12 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     let niceness = util::hurry();
     c.close_windows();
     c.probes.release_all();
-    // The state at the end: a tick, unless one just ran (a loaded machine makes ticks slow,
-    // and `-d` is a deadline).
-    if last_tick.elapsed() >= Duration::from_millis(500) {
+    // The state at the end: a tick. Only at a `-d` deadline may the tick that just ended stand
+    // for it (a loaded machine makes ticks slow, and `-d` is a deadline); after Ctrl-C or a
+    // signal the state is read again, since what happened during the last tick is what the
+    // user stopped to see.
+    let at_deadline = args.duration.is_some_and(|d| started.elapsed() >= d);
+    if !at_deadline || last_tick.elapsed() >= Duration::from_millis(500) {
         c.tick();
     }
     archive_closed(&mut c, &mut archive);
