@@ -358,9 +358,12 @@ impl Probes {
     }
 
     /// Attaches probes to libc's malloc family in `path` (the C library a target maps, as the
-    /// target sees it), keyed as one more file (`file`): exact mode's native allocations.
-    /// Returns the number of probes.
-    pub fn attach_libc(&mut self, path: &Path, file: FileId) -> Result<usize> {
+    /// target sees it) for process `pid` only, keyed as one more file (`file`): exact mode's
+    /// native allocations. Returns the number of probes.
+    pub fn attach_libc(&mut self, path: &Path, file: FileId, pid: u32) -> Result<usize> {
+        let Some(scope) = std::num::NonZeroU32::new(pid).map(UProbeScope::OneProcess) else {
+            return Ok(0);
+        };
         if self.links.contains_key(&file) {
             return Ok(0);
         }
@@ -382,20 +385,19 @@ impl Probes {
                     .expect("loaded")
                     .try_into()
                     .map_err(load_error)?;
-                let id = p
-                    .attach(
-                        UProbeAttachLocation::AbsoluteOffset(off),
-                        path,
-                        UProbeScope::AllProcesses,
-                    )
-                    .map_err(|e| {
-                        Error::Other(format!(
+                match p.attach(UProbeAttachLocation::AbsoluteOffset(off), path, scope) {
+                    Ok(id) => links.push((name, id)),
+                    Err(e) => {
+                        // Leave nothing half-attached.
+                        self.links.insert(file, links);
+                        self.detach_allocator(file);
+                        return Err(Error::Other(format!(
                             "cannot attach a uprobe to {} ({symbol}): {}",
                             path.display(),
                             one_line(&e.to_string())
-                        ))
-                    })?;
-                links.push((name, id));
+                        )));
+                    }
+                }
             }
         }
         let n = links.len();

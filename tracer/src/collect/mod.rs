@@ -269,7 +269,10 @@ pub struct Collector {
     /// Ticks so far.
     ticks: u64,
     /// C libraries whose malloc family is probed (exact mode).
+    /// The processes whose C library is probed (exact mode), keyed by `libc_key`.
     libc_files: std::collections::HashSet<FileId>,
+    /// A C library that could not be probed was said.
+    libc_said: bool,
     /// Stacks the kernel had lost at the last collection of its stack maps.
     stacks_lost_seen: u64,
     started: Instant,
@@ -302,6 +305,7 @@ impl Collector {
             missed: Missed::default(),
             ticks: 0,
             libc_files: std::collections::HashSet::new(),
+            libc_said: false,
             stacks_lost_seen: 0,
             sampler_error: None,
             started: Instant::now(),
@@ -469,9 +473,11 @@ impl Collector {
         Ok(probes)
     }
 
-    /// Exact mode: probes on the malloc family of the C library `pid` maps (once per file):
-    /// native allocations (an extension's buffers, numpy's data) are traced too. Returns the
-    /// number of probes attached now; a C library that cannot be probed is said once.
+    /// Exact mode: probes on the malloc family of the C library `pid` maps, for that process
+    /// only (a probe on the C library for every process would trap every program on the host,
+    /// the tracer included): native allocations (an extension's buffers, numpy's data) are
+    /// traced too. Returns whether the C library was found and the number of probes attached
+    /// now; a C library that cannot be probed is said once.
     fn attach_libc(&mut self, pid: u32) -> (bool, usize) {
         let Some(m) = procfs::maps(pid).ok().and_then(|maps| {
             maps.into_iter().find(|m| {
@@ -487,22 +493,55 @@ impl Collector {
         };
         let path =
             std::path::PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
-        let Ok(md) = std::fs::metadata(&path) else {
+        if std::fs::metadata(&path).is_err() {
             return (false, 0);
-        };
-        use std::os::unix::fs::MetadataExt as _;
-        let file = (md.dev(), md.ino());
-        if !self.libc_files.insert(file) {
+        }
+        let key = libc_key(pid);
+        if self.libc_files.contains(&key) {
             return (true, 0);
         }
-        match self.probes.attach_libc(&path, file) {
+        // Each probe is removed on its own at the end (a kernel grace period each): bounded.
+        if self.libc_files.len() >= LIBC_PROCESSES {
+            if !self.libc_said {
+                self.libc_said = true;
+                say!(
+                    "tracer: note: native allocations (malloc outside CPython) are traced in {LIBC_PROCESSES} processes at a time; pid {pid} and later ones: CPython's allocator only"
+                );
+            }
+            return (true, 0);
+        }
+        self.libc_files.insert(key);
+        match self.probes.attach_libc(&path, key, pid) {
             Ok(n) => (true, n),
             Err(e) => {
-                say!(
-                    "tracer: note: native allocations (malloc outside CPython) are not traced: {e}"
-                );
+                if !self.libc_said {
+                    self.libc_said = true;
+                    say!(
+                        "tracer: note: native allocations (malloc outside CPython) are not traced: {e}"
+                    );
+                }
                 (true, 0)
             }
+        }
+    }
+
+    /// Exact mode: releases the C library probes of processes that are no longer traced.
+    fn retire_libc(&mut self) {
+        let live: std::collections::HashSet<FileId> = self
+            .targets
+            .iter()
+            .filter(|t| t.exited_after.is_none())
+            .map(|t| libc_key(t.pid))
+            .collect();
+        let gone: Vec<FileId> = self
+            .libc_files
+            .iter()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        for k in gone {
+            self.libc_files.remove(&k);
+            self.probes.release_allocator(k, false);
         }
     }
 
@@ -530,6 +569,7 @@ impl Collector {
             self.probes.release_allocator(f, false);
             self.groups.retain(|g| g.file != f);
         }
+        self.retire_libc();
     }
 
     /// Publishes each live target's threads (tid -> PyThreadState) to the kernel. Cheap: a few
@@ -1534,4 +1574,12 @@ mod tests {
         descriptors_at_exec(&mut young, HashMap::from([(3, fd(990, site))]), 1000, 0, 50);
         assert!(young.fds.is_empty());
     }
+}
+
+/// Exact mode traces the C library's malloc family in this many processes at most.
+const LIBC_PROCESSES: usize = 16;
+
+/// The key of a process's C library probes among the probes' files (no file has inode 0).
+fn libc_key(pid: u32) -> FileId {
+    (u64::MAX, pid as u64)
 }
