@@ -518,10 +518,19 @@ fn all_python_picks_up_new_processes() {
         .filter_map(|l| {
             let (_, rest) = l.split_once(": CPython ")?.1.split_once(" in ")?;
             let (file, rest) = rest.split_once(", ")?;
-            let n = rest.strip_suffix(" allocator probes (exact mode)")?;
+            let n = rest.split_once(" allocator probes (exact mode)")?.0;
             Some((file.to_string(), n.parse().ok()?))
         })
         .collect();
+    // Plus each process's own probes on its C library (said at attach, or when it is mapped).
+    let libc: usize = t
+        .stderr
+        .iter()
+        .filter_map(|l| {
+            let before = l.split_once(" probes on its C library's malloc family")?.0;
+            before.rsplit(' ').next()?.parse::<usize>().ok()
+        })
+        .sum();
     let f = t.finish();
     let ours = format!("{}/lib/libpython3.11.so.1.0", pyenv_dir("3.11").display());
     assert!(
@@ -532,9 +541,9 @@ fn all_python_picks_up_new_processes() {
     );
     assert_eq!(
         probes,
-        sets.values().sum::<usize>(),
-        "one set of probes per interpreter file, for both processes ({probes} uprobe links in \
-         the tracer, sets {sets:?}): {}",
+        sets.values().sum::<usize>() + libc,
+        "one set of probes per interpreter file, for both processes, and their C library's \
+         ({probes} uprobe links in the tracer, sets {sets:?}, C library {libc}): {}",
         f.stderr
     );
     let fds = f.folded("fds.folded");

@@ -528,10 +528,22 @@ fn native_frame_options() {
     }
     eprintln!("native frames seen: {native_frames:?}");
     // The allocator function is the leaf of (nearly) every allocation stack, below the Python
-    // frames.
+    // frames: CPython's, or the C library's malloc family (exact mode probes it too; glibc
+    // names its entry points `__GI___libc_malloc`, `__libc_calloc`...).
     let allocator = |f: &str| {
         let f = f.trim_start_matches('_');
-        f.starts_with("PyObject_") || f.starts_with("PyMem_")
+        let libc = f.trim_start_matches("GI_").trim_start_matches('_');
+        f.starts_with("PyObject_")
+            || f.starts_with("PyMem_")
+            || [
+                "libc_malloc",
+                "libc_calloc",
+                "libc_realloc",
+                "libc_memalign",
+                "posix_memalign",
+            ]
+            .iter()
+            .any(|a| libc.starts_with(a))
     };
     let at_allocator: u64 = native
         .allocs

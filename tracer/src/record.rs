@@ -38,6 +38,10 @@ fn attach_line(t: &crate::collect::Target, mode: Mode, budget: f64) -> String {
         interp.version,
         interp.target_path,
         match mode {
+            Mode::Exact if t.libc_probes > 0 => format!(
+                "{uprobes} allocator probes (exact mode), {} probes on its C library's malloc family (native allocations)",
+                t.libc_probes
+            ),
             Mode::Exact => format!("{uprobes} allocator probes (exact mode)"),
             Mode::Watch if budget == 0.0 && interp.unreadable_warning().is_some() => {
                 "watch mode: no allocator probe (descriptors only: no heap census for this interpreter; --budget 2 adds allocation windows)".into()

@@ -46,8 +46,9 @@ pub struct Target {
     pub forked_from: Option<u32>,
     /// Stopped at the last tick (SIGSTOP, a debugger's stop).
     pub stopped: bool,
-    /// Exact mode: the probes of its C library's malloc family are attached (a launched
-    /// process maps it only after its exec: tried again at every tick).
+    /// Exact mode: whether its C library's malloc family is probed is decided (attached, or
+    /// not given: see `attach_libc`; a launched process maps it only after its exec: tried
+    /// again at every tick until then).
     pub libc: bool,
     /// Short id (or name) of the container the process runs in (None on the host).
     pub container: Option<String>,
@@ -55,6 +56,8 @@ pub struct Target {
     pub nspid: Option<u32>,
     /// Allocator probes attached for good (exact mode).
     pub uprobes: usize,
+    /// Exact mode: probes on its C library's malloc family (its own).
+    pub libc_probes: usize,
     /// When the process exited, or exec'd another program (then `exec.execd` says which).
     pub exited_after: Option<Duration>,
     pub exec: ExecState,
@@ -271,7 +274,9 @@ pub struct Collector {
     /// C libraries whose malloc family is probed (exact mode).
     /// The processes whose C library is probed (exact mode), keyed by `libc_key`.
     libc_files: std::collections::HashSet<FileId>,
-    /// A C library that could not be probed was said.
+    /// Processes given C library probes in this recording.
+    libc_given: usize,
+    /// A C library that could not be probed, or the processes' limit, was said.
     libc_said: bool,
     /// Stacks the kernel had lost at the last collection of its stack maps.
     stacks_lost_seen: u64,
@@ -305,6 +310,7 @@ impl Collector {
             missed: Missed::default(),
             ticks: 0,
             libc_files: std::collections::HashSet::new(),
+            libc_given: 0,
             libc_said: false,
             stacks_lost_seen: 0,
             sampler_error: None,
@@ -347,12 +353,15 @@ impl Collector {
         // everything it needs to walk the process's Python frames is published first (the
         // layout checked, the thread list's address, the threads): a descriptor opened or a
         // block allocated while the probes were being attached had no Python frames.
-        let mut uprobes = self.join_group(&interp)?;
-        let libc = self.mode == Mode::Exact && {
-            let (found, n) = self.attach_libc(pid);
-            uprobes += n;
-            found
-        };
+        let uprobes = self.join_group(&interp)?;
+        // (A forked child is not given them: decided, not retried.)
+        let mut libc_probes = 0;
+        let libc = self.mode == Mode::Exact
+            && (how.forked_from.is_some() || {
+                let (found, n) = self.attach_libc(pid);
+                libc_probes = n;
+                found
+            });
         let type_type = interp
             .type_type_vaddr
             .and_then(|v| interp.bias_in(pid).map(|b| v.wrapping_add(b)));
@@ -396,6 +405,7 @@ impl Collector {
             container: procfs::container(pid),
             nspid: procfs::nspid(pid),
             uprobes,
+            libc_probes,
             exited_after: None,
             exec: ExecState {
                 execd: None,
@@ -500,16 +510,19 @@ impl Collector {
         if self.libc_files.contains(&key) {
             return (true, 0);
         }
-        // Each probe is removed on its own at the end (a kernel grace period each): bounded.
-        if self.libc_files.len() >= LIBC_PROCESSES {
+        // Each probe is removed on its own (a kernel grace period each, ~0.1 s): a recording
+        // gives them to a few processes, never again to another once one has ended (processes
+        // that come and go would keep the kernel removing probes).
+        if self.libc_given >= LIBC_PROCESSES {
             if !self.libc_said {
                 self.libc_said = true;
                 say!(
-                    "tracer: note: native allocations (malloc outside CPython) are traced in {LIBC_PROCESSES} processes at a time; pid {pid} and later ones: CPython's allocator only"
+                    "tracer: note: native allocations (malloc outside CPython) are traced in the first {LIBC_PROCESSES} processes; pid {pid} and later ones: CPython's allocator only"
                 );
             }
             return (true, 0);
         }
+        self.libc_given += 1;
         self.libc_files.insert(key);
         match self.probes.attach_libc(&path, key, pid) {
             Ok(n) => (true, n),
@@ -1155,7 +1168,10 @@ impl Collector {
             if self.mode == Mode::Exact && !self.targets[i].libc {
                 let (found, n) = self.attach_libc(pid);
                 self.targets[i].libc = found;
-                self.targets[i].uprobes += n;
+                self.targets[i].libc_probes += n;
+                if n > 0 {
+                    say!("tracer: pid {pid}: {n} probes on its C library's malloc family (native allocations)");
+                }
             }
             // Stopped by SIGSTOP or a debugger: said when it happens and when it ends.
             let stopped = procfs::stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't'));
@@ -1576,8 +1592,9 @@ mod tests {
     }
 }
 
-/// Exact mode traces the C library's malloc family in this many processes at most.
-const LIBC_PROCESSES: usize = 16;
+/// Exact mode traces the C library's malloc family in this many processes at most (the
+/// processes it was attached to or launched, not the children it follows).
+const LIBC_PROCESSES: usize = 4;
 
 /// The key of a process's C library probes among the probes' files (no file has inode 0).
 fn libc_key(pid: u32) -> FileId {
