@@ -1486,6 +1486,15 @@ pub fn merge_frames(py: Vec<Frame>, native: Vec<Frame>, mode: NativeMode) -> Vec
     out
 }
 
+/// Exact mode traces the C library's malloc family in this many processes at most (the
+/// processes it was attached to or launched, not the children it follows).
+const LIBC_PROCESSES: usize = 4;
+
+/// The key of a process's C library probes among the probes' files (no file has inode 0).
+fn libc_key(pid: u32) -> FileId {
+    (u64::MAX, pid as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1590,13 +1599,4 @@ mod tests {
         descriptors_at_exec(&mut young, HashMap::from([(3, fd(990, site))]), 1000, 0, 50);
         assert!(young.fds.is_empty());
     }
-}
-
-/// Exact mode traces the C library's malloc family in this many processes at most (the
-/// processes it was attached to or launched, not the children it follows).
-const LIBC_PROCESSES: usize = 4;
-
-/// The key of a process's C library probes among the probes' files (no file has inode 0).
-fn libc_key(pid: u32) -> FileId {
-    (u64::MAX, pid as u64)
 }
