@@ -222,7 +222,7 @@ pub fn lines(r: &Report) -> Vec<String> {
             let human = crate::render::summary::human_bytes;
             let mut parts: Vec<&crate::report::resident::PartReport> =
                 res.parts.iter().filter(|x| x.bytes > 0).collect();
-            parts.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+            parts.sort_by_key(|x| std::cmp::Reverse(x.bytes));
             let shown: Vec<String> = parts
                 .iter()
                 .filter(|x| {

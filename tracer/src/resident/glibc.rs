@@ -93,7 +93,7 @@ fn walk(pid: u32, first: u64, end: u64, main: bool, resident: &Resident, h: &mut
             // The fenceposts that end a thread arena's heap that is not its current one.
             return;
         }
-        if main && size >= 16 && size % 16 == 0 && p + size > end {
+        if main && size >= 16 && size.is_multiple_of(16) && p + size > end {
             // The top of a heap that grew since its size was read: free to the end.
             h.free += end - p;
             h.free_chunks += 1;
@@ -101,7 +101,7 @@ fn walk(pid: u32, first: u64, end: u64, main: bool, resident: &Resident, h: &mut
             h.trimmable += resident.whole_pages(p + 48, end);
             return;
         }
-        if size < 16 || size % 16 != 0 || p + size > end {
+        if size < 16 || !size.is_multiple_of(16) || p + size > end {
             // A chunk changing under the walk (the target runs on), or not a heap after all.
             h.partial = true;
             return;
@@ -163,7 +163,11 @@ fn plausible_chunks(pid: u32, mut p: u64, end: u64) -> bool {
             return i > 0;
         };
         let size = raw & !SIZE_BITS;
-        if (i == 0 && raw & PREV_INUSE == 0) || size < 32 || size % 16 != 0 || p + size > end {
+        if (i == 0 && raw & PREV_INUSE == 0)
+            || size < 32
+            || !size.is_multiple_of(16)
+            || p + size > end
+        {
             return false;
         }
         p += size;

@@ -77,7 +77,7 @@ pub fn valid(h: &[u8], addr: u64, pool_size: u64) -> Option<(u64, u64)> {
     }
     if nextoffset < POOL_OVERHEAD + 2 * size.min(pool_size)
         || nextoffset > maxnextoffset + size
-        || (nextoffset - POOL_OVERHEAD) % size != 0
+        || !(nextoffset - POOL_OVERHEAD).is_multiple_of(size)
     {
         return None;
     }
@@ -91,11 +91,11 @@ pub fn valid(h: &[u8], addr: u64, pool_size: u64) -> Option<(u64, u64)> {
         }
     } else if freeblock < addr + POOL_OVERHEAD
         || freeblock >= addr + nextoffset
-        || (freeblock - addr - POOL_OVERHEAD) % size != 0
+        || !(freeblock - addr - POOL_OVERHEAD).is_multiple_of(size)
     {
         return None;
     }
-    let pointer = |p: u64| p == 0 || (p % 8 == 0 && p < 1 << 47);
+    let pointer = |p: u64| p == 0 || (p.is_multiple_of(8) && p < 1 << 47);
     if !pointer(next) || !pointer(prev) {
         return None;
     }

@@ -466,9 +466,9 @@ impl Reader<'_> {
                 if let Some(kt) = self.type_of(place) {
                     if self.refcount(place) == Some(1) {
                         deep += self.deep_size(place, &kt, &mut shared);
-                    } else if !shared.contains_key(&place) {
-                        let s = self.own_size(place, &kt);
-                        shared.insert(place, s);
+                    } else if let std::collections::hash_map::Entry::Vacant(e) = shared.entry(place)
+                    {
+                        e.insert(self.own_size(place, &kt));
                     }
                 }
             }
@@ -547,9 +547,8 @@ impl Reader<'_> {
                 }
                 if self.refcount(c) == Some(1) {
                     todo.push((c, ct, depth + 1));
-                } else if !shared.contains_key(&c) {
-                    let s = self.own_size(c, &ct);
-                    shared.insert(c, s);
+                } else if let std::collections::hash_map::Entry::Vacant(e) = shared.entry(c) {
+                    e.insert(self.own_size(c, &ct));
                 }
             }
         }
