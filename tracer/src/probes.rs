@@ -379,23 +379,13 @@ impl Probes {
                 names.push(EXIT_PROGRAM);
             }
             for name in names {
-                let p: &mut UProbe = self
-                    .ebpf
-                    .program_mut(name)
-                    .expect("loaded")
-                    .try_into()
-                    .map_err(load_error)?;
-                match p.attach(UProbeAttachLocation::AbsoluteOffset(off), path, scope) {
+                match self.attach_at(name, off, path, scope, &format!(" ({symbol})")) {
                     Ok(id) => links.push((name, id)),
                     Err(e) => {
                         // Leave nothing half-attached.
                         self.links.insert(file, links);
                         self.detach_allocator(file);
-                        return Err(Error::Other(format!(
-                            "cannot attach a uprobe to {} ({symbol}): {}",
-                            path.display(),
-                            one_line(&e.to_string())
-                        )));
+                        return Err(e);
                     }
                 }
             }
@@ -455,26 +445,39 @@ impl Probes {
         hook: &Hook,
         interp: &Interpreter,
     ) -> Result<UProbeLinkId> {
+        self.attach_at(
+            name,
+            hook.file_offset,
+            &interp.open_path,
+            UProbeScope::AllProcesses,
+            &format!(" at {:#x} ({})", hook.file_offset, hook.name),
+        )
+    }
+
+    /// Attaches the program `name` at file offset `offset` of `path` for `scope`; `place` says
+    /// where in an error (after the path).
+    fn attach_at(
+        &mut self,
+        name: &'static str,
+        offset: u64,
+        path: &Path,
+        scope: UProbeScope,
+        place: &str,
+    ) -> Result<UProbeLinkId> {
         let p: &mut UProbe = self
             .ebpf
             .program_mut(name)
             .expect("loaded")
             .try_into()
             .map_err(load_error)?;
-        p.attach(
-            UProbeAttachLocation::AbsoluteOffset(hook.file_offset),
-            &interp.open_path,
-            UProbeScope::AllProcesses,
-        )
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot attach a uprobe to {} at {:#x} ({}): {}",
-                interp.open_path.display(),
-                hook.file_offset,
-                hook.name,
-                one_line(&e.to_string())
-            ))
-        })
+        p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot attach a uprobe to {}{place}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ))
+            })
     }
 
     /// Detaches the allocator probes of an interpreter file, at once.
