@@ -5,6 +5,7 @@
 //! the native heap's growth placed at the Python line that makes it; fragmentation not taken
 //! for a leak.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -429,4 +430,37 @@ fn flask_gunicorn_numpy_frames_are_sized() {
     for k in p["census"]["containers"].as_array().unwrap() {
         assert_ne!(k["verdict"], "growing", "without the leak: {k}");
     }
+}
+
+/// Exact mode's probes on the C library are the traced process's own: the breakpoint is at
+/// malloc's first byte in the traced process, not in another process of the host that maps the
+/// same C library (a host-wide probe made every program on the host trap on each malloc).
+#[test]
+fn libc_probes_stay_in_the_traced_process() {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let d = TempDir::new("libc-scope");
+    let (a_at, b_at) = (d.path().join("a"), d.path().join("b"));
+    let a = start_ready(py(11), "malloc_addr.py", &[a_at.to_str().unwrap()]);
+    let b = start_ready(py(11), "malloc_addr.py", &[b_at.to_str().unwrap()]);
+    let mut t = Tracer::start(&["-p", &a.pid().to_string()], &d.path().join("out"));
+    t.wait_recording();
+    let first_byte = |pid: u32, at: &Path| {
+        let addr: u64 = std::fs::read_to_string(at).unwrap().trim().parse().unwrap();
+        let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        mem.seek(SeekFrom::Start(addr)).unwrap();
+        let mut byte = [0u8];
+        mem.read_exact(&mut byte).unwrap();
+        byte[0]
+    };
+    assert_eq!(
+        first_byte(a.pid(), &a_at),
+        0xcc,
+        "no breakpoint at malloc in the traced process"
+    );
+    assert_ne!(
+        first_byte(b.pid(), &b_at),
+        0xcc,
+        "a breakpoint at malloc in a process that is not traced"
+    );
+    t.stop();
 }

@@ -568,10 +568,15 @@ async fn collect_loop(
         }
         // A signal that would have ended tracer (SIGHUP, SIGQUIT...): the reports, as for Ctrl-C.
         if let Some(sig) = crate::signals::received() {
-            say!(
-                "tracer: {} received, writing the reports",
-                crate::signals::describe(sig)
-            );
+            match sig {
+                libc::SIGINT if args.live => {}
+                libc::SIGINT => say!("tracer: interrupted, writing the reports"),
+                libc::SIGTERM => say!("tracer: terminated, writing the reports"),
+                _ => say!(
+                    "tracer: {} received, writing the reports",
+                    crate::signals::describe(sig)
+                ),
+            }
             break;
         }
         // Launch mode: the Python processes of the launched tree, as they start.

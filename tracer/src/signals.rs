@@ -1,6 +1,8 @@
 //! The signals that end a recording. SIGINT and SIGTERM are awaited in the collect loop
-//! (tokio); the others whose default action ends a process (SIGHUP when a terminal or an SSH
-//! session closes, SIGQUIT, SIGUSR1/2, SIGALRM...) are caught from the very start by a handler
+//! (tokio), and caught before it like the others: a Ctrl-C right after "recording" (before the
+//! loop's handlers exist) writes the reports too. The others whose default action ends a process
+//! (SIGHUP when a terminal or an SSH session closes, SIGQUIT, SIGUSR1/2, SIGALRM...) are caught
+//! from the very start by a handler
 //! that only records which one came: the collect loop looks at every turn (at least every
 //! 100 ms), stops, and writes the reports as for Ctrl-C. A launched command gets its default
 //! handlers back at its exec.
@@ -13,10 +15,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     RECEIVED.store(sig, Ordering::SeqCst);
 }
 
-/// Signals whose default action would end tracer without its reports (besides SIGINT and
-/// SIGTERM, and SIGPIPE, which Rust ignores).
+/// Signals whose default action would end tracer without its reports (besides SIGPIPE, which
+/// Rust ignores).
 fn ending_signals() -> Vec<libc::c_int> {
     let mut v = vec![
+        libc::SIGINT,
+        libc::SIGTERM,
         libc::SIGHUP,
         libc::SIGQUIT,
         libc::SIGUSR1,
@@ -58,6 +62,8 @@ pub fn received() -> Option<i32> {
 /// "SIGHUP" for a message (with why it may have come).
 pub fn describe(sig: i32) -> String {
     let name = match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP (the terminal or session closed?)",
         libc::SIGQUIT => "SIGQUIT",
         libc::SIGUSR1 => "SIGUSR1",
