@@ -221,6 +221,12 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         NativeMode::Leaf
     };
     for (pid, interp) in running {
+        // Loading the probes took a second or two: a program that exec'd meanwhile is read
+        // again (the kernel counts its execs from the attach on).
+        let interp = match python::inspect_pid(pid) {
+            Ok(now) if now.file_id != interp.file_id || now.bias != interp.bias => now,
+            _ => interp,
+        };
         if mode == Mode::Exact {
             static_warning(&interp);
         }
@@ -336,6 +342,10 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     // user stopped to see.
     let at_deadline = args.duration.is_some_and(|d| started.elapsed() >= d);
     if !at_deadline || last_tick.elapsed() >= Duration::from_millis(500) {
+        // Every process is read again unless that takes longer than FINAL_READING (hundreds
+        // of processes in exact mode): the rest keep the snapshot of the tick before.
+        c.ending = true;
+        c.deadline = Some(Instant::now() + FINAL_READING);
         c.tick();
     }
     archive_closed(&mut c, &mut archive);
@@ -477,6 +487,9 @@ fn take_forks(c: &mut Collector) {
     }
 }
 
+/// The longest the final reading may take.
+const FINAL_READING: Duration = Duration::from_secs(4);
+
 /// Traces the new processes that `discovery` finds (not Python, or gone meanwhile: skipped).
 fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Option<Instant>) {
     // The children the kernel followed first: a scan must not take them for new processes.
@@ -542,6 +555,7 @@ async fn collect_loop(
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| Error::Other(format!("signal handler: {e}")))?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    c.deadline = deadline.map(|d| d.into_std());
     let mut threads = tokio::time::interval(THREAD_REFRESH);
     threads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);

@@ -280,6 +280,13 @@ pub struct Collector {
     libc_said: bool,
     /// Stacks the kernel had lost at the last collection of its stack maps.
     stacks_lost_seen: u64,
+    /// The tick of the last collection of the stack maps.
+    stacks_collected_at: u64,
+    /// `-d` (and a time limit on the final reading): past it, a tick reads no more than it
+    /// must, and leaves the other processes at their last snapshot.
+    pub deadline: Option<Instant>,
+    /// The recording is ending: the kernel's stack maps are not collected any more.
+    pub ending: bool,
     started: Instant,
     /// Why the kernel's on-CPU stack sampler cannot run (said once).
     sampler_error: Option<String>,
@@ -313,9 +320,17 @@ impl Collector {
             libc_given: 0,
             libc_said: false,
             stacks_lost_seen: 0,
+            stacks_collected_at: 0,
+            deadline: None,
+            ending: false,
             sampler_error: None,
             started: Instant::now(),
         }
+    }
+
+    /// Has the recording's deadline (`-d`) passed?
+    pub fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     pub fn add(&mut self, pid: u32, interp: Interpreter) -> crate::error::Result<()> {
@@ -1165,6 +1180,11 @@ impl Collector {
                 self.symbolizer.forget(pid);
                 continue;
             }
+            // Past `-d` (a tick that many processes made long): the rest keep their last
+            // snapshot, and their exits are still seen.
+            if self.past_deadline() {
+                continue;
+            }
             if self.mode == Mode::Exact && !self.targets[i].libc {
                 let (found, n) = self.attach_libc(pid);
                 self.targets[i].libc = found;
@@ -1279,8 +1299,12 @@ impl Collector {
             s[tracer_common::stat::PYSTACK_LOST as usize]
                 + s[tracer_common::stat::STACK_LOST as usize]
         };
-        if self.ticks.is_multiple_of(10) || lost > self.stacks_lost_seen {
+        // A collection reads every map: when stacks keep being lost (many processes in exact
+        // mode), one every third tick at most, and none past `-d`.
+        let lost_more = lost > self.stacks_lost_seen && self.ticks >= self.stacks_collected_at + 3;
+        if (self.ticks.is_multiple_of(10) || lost_more) && !self.past_deadline() && !self.ending {
             let force = lost > self.stacks_lost_seen;
+            self.stacks_collected_at = self.ticks;
             self.stacks_lost_seen = lost;
             let samples: Vec<StackKey> = self
                 .targets
