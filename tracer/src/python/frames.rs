@@ -504,32 +504,9 @@ impl Runtime {
     /// what an asyncio task keeps in its locals while it waits is alive, and no thread's stack
     /// shows it.
     pub fn suspended_locals(&mut self, gens: &[u64]) -> Vec<FrameLocals> {
-        let l = self.layout;
-        let span = [l.frame_code, l.frame_instr].into_iter().max().unwrap() + 8;
         let mut out = Vec::new();
         for &gen in gens {
-            let frame = match l.gen_frame {
-                GenFrame::Pointer(off) => self.ptr(gen + off),
-                GenFrame::Inline {
-                    frame,
-                    state,
-                    dead_from,
-                } => {
-                    let state = self.read(gen + state, 1).map(|b| b[0] as i8);
-                    if state.is_none_or(|s| s >= dead_from) {
-                        continue; // finished or cleared
-                    }
-                    gen + frame
-                }
-            };
-            if frame == 0 {
-                continue;
-            }
-            let Some(head) = self.read(frame, span as usize) else {
-                continue;
-            };
-            let code = u64_at(&head, l.frame_code) & !l.code_tag_bits;
-            let Some((label, function)) = self.frame_label(code, &head) else {
+            let Some((frame, code, label, function)) = self.gen_frame(gen) else {
                 continue;
             };
             if let Some(locals) = self.locals_of(frame, code) {
@@ -543,6 +520,39 @@ impl Runtime {
             }
         }
         out
+    }
+
+    /// Where a generator or coroutine that has not finished is suspended (its function and the
+    /// line it waits at); None when it finished, or its frame cannot be read.
+    pub fn suspended_at(&mut self, gen: u64) -> Option<Frame> {
+        self.gen_frame(gen).map(|f| f.2)
+    }
+
+    /// A live generator's frame: (frame, code object, label, function name).
+    fn gen_frame(&mut self, gen: u64) -> Option<(u64, u64, Frame, String)> {
+        let l = self.layout;
+        let span = [l.frame_code, l.frame_instr].into_iter().max().unwrap() + 8;
+        let frame = match l.gen_frame {
+            GenFrame::Pointer(off) => self.ptr(gen + off),
+            GenFrame::Inline {
+                frame,
+                state,
+                dead_from,
+            } => {
+                let state = self.read(gen + state, 1).map(|b| b[0] as i8);
+                if state.is_none_or(|s| s >= dead_from) {
+                    return None; // finished or cleared
+                }
+                gen + frame
+            }
+        };
+        if frame == 0 {
+            return None;
+        }
+        let head = self.read(frame, span as usize)?;
+        let code = u64_at(&head, l.frame_code) & !l.code_tag_bits;
+        let (label, function) = self.frame_label(code, &head)?;
+        Some((frame, code, label, function))
     }
 
     /// A frame's local variables (name, object).
@@ -582,6 +592,11 @@ impl Runtime {
 
     /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized
     /// forms), as frames (function, file, line).
+    /// The file of a code object.
+    pub fn code_file(&mut self, code: u64) -> Option<String> {
+        self.code(code).map(|c| c.filename)
+    }
+
     pub fn global_uses(&mut self, code: u64, name: &str) -> Vec<Frame> {
         let l = self.layout;
         if l.op_load_global.is_empty() {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! { "schema": "tracer-report/1", "mode": "exact"|"watch", "elapsed_s", "interval_s",
+//!   "started_unix" (when tracing began, seconds since the epoch: the series' times add to it),
 //!   "budget": null | { "window_ms", "percent" },
 //!   "processes": [ { "pid", "comm", "container" (short id, null on the host), "interpreter",
 //!       "exited_after_s" (null while alive; the time of the exec for an entry closed by one),
@@ -47,7 +48,12 @@
 //!                   numpy arrays that own their data), "shared_bytes" (what the sampled
 //!                   items refer to that other objects hold too, counted once) } } ],
 //!           "types": [ { "name", "count", "verdict", "growth_per_min", "held_at" (null, or
-//!               the reference path of one of a growing type's newest objects) } ] },
+//!               the reference path of one of a growing type's newest objects) } ],
+//!           "tasks": null (no asyncio task seen) | { "pending" (asyncio tasks not done at the
+//!               last complete pass), "verdict", "growth_per_min" (a growing count: tasks
+//!               piling up), "series" ([seconds since tracing began, pending] at each complete
+//!               pass; add "started_unix" for the wall clock), "by_coroutine": [ { "coroutine" (`function (file:LINE)`, the
+//!               line most of them wait at), "count", "verdict", "growth_per_min" } ] } },
 //!       "resident": null | { "rss_bytes", "verdict", "growth_per_min", "readings",
 //!           "last_ms", "parts": [ { "part" (small_objects, small_object_free, malloc_in_use,
 //!               malloc_free, large_blocks, other_anonymous, thread_stacks,
@@ -120,6 +126,18 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
             "growth_per_min": t.trend.per_min,
             "held_at": t.held_at,
         })).collect::<Vec<_>>(),
+        "tasks": c.tasks.as_ref().map(|t| json!({
+            "pending": t.pending,
+            "verdict": t.trend.verdict.to_string(),
+            "growth_per_min": t.trend.per_min,
+            "series": t.series,
+            "by_coroutine": t.by_coroutine.iter().map(|g| json!({
+                "coroutine": g.coroutine.to_string(),
+                "count": g.count,
+                "verdict": g.trend.verdict.to_string(),
+                "growth_per_min": g.trend.per_min,
+            })).collect::<Vec<_>>(),
+        })),
     })
 }
 
@@ -232,6 +250,9 @@ pub fn render(r: &Report) -> String {
         "schema": "tracer-report/1",
         "mode": match r.mode { Mode::Exact => "exact", Mode::Watch => "watch" },
         "elapsed_s": r.elapsed.as_secs_f64(),
+        "started_unix": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() - r.elapsed.as_secs_f64()),
         "interval_s": r.interval.as_secs_f64(),
         "budget": r.budget.map(|(w, b)| json!({"window_ms": w.as_millis() as u64, "percent": b})),
         "processes": procs,

@@ -65,6 +65,14 @@ struct ResidentPart {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tasks {
+    #[prometheus(flatten)]
+    proc: Proc,
+    coroutine: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Container {
     #[prometheus(flatten)]
     proc: Proc,
@@ -93,6 +101,7 @@ pub fn registry(r: &Report) -> Registry {
     let census = Family::<Proc, Gauge>::default();
     let items = Family::<Container, Gauge>::default();
     let resident = Family::<ResidentPart, Gauge>::default();
+    let tasks = Family::<Tasks, Gauge>::default();
     for p in procs.iter().copied() {
         let labels = Proc::of(p);
         bytes.get_or_create(&labels).set(p.total_bytes as i64);
@@ -135,6 +144,16 @@ pub fn registry(r: &Report) -> Registry {
             };
             items.get_or_create(&key).set(k.len as i64);
         }
+        for t in p.census.iter().filter_map(|c| c.tasks.as_ref()) {
+            for g in &t.by_coroutine {
+                let key = Tasks {
+                    proc: labels.clone(),
+                    coroutine: g.coroutine.to_string(),
+                    verdict: g.trend.verdict.to_string(),
+                };
+                tasks.get_or_create(&key).set(g.count as i64);
+            }
+        }
         for part in p.resident.iter().flat_map(|r| &r.parts) {
             let key = ResidentPart {
                 proc: labels.clone(),
@@ -173,6 +192,11 @@ pub fn registry(r: &Report) -> Registry {
         "tracer_census_objects",
         "Objects tracked by the gc at the last heap census",
         census,
+    );
+    reg.register(
+        "tracer_asyncio_tasks",
+        "Pending asyncio tasks at the last heap census, by coroutine (function and the line most of them wait at; at most 10 per process) and verdict",
+        tasks,
     );
     reg.register(
         "tracer_census_container_items",

@@ -264,6 +264,9 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
     if !growing.is_empty() {
         let _ = writeln!(o, "    objects growing by type: {}", growing.join(", "));
     }
+    if let Some(t) = &c.tasks {
+        tasks(o, t);
+    }
     for t in c
         .types
         .iter()
@@ -277,6 +280,39 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
                 clean(path)
             );
         }
+    }
+}
+
+/// asyncio's pending tasks: piling up (a leak of its own kind) or not, by coroutine.
+fn tasks(o: &mut String, t: &crate::snapshot::census::TasksReport) {
+    let head = if t.trend.verdict == Verdict::Growing {
+        format!(
+            "asyncio tasks piling up: {} pending, {:+.0}/min",
+            thousands(t.pending),
+            t.trend.per_min
+        )
+    } else {
+        format!(
+            "asyncio tasks pending: {} ({})",
+            thousands(t.pending),
+            t.trend.verdict
+        )
+    };
+    let _ = writeln!(o, "    {head}");
+    for g in t.by_coroutine.iter().take(5).filter(|g| g.count > 0) {
+        let growth = if g.trend.verdict == Verdict::Growing {
+            format!("{:+.0}/min", g.trend.per_min)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            o,
+            "      {:<8} {:>9} {:>7} tasks waiting in {}",
+            g.trend.verdict.to_string(),
+            growth,
+            thousands(g.count),
+            clean(&g.coroutine.to_string())
+        );
     }
 }
 

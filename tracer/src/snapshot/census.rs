@@ -52,6 +52,27 @@ pub struct TypeReport {
     pub held_at: Option<String>,
 }
 
+/// The pending asyncio tasks of one coroutine function.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    /// The coroutine's function and file, and the line most of its tasks wait at.
+    pub coroutine: Frame,
+    pub count: u64,
+    /// Tasks per minute.
+    pub trend: Trend,
+}
+
+/// Pending asyncio tasks, pass after pass.
+#[derive(Debug, Clone)]
+pub struct TasksReport {
+    pub pending: u64,
+    pub trend: Trend,
+    /// (seconds since tracing began, pending tasks) at each complete pass.
+    pub series: Vec<(f64, u64)>,
+    /// Growing first (fastest first), then the most numerous.
+    pub by_coroutine: Vec<TaskReport>,
+}
+
 /// What the census found, for the reports.
 #[derive(Debug, Clone)]
 pub struct CensusReport {
@@ -68,5 +89,7 @@ pub struct CensusReport {
     pub containers: Vec<ContainerReport>,
     /// Types whose count grows, fastest first, then the most numerous.
     pub types: Vec<TypeReport>,
+    /// asyncio's pending tasks (None: the process has none, and never had).
+    pub tasks: Option<TasksReport>,
     pub error: Option<String>,
 }

@@ -60,6 +60,10 @@ pub(super) struct Found {
     pub root: Root,
     /// The key object of the last attribute on the path (see `holding_attr`).
     pub attr: Option<u64>,
+    /// The key object of the plain dict the path ends in, after that attribute
+    /// (`app.state._state["sessions"]`: `sessions`, which a proxy's `__getattr__` serves as
+    /// an attribute).
+    pub key: Option<u64>,
 }
 
 /// A hasher for object addresses (no need for SipHash's resistance here: the keys are the
@@ -253,12 +257,13 @@ impl Searches {
                 .filter(|s| !s.roots.is_empty() && !s.done)
             {
                 match verified(r, s, roots) {
-                    Some((name, root, attr)) => {
+                    Some((name, root, (attr, key))) => {
                         named.push(Found {
                             target: s.target,
                             name,
                             root,
                             attr,
+                            key,
                         });
                         s.done = true;
                     }
@@ -388,7 +393,11 @@ fn path(s: &Search, root: u64) -> Option<Vec<(u64, Via, u64)>> {
 
 /// The first root path (best root first) that holds when read again, fresh: its name, root,
 /// and the attribute that holds the container.
-fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root, Option<u64>)> {
+/// A verified path: its name, its root, and the names the code that feeds it uses
+/// (`holding_names`).
+type Verified = (String, Root, (Option<u64>, Option<u64>));
+
+fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<Verified> {
     for &root in &s.roots {
         let Some((_, label, how)) = roots.of(root) else {
             continue;
@@ -405,7 +414,7 @@ fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root, 
             }
         }
         if steps.iter().all(|&(h, via, v)| r.holds_ref(h, via, v)) {
-            return Some((name(r, label, &steps), how.clone(), holding_attr(&steps)));
+            return Some((name(r, label, &steps), how.clone(), holding_names(&steps)));
         }
     }
     None
@@ -414,18 +423,22 @@ fn verified(r: &mut Reader, s: &Search, roots: &Roots) -> Option<(String, Root, 
 /// The last attribute name on a path (its key object: `loggerDict` in
 /// `logging.Logger.manager.loggerDict`, `quote` in `app.PriceService.quote (functools
 /// lru_cache)`): the code that grows the container names it (`self.loggerDict[name] = rv`).
-fn holding_attr(steps: &[(u64, Via, u64)]) -> Option<u64> {
+/// With it, the key of the plain dict the path ends in after that attribute (if it does).
+fn holding_names(steps: &[(u64, Via, u64)]) -> (Option<u64>, Option<u64>) {
     let mut attr = None;
+    let mut key = None;
     let mut after_dict = false;
     for &(_, via, _) in steps {
+        key = None;
         match via {
             Via::Attr(k) => attr = Some(k),
             Via::Key(k) if after_dict => attr = Some(k),
+            Via::Key(k) if attr.is_some() => key = Some(k),
             _ => {}
         }
         after_dict = matches!(via, Via::Dict(_));
     }
-    attr
+    (attr, key)
 }
 
 /// A path's name, root first: `.attr` for attributes (and a `__dict__`'s keys), `["key"]`
@@ -493,13 +506,28 @@ mod tests {
             (2, Via::Dict(16), 3),
             (3, Via::Key(101), 4),
         ];
-        assert_eq!(holding_attr(&steps), Some(101));
+        assert_eq!(holding_names(&steps), (Some(101), None));
         // app.PriceService.quote (functools lru_cache): the attribute, then a C field.
         let steps = [(1, Via::Attr(100), 2), (2, Via::Field(40), 3)];
-        assert_eq!(holding_attr(&steps), Some(100));
+        assert_eq!(holding_names(&steps), (Some(100), None));
         // A plain dict's key is not an attribute; a path of items has none.
         let steps = [(1, Via::Key(7), 2), (2, Via::Item(3), 3)];
-        assert_eq!(holding_attr(&steps), None);
+        assert_eq!(holding_names(&steps), (None, None));
+        // app.state._state["sessions"] (Starlette's State): the attribute, then the key of
+        // the plain dict it holds, which the code names as an attribute of the proxy.
+        let steps = [
+            (1, Via::Attr(100), 2),
+            (2, Via::Attr(101), 3),
+            (3, Via::Key(102), 4),
+        ];
+        assert_eq!(holding_names(&steps), (Some(101), Some(102)));
+        // A key that is not the last step is not kept.
+        let steps = [
+            (1, Via::Attr(100), 2),
+            (2, Via::Key(102), 3),
+            (3, Via::Item(0), 4),
+        ];
+        assert_eq!(holding_names(&steps), (Some(100), None));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 mod backref;
 mod naming;
 mod objects;
+mod tasks;
 mod walk;
 
 use std::collections::{HashMap, HashSet};
@@ -52,7 +53,9 @@ const MAX_USES: usize = 8;
 /// Distinct sampled stacks kept per process.
 const MAX_STACK_SAMPLES: usize = 20_000;
 
-pub use crate::snapshot::census::{CensusReport, ContainerReport, Holds, TypeReport};
+pub use crate::snapshot::census::{
+    CensusReport, ContainerReport, Holds, TaskReport, TasksReport, TypeReport,
+};
 
 /// A list, dict or set followed across passes.
 struct Followed {
@@ -65,6 +68,8 @@ struct Followed {
     root: Option<Root>,
     /// The attribute that holds it, when a reference path names it: its name's key object.
     attr: Option<u64>,
+    /// The key it is held at in a plain dict after that attribute (see `backref::Found`).
+    key: Option<u64>,
     /// The code that uses it: the lines that load its global, or the functions that name the
     /// attribute holding it (found once).
     uses: Option<Vec<Frame>>,
@@ -106,6 +111,11 @@ pub struct Census {
     /// The names of the classes seen (heap types): a growing class is searched for, not a
     /// growing tuple or cell (one of many says nothing of the others).
     classes: HashSet<String>,
+    /// Pending asyncio tasks by coroutine (function, file), and in all, pass after pass.
+    tasks: HashMap<(String, String), tasks::TaskSeries>,
+    tasks_total: Vec<(f64, u64)>,
+    /// Where a task object points to its coroutine (found once).
+    task_coro_offset: Option<u64>,
 }
 
 /// The search for where a growing type's objects are held.
@@ -136,6 +146,8 @@ struct Pass {
     functions: Vec<u64>,
     /// Generators and coroutines (their suspended frames' locals are roots).
     generators: Vec<u64>,
+    /// asyncio tasks.
+    tasks: Vec<u64>,
     /// Every object walked (object, type), when a back-reference search needs them.
     all: Vec<(u64, u64)>,
 }
@@ -175,6 +187,9 @@ impl Census {
             searches: Searches::default(),
             holders: HashMap::new(),
             classes: HashSet::new(),
+            tasks: HashMap::new(),
+            tasks_total: Vec::new(),
+            task_coro_offset: None,
         }
     }
 
@@ -277,6 +292,16 @@ impl Census {
                 f
             })
             .unwrap_or_default();
+        // Pending asyncio tasks (counted from complete passes: a partial one undercounts).
+        if let (true, Some(rt)) = (pass.complete, rt.as_mut()) {
+            let tasks = std::mem::take(&mut pass.tasks);
+            let mut r = Reader {
+                mem: &mem,
+                types: &mut types,
+                layout: self.layout,
+            };
+            self.count_tasks(&mut r, &tasks, rt, at);
+        }
         let mut lens = std::mem::take(&mut pass.lens);
         let mut globals_named = HashMap::new();
         {
@@ -316,6 +341,7 @@ impl Census {
                         name: None,
                         root: None,
                         attr: None,
+                        key: None,
                         uses: None,
                         holds: None,
                     },
@@ -446,6 +472,7 @@ impl Census {
                         f.name = Some(Some(found.name.clone()));
                         f.root = Some(found.root.clone());
                         f.attr = found.attr;
+                        f.key = found.key;
                         f.uses = None;
                     }
                 }
@@ -562,16 +589,39 @@ impl Census {
             let code = |func: u64| mem.u64(func + l.func_code);
             let in_module = |func: u64| mem.u64(func + l.func_globals) == Some(dict);
             match f.attr {
-                Some(key) => {
-                    // The global's module first, then any.
-                    for own in [true, false] {
-                        for &func in functions.iter().filter(|&&func| in_module(func) == own) {
-                            for u in code(func).map(|c| rt.attr_uses(c, key)).unwrap_or_default() {
-                                add(&mut uses, u);
+                Some(attr) => {
+                    // The standard library's functions are uses only of a container its own
+                    // modules hold (a stdlib function that names some `_state` does not use
+                    // the app's).
+                    let stdlib_root =
+                        functions
+                            .iter()
+                            .filter(|&&func| in_module(func))
+                            .any(|&func| {
+                                code(func)
+                                    .and_then(|c| rt.code_file(c))
+                                    .is_some_and(|file| is_stdlib(&file))
+                            });
+                    // The name the code uses: the key of the dict the path ends in (served
+                    // as an attribute by a proxy: Starlette's `State`), then the attribute;
+                    // the global's module first, then any.
+                    'names: for name in f.key.into_iter().chain([attr]) {
+                        for own in [true, false] {
+                            for &func in functions.iter().filter(|&&func| in_module(func) == own) {
+                                for u in code(func)
+                                    .map(|c| rt.attr_uses(c, name))
+                                    .unwrap_or_default()
+                                {
+                                    let stdlib =
+                                        matches!(&u, Frame::Python { file, .. } if is_stdlib(file));
+                                    if stdlib_root || !stdlib {
+                                        add(&mut uses, u);
+                                    }
+                                }
                             }
-                        }
-                        if !uses.is_empty() {
-                            break;
+                            if !uses.is_empty() {
+                                break 'names;
+                            }
                         }
                     }
                 }
@@ -660,6 +710,7 @@ impl Census {
             rss_trend: judge_counts(Series::Resident, &self.rss),
             containers: containers.into_iter().map(|c| c.0).take(REPORTED).collect(),
             types,
+            tasks: self.tasks_report(),
             error: self.error.clone(),
         }
     }
@@ -739,6 +790,11 @@ impl Census {
 }
 
 /// Are both frames in one Python function (same name, same file; the lines may differ)?
+/// Is this file one of the standard library's (not a package installed beside it)?
+fn is_stdlib(file: &str) -> bool {
+    file.starts_with("<frozen ") || (file.contains("/lib/python3") && !file.contains("-packages/"))
+}
+
 fn same_function(a: &Frame, b: &Frame) -> bool {
     match (a, b) {
         (

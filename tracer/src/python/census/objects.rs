@@ -54,6 +54,8 @@ pub(super) enum Kind {
     Cell,
     /// A generator, coroutine or async generator (its frame's locals are roots).
     Generator,
+    /// An asyncio task (the C accelerator's).
+    Task,
     Other,
 }
 
@@ -85,6 +87,8 @@ impl TypeInfo {
             "generator" | "coroutine" | "async_generator"
         ) {
             Kind::Generator
+        } else if self.name == "_asyncio.Task" {
+            Kind::Task
         } else {
             Kind::Other
         }
@@ -725,7 +729,7 @@ impl Reader<'_> {
                 }
             }
             Kind::Type | Kind::Module => {}
-            Kind::Function | Kind::Generator | Kind::Other => {
+            Kind::Function | Kind::Generator | Kind::Task | Kind::Other => {
                 let size = t.basicsize.min(MAX_BODY);
                 if let Some(b) = self.mem.bytes(obj, size as usize) {
                     for off in (16..size).step_by(8) {

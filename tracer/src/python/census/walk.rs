@@ -200,6 +200,12 @@ impl Census {
                         }
                         None
                     }
+                    Some(Kind::Task) => {
+                        if p.tasks.len() < super::tasks::MAX_TASKS {
+                            p.tasks.push(obj);
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(len) = len.filter(|&n| n < 1 << 40) {

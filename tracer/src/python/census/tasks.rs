@@ -1,0 +1,133 @@
+//! asyncio tasks over time: at each pass, the pending tasks of the process grouped by their
+//! coroutine (its function and the line it waits at). A task is an `_asyncio.Task` the gc
+//! tracks; its coroutine is the field that points to a `coroutine` object (found by type, so no
+//! per-version offset of the C struct is needed); a task is pending while its coroutine has not
+//! finished. Tasks of the pure-Python `asyncio.Task` (no C accelerator) are not counted.
+
+use std::collections::HashMap;
+
+use super::objects::Reader;
+use super::{Census, TaskReport, TasksReport};
+use crate::frame::Frame;
+use crate::python::frames::Runtime;
+use crate::python::mem::{u64_at, Memory};
+use crate::verdict::{self, judge_counts, Series, Verdict};
+
+/// Tasks read per pass.
+pub(super) const MAX_TASKS: usize = 100_000;
+/// Coroutine functions followed.
+const MAX_GROUPS: usize = 1_000;
+/// Bytes of a task object searched for its coroutine.
+const TASK_SPAN: u64 = 320;
+
+/// The pending tasks of one coroutine function, pass after pass.
+#[derive(Debug, Default)]
+pub(super) struct TaskSeries {
+    pub(super) series: Vec<(f64, u64)>,
+    /// The line most of them wait at, at the last pass.
+    pub(super) waits_at: Option<i32>,
+}
+
+impl Census {
+    /// Counts the pending tasks among `tasks` (one complete pass's) by coroutine.
+    pub(super) fn count_tasks(&mut self, r: &mut Reader, tasks: &[u64], rt: &mut Runtime, at: f64) {
+        let mut groups: HashMap<(String, String), HashMap<Option<i32>, u64>> = HashMap::new();
+        let mut pending = 0;
+        for &task in tasks {
+            let Some(coro) = self.coroutine_of(r, task) else {
+                continue;
+            };
+            let Some(Frame::Python {
+                function,
+                file,
+                line,
+            }) = rt.suspended_at(coro)
+            else {
+                continue; // finished: the task is done (or about to be)
+            };
+            pending += 1;
+            *groups
+                .entry((function, file))
+                .or_default()
+                .entry(line)
+                .or_default() += 1;
+        }
+        if pending == 0 && self.tasks.is_empty() && tasks.is_empty() {
+            return; // not an asyncio program (yet)
+        }
+        self.tasks_total.push((at, pending));
+        for (key, s) in self.tasks.iter_mut() {
+            let n = groups.get(key).map_or(0, |g| g.values().sum());
+            s.series.push((at, n));
+        }
+        for (key, lines) in groups {
+            let waits_at = lines
+                .iter()
+                .max_by_key(|(l, n)| (**n, **l))
+                .and_then(|x| *x.0);
+            let n = lines.values().sum();
+            if !self.tasks.contains_key(&key) && self.tasks.len() >= MAX_GROUPS {
+                continue;
+            }
+            let s = self.tasks.entry(key).or_default();
+            s.waits_at = waits_at;
+            if s.series.last().is_none_or(|p| p.0 != at) {
+                s.series.push((at, n));
+            }
+        }
+    }
+
+    /// The pending tasks for the report.
+    pub(super) fn tasks_report(&self) -> Option<TasksReport> {
+        let last = self.tasks_total.last()?;
+        let mut by_coroutine: Vec<TaskReport> = self
+            .tasks
+            .iter()
+            .map(|((function, file), s)| TaskReport {
+                coroutine: Frame::python(function, file, s.waits_at),
+                count: s.series.last().map_or(0, |p| p.1),
+                trend: judge_counts(Series::Objects, &s.series),
+            })
+            .filter(|t| t.count > 0 || t.trend.verdict == Verdict::Growing)
+            .collect();
+        by_coroutine.sort_by(|a, b| {
+            verdict::order(&a.trend, a.count, &b.trend, b.count)
+                .then_with(|| a.coroutine.cmp(&b.coroutine))
+        });
+        by_coroutine.truncate(10);
+        Some(TasksReport {
+            pending: last.1,
+            trend: judge_counts(Series::Objects, &self.tasks_total),
+            series: self.tasks_total.clone(),
+            by_coroutine,
+        })
+    }
+
+    /// The coroutine a task runs: the first field of the task that points to a coroutine
+    /// (the offset found first is tried first).
+    fn coroutine_of(&mut self, r: &mut Reader, task: u64) -> Option<u64> {
+        let span = r.type_of(task)?.basicsize.clamp(24, TASK_SPAN);
+        let mut head = vec![0u8; span as usize];
+        if !r.mem.read(task, &mut head) {
+            return None;
+        }
+        let is_coro = |r: &mut Reader, p: u64| {
+            p > 4096 && p % 8 == 0 && r.type_of(p).is_some_and(|t| t.name == "coroutine")
+        };
+        if let Some(off) = self.task_coro_offset.filter(|&o| o + 8 <= span) {
+            let p = u64_at(&head, off);
+            if is_coro(r, p) {
+                return Some(p);
+            }
+        }
+        // After the object header (reference count, type).
+        for off in (16..span - 7).step_by(8) {
+            let p = u64_at(&head, off);
+            if is_coro(r, p) {
+                self.task_coro_offset = Some(off);
+                return Some(p);
+            }
+        }
+        None
+    }
+}
