@@ -56,7 +56,7 @@ async def login(n: int, request: Request):
 
 async def watch_session(n):
     if "tasks" in LEAKS:
-        await app.state.shutdown.wait()
+        await app.state.shutdown.wait()  # TASK WAITS
     else:
         await asyncio.sleep(0.05)
     return n
@@ -73,7 +73,7 @@ async def spawn(n: int):
 
 async def refresh_cache(n):
     if "orphans" in LEAKS:
-        await app.state.shutdown.wait()
+        await app.state.shutdown.wait()  # ORPHAN WAITS
     else:
         await asyncio.sleep(0.05)
 

@@ -1,0 +1,231 @@
+//! Async services in watch mode: asyncio tasks counted over time, and a FastAPI service's
+//! per-session state placed at the app's line.
+//!
+//! - tests/workloads/asyncio_tasks.py (stdlib only) starts 40 tasks a second that pile up (kept
+//!   in a set, or never awaited and kept alive by the event they wait on), and logs its own
+//!   `len(asyncio.all_tasks())` with the wall clock: tracer's pending count at each census pass
+//!   is checked against the app's at the same moment, on pyenv's 3.12 and Debian's python3.13;
+//!   the healthy twin's tasks end, and nothing piles up.
+//! - tests/apps/fastapi_app.py (FastAPI and uvicorn from PyPI, in a venv of pyenv's 3.12 made
+//!   under target/) keeps a record per login in `request.app.state.sessions[token]` (Starlette's
+//!   `State` proxies its attributes to a dict) and a task per request: the dict is named and its
+//!   uses are the app's lines (none of the standard library's functions that merely name some
+//!   `_state`), the tasks pile up at the app's lines; the healthy twin shows nothing growing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+
+/// The asyncio workload on `b` in `mode`, logging its task count into `dir`.
+fn start_tasks(b: &Build, mode: &str, dir: &TempDir) -> (Proc, std::path::PathBuf) {
+    let log = dir.path().join("tasks.log");
+    let mut p = Proc(
+        b.command("asyncio_tasks.py")
+            .args([mode, "40"])
+            .arg(b.guest(&log))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "{}: asyncio_tasks.py did not start", b.name);
+    (p, log)
+}
+
+/// `tracer record --mode watch -p PID -d SECS --interval 5s`: report.json, and the summary.
+fn watch(pid: u32, secs: u32) -> (serde_json::Value, String) {
+    let (report, f) = apps::record(&[
+        "-p",
+        &pid.to_string(),
+        "--mode",
+        "watch",
+        "-d",
+        &format!("{secs}s"),
+        "--interval",
+        "5s",
+    ]);
+    (report, f.stdout)
+}
+
+/// The app's own count (`WALL_CLOCK COUNT` lines) nearest to `at` (seconds since the epoch).
+fn app_count(log: &Path, at: f64) -> (u64, f64) {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (t, n) = l.split_once(' ')?;
+            Some((t.parse::<f64>().ok()?, n.trim().parse::<u64>().ok()?))
+        })
+        .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
+        .map(|(t, n)| (n, t - at))
+        .expect("the app logged its task count")
+}
+
+/// Tasks piling up (`set`: kept in a set; `orphan`: never awaited): pending counts over time
+/// within a few tasks of the app's own (40 new ones a second, the app logs every 0.25 s), the
+/// verdict growing, and the coroutine placed at the line its tasks wait at.
+fn tasks_pile_up(b: &Build, mode: &str, waits: &str) {
+    let dir = b.tempdir("tasks");
+    let (p, log) = start_tasks(b, mode, &dir);
+    let (report, summary) = watch(p.pid(), 26);
+    let tasks = &report["processes"][0]["census"]["tasks"];
+    assert_eq!(tasks["verdict"], "growing", "{}: {tasks}", b.name);
+    let series = tasks["series"].as_array().unwrap();
+    assert!(series.len() >= 4, "{}: {tasks}", b.name);
+    let started = report["started_unix"].as_f64().unwrap();
+    for point in series {
+        let (at, n) = (point[0].as_f64().unwrap(), point[1].as_u64().unwrap());
+        let (app, dt) = app_count(&log, started + at);
+        let slack = 10 + app / 20;
+        assert!(
+            n.abs_diff(app) <= slack,
+            "{}: {n} pending at {at:.1}s, the app counted {app} ({dt:+.2}s away): {tasks}",
+            b.name
+        );
+    }
+    let line = line_of("asyncio_tasks.py", waits);
+    let top = &tasks["by_coroutine"][0];
+    assert!(
+        top["coroutine"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("asyncio_tasks.py:{line})")),
+        "{}: the tasks wait at asyncio_tasks.py:{line}: {tasks}",
+        b.name
+    );
+    assert_eq!(top["verdict"], "growing", "{}: {top}", b.name);
+    assert!(
+        summary.contains("asyncio tasks piling up"),
+        "{}: {summary}",
+        b.name
+    );
+}
+
+#[test]
+fn tasks_kept_in_a_set_pile_up_312() {
+    tasks_pile_up(&pyenv(12), "set", "# SET WAITS HERE");
+}
+
+#[test]
+fn tasks_never_awaited_pile_up_debian_313() {
+    tasks_pile_up(&debian("trixie", 13), "orphan", "# ORPHAN WAITS HERE");
+}
+
+/// The healthy twin: every task ends and leaves the set; a handful pending, not growing.
+#[test]
+fn tasks_that_end_do_not_pile_up_312() {
+    let b = pyenv(12);
+    let dir = b.tempdir("tasks-healthy");
+    let (p, _log) = start_tasks(&b, "healthy", &dir);
+    let (report, summary) = watch(p.pid(), 26);
+    let tasks = &report["processes"][0]["census"]["tasks"];
+    assert_ne!(tasks["verdict"], "growing", "{tasks}");
+    assert!(tasks["pending"].as_u64().unwrap() < 20, "{tasks}");
+    assert!(!summary.contains("piling up"), "{summary}");
+}
+
+fn fastapi() -> std::path::PathBuf {
+    apps::venv("fastapi", 12, &["fastapi", "uvicorn"], "fastapi, uvicorn")
+}
+
+const FASTAPI_PATHS: &str = "/login/{n},/spawn/{n},/refresh/{n}";
+
+/// FastAPI under uvicorn keeping a session per login in `app.state` and tasks per request:
+/// the sessions dict named through Starlette's `State`, used at the app's lines only; the
+/// tasks piling up at the app's lines.
+#[test]
+fn fastapi_state_and_tasks_placed_312() {
+    let python = fastapi();
+    let served = apps::serve(
+        apps::Server::Alone,
+        &python,
+        "fastapi_app.py",
+        "sessions,tasks,orphans",
+        FASTAPI_PATHS,
+        30,
+    );
+    let (report, summary) = watch(served.pid(), 40);
+    let c = &report["processes"][0]["census"];
+    let sessions = c["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| {
+            k["name"]
+                .as_str()
+                .unwrap()
+                .ends_with(r#"app.state._state["sessions"]"#)
+        })
+        .unwrap_or_else(|| panic!("app.state's sessions not named: {c}"));
+    assert_eq!(sessions["verdict"], "growing", "{sessions}");
+    let uses: Vec<&str> = sessions["uses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
+    assert!(
+        uses.contains(&format!("login ({}:{login})", apps::app("fastapi_app.py").display()).as_str()),
+        "the storing line fastapi_app.py:{login} not among the uses: {sessions}"
+    );
+    assert!(
+        uses.iter().all(|u| u.contains("fastapi_app.py:")),
+        "a use that does not touch app.state: {sessions}"
+    );
+    let tasks = &c["tasks"];
+    assert_eq!(tasks["verdict"], "growing", "{tasks}");
+    for (function, needle) in [
+        ("watch_session", "# TASK WAITS"),
+        ("refresh_cache", "# ORPHAN WAITS"),
+    ] {
+        let line = apps::app_line("fastapi_app.py", needle);
+        let g = tasks["by_coroutine"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["coroutine"].as_str().unwrap().starts_with(function))
+            .unwrap_or_else(|| panic!("no {function} tasks: {tasks}"));
+        assert!(
+            g["coroutine"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("fastapi_app.py:{line})")),
+            "{function} waits at fastapi_app.py:{line}: {g}"
+        );
+        assert_eq!(g["verdict"], "growing", "{g}");
+    }
+    assert!(summary.contains("asyncio tasks piling up"), "{summary}");
+}
+
+/// The healthy twin: sessions bounded, tasks that end: nothing grows, no task piles up.
+#[test]
+fn fastapi_without_leaks_312() {
+    let python = fastapi();
+    let served = apps::serve(
+        apps::Server::Alone,
+        &python,
+        "fastapi_app.py",
+        "",
+        FASTAPI_PATHS,
+        30,
+    );
+    let (report, summary) = watch(served.pid(), 40);
+    let c = &report["processes"][0]["census"];
+    assert!(c["error"].is_null(), "{c}");
+    for k in c["containers"].as_array().unwrap() {
+        assert_ne!(k["verdict"], "growing", "{k}");
+    }
+    for t in c["types"].as_array().unwrap() {
+        assert_ne!(t["verdict"], "growing", "{t}");
+    }
+    assert_ne!(c["tasks"]["verdict"], "growing", "{}", c["tasks"]);
+    assert!(!summary.contains("piling up"), "{summary}");
+}
