@@ -592,6 +592,51 @@ impl Runtime {
 
     /// The lines of a code object that load the global `name` (LOAD_GLOBAL and its specialized
     /// forms), as frames (function, file, line).
+    /// Does a function add to containers anywhere: a store into a subscript (`d[k] = v`), or
+    /// a call of a method named like one that adds (`append`, `add`, `update`...)? None: its
+    /// code cannot be read. A function that does neither only reads the containers it names
+    /// (`asyncio.all_tasks` iterating the task registry): it does not feed them.
+    pub fn adds_to_containers(&mut self, code: u64) -> Option<bool> {
+        const ADDERS: [&str; 11] = [
+            "append",
+            "add",
+            "extend",
+            "insert",
+            "update",
+            "setdefault",
+            "appendleft",
+            "extendleft",
+            "put",
+            "put_nowait",
+            "__setitem__",
+        ];
+        let l = self.layout;
+        let names = self.ptr(code + l.code_names);
+        let n = self.ptr(names + l.var_size);
+        if names == 0 || n > 4096 {
+            return None;
+        }
+        let items = self.read(names + l.tuple_items, 8 * n as usize)?;
+        for i in 0..n {
+            let name = self.string(u64_at(&items, 8 * i));
+            if name.is_some_and(|s| ADDERS.contains(&s.as_str())) {
+                return Some(true);
+            }
+        }
+        let bytecode = match (l.code_code, l.code_adaptive) {
+            (Some(off), _) => self.bytes(self.ptr(code + off)),
+            (None, Some(adaptive)) => {
+                let units = self.ptr(code + l.var_size);
+                (units <= 1 << 20)
+                    .then(|| self.read(code + adaptive, 2 * units as usize))
+                    .flatten()
+            }
+            _ => None,
+        }?;
+        let stores = instructions(l, &bytecode).any(|(_, op, _)| l.op_store_subscr.contains(&op));
+        Some(stores)
+    }
+
     /// The file of a code object.
     pub fn code_file(&mut self, code: u64) -> Option<String> {
         self.code(code).map(|c| c.filename)
@@ -664,14 +709,8 @@ impl Runtime {
             _ => None,
         };
         let mut out = Vec::new();
-        let mut ext = 0u64;
-        for (i, unit) in bytecode.unwrap_or_default().chunks_exact(2).enumerate() {
-            let (op, arg) = (unit[0], ext << 8 | unit[1] as u64);
-            if op == l.op_extended_arg {
-                ext = arg;
-                continue;
-            }
-            ext = 0;
+        let bytecode = bytecode.unwrap_or_default();
+        for (i, op, arg) in instructions(l, &bytecode) {
             if !ops
                 .iter()
                 .any(|&(o, shift)| o == op && arg >> shift == index)
@@ -739,6 +778,33 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The instructions of a code object's bytecode: (index of its code unit, opcode, argument
+/// with its EXTENDED_ARG prefixes), the inline cache units after each skipped.
+fn instructions<'a>(
+    l: &'static Layout,
+    bytecode: &'a [u8],
+) -> impl Iterator<Item = (usize, u8, u64)> + 'a {
+    let mut i = 0;
+    let mut ext = 0u64;
+    std::iter::from_fn(move || loop {
+        let unit = bytecode.get(2 * i..2 * i + 2)?;
+        let at = i;
+        let (op, arg) = (unit[0], ext << 8 | unit[1] as u64);
+        let caches = l
+            .op_caches
+            .iter()
+            .find(|c| (c.0..=c.1).contains(&op))
+            .map_or(0, |c| c.2 as usize);
+        i += 1 + caches;
+        if op == l.op_extended_arg {
+            ext = arg;
+            continue;
+        }
+        ext = 0;
+        return Some((at, op, arg));
+    })
 }
 
 /// 3.8/3.9 co_lnotab: (byte offset increment, signed line increment) pairs.
@@ -885,5 +951,29 @@ mod tests {
         assert_eq!(location_line(&tab, 20, 6), Some(20));
         assert_eq!(location_line(&tab, 20, 7), None);
         assert_eq!(location_line(&tab, 20, 9), None);
+    }
+}
+
+#[cfg(test)]
+mod bytecode_tests {
+    use super::*;
+
+    #[test]
+    fn cache_units_are_not_instructions() {
+        let l = super::super::layouts::layout_for(3, 12).unwrap();
+        // LOAD_GLOBAL 1 (4 cache units, one of which reads as STORE_SUBSCR), EXTENDED_ARG 1,
+        // LOAD_ATTR 2 (9 cache units), STORE_SUBSCR (1 cache unit), RETURN_CONST 0.
+        let mut code = vec![116, 1, 60, 0, 60, 0, 0, 0, 0, 0];
+        code.extend([144, 1, 106, 2]);
+        code.extend([0; 18]);
+        code.extend([60, 0, 0, 0, 121, 0]);
+        let ins: Vec<(usize, u8, u64)> = instructions(l, &code).collect();
+        assert_eq!(
+            ins,
+            vec![(0, 116, 1), (6, 106, 0x102), (16, 60, 0), (18, 121, 0)]
+        );
+        // 3.8-3.10 have no cache units: every unit is an instruction.
+        let l = super::super::layouts::layout_for(3, 9).unwrap();
+        assert_eq!(instructions(l, &[60, 0, 60, 0]).count(), 2);
     }
 }

@@ -33,6 +33,7 @@
 use std::sync::Mutex;
 
 use super::debug_offsets::DebugOffsets;
+use super::opcaches;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
@@ -160,6 +161,13 @@ pub struct Layout {
     /// The opcodes that name an attribute (see `AttrOps`). Empty: the functions that name an
     /// attribute are found without their lines.
     pub op_attr: AttrOps,
+    /// STORE_SUBSCR and its specialized forms (a function that stores into a container:
+    /// `cache[key] = value`).
+    pub op_store_subscr: &'static [u8],
+    /// 3.11+: the inline cache units that follow an instruction, by opcode (first, last,
+    /// units), specialized forms included: a walk of the bytecode skips them (their bytes are
+    /// counters and versions, not instructions).
+    pub op_caches: &'static [(u8, u8, u8)],
     /// A running frame's local variables (census roots): where they start in the frame
     /// (f_localsplus, or _PyInterpreterFrame.localsplus), how many (co_nlocals, an int; 3.11+
     /// co_nlocalsplus), their names (co_varnames; 3.11+ co_localsplusnames) and kinds (3.11+
@@ -355,6 +363,8 @@ const LEGACY: Layout = Layout {
         plain: &[106, 160],
         load: &[],
     },
+    op_store_subscr: &[60],
+    op_caches: &[],
     frame_localsplus: 360,
     gen_frame: GenFrame::Pointer(16),
     code_nlocals: 28,
@@ -442,6 +452,8 @@ const V311: Layout = Layout {
         plain: &[106, 39, 40, 41, 42, 43, 160, 56, 57, 58, 59, 62, 63],
         load: &[],
     },
+    op_store_subscr: &[60, 168, 169, 170],
+    op_caches: opcaches::CACHES_311,
     frame_localsplus: 72,
     gen_frame: GenFrame::Inline {
         frame: 80,
@@ -479,6 +491,8 @@ const V312: Layout = Layout {
         plain: &[],
         load: &[106, 70, 72, 73, 76, 77, 78, 79, 80, 81, 82],
     },
+    op_store_subscr: &[60, 159, 160],
+    op_caches: opcaches::CACHES_312,
     code_nlocals: 72,
     gen_frame: GenFrame::Inline {
         frame: 72,
@@ -513,6 +527,8 @@ const V313: Layout = Layout {
             82, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202,
         ],
     },
+    op_store_subscr: &[39, 212, 213],
+    op_caches: opcaches::CACHES_313,
     ..V312
 };
 
@@ -538,6 +554,8 @@ const V314: Layout = Layout {
             80, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189,
         ],
     },
+    op_store_subscr: &[38, 201, 202],
+    op_caches: opcaches::CACHES_314,
     ..V313
 };
 
@@ -567,6 +585,8 @@ const V315: Layout = Layout {
             79, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195,
         ],
     },
+    op_store_subscr: &[36, 208, 209],
+    op_caches: opcaches::CACHES_315,
     ..V314
 };
 

@@ -11,6 +11,7 @@ mod fixtures;
 pub mod frames;
 pub mod layouts;
 pub mod mem;
+mod opcaches;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -135,12 +135,39 @@ pub fn place(key: &[Frame], resource: Resource, paths: &AppPaths) -> Placed {
 /// Where the code that grows a census container sits in the application: of the sampled stacks
 /// through its uses (most seen first), the first one with an application frame gives that frame
 /// and, when the use itself is below it (in a library), the use.
+/// A library use that only reads the container (see `ContainerReport::readers`) does not
+/// feed it: its stacks are not where the container grows.
 pub fn fed_from(k: &census::ContainerReport, paths: &AppPaths) -> Option<(Frame, Option<Frame>)> {
     k.stacks.iter().find_map(|(stack, _)| {
         let i = innermost_app(paths, stack.iter().map(source_file))?;
         let below = stack[i + 1..].iter().rev().find(|f| f.is_python()).cloned();
+        if below
+            .as_ref()
+            .is_some_and(|b| k.readers.iter().any(|r| same_code(r, b)))
+        {
+            return None;
+        }
         Some((stack[i].clone(), below))
     })
+}
+
+/// Two frames of the same function (their lines may differ).
+fn same_code(a: &Frame, b: &Frame) -> bool {
+    match (a, b) {
+        (
+            Frame::Python {
+                function: fa,
+                file: la,
+                ..
+            },
+            Frame::Python {
+                function: fb,
+                file: lb,
+                ..
+            },
+        ) => fa == fb && la == lb,
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -862,6 +889,7 @@ mod tests {
             holds: None,
             root: "global",
             uses: vec![py("getLogger", LOGGING, 1403)],
+            readers: vec![],
             stacks: vec![
                 (
                     vec![
@@ -884,6 +912,13 @@ mod tests {
             ..k.clone()
         };
         assert_eq!(fed_from(&own, &paths), Some((py("leak", APP, 3), None)));
+        // A library function that only reads it (asyncio.all_tasks iterating the task
+        // registry) does not feed it, whichever app frame called it: no line.
+        let read = census::ContainerReport {
+            readers: vec![py("getLogger", LOGGING, 1400)],
+            ..k.clone()
+        };
+        assert_eq!(fed_from(&read, &paths), None);
         let none = census::ContainerReport {
             stacks: vec![],
             ..k

@@ -37,6 +37,9 @@ pub struct ContainerReport {
     /// For a global: where the code loads it (function, file, line). For a local: the line
     /// its frame is running.
     pub uses: Vec<Frame>,
+    /// The uses in functions that add to no container: they read it (`asyncio.all_tasks`
+    /// iterating the task registry), they do not feed it.
+    pub readers: Vec<Frame>,
     /// Python stacks (root first) that reach those lines, with how many stack samples saw them
     /// (for a local: the stack of its frame, 0 samples).
     pub stacks: Vec<(Vec<Frame>, u64)>,

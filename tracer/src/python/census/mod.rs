@@ -70,6 +70,8 @@ struct Followed {
     attr: Option<u64>,
     /// The key it is held at in a plain dict after that attribute (see `backref::Found`).
     key: Option<u64>,
+    /// Uses in functions that add to no container (they read this one: not feeders).
+    readers: Vec<Frame>,
     /// The code that uses it: the lines that load its global, or the functions that name the
     /// attribute holding it (found once).
     uses: Option<Vec<Frame>>,
@@ -342,6 +344,7 @@ impl Census {
                         root: None,
                         attr: None,
                         key: None,
+                        readers: Vec::new(),
                         uses: None,
                         holds: None,
                     },
@@ -608,13 +611,14 @@ impl Census {
                     'names: for name in f.key.into_iter().chain([attr]) {
                         for own in [true, false] {
                             for &func in functions.iter().filter(|&&func| in_module(func) == own) {
-                                for u in code(func)
-                                    .map(|c| rt.attr_uses(c, name))
-                                    .unwrap_or_default()
-                                {
+                                let Some(c) = code(func) else { continue };
+                                for u in rt.attr_uses(c, name) {
                                     let stdlib =
                                         matches!(&u, Frame::Python { file, .. } if is_stdlib(file));
                                     if stdlib_root || !stdlib {
+                                        if rt.adds_to_containers(c) == Some(false) {
+                                            f.readers.push(u.clone());
+                                        }
                                         add(&mut uses, u);
                                     }
                                 }
@@ -627,10 +631,11 @@ impl Census {
                 }
                 None => {
                     for &func in functions.iter().filter(|&&func| in_module(func)) {
-                        for u in code(func)
-                            .map(|c| rt.global_uses(c, global))
-                            .unwrap_or_default()
-                        {
+                        let Some(c) = code(func) else { continue };
+                        for u in rt.global_uses(c, global) {
+                            if rt.adds_to_containers(c) == Some(false) {
+                                f.readers.push(u.clone());
+                            }
                             add(&mut uses, u);
                         }
                     }
@@ -656,6 +661,7 @@ impl Census {
                         trend: judge(&f.series),
                         holds: f.holds.clone(),
                         uses: f.uses.clone().unwrap_or_default(),
+                        readers: f.readers.clone(),
                         stacks: match &f.root {
                             Some(Root::Local(_, stack)) => vec![(stack.clone(), 0)],
                             Some(Root::Global(..)) => {
