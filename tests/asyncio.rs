@@ -35,7 +35,12 @@ fn start_tasks(b: &Build, mode: &str, dir: &TempDir) -> (Proc, std::path::PathBu
     BufReader::new(p.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "ready", "{}: asyncio_tasks.py did not start", b.name);
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "{}: asyncio_tasks.py did not start",
+        b.name
+    );
     (p, log)
 }
 
@@ -132,7 +137,12 @@ fn tasks_that_end_do_not_pile_up_312() {
 }
 
 fn fastapi() -> std::path::PathBuf {
-    apps::venv("fastapi", 12, &["fastapi", "uvicorn"], "fastapi, uvicorn")
+    apps::venv(
+        "fastapi",
+        12,
+        &["fastapi", "uvicorn", "gunicorn"],
+        "fastapi, uvicorn, gunicorn",
+    )
 }
 
 const FASTAPI_PATHS: &str = "/login/{n},/spawn/{n},/refresh/{n}";
@@ -173,7 +183,9 @@ fn fastapi_state_and_tasks_placed_312() {
         .collect();
     let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
     assert!(
-        uses.contains(&format!("login ({}:{login})", apps::app("fastapi_app.py").display()).as_str()),
+        uses.contains(
+            &format!("login ({}:{login})", apps::app("fastapi_app.py").display()).as_str()
+        ),
         "the storing line fastapi_app.py:{login} not among the uses: {sessions}"
     );
     assert!(

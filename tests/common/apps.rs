@@ -80,6 +80,23 @@ pub enum Server {
     /// `gunicorn -w 1 --threads 2 -b 127.0.0.1:PORT --chdir tests/apps MODULE:app`, from the
     /// venv of `python`: a master that forks the worker running the app.
     Gunicorn,
+    /// `python -m uvicorn --workers 2 --app-dir tests/apps MODULE:app`: a supervisor that
+    /// spawns two workers (fresh interpreters, multiprocessing's spawn).
+    UvicornWorkers,
+    /// `gunicorn -w 2 -k uvicorn.workers.UvicornWorker ...`: a master that forks two asyncio
+    /// workers.
+    GunicornUvicorn,
+}
+
+impl Server {
+    /// The worker processes that run the app's code (the server itself when it has none).
+    fn workers(self) -> usize {
+        match self {
+            Server::Alone => 0,
+            Server::Gunicorn => 1,
+            Server::UvicornWorkers | Server::GunicornUvicorn => 2,
+        }
+    }
 }
 
 /// An app served and driven by load.py; its processes are ended when it is dropped.
@@ -88,8 +105,11 @@ pub struct Served {
     pub load: Proc,
     /// The process started: the app itself, or gunicorn's master.
     pub server: Proc,
-    /// The process that runs the app's code: the server itself, or gunicorn's worker.
+    /// The process that runs the app's code: the server itself, or gunicorn's worker (with
+    /// several workers: the server).
     app_pid: u32,
+    /// The server has workers of its own, ended by it.
+    supervises: bool,
 }
 
 impl Served {
@@ -101,9 +121,9 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        // gunicorn's master ends its worker on SIGINT (quick shutdown); killed, it would leave
-        // the worker to notice its parent gone by itself.
-        if self.app_pid != self.server.pid() {
+        // gunicorn's master (and uvicorn's supervisor) ends its workers on SIGINT; killed, it
+        // would leave the workers to notice their parent gone by themselves.
+        if self.supervises {
             self.server.signal(libc::SIGINT);
             let _ = self.server.wait(Duration::from_secs(10));
         }
@@ -156,16 +176,29 @@ pub fn serve(
             c.arg(app(name)).arg(&port);
             c
         }
-        Server::Gunicorn => {
+        Server::Gunicorn | Server::GunicornUvicorn => {
             // The venv's gunicorn script run by the venv's python: the process its shebang
             // starts, also in a venv copied from another checkout (whose shebang names the
             // original). No control socket: it would be shared by the tests running at once.
             let mut c = Command::new(python);
-            c.arg(python.with_file_name("gunicorn"))
-                .args(["-w", "1", "--threads", "2", "--no-control-socket"])
+            c.arg(python.with_file_name("gunicorn"));
+            if how == Server::Gunicorn {
+                c.args(["-w", "1", "--threads", "2"]);
+            } else {
+                c.args(["-w", "2", "-k", "uvicorn.workers.UvicornWorker"]);
+            }
+            c.arg("--no-control-socket")
                 .arg("-b")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--chdir")
+                .arg(app(name).parent().unwrap())
+                .arg(format!("{}:app", name.trim_end_matches(".py")));
+            c
+        }
+        Server::UvicornWorkers => {
+            let mut c = Command::new(python);
+            c.args(["-m", "uvicorn", "--workers", "2", "--log-level", "warning"])
+                .args(["--host", "127.0.0.1", "--port", &port, "--app-dir"])
                 .arg(app(name).parent().unwrap())
                 .arg(format!("{}:app", name.trim_end_matches(".py")));
             c
@@ -184,14 +217,15 @@ pub fn serve(
         let answers = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok();
         let workers = match how {
             Server::Alone => vec![server.pid()],
-            Server::Gunicorn => python_children(server.pid()),
+            _ => python_children(server.pid()),
         };
-        if answers && workers.len() == 1 {
-            break workers[0];
+        // (uvicorn's supervisor also starts multiprocessing's resource tracker.)
+        if answers && workers.len() >= how.workers().max(1) {
+            break if how.workers() > 1 { server.pid() } else { workers[0] };
         }
         assert!(
             server.alive() && t.elapsed() < Duration::from_secs(30),
-            "{how:?} serving {name} did not answer on port {port} with one worker ({workers:?}); its log:\n{}",
+            "{how:?} serving {name} did not answer on port {port} with its workers ({workers:?}); its log:\n{}",
             std::fs::read_to_string(&log_file).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -209,6 +243,7 @@ pub fn serve(
         load,
         server,
         app_pid,
+        supervises: how.workers() > 0,
     }
 }
 

@@ -694,7 +694,7 @@ impl Census {
             .map(|(name, s)| TypeReport {
                 name: name.clone(),
                 count: s.last().map(|p| p.1).unwrap_or(0),
-                trend: judge_counts(Series::Objects, s),
+                trend: judge_counts(Series::of_type(name), s),
                 held_at: match self.holders.get(name) {
                     Some(Holder::Named(path)) => Some(path.clone()),
                     _ => None,

@@ -1,0 +1,258 @@
+//! Worker servers, traced from their master with `--children` in watch mode (60 s, a census pass
+//! every 5 s), each with a healthy twin in which nothing grows:
+//!
+//! - Celery's prefork pool (Celery from PyPI) on a real Redis broker (Debian's redis-server,
+//!   started by the test on a free loopback port): tests/apps/celery_app.py's task keeps every
+//!   result in a module dict; the dict is named in the pool child that runs the task, growing,
+//!   used at the task's line; Celery's own bookkeeping in the master does not grow.
+//! - FastAPI (tests/apps/fastapi_app.py) under `uvicorn --workers 2` (spawned interpreters) and
+//!   under gunicorn with two uvicorn workers (forked): the sessions kept in `app.state` named in
+//!   the workers, used at the app's line, and their tasks piling up at the app's line.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::apps::Server;
+use common::*;
+
+/// A Redis server of its own on a free loopback port (no persistence), ended with the test.
+struct Redis {
+    proc: Proc,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = apps::free_port();
+        let proc = Proc(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (cargo xtask setup installs it)"),
+        );
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { proc, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+fn celery_venv() -> std::path::PathBuf {
+    apps::venv("celery", 12, &["celery", "redis", "packaging"], "celery, redis, packaging")
+}
+
+/// `tracer record --mode watch --children -p MASTER -d 60s --interval 5s`: report.json.
+fn watch_tree(master: u32) -> serde_json::Value {
+    apps::record(&[
+        "-p",
+        &master.to_string(),
+        "--children",
+        "--mode",
+        "watch",
+        "-d",
+        "60s",
+        "--interval",
+        "5s",
+    ])
+    .0
+}
+
+fn growing_containers(p: &serde_json::Value) -> Vec<&serde_json::Value> {
+    p["census"]["containers"]
+        .as_array()
+        .map(|v| v.iter().filter(|k| k["verdict"] == "growing").collect())
+        .unwrap_or_default()
+}
+
+/// Nothing in any process of the tree grows: containers, types, tasks.
+fn assert_tree_healthy(report: &serde_json::Value, what: &str) {
+    for p in report["processes"].as_array().unwrap() {
+        let c = &p["census"];
+        assert!(c["error"].is_null(), "{what}: {c}");
+        for k in growing_containers(p) {
+            panic!("{what}: pid {} {k}", p["pid"]);
+        }
+        for t in c["types"].as_array().unwrap() {
+            assert_ne!(t["verdict"], "growing", "{what}: pid {} {t}", p["pid"]);
+        }
+        assert_ne!(c["tasks"]["verdict"], "growing", "{what}: pid {}", p["pid"]);
+    }
+}
+
+/// Celery's prefork pool (2 children) on Redis, 40 tasks a second: the master and its children.
+fn celery(leaks: &str) -> serde_json::Value {
+    let python = celery_venv();
+    let redis = Redis::start();
+    let dir = apps::app("celery_app.py").parent().unwrap().to_path_buf();
+    let mut worker = Proc(
+        Command::new(&python)
+            .args(["-m", "celery", "-A", "celery_app", "worker", "--pool", "prefork"])
+            .args(["--concurrency", "2", "--loglevel", "WARNING"])
+            .args(["--without-heartbeat", "--without-gossip", "--without-mingle"])
+            .current_dir(&dir)
+            .env("BROKER", redis.url())
+            .env("LEAKS", leaks)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while apps::python_children(worker.pid()).len() < 2 {
+        assert!(
+            worker.alive() && t.elapsed() < Duration::from_secs(30),
+            "celery's pool did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let producer = Proc(
+        Command::new(&python)
+            .args(["celery_app.py", "send", "40", "300"])
+            .current_dir(&dir)
+            .env("BROKER", redis.url())
+            .spawn()
+            .unwrap(),
+    );
+    let report = watch_tree(worker.pid());
+    drop(producer);
+    worker.signal(libc::SIGTERM);
+    let _ = worker.wait(Duration::from_secs(10));
+    drop(redis.proc);
+    report
+}
+
+/// The task's cache: named in the pool child that runs the task, growing, used at the task's
+/// line; the master (which only hands the tasks out) shows nothing growing.
+#[test]
+fn celery_task_cache_named_in_the_pool_312() {
+    let report = celery("cache");
+    let procs = report["processes"].as_array().unwrap();
+    assert!(procs.len() >= 3, "the master and its 2 children: {procs:?}");
+    let line = apps::app_line("celery_app.py", "# CACHED HERE");
+    let cache = procs
+        .iter()
+        .flat_map(growing_containers)
+        .find(|k| k["name"] == "celery_app.RESULTS")
+        .unwrap_or_else(|| panic!("celery_app.RESULTS not growing in any process: {report}"));
+    let uses: Vec<&str> = cache["uses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        uses.iter()
+            .any(|u| u.starts_with("price_quote (") && u.ends_with(&format!("celery_app.py:{line})"))),
+        "the caching line celery_app.py:{line} not among the uses: {cache}"
+    );
+    let master = procs
+        .iter()
+        .find(|p| p["pid"] == report["processes"][0]["pid"])
+        .unwrap();
+    assert!(
+        growing_containers(master).is_empty(),
+        "the master: {}",
+        master["census"]
+    );
+}
+
+/// The same pool and load with a bounded cache: nothing grows in the master or its children
+/// (Celery's per-task bookkeeping included).
+#[test]
+fn celery_without_leaks_312() {
+    assert_tree_healthy(&celery(""), "celery without leaks");
+}
+
+fn fastapi() -> std::path::PathBuf {
+    apps::venv(
+        "fastapi",
+        12,
+        &["fastapi", "uvicorn", "gunicorn"],
+        "fastapi, uvicorn, gunicorn",
+    )
+}
+
+const PATHS: &str = "/login/{n},/spawn/{n}";
+
+/// FastAPI served `how` (two workers) with the sessions and tasks leaks: in a worker, the
+/// sessions dict named through app.state and used at `login`'s line, and tasks piling up at
+/// `watch_session`'s line.
+fn fastapi_workers_leak(how: Server) {
+    let served = apps::serve(how, &fastapi(), "fastapi_app.py", "sessions,tasks", PATHS, 30);
+    let report = watch_tree(served.pid());
+    let procs = report["processes"].as_array().unwrap();
+    let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
+    let waits = apps::app_line("fastapi_app.py", "# TASK WAITS");
+    let workers: Vec<&serde_json::Value> = procs
+        .iter()
+        .filter(|p| {
+            growing_containers(p).iter().any(|k| {
+                k["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(r#"app.state._state["sessions"]"#)
+                    && k["uses"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|u| u.as_str().unwrap().ends_with(&format!("fastapi_app.py:{login})")))
+            })
+        })
+        .collect();
+    assert!(
+        !workers.is_empty(),
+        "{how:?}: no worker with app.state's sessions growing, used at fastapi_app.py:{login}: {report}"
+    );
+    for w in workers {
+        let tasks = &w["census"]["tasks"];
+        assert_eq!(tasks["verdict"], "growing", "{how:?}: {tasks}");
+        assert!(
+            tasks["by_coroutine"][0]["coroutine"]
+                .as_str()
+                .unwrap()
+                .starts_with("watch_session ("),
+            "{how:?}: {tasks}"
+        );
+        assert!(
+            tasks["by_coroutine"][0]["coroutine"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("fastapi_app.py:{waits})")),
+            "{how:?}: {tasks}"
+        );
+    }
+}
+
+#[test]
+fn uvicorn_workers_leaks_placed_312() {
+    fastapi_workers_leak(Server::UvicornWorkers);
+}
+
+#[test]
+fn gunicorn_uvicorn_workers_leaks_placed_312() {
+    fastapi_workers_leak(Server::GunicornUvicorn);
+}
+
+/// The healthy twin under uvicorn's two workers: nothing grows anywhere in the tree.
+#[test]
+fn uvicorn_workers_without_leaks_312() {
+    let served = apps::serve(
+        Server::UvicornWorkers,
+        &fastapi(),
+        "fastapi_app.py",
+        "",
+        PATHS,
+        30,
+    );
+    assert_tree_healthy(&watch_tree(served.pid()), "uvicorn workers without leaks");
+}
