@@ -191,3 +191,87 @@ fn flask_debian_static_without_leaks_311() {
         );
     }
 }
+
+/// A venv with Django and SQLAlchemy from PyPI for pyenv's 3.12.
+fn django_venv() -> PathBuf {
+    apps::venv(
+        "django",
+        12,
+        &["django", "sqlalchemy"],
+        "django, sqlalchemy",
+    )
+}
+
+const DJANGO_PATHS: &str = "/order/{n},/report/{n}";
+
+/// A Django service connecting a signal receiver per request with `weak=False`, and keeping
+/// the SQLAlchemy session of an engine made per request open: the signal's receivers named,
+/// growing, used at the connecting line; the sessions' list named at the app's line, and the
+/// database files they keep open growing at the request's line.
+#[test]
+fn django_signal_receivers_and_open_sessions_312() {
+    let python = django_venv();
+    let (p, _) = watch_app(
+        python.to_str().unwrap(),
+        "django_app.py",
+        "signals,sessions",
+        DJANGO_PATHS,
+    );
+    assert!(p["census"]["error"].is_null(), "{p}");
+    let connect = app_line("django_app.py", "# CONNECTED HERE");
+    let receivers = containers(&p)
+        .iter()
+        .find(|k| {
+            k["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("request_finished.receivers")
+        })
+        .unwrap_or_else(|| panic!("request_finished.receivers not named: {}", p["census"]));
+    assert_eq!(receivers["verdict"], "growing", "{receivers}");
+    assert!(
+        strs(&receivers["uses"])
+            .iter()
+            .any(|u| u.starts_with("order (") && u.ends_with(&format!("django_app.py:{connect})"))),
+        "the connecting line django_app.py:{connect} not among the uses: {receivers}"
+    );
+    let kept = app_line("django_app.py", "# KEPT HERE");
+    let sessions = containers(&p)
+        .iter()
+        .find(|k| k["name"].as_str().unwrap().ends_with("OPEN_SESSIONS"))
+        .unwrap_or_else(|| panic!("OPEN_SESSIONS not named: {}", p["census"]));
+    assert_eq!(sessions["verdict"], "growing", "{sessions}");
+    assert!(
+        strs(&sessions["uses"])
+            .iter()
+            .any(|u| u.ends_with(&format!("django_app.py:{kept})"))),
+        "{sessions}"
+    );
+    let files = p["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["resource"] == "descriptors"
+                && s["app_frame"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("report (") && a.contains("django_app.py:"))
+        })
+        .unwrap_or_else(|| panic!("no descriptor suspect at report: {}", p["suspects"]));
+    assert_eq!(files["verdict"], "growing", "{files}");
+}
+
+/// The healthy twin: one receiver connected once; one engine, each request's session closed:
+/// nothing grows, descriptors included.
+#[test]
+fn django_without_leaks_312() {
+    let python = django_venv();
+    let (p, _) = watch_app(python.to_str().unwrap(), "django_app.py", "", DJANGO_PATHS);
+    assert_nothing_growing(&p, "django without the leaks");
+    for s in p["suspects"].as_array().unwrap() {
+        assert!(
+            s["resource"] != "descriptors" || s["verdict"] != "growing",
+            "{s}"
+        );
+    }
+}

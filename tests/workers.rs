@@ -36,7 +36,10 @@ impl Redis {
         );
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Redis { proc, port }
@@ -48,7 +51,12 @@ impl Redis {
 }
 
 fn celery_venv() -> std::path::PathBuf {
-    apps::venv("celery", 12, &["celery", "redis", "packaging"], "celery, redis, packaging")
+    apps::venv(
+        "celery",
+        12,
+        &["celery", "redis", "packaging"],
+        "celery, redis, packaging",
+    )
 }
 
 /// `tracer record --mode watch --children -p MASTER -d 60s --interval 5s`: report.json.
@@ -96,9 +104,21 @@ fn celery(leaks: &str) -> serde_json::Value {
     let dir = apps::app("celery_app.py").parent().unwrap().to_path_buf();
     let mut worker = Proc(
         Command::new(&python)
-            .args(["-m", "celery", "-A", "celery_app", "worker", "--pool", "prefork"])
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "celery_app",
+                "worker",
+                "--pool",
+                "prefork",
+            ])
             .args(["--concurrency", "2", "--loglevel", "WARNING"])
-            .args(["--without-heartbeat", "--without-gossip", "--without-mingle"])
+            .args([
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ])
             .current_dir(&dir)
             .env("BROKER", redis.url())
             .env("LEAKS", leaks)
@@ -152,7 +172,8 @@ fn celery_task_cache_named_in_the_pool_312() {
         .collect();
     assert!(
         uses.iter()
-            .any(|u| u.starts_with("price_quote (") && u.ends_with(&format!("celery_app.py:{line})"))),
+            .any(|u| u.starts_with("price_quote (")
+                && u.ends_with(&format!("celery_app.py:{line})"))),
         "the caching line celery_app.py:{line} not among the uses: {cache}"
     );
     let master = procs
@@ -188,7 +209,14 @@ const PATHS: &str = "/login/{n},/spawn/{n}";
 /// sessions dict named through app.state and used at `login`'s line, and tasks piling up at
 /// `watch_session`'s line.
 fn fastapi_workers_leak(how: Server) {
-    let served = apps::serve(how, &fastapi(), "fastapi_app.py", "sessions,tasks", PATHS, 30);
+    let served = apps::serve(
+        how,
+        &fastapi(),
+        "fastapi_app.py",
+        "sessions,tasks",
+        PATHS,
+        30,
+    );
     let report = watch_tree(served.pid());
     let procs = report["processes"].as_array().unwrap();
     let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
@@ -201,11 +229,11 @@ fn fastapi_workers_leak(how: Server) {
                     .as_str()
                     .unwrap()
                     .ends_with(r#"app.state._state["sessions"]"#)
-                    && k["uses"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|u| u.as_str().unwrap().ends_with(&format!("fastapi_app.py:{login})")))
+                    && k["uses"].as_array().unwrap().iter().any(|u| {
+                        u.as_str()
+                            .unwrap()
+                            .ends_with(&format!("fastapi_app.py:{login})"))
+                    })
             })
         })
         .collect();

@@ -221,7 +221,11 @@ pub fn serve(
         };
         // (uvicorn's supervisor also starts multiprocessing's resource tracker.)
         if answers && workers.len() >= how.workers().max(1) {
-            break if how.workers() > 1 { server.pid() } else { workers[0] };
+            break if how.workers() > 1 {
+                server.pid()
+            } else {
+                workers[0]
+            };
         }
         assert!(
             server.alive() && t.elapsed() < Duration::from_secs(30),

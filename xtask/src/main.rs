@@ -12,8 +12,9 @@ const DEBIAN_PACKAGES: [&str; 4] = [
 /// Tools the tests drive (util-linux's setpriv/unshare are always there on Debian): bpftool,
 /// and the readers of the report formats (go tool pprof, a JSON schema validator, Chromium, a
 /// Prometheus server, tmux for the live view), the container tests' root file system builder and
-/// OCI runtimes (debootstrap, runc, podman), and strace (a launch refused by ptrace).
-const TEST_PACKAGES: [&str; 12] = [
+/// OCI runtimes (debootstrap, runc, podman), strace (a launch refused by ptrace), and the
+/// broker the Celery tests start (redis-server).
+const TEST_PACKAGES: [&str; 13] = [
     "bpftool",
     "golang-go",
     "python3-jsonschema",
@@ -26,6 +27,7 @@ const TEST_PACKAGES: [&str; 12] = [
     "podman",
     "strace",
     "python3-flask",
+    "redis-server",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
