@@ -50,13 +50,11 @@ impl Redis {
     }
 }
 
+/// Celery, and the Redis client and `packaging` its Redis transport imports.
+const CELERY: [&str; 3] = ["celery", "redis", "packaging"];
+
 fn celery_venv() -> std::path::PathBuf {
-    apps::venv(
-        "celery",
-        12,
-        &["celery", "redis", "packaging"],
-        "celery, redis, packaging",
-    )
+    apps::venv("celery", 12, &CELERY, "celery, redis, packaging")
 }
 
 /// `tracer record --mode watch --children -p MASTER -d 60s --interval 5s`: report.json.
@@ -98,34 +96,53 @@ fn assert_tree_healthy(report: &serde_json::Value, what: &str) {
 }
 
 /// Celery's prefork pool (2 children) on Redis, 40 tasks a second: the master and its children.
-fn celery(leaks: &str) -> serde_json::Value {
+/// On pyenv's 3.12 (a venv), or on a Debian build (PyPI's packages in its root file system).
+fn celery(leaks: &str, debian: Option<&Build>) -> serde_json::Value {
     let python = celery_venv();
     let redis = Redis::start();
     let dir = apps::app("celery_app.py").parent().unwrap().to_path_buf();
+    let mut cmd = match debian {
+        None => {
+            let mut c = Command::new(&python);
+            c.current_dir(&dir);
+            c
+        }
+        Some(b) => {
+            let site = apps::debian_site(b, "celery", &CELERY, "celery, redis, packaging");
+            let root = b.root.as_ref().unwrap();
+            let guest = root.join("tmp/tracer-tests/apps");
+            std::fs::create_dir_all(&guest).unwrap();
+            std::fs::copy(apps::app("celery_app.py"), guest.join("celery_app.py")).unwrap();
+            let mut c = Command::new("chroot");
+            c.arg(root).arg(&b.python).env(
+                "PYTHONPATH",
+                format!("{}:/tmp/tracer-tests/apps", b.guest(&site).display()),
+            );
+            c
+        }
+    };
     let mut worker = Proc(
-        Command::new(&python)
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "celery_app",
-                "worker",
-                "--pool",
-                "prefork",
-            ])
-            .args(["--concurrency", "2", "--loglevel", "WARNING"])
-            .args([
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-            ])
-            .current_dir(&dir)
-            .env("BROKER", redis.url())
-            .env("LEAKS", leaks)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        cmd.args([
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--pool",
+            "prefork",
+        ])
+        .args(["--concurrency", "2", "--loglevel", "WARNING"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .env("BROKER", redis.url())
+        .env("LEAKS", leaks)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let t = Instant::now();
     while apps::python_children(worker.pid()).len() < 2 {
@@ -155,7 +172,17 @@ fn celery(leaks: &str) -> serde_json::Value {
 /// line; the master (which only hands the tasks out) shows nothing growing.
 #[test]
 fn celery_task_cache_named_in_the_pool_312() {
-    let report = celery("cache");
+    celery_cache_named(None);
+}
+
+/// The same on Debian's python3.13 (Celery from PyPI in its root file system).
+#[test]
+fn celery_task_cache_named_in_the_pool_debian_313() {
+    celery_cache_named(Some(&debian("trixie", 13)));
+}
+
+fn celery_cache_named(debian: Option<&Build>) {
+    let report = celery("cache", debian);
     let procs = report["processes"].as_array().unwrap();
     assert!(procs.len() >= 3, "the master and its 2 children: {procs:?}");
     let line = apps::app_line("celery_app.py", "# CACHED HERE");
@@ -191,7 +218,7 @@ fn celery_task_cache_named_in_the_pool_312() {
 /// (Celery's per-task bookkeeping included).
 #[test]
 fn celery_without_leaks_312() {
-    assert_tree_healthy(&celery(""), "celery without leaks");
+    assert_tree_healthy(&celery("", None), "celery without leaks");
 }
 
 fn fastapi() -> std::path::PathBuf {

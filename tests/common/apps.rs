@@ -167,9 +167,6 @@ pub fn serve(
     rate: u32,
 ) -> Served {
     let port = free_port().to_string();
-    // The server's output (gunicorn's log), shown when it does not come up.
-    let log = TempDir::new("serve");
-    let log_file = log.0.join("server.log");
     let mut cmd = match how {
         Server::Alone => {
             let mut c = Command::new(python);
@@ -204,9 +201,108 @@ pub fn serve(
             c
         }
     };
+    start_serving(
+        how,
+        cmd.env("LEAKS", leaks),
+        python,
+        &port,
+        name,
+        paths,
+        rate,
+    )
+}
+
+/// tests/apps/`name` run by Debian's `build` (a root file system's python) with `site` (a
+/// directory of PyPI packages inside it, see `debian_site`) on its path: served alone, and
+/// driven by load.py from pyenv's 3.12 on the host.
+pub fn serve_debian(
+    build: &Build,
+    site: &std::path::Path,
+    name: &str,
+    leaks: &str,
+    paths: &str,
+    rate: u32,
+) -> Served {
+    let root = build
+        .root
+        .as_ref()
+        .expect("a Debian build in its root file system");
+    let dir = root.join("tmp/tracer-tests/apps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::copy(app(name), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    let port = free_port().to_string();
+    let mut cmd = Command::new("chroot");
+    cmd.arg(root)
+        .arg(&build.python)
+        .arg(format!("/tmp/tracer-tests/apps/{name}"))
+        .arg(&port)
+        .env("PYTHONPATH", build.guest(site))
+        .env("LEAKS", leaks);
+    let load_python = std::path::PathBuf::from(py(12));
+    start_serving(
+        Server::Alone,
+        &mut cmd,
+        &load_python,
+        &port,
+        name,
+        paths,
+        rate,
+    )
+}
+
+/// PyPI's `packages` for Debian's `build`, installed once into its root file system by pyenv's
+/// pip of the same version (the same ABI) under /opt/tracer-site-`tag`: the host path.
+pub fn debian_site(build: &Build, tag: &str, packages: &[&str], modules: &str) -> PathBuf {
+    let root = build
+        .root
+        .as_ref()
+        .expect("a Debian build in its root file system");
+    let site = root.join(format!("opt/tracer-site-{tag}"));
+    let lock = File::create(root.join(format!("opt/.tracer-site-{tag}.lock"))).unwrap();
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let ready = || {
+        Command::new("chroot")
+            .arg(root)
+            .arg(&build.python)
+            .args(["-c", &format!("import {modules}")])
+            .env("PYTHONPATH", build.guest(&site))
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready() {
+        eprintln!("installing {packages:?} from PyPI into {}", site.display());
+        run_ok(
+            Command::new(py(build.version.1))
+                .args(["-m", "pip", "install", "-q", "--target"])
+                .arg(&site)
+                .args(packages)
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+                .env("PIP_ROOT_USER_ACTION", "ignore"),
+        );
+        assert!(ready(), "{modules} in {}", site.display());
+    }
+    site
+}
+
+/// Starts `cmd` (the server, on `port`) and, once it answers with its workers, load.py.
+fn start_serving(
+    how: Server,
+    cmd: &mut Command,
+    python: &std::path::Path,
+    port: &str,
+    name: &str,
+    paths: &str,
+    rate: u32,
+) -> Served {
+    // The server's output (gunicorn's log), shown when it does not come up.
+    let log = TempDir::new("serve");
+    let log_file = log.0.join("server.log");
     let mut server = Proc(
-        cmd.env("LEAKS", leaks)
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(File::create(&log_file).unwrap())
             .spawn()
             .unwrap(),
@@ -237,7 +333,7 @@ pub fn serve(
     let load = Proc(
         Command::new(python)
             .arg(app("load.py"))
-            .args([&port, &rate.to_string(), "300", paths])
+            .args([port, &rate.to_string(), "300", paths])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -216,6 +216,23 @@ pub fn lines(r: &Report) -> Vec<String> {
                     }
                 );
             }
+            // asyncio tasks piling up: how many, and the coroutine most of them wait in.
+            if let Some(t) = c
+                .tasks
+                .as_ref()
+                .filter(|t| t.trend.verdict == crate::verdict::Verdict::Growing)
+            {
+                let _ = writeln!(
+                    o,
+                    "    asyncio tasks piling up: {} pending, +{}/min{}",
+                    thousands(t.pending),
+                    thousands(t.trend.per_min.max(0.0) as u64),
+                    t.by_coroutine
+                        .first()
+                        .map(|g| format!(", {} waiting in {}", thousands(g.count), g.coroutine))
+                        .unwrap_or_default()
+                );
+            }
         }
         // Resident memory, part by part (the largest ones and the growing ones).
         if let Some(res) = &p.resident {
