@@ -217,9 +217,34 @@ fn django_signal_receivers_and_open_sessions_312() {
         "signals,sessions",
         DJANGO_PATHS,
     );
+    django_leaks_named(&p);
+}
+
+/// The same on Debian's python3.13 (Django and SQLAlchemy from PyPI in its root file system).
+#[test]
+fn django_signal_receivers_and_open_sessions_debian_313() {
+    let b = debian("trixie", 13);
+    let site = apps::debian_site(
+        &b,
+        "django",
+        &["django", "sqlalchemy"],
+        "django, sqlalchemy",
+    );
+    let served = apps::serve_debian(
+        &b,
+        &site,
+        "django_app.py",
+        "signals,sessions",
+        DJANGO_PATHS,
+        40,
+    );
+    django_leaks_named(&apps::watch(&served).0);
+}
+
+fn django_leaks_named(p: &serde_json::Value) {
     assert!(p["census"]["error"].is_null(), "{p}");
     let connect = app_line("django_app.py", "# CONNECTED HERE");
-    let receivers = containers(&p)
+    let receivers = containers(p)
         .iter()
         .find(|k| {
             k["name"]
@@ -236,7 +261,7 @@ fn django_signal_receivers_and_open_sessions_312() {
         "the connecting line django_app.py:{connect} not among the uses: {receivers}"
     );
     let kept = app_line("django_app.py", "# KEPT HERE");
-    let sessions = containers(&p)
+    let sessions = containers(p)
         .iter()
         .find(|k| k["name"].as_str().unwrap().ends_with("OPEN_SESSIONS"))
         .unwrap_or_else(|| panic!("OPEN_SESSIONS not named: {}", p["census"]));

@@ -253,14 +253,16 @@ pub fn serve_debian(
 }
 
 /// PyPI's `packages` for Debian's `build`, installed once into its root file system by pyenv's
-/// pip of the same version (the same ABI) under /opt/tracer-site-`tag`: the host path.
+/// pip of the same version (the same ABI) under /opt/tracer-`tag`/site-packages (a directory
+/// named as packages are: tracer tells the application's files from them by it): the host path.
 pub fn debian_site(build: &Build, tag: &str, packages: &[&str], modules: &str) -> PathBuf {
     let root = build
         .root
         .as_ref()
         .expect("a Debian build in its root file system");
-    let site = root.join(format!("opt/tracer-site-{tag}"));
-    let lock = File::create(root.join(format!("opt/.tracer-site-{tag}.lock"))).unwrap();
+    let site = root.join(format!("opt/tracer-{tag}/site-packages"));
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    let lock = File::create(root.join(format!("opt/.tracer-{tag}.lock"))).unwrap();
     // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let ready = || {

@@ -60,6 +60,11 @@ impl AppPaths {
     }
 }
 
+/// A file of the standard library (not a package installed beside it).
+pub fn is_stdlib_file(file: &str) -> bool {
+    is_stdlib(file) && !is_package(file)
+}
+
 fn is_package(file: &str) -> bool {
     file.contains("/site-packages/") || file.contains("/dist-packages/")
 }

@@ -185,7 +185,18 @@ const PLACES: [(&str, Option<&str>, Phase); 9] = [
 ];
 /// The longest tests, longest first (taken first in their phase, so that its lanes end
 /// together); the others follow in the order of their files.
-const LONGEST: [&str; 21] = [
+const LONGEST: [&str; 32] = [
+    "celery_task_cache_named_in_the_pool_debian_313",
+    "celery_task_cache_named_in_the_pool_312",
+    "celery_without_leaks_312",
+    "uvicorn_workers_leaks_placed_312",
+    "gunicorn_uvicorn_workers_leaks_placed_312",
+    "uvicorn_workers_without_leaks_312",
+    "django_signal_receivers_and_open_sessions_debian_313",
+    "django_signal_receivers_and_open_sessions_312",
+    "django_without_leaks_312",
+    "fastapi_state_and_tasks_placed_debian_313",
+    "fastapi_state_and_tasks_placed_312",
     "app_path_moves_the_placement",
     "exact_mode_places_the_logger_leak_at_the_app_line",
     "aiohttp_task_set_named_312",

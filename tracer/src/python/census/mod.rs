@@ -34,6 +34,7 @@ use super::frames::{FrameLocals, Runtime};
 use super::layouts::Layout;
 use super::mem::{self, Memory, Pages};
 use crate::frame::Frame;
+use crate::place::is_stdlib_file;
 use crate::procfs;
 use crate::verdict::{self, judge_counts, Series, Trend, Verdict};
 use backref::{Roots, Searches};
@@ -603,7 +604,7 @@ impl Census {
                             .any(|&func| {
                                 code(func)
                                     .and_then(|c| rt.code_file(c))
-                                    .is_some_and(|file| is_stdlib(&file))
+                                    .is_some_and(|file| is_stdlib_file(&file))
                             });
                     // The name the code uses: the key of the dict the path ends in (served
                     // as an attribute by a proxy: Starlette's `State`), then the attribute;
@@ -613,8 +614,7 @@ impl Census {
                             for &func in functions.iter().filter(|&&func| in_module(func) == own) {
                                 let Some(c) = code(func) else { continue };
                                 for u in rt.attr_uses(c, name) {
-                                    let stdlib =
-                                        matches!(&u, Frame::Python { file, .. } if is_stdlib(file));
+                                    let stdlib = matches!(&u, Frame::Python { file, .. } if is_stdlib_file(file));
                                     if stdlib_root || !stdlib {
                                         if rt.adds_to_containers(c) == Some(false) {
                                             f.readers.push(u.clone());
@@ -796,11 +796,6 @@ impl Census {
 }
 
 /// Are both frames in one Python function (same name, same file; the lines may differ)?
-/// Is this file one of the standard library's (not a package installed beside it)?
-fn is_stdlib(file: &str) -> bool {
-    file.starts_with("<frozen ") || (file.contains("/lib/python3") && !file.contains("-packages/"))
-}
-
 fn same_function(a: &Frame, b: &Frame) -> bool {
     match (a, b) {
         (

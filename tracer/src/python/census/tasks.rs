@@ -112,7 +112,7 @@ impl Census {
             return None;
         }
         let is_coro = |r: &mut Reader, p: u64| {
-            p > 4096 && p % 8 == 0 && r.type_of(p).is_some_and(|t| t.name == "coroutine")
+            p > 4096 && p.is_multiple_of(8) && r.type_of(p).is_some_and(|t| t.name == "coroutine")
         };
         if let Some(off) = self.task_coro_offset.filter(|&o| o + 8 <= span) {
             let p = u64_at(&head, off);
