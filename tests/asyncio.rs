@@ -76,7 +76,7 @@ fn app_count(log: &Path, at: f64) -> (u64, f64) {
 /// Tasks piling up (`set`: kept in a set; `orphan`: never awaited): pending counts over time
 /// within a few tasks of the app's own (40 new ones a second, the app logs every 0.25 s), the
 /// verdict growing, and the coroutine placed at the line its tasks wait at.
-fn tasks_pile_up(b: &Build, mode: &str, waits: &str) {
+fn tasks_pile_up(b: &Build, mode: &str, waits: &str) -> serde_json::Value {
     let dir = b.tempdir("tasks");
     let (p, log) = start_tasks(b, mode, &dir);
     let (report, summary) = watch(p.pid(), 26);
@@ -96,20 +96,65 @@ fn tasks_pile_up(b: &Build, mode: &str, waits: &str) {
         );
     }
     let line = line_of("asyncio_tasks.py", waits);
-    let top = &tasks["by_coroutine"][0];
-    assert!(
-        top["coroutine"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("asyncio_tasks.py:{line})")),
-        "{}: the tasks wait at asyncio_tasks.py:{line}: {tasks}",
-        b.name
-    );
+    let top = tasks["by_coroutine"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            g["coroutine"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("asyncio_tasks.py:{line})"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no tasks waiting at asyncio_tasks.py:{line}: {tasks}",
+                b.name
+            )
+        });
     assert_eq!(top["verdict"], "growing", "{}: {top}", b.name);
+    if mode != "awaited" {
+        // Kept in a set or never awaited: no task awaits them.
+        assert!(
+            top["awaited_by"][0]["coroutine"].is_null(),
+            "{}: {top}",
+            b.name
+        );
+    }
     assert!(
         summary.contains("asyncio tasks piling up"),
         "{}: {summary}",
         b.name
+    );
+    report
+}
+
+/// Tasks each awaited by a parent task (kept in a set): the children's group says which
+/// coroutine awaits them, and where it waits; the parents' says no task awaits them.
+#[test]
+fn tasks_awaited_by_their_parent_312() {
+    let report = tasks_pile_up(&pyenv(12), "awaited", "# SET WAITS HERE");
+    let groups = report["processes"][0]["census"]["tasks"]["by_coroutine"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let parent = line_of("asyncio_tasks.py", "# PARENT WAITS HERE");
+    let child = groups
+        .iter()
+        .find(|g| {
+            g["coroutine"]
+                .as_str()
+                .unwrap()
+                .starts_with("hold_session (")
+        })
+        .unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!(
+        child["awaited_by"][0]["coroutine"]
+            .as_str()
+            .map(|c| c.starts_with("parent (")
+                && c.ends_with(&format!("asyncio_tasks.py:{parent})"))),
+        Some(true),
+        "{child}"
     );
 }
 

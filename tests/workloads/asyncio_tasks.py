@@ -1,7 +1,8 @@
 """An asyncio service that starts a task per "request" (RATE a second): with `set`, each task is
 kept in a module-level set and waits for an event that is never set (tasks piling up, the
 classic); with `orphan`, each is never awaited nor kept, and waits on the same event (whose
-waiters keep it alive); with `healthy`, each task ends after a short sleep and leaves the set.
+waiters keep it alive); with `awaited`, each is awaited by a parent task kept in the set; with
+`healthy`, each task ends after a short sleep and leaves the set.
 Every quarter second it appends `WALL_CLOCK len(asyncio.all_tasks())` to LOG (its own count, to
 check tracer's against). Prints "ready", runs until killed.
 Usage: asyncio_tasks.py MODE RATE LOG
@@ -21,6 +22,11 @@ async def hold_session(n, forever):
 async def refresh_cache(n, forever):
     await forever.wait()  # ORPHAN WAITS HERE
     return n
+
+
+async def parent(n, forever):
+    child = asyncio.ensure_future(hold_session(n, forever))
+    return await child  # PARENT WAITS HERE
 
 
 async def short_job(n):
@@ -43,6 +49,8 @@ async def main(mode, rate, log):
     while not counter.done():
         if mode == "set":
             background.add(asyncio.ensure_future(hold_session(n, forever)))
+        elif mode == "awaited":
+            background.add(asyncio.ensure_future(parent(n, forever)))
         elif mode == "orphan":
             asyncio.ensure_future(refresh_cache(n, forever))
         else:

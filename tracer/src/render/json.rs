@@ -52,8 +52,10 @@
 //!           "tasks": null (no asyncio task seen) | { "pending" (asyncio tasks not done at the
 //!               last complete pass), "verdict", "growth_per_min" (a growing count: tasks
 //!               piling up), "series" ([seconds since tracing began, pending] at each complete
-//!               pass; add "started_unix" for the wall clock), "by_coroutine": [ { "coroutine" (`function (file:LINE)`, the
-//!               line most of them wait at), "count", "verdict", "growth_per_min" } ] } },
+//!               pass; add "started_unix" for the wall clock), "by_coroutine": [ {
+//!               "coroutine" (`function (file:LINE)`, the line most of them wait at), "count",
+//!               "verdict", "growth_per_min", "awaited_by": [ { "coroutine" (the awaiting
+//!               task's, or null: no task awaits them), "count" } ] } ] } },
 //!       "resident": null | { "rss_bytes", "verdict", "growth_per_min", "readings",
 //!           "last_ms", "parts": [ { "part" (small_objects, small_object_free, malloc_in_use,
 //!               malloc_free, large_blocks, other_anonymous, thread_stacks,
@@ -136,6 +138,10 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
                 "count": g.count,
                 "verdict": g.trend.verdict.to_string(),
                 "growth_per_min": g.trend.per_min,
+                "awaited_by": g.awaited_by.iter().map(|(f, n)| json!({
+                    "coroutine": f.as_ref().map(|f| f.to_string()),
+                    "count": n,
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })),
     })

@@ -305,9 +305,16 @@ fn tasks(o: &mut String, t: &crate::snapshot::census::TasksReport) {
         } else {
             "-".into()
         };
+        let by = match g.awaited_by.first() {
+            Some((Some(f), n)) if *n * 2 > g.count => {
+                format!(", awaited by {}", clean(&f.to_string()))
+            }
+            Some((None, n)) if *n * 2 > g.count => ", awaited by no task".into(),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "      {:<8} {:>9} {:>7} tasks waiting in {}",
+            "      {:<8} {:>9} {:>7} tasks waiting in {}{by}",
             g.trend.verdict.to_string(),
             growth,
             thousands(g.count),

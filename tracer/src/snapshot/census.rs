@@ -63,6 +63,9 @@ pub struct TaskReport {
     pub count: u64,
     /// Tasks per minute.
     pub trend: Trend,
+    /// What awaits them: the awaiting task's coroutine (where it waits; None: no task awaits
+    /// them), with how many, most first (at most 3).
+    pub awaited_by: Vec<(Option<Frame>, u64)>,
 }
 
 /// Pending asyncio tasks, pass after pass.

@@ -26,30 +26,51 @@ pub(super) struct TaskSeries {
     pub(super) series: Vec<(f64, u64)>,
     /// The line most of them wait at, at the last pass.
     pub(super) waits_at: Option<i32>,
+    /// What awaits them at the last pass: the awaiting task's coroutine (None: no task), with
+    /// how many, most first.
+    pub(super) awaited_by: Vec<(Option<Frame>, u64)>,
 }
 
 impl Census {
     /// Counts the pending tasks among `tasks` (one complete pass's) by coroutine.
     pub(super) fn count_tasks(&mut self, r: &mut Reader, tasks: &[u64], rt: &mut Runtime, at: f64) {
         let mut groups: HashMap<(String, String), HashMap<Option<i32>, u64>> = HashMap::new();
-        let mut pending = 0;
+        let mut waiting: HashMap<u64, Frame> = HashMap::new();
         for &task in tasks {
             let Some(coro) = self.coroutine_of(r, task) else {
                 continue;
             };
-            let Some(Frame::Python {
+            let Some(label) = rt.suspended_at(coro) else {
+                continue; // finished: the task is done (or about to be)
+            };
+            if let Frame::Python {
                 function,
                 file,
                 line,
-            }) = rt.suspended_at(coro)
-            else {
-                continue; // finished: the task is done (or about to be)
+            } = &label
+            {
+                *groups
+                    .entry((function.clone(), file.clone()))
+                    .or_default()
+                    .entry(*line)
+                    .or_default() += 1;
+            }
+            waiting.insert(task, label);
+        }
+        let pending = waiting.len() as u64;
+        // What awaits each pending task: the task whose wake-up its callbacks hold.
+        let mut awaiters: HashMap<(String, String), HashMap<Option<Frame>, u64>> = HashMap::new();
+        for (&task, label) in &waiting {
+            let Frame::Python { function, file, .. } = label else {
+                continue;
             };
-            pending += 1;
-            *groups
-                .entry((function, file))
+            let by = self
+                .awaiter_of(r, task, &waiting)
+                .and_then(|a| waiting.get(&a).cloned());
+            *awaiters
+                .entry((function.clone(), file.clone()))
                 .or_default()
-                .entry(line)
+                .entry(by)
                 .or_default() += 1;
         }
         if pending == 0 && self.tasks.is_empty() && tasks.is_empty() {
@@ -69,8 +90,16 @@ impl Census {
             if !self.tasks.contains_key(&key) && self.tasks.len() >= MAX_GROUPS {
                 continue;
             }
+            let mut by: Vec<(Option<Frame>, u64)> = awaiters
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            by.truncate(3);
             let s = self.tasks.entry(key).or_default();
             s.waits_at = waits_at;
+            s.awaited_by = by;
             if s.series.last().is_none_or(|p| p.0 != at) {
                 s.series.push((at, n));
             }
@@ -87,6 +116,7 @@ impl Census {
                 coroutine: Frame::python(function, file, s.waits_at),
                 count: s.series.last().map_or(0, |p| p.1),
                 trend: judge_counts(Series::Objects, &s.series),
+                awaited_by: s.awaited_by.clone(),
             })
             .filter(|t| t.count > 0 || t.trend.verdict == Verdict::Growing)
             .collect();
@@ -101,6 +131,46 @@ impl Census {
             series: self.tasks_total.clone(),
             by_coroutine,
         })
+    }
+
+    /// The pending task that awaits `task`: its callbacks hold that task's wake-up (a method
+    /// bound to it: 3.12+'s `builtin_function_or_method`, 3.8-3.11's `TaskWakeupMethWrapper`),
+    /// found by type, as the coroutine is. Only the first callback is read.
+    fn awaiter_of(
+        &mut self,
+        r: &mut Reader,
+        task: u64,
+        pending: &HashMap<u64, Frame>,
+    ) -> Option<u64> {
+        let span = r.type_of(task)?.basicsize.clamp(24, TASK_SPAN);
+        let mut head = vec![0u8; span as usize];
+        if !r.mem.read(task, &mut head) {
+            return None;
+        }
+        for off in (16..span - 7).step_by(8) {
+            let p = u64_at(&head, off);
+            if p <= 4096 || !p.is_multiple_of(8) || Some(off) == self.task_coro_offset {
+                continue;
+            }
+            let wakeup = r.type_of(p).is_some_and(|t| {
+                t.name == "builtin_function_or_method" || t.name == "TaskWakeupMethWrapper"
+            });
+            if !wakeup {
+                continue;
+            }
+            let mut m = [0u8; 32];
+            if !r.mem.read(p + 16, &mut m) {
+                continue;
+            }
+            // TaskWakeupMethWrapper's task, or a bound builtin's `m_self`.
+            for k in [0usize, 8] {
+                let q = u64_at(&m, k);
+                if q != task && pending.contains_key(&q) {
+                    return Some(q);
+                }
+            }
+        }
+        None
     }
 
     /// The coroutine a task runs: the first field of the task that points to a coroutine
