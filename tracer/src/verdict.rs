@@ -200,13 +200,15 @@ pub fn judge_series(kind: Series, series: &[(f64, f64)]) -> Trend {
     let mut floor = kind.min_gain(last);
     if matches!(
         kind,
-        Series::Objects | Series::LazilyUntracked | Series::Descriptors
+        Series::Objects | Series::LazilyUntracked | Series::Descriptors | Series::Items
     ) {
         // Objects that the gc collects in batches (reference cycles) swing between passes by
         // what one collection frees: a count that drops that much at once must gain more than
         // the drop to be growing, or passes that fall between collections read as a rise. So
         // do the descriptors such objects hold (an SQLAlchemy engine per request: its pooled
-        // connection's file stays open until a full collection takes the engine's cycle).
+        // connection's file stays open until a full collection takes the engine's cycle), and
+        // containers pruned in batches (sqlite3's list of weak references to a connection's
+        // cursors, pruned every 200 cursors).
         let drop = series
             .windows(2)
             .map(|w| w[0].1 - w[1].1)
@@ -289,6 +291,13 @@ mod tests {
             .map(|(i, &n)| (5.0 * i as f64, n))
             .collect();
         assert_eq!(judge_counts(Series::Objects, &s).verdict, Verdict::Growing);
+        // sqlite3's weak references to a connection's cursors: pruned every 200 cursors.
+        let s: Vec<(f64, u64)> = [40, 80, 120, 160, 200, 20, 60, 100, 140, 185]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (5.0 * i as f64, n))
+            .collect();
+        assert_ne!(judge_counts(Series::Items, &s).verdict, Verdict::Growing);
     }
 
     #[test]
