@@ -239,6 +239,9 @@ fn fastapi_leaks_placed(served: &apps::Served, what: &str) {
         })
         .unwrap_or_else(|| panic!("{what}: app.state's sessions not named: {c}"));
     assert_eq!(sessions["verdict"], "growing", "{what}: {sessions}");
+    // Sized: each session's dict with what it alone holds (its list of scopes, its history).
+    let each = sessions["holds"]["mean_deep_bytes"].as_f64().unwrap_or(0.0);
+    assert!((200.0..4096.0).contains(&each), "{what}: {sessions}");
     let uses: Vec<&str> = sessions["uses"]
         .as_array()
         .unwrap()

@@ -190,6 +190,9 @@ fn celery_cache_named(debian: Option<&Build>) {
         .flat_map(growing_containers)
         .find(|k| k["name"] == "celery_app.RESULTS")
         .unwrap_or_else(|| panic!("celery_app.RESULTS not growing in any process: {report}"));
+    // Sized: each quote's dict with what it alone holds (its list of 16 floats).
+    let each = cache["holds"]["mean_deep_bytes"].as_f64().unwrap_or(0.0);
+    assert!((200.0..4096.0).contains(&each), "{cache}");
     let uses: Vec<&str> = cache["uses"]
         .as_array()
         .unwrap()
