@@ -282,6 +282,8 @@ pub struct Collector {
     stacks_lost_seen: u64,
     /// The tick of the last collection of the stack maps.
     stacks_collected_at: u64,
+    /// What the last collection took.
+    stacks_collect_cost: Duration,
     /// `-d` (and a time limit on the final reading): past it, a tick reads no more than it
     /// must, and leaves the other processes at their last snapshot.
     pub deadline: Option<Instant>,
@@ -321,6 +323,7 @@ impl Collector {
             libc_said: false,
             stacks_lost_seen: 0,
             stacks_collected_at: 0,
+            stacks_collect_cost: Duration::ZERO,
             deadline: None,
             ending: false,
             sampler_error: None,
@@ -1299,12 +1302,16 @@ impl Collector {
             s[tracer_common::stat::PYSTACK_LOST as usize]
                 + s[tracer_common::stat::STACK_LOST as usize]
         };
-        // A collection reads every map: when stacks keep being lost (many processes in exact
-        // mode), one every third tick at most, and none past `-d`.
-        let lost_more = lost > self.stacks_lost_seen && self.ticks >= self.stacks_collected_at + 3;
+        // A collection reads every map: when stacks keep being lost, one a tick while that is
+        // cheap, one every third tick once one took long (many processes in exact mode: 4 s
+        // of a 4.6 s tick), and none past `-d`.
+        let due = self.ticks >= self.stacks_collected_at + 3
+            || self.stacks_collect_cost < Duration::from_millis(200);
+        let lost_more = lost > self.stacks_lost_seen && due;
         if (self.ticks.is_multiple_of(10) || lost_more) && !self.past_deadline() && !self.ending {
             let force = lost > self.stacks_lost_seen;
             self.stacks_collected_at = self.ticks;
+            let began = Instant::now();
             self.stacks_lost_seen = lost;
             let samples: Vec<StackKey> = self
                 .targets
@@ -1313,6 +1320,7 @@ impl Collector {
                 .map(|s| s.stack)
                 .collect();
             self.probes.collect_stacks(samples.into_iter(), force);
+            self.stacks_collect_cost = began.elapsed();
         }
         // A program replaced by an exec keeps its group until its successor is known
         // (`follow_execs`): the same interpreter again keeps its probes.
