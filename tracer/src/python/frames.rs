@@ -611,19 +611,35 @@ impl Runtime {
             "__setitem__",
         ];
         let l = self.layout;
+        for name in self.names(code)? {
+            if self
+                .string(name)
+                .is_some_and(|s| ADDERS.contains(&s.as_str()))
+            {
+                return Some(true);
+            }
+        }
+        let bytecode = self.bytecode(code)?;
+        let stores = instructions(l, &bytecode).any(|(_, op, _)| l.op_store_subscr.contains(&op));
+        Some(stores)
+    }
+
+    /// A code object's `co_names` (the string objects).
+    fn names(&mut self, code: u64) -> Option<Vec<u64>> {
+        let l = self.layout;
         let names = self.ptr(code + l.code_names);
         let n = self.ptr(names + l.var_size);
         if names == 0 || n > 4096 {
             return None;
         }
         let items = self.read(names + l.tuple_items, 8 * n as usize)?;
-        for i in 0..n {
-            let name = self.string(u64_at(&items, 8 * i));
-            if name.is_some_and(|s| ADDERS.contains(&s.as_str())) {
-                return Some(true);
-            }
-        }
-        let bytecode = match (l.code_code, l.code_adaptive) {
+        Some((0..n).map(|i| u64_at(&items, 8 * i)).collect())
+    }
+
+    /// A code object's bytecode (3.11+: the adaptive copy the interpreter runs).
+    fn bytecode(&mut self, code: u64) -> Option<Vec<u8>> {
+        let l = self.layout;
+        match (l.code_code, l.code_adaptive) {
             (Some(off), _) => self.bytes(self.ptr(code + off)),
             (None, Some(adaptive)) => {
                 let units = self.ptr(code + l.var_size);
@@ -632,9 +648,7 @@ impl Runtime {
                     .flatten()
             }
             _ => None,
-        }?;
-        let stores = instructions(l, &bytecode).any(|(_, op, _)| l.op_store_subscr.contains(&op));
-        Some(stores)
+        }
     }
 
     /// The file of a code object.
@@ -681,15 +695,8 @@ impl Runtime {
         is_name: impl Fn(&Runtime, u64) -> bool,
     ) -> Vec<Frame> {
         let l = self.layout;
-        let names = self.ptr(code + l.code_names);
-        let n = self.ptr(names + l.var_size);
-        if names == 0 || n == 0 || n > 4096 {
-            return Vec::new();
-        }
-        let Some(items) = self.read(names + l.tuple_items, 8 * n as usize) else {
-            return Vec::new();
-        };
-        let Some(index) = (0..n).find(|i| is_name(self, u64_at(&items, 8 * i))) else {
+        let names = self.names(code).unwrap_or_default();
+        let Some(index) = (0..names.len()).find(|&i| is_name(self, names[i])) else {
             return Vec::new();
         };
         let Some(info) = self.code(code) else {
@@ -698,22 +705,12 @@ impl Runtime {
         if ops.is_empty() {
             return vec![Frame::python(&info.name, &info.filename, None)];
         }
-        let bytecode = match (l.code_code, l.code_adaptive) {
-            (Some(off), _) => self.bytes(self.ptr(code + off)),
-            (None, Some(adaptive)) => {
-                let units = self.ptr(code + l.var_size);
-                (units <= 1 << 20)
-                    .then(|| self.read(code + adaptive, 2 * units as usize))
-                    .flatten()
-            }
-            _ => None,
-        };
         let mut out = Vec::new();
-        let bytecode = bytecode.unwrap_or_default();
+        let bytecode = self.bytecode(code).unwrap_or_default();
         for (i, op, arg) in instructions(l, &bytecode) {
             if !ops
                 .iter()
-                .any(|&(o, shift)| o == op && arg >> shift == index)
+                .any(|&(o, shift)| o == op && arg >> shift == index as u64)
             {
                 continue;
             }
