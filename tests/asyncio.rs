@@ -15,7 +15,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use common::*;
@@ -181,15 +181,6 @@ fn tasks_that_end_do_not_pile_up_312() {
     assert!(!summary.contains("piling up"), "{summary}");
 }
 
-fn fastapi() -> PathBuf {
-    apps::venv(
-        "fastapi",
-        12,
-        &["fastapi", "uvicorn", "gunicorn"],
-        "fastapi, uvicorn, gunicorn",
-    )
-}
-
 const FASTAPI_PATHS: &str = "/login/{n},/spawn/{n},/refresh/{n}";
 
 /// FastAPI under uvicorn keeping a session per login in `app.state` and tasks per request:
@@ -199,7 +190,7 @@ const FASTAPI_PATHS: &str = "/login/{n},/spawn/{n},/refresh/{n}";
 fn fastapi_state_and_tasks_placed_312() {
     let served = apps::serve(
         apps::Server::Alone,
-        &fastapi(),
+        &apps::fastapi_venv(),
         "fastapi_app.py",
         "sessions,tasks,orphans",
         FASTAPI_PATHS,
@@ -289,7 +280,7 @@ fn fastapi_leaks_placed(served: &apps::Served, what: &str) {
 /// The healthy twin: sessions bounded, tasks that end: nothing grows, no task piles up.
 #[test]
 fn fastapi_without_leaks_312() {
-    let python = fastapi();
+    let python = apps::fastapi_venv();
     let served = apps::serve(
         apps::Server::Alone,
         &python,

@@ -223,15 +223,6 @@ fn celery_without_leaks_312() {
     assert_tree_healthy(&celery("", None), "celery without leaks");
 }
 
-fn fastapi() -> std::path::PathBuf {
-    apps::venv(
-        "fastapi",
-        12,
-        &["fastapi", "uvicorn", "gunicorn"],
-        "fastapi, uvicorn, gunicorn",
-    )
-}
-
 const PATHS: &str = "/login/{n},/spawn/{n}";
 
 /// FastAPI served `how` (two workers) with the sessions and tasks leaks: in a worker, the
@@ -240,7 +231,7 @@ const PATHS: &str = "/login/{n},/spawn/{n}";
 fn fastapi_workers_leak(how: Server) {
     let served = apps::serve(
         how,
-        &fastapi(),
+        &apps::fastapi_venv(),
         "fastapi_app.py",
         "sessions,tasks",
         PATHS,
@@ -305,7 +296,7 @@ fn gunicorn_uvicorn_workers_leaks_placed_312() {
 fn uvicorn_workers_without_leaks_312() {
     let served = apps::serve(
         Server::UvicornWorkers,
-        &fastapi(),
+        &apps::fastapi_venv(),
         "fastapi_app.py",
         "",
         PATHS,

@@ -44,6 +44,17 @@ pub fn venv(name: &str, minor: u32, packages: &[&str], modules: &str) -> PathBuf
     python
 }
 
+/// A venv of pyenv's 3.12 with FastAPI, uvicorn and gunicorn (its uvicorn workers) from PyPI,
+/// for tests/apps/fastapi_app.py.
+pub fn fastapi_venv() -> PathBuf {
+    venv(
+        "fastapi",
+        12,
+        &["fastapi", "uvicorn", "gunicorn"],
+        "fastapi, uvicorn, gunicorn",
+    )
+}
+
 /// tests/apps/`name`.
 pub fn app(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -142,11 +142,7 @@ impl Census {
         task: u64,
         pending: &HashMap<u64, Frame>,
     ) -> Option<u64> {
-        let span = r.type_of(task)?.basicsize.clamp(24, TASK_SPAN);
-        let mut head = vec![0u8; span as usize];
-        if !r.mem.read(task, &mut head) {
-            return None;
-        }
+        let (head, span) = task_head(r, task)?;
         for off in (16..span - 7).step_by(8) {
             let p = u64_at(&head, off);
             if p <= 4096 || !p.is_multiple_of(8) || Some(off) == self.task_coro_offset {
@@ -176,11 +172,7 @@ impl Census {
     /// The coroutine a task runs: the first field of the task that points to a coroutine
     /// (the offset found first is tried first).
     fn coroutine_of(&mut self, r: &mut Reader, task: u64) -> Option<u64> {
-        let span = r.type_of(task)?.basicsize.clamp(24, TASK_SPAN);
-        let mut head = vec![0u8; span as usize];
-        if !r.mem.read(task, &mut head) {
-            return None;
-        }
+        let (head, span) = task_head(r, task)?;
         let is_coro = |r: &mut Reader, p: u64| {
             p > 4096 && p.is_multiple_of(8) && r.type_of(p).is_some_and(|t| t.name == "coroutine")
         };
@@ -200,4 +192,11 @@ impl Census {
         }
         None
     }
+}
+
+/// The words of a task object searched for its coroutine and its awaiter: (bytes, length).
+fn task_head(r: &mut Reader, task: u64) -> Option<(Vec<u8>, u64)> {
+    let span = r.type_of(task)?.basicsize.clamp(24, TASK_SPAN);
+    let mut head = vec![0u8; span as usize];
+    r.mem.read(task, &mut head).then_some((head, span))
 }
