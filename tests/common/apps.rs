@@ -372,7 +372,7 @@ pub fn record(args: &[&str]) -> (serde_json::Value, Finished) {
 }
 
 /// tracer, attached after start-up to the process that runs the app's code, watching it for
-/// 60 s (a census pass every 5 s): report.json's process, and the summary.
+/// 40 s (a census pass every 4 s): report.json's process, and the summary.
 pub fn watch(served: &Served) -> (serde_json::Value, String) {
     let pid = served.pid().to_string();
     let (report, f) = record(&[
@@ -381,14 +381,14 @@ pub fn watch(served: &Served) -> (serde_json::Value, String) {
         "--mode",
         "watch",
         "-d",
-        "60s",
+        "40s",
         "--interval",
-        "5s",
+        "4s",
     ]);
     (report["processes"][0].clone(), f.stdout)
 }
 
-/// The app served alone and driven at 40 requests a second while tracer watches it for 60 s
+/// The app served alone and driven at 40 requests a second while tracer watches it for 40 s
 /// ([`watch`]): report.json's process, and the summary.
 pub fn watch_app(
     python: &std::path::Path,
