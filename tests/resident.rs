@@ -374,8 +374,7 @@ fn fragmentation_is_not_a_leak() {
 /// Flask under gunicorn with numpy (both from PyPI), a 64 KiB array kept per request in a
 /// module list, watched in the worker: the list is named, growing, fed from the request
 /// handler, its items sized by their data (the estimate said ~0.9 MiB/min for +564 MiB/min of
-/// resident growth) within 1.5x of the resident growth; the same app without the leak: nothing
-/// grows.
+/// resident growth) within 1.5x of the resident growth.
 #[test]
 fn flask_gunicorn_numpy_frames_are_sized() {
     use tracer_tests::apps::{serve, watch, Server};
@@ -409,6 +408,19 @@ fn flask_gunicorn_numpy_frames_are_sized() {
             .iter()
             .any(|u| u.as_str().unwrap().starts_with("frame (")),
         "{k}"
+    );
+}
+
+/// The same app without the leak: no resident part that the frames would fill grows, and no
+/// container does.
+#[test]
+fn flask_gunicorn_numpy_without_leaks() {
+    use tracer_tests::apps::{serve, watch, Server};
+    let python = tracer_tests::apps::venv(
+        "flask-numpy",
+        12,
+        &["flask", "gunicorn", "numpy"],
+        "flask, gunicorn, numpy",
     );
     let served = serve(
         Server::Gunicorn,
