@@ -22,7 +22,8 @@ struct Suspect {
 /// request log (see `check_census`).
 fn watch(b: &Build, memory_lines: bool) -> usize {
     let d = b.tempdir("watch");
-    let svc = start_service_on(b, &d, &[]);
+    // A cache of 2,000 entries fills in the first seconds even on a loaded machine.
+    let svc = start_service_on(b, &d, &["--cache", "2000"]);
     let out = d.0.join("out");
     let pid = svc.pid().to_string();
     let t = Tracer::start(
