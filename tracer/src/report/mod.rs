@@ -16,12 +16,14 @@ pub use crate::snapshot::census;
 
 mod archive;
 mod census_reading;
+mod descriptors;
 mod process;
 pub mod resident;
 mod suspects;
 
 pub use archive::{Archive, MAX_CLOSED};
-pub use census_reading::fed_from;
+pub use census_reading::{AwaitedBy, CensusReading, FedFrom};
+pub use descriptors::FdSite;
 pub use process::{assess_coverage, process_report};
 pub use suspects::{place, Placed};
 
@@ -127,6 +129,8 @@ pub struct ProcReport {
     pub image: u32,
     pub allocs: Vec<AllocStack>,
     pub fds: Vec<FdStack>,
+    /// The descriptors grouped by site, most first.
+    pub fd_sites: Vec<FdSite>,
     pub total_bytes: u64,
     pub total_allocs: u64,
     pub open_fds: u64,
@@ -141,8 +145,13 @@ pub struct ProcReport {
     pub growth: Vec<(Vec<Frame>, u64)>,
     /// The heap census (None when disabled or the interpreter's layout is unknown).
     pub census: Option<crate::report::census::CensusReport>,
+    /// What the report reads in the census's findings (None without a census).
+    pub census_reading: Option<CensusReading>,
     /// Resident memory split into parts (None before the first census pass, or without one).
     pub resident: Option<resident::ResidentReport>,
+    /// The outstanding bytes against what the allocators hold in use, by the split of resident
+    /// memory (None without one, or when the probes are off).
+    pub in_use_seen: Option<resident::InUseSeen>,
     /// Where the heap grew since attach (brk, mmap, mprotect), by Python call path, most first.
     pub heap_growth: Vec<resident::HeapGrowth>,
     /// What tracer cannot read in this process (its interpreter's layout), one line.
@@ -221,6 +230,8 @@ pub struct Report {
     /// Watch mode: window length and budget (percent of the time the probes may be armed).
     pub budget: Option<(Duration, f64)>,
     pub elapsed: Duration,
+    /// When tracing began, seconds since the epoch (the series' times add to it).
+    pub started_unix: f64,
     pub min_age: Duration,
     pub procs: Vec<ProcReport>,
     pub health: Health,
@@ -252,6 +263,9 @@ pub fn build(c: &CollectorView, archive: &Archive, elapsed: Duration) -> Report 
         interval: c.interval,
         budget: (c.mode == Mode::Watch).then_some((c.window, c.budget)),
         elapsed,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() - elapsed.as_secs_f64()),
         min_age: c.min_age,
         procs: procs.into_iter().map(|p| p.1).collect(),
         health: Health {

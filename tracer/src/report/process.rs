@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::suspects::{growth, suspects, watch_biased};
-use super::{resident, AllocStack, AppPaths, Coverage, FdStack, ProcReport};
+use super::{
+    census_reading, descriptors, resident, AllocStack, AppPaths, Coverage, FdStack, ProcReport,
+};
 use crate::snapshot::{fd_label, HookCoverage, TargetView};
 use crate::util::monotonic_ns;
 
@@ -70,7 +72,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
     // The pid's counters include the programs it ran before an exec.
     let alloc_calls = snap.stats.alloc_calls.saturating_sub(t.alloc_calls_base);
     let cpu_seconds = t.cpu_seconds;
-    ProcReport {
+    let mut r = ProcReport {
         pid: t.pid,
         comm: t.comm.to_string(),
         container: t.container.map(str::to_string),
@@ -106,7 +108,17 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         resident: resident::report(t.resident),
         heap_growth: resident::heap_growth(snap),
         warning: t.warning.clone(),
+        fd_sites: descriptors::fd_sites(&fds),
         allocs,
         fds,
-    }
+        census_reading: None,
+        in_use_seen: None,
+    };
+    // What the report reads in the census's findings and the split of resident memory.
+    r.census_reading = r.census.as_ref().map(|c| census_reading::read(c, paths));
+    r.in_use_seen = match (&r.resident, &r.coverage) {
+        (_, Coverage::CensusOnly) | (None, _) => None,
+        (Some(res), _) => resident::in_use_seen(res, r.total_bytes),
+    };
+    r
 }

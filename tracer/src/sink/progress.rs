@@ -161,6 +161,7 @@ mod tests {
             interval: Duration::from_secs(10),
             budget: Some((Duration::from_millis(200), 2.0)),
             elapsed: Duration::from_secs(secs),
+            started_unix: 0.0,
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),

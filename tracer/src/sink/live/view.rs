@@ -94,11 +94,12 @@ pub fn lines(r: &Report) -> Vec<String> {
         }
         // The heap census: the containers that grow, by name, with the application line that
         // feeds them when the samples say it.
-        if let Some(c) = &p.census {
-            for k in c
+        if let (Some(c), Some(reading)) = (&p.census, &p.census_reading) {
+            for (i, k) in c
                 .containers
                 .iter()
-                .filter(|k| k.trend.verdict == crate::verdict::Verdict::Growing)
+                .enumerate()
+                .filter(|(_, k)| k.trend.verdict == crate::verdict::Verdict::Growing)
                 .take(3)
             {
                 let _ = writeln!(
@@ -108,8 +109,8 @@ pub fn lines(r: &Report) -> Vec<String> {
                     k.type_name,
                     thousands(k.len),
                     thousands(k.trend.per_min.max(0.0) as u64),
-                    match (crate::report::fed_from(k, &r.places), k.uses.first()) {
-                        (Some((app, _)), _) => format!(", fed from {app}"),
+                    match (reading.fed_from(i), k.uses.first()) {
+                        (Some(fed), _) => format!(", fed from {}", fed.app_frame),
                         (None, Some(u)) if k.root == "local" => {
                             format!(", in the frame running {u}")
                         }
@@ -139,14 +140,10 @@ pub fn lines(r: &Report) -> Vec<String> {
         // Resident memory, part by part (the largest ones and the growing ones).
         if let Some(res) = &p.resident {
             let human = crate::render::summary::human_bytes;
-            let mut parts: Vec<&crate::report::resident::PartReport> =
-                res.parts.iter().filter(|x| x.bytes > 0).collect();
-            parts.sort_by_key(|x| std::cmp::Reverse(x.bytes));
-            let shown: Vec<String> = parts
+            let shown: Vec<String> = res
+                .notable
                 .iter()
-                .filter(|x| {
-                    x.bytes * 20 >= res.rss || x.trend.verdict == crate::verdict::Verdict::Growing
-                })
+                .filter_map(|part| res.part(*part))
                 .map(|x| {
                     format!(
                         "{} {}{}",
@@ -190,6 +187,7 @@ mod tests {
             interval: Duration::from_secs(10),
             budget: Some((Duration::from_millis(200), 2.0)),
             elapsed: Duration::from_secs(42),
+            started_unix: 0.0,
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),
