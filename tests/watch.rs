@@ -369,6 +369,7 @@ fn watch_says_when_resident_memory_grows_out_of_the_census_reach() {
     for k in census["containers"].as_array().unwrap() {
         assert_ne!(k["verdict"], "growing", "{k}");
     }
+    assert_eq!(census["rss_unexplained_growth"], true, "{census}");
     assert!(
         f.stdout
             .contains("resident memory grows but nothing the census reaches does"),

@@ -156,13 +156,13 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
         ));
     }
     if args.live {
-        crate::top::Terminal::check()?;
+        crate::sink::live::Terminal::check()?;
     }
     util::require_privileges()?;
     // Bind before anything else: a busy port fails fast.
     let metrics_listener = args
         .metrics_addr
-        .map(crate::metrics::MetricsListener::bind)
+        .map(crate::sink::metrics::MetricsListener::bind)
         .transpose()?;
     let mode = args.mode();
 
@@ -283,7 +283,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     }
     // The live view owns the terminal until the end (restored on every way out).
     let terminal = if args.live {
-        Some(crate::top::Terminal::enter()?)
+        Some(crate::sink::live::Terminal::enter()?)
     } else {
         None
     };
@@ -385,8 +385,8 @@ fn sinks<'a>(
     args: &RecordArgs,
     dir: Option<&'a OutputDir>,
     progress: bool,
-    terminal: Option<crate::top::Terminal>,
-    metrics: Option<crate::metrics::MetricsListener>,
+    terminal: Option<crate::sink::live::Terminal>,
+    metrics: Option<crate::sink::metrics::MetricsListener>,
 ) -> Vec<Box<dyn Sink + 'a>> {
     let formats = &args.format.0;
     let mut sinks: Vec<Box<dyn Sink + 'a>> = Vec::new();
@@ -570,7 +570,7 @@ async fn collect_loop(
     let mut stack_samples = tokio::time::interval(STACK_SAMPLE);
     stack_samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quit = if args.live {
-        crate::top::quit_key()
+        crate::sink::live::quit_key()
     } else {
         tokio::sync::mpsc::unbounded_channel().1
     };

@@ -1,6 +1,6 @@
 //! Small helpers: durations on the command line, timestamps, privileges, quiet output.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -39,29 +39,16 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(d)
 }
 
-/// UTC "YYYYMMDD-HHMMSS".
+/// UTC "YYYYMMDD-HHMMSS" (humantime's RFC 3339 date and time, without the separators).
 pub fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    timestamp_at(SystemTime::now())
+}
+
+fn timestamp_at(t: SystemTime) -> String {
+    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
+    let (date, time) = rfc3339.split_once('T').unwrap_or((&rfc3339, ""));
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    format!("{}-{}", digits(date), digits(time))
 }
 
 /// Raises the soft limit on open descriptors to the hard one: tracer holds a descriptor per
@@ -139,22 +126,37 @@ pub fn print_quietly(text: &str) {
     let _ = out.flush();
 }
 
-/// Set while a progress line is drawn on stderr: a message erases it first (the next tick
-/// draws it again below).
-pub static PROGRESS_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The progress line drawn on stderr, while one is (`sink::progress` sets it): messages print
+/// above it.
+static PROGRESS_LINE: std::sync::Mutex<Option<indicatif::ProgressBar>> =
+    std::sync::Mutex::new(None);
+
+/// Sets (or, with None, forgets) the progress line that messages print above.
+pub fn set_progress_line(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut line) = PROGRESS_LINE.lock() {
+        *line = bar;
+    }
+}
+
+/// Runs `write` (which writes whole lines to stderr) with the progress line out of the way:
+/// indicatif clears it first and draws it again below what was written.
+pub fn above_progress_line<R>(write: impl FnOnce() -> R) -> R {
+    let bar = PROGRESS_LINE.lock().ok().and_then(|line| line.clone());
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
 
 /// One message line on stderr, never panicking (a closed stderr, `2>&1 | head`, must not kill a
 /// recording before its reports are written); whatever a target named in it is escaped
-/// (`text::clean`): it is one line of plain text.
+/// (`text::clean`): it is one line of plain text, printed above the progress line.
 pub fn say(msg: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
-    let text = msg.to_string();
-    let erase = if PROGRESS_LINE.load(std::sync::atomic::Ordering::Relaxed) {
-        "\r\x1b[K"
-    } else {
-        ""
-    };
-    let _ = writeln!(std::io::stderr(), "{erase}{}", crate::text::clean(&text));
+    let text = crate::text::clean(&msg.to_string()).into_owned();
+    above_progress_line(|| {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    });
 }
 
 /// `eprintln!` through `say`.
@@ -287,5 +289,9 @@ mod tests {
         assert_eq!(t.len(), 15);
         assert_eq!(&t[8..9], "-");
         assert!(t.starts_with("20"));
+        let at = |secs| timestamp_at(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "19700101-000000");
+        // 2024-02-29 (a leap day) 23:59:58 UTC.
+        assert_eq!(at(1_709_251_198), "20240229-235958");
     }
 }

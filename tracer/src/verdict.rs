@@ -270,6 +270,46 @@ pub fn order_grouped(a: (&Trend, u8, u64), b: (&Trend, u8, u64)) -> Ordering {
         .then(sb.cmp(&sa))
 }
 
+// What the readings say: the rules the report applies beside the series' verdicts.
+
+/// Resident memory's noise floor: it grows when it gains more than 1 MiB or 2% of the resident
+/// size (`rss`), steadily.
+pub fn resident_min_gain(rss: u64) -> f64 {
+    (rss as f64 * 0.02).max(1048576.0)
+}
+
+/// The allocators keep fragmented free space when it is a quarter of the resident size or more.
+pub fn fragmented(free: u64, rss: u64) -> bool {
+    rss > 0 && free * 4 >= rss
+}
+
+/// What malloc_trim(0) would give back is worth saying from 1 MiB.
+pub const TRIM_WORTH_SAYING: u64 = 1 << 20;
+
+/// A part of resident memory is worth showing on its own from 5% of the resident size.
+pub fn large_part(bytes: u64, rss: u64) -> bool {
+    bytes * 20 >= rss
+}
+
+/// Exact mode saw most of the memory the allocators hold in use when its outstanding bytes are
+/// this share of it (percent) or more; below, the rest was allocated before it attached, or
+/// through a fast path the build inlines.
+pub const SEEN_MOST_PCT: f64 = 90.0;
+
+/// `n` of `of` is most of them: more than half.
+pub fn most(n: u64, of: u64) -> bool {
+    n * 2 > of
+}
+
+/// Resident memory grows and nothing the heap census reaches does: no container, no type. Said
+/// only once every container is judged (too few passes say nothing yet).
+pub fn grows_out_of_reach(rss: Verdict, containers: &[Verdict], types: &[Verdict]) -> bool {
+    rss == Verdict::Growing
+        && containers.iter().all(|v| *v != Verdict::Unknown)
+        && !containers.contains(&Verdict::Growing)
+        && !types.contains(&Verdict::Growing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

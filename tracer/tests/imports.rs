@@ -20,7 +20,6 @@ const LAYERS: &[&str] = &[
     "place",
     "verdict",
     "output",
-    "progress",
     // Where a process's resident memory is (/proc and the allocators' structures).
     "resident",
     // The data the collector hands over (and the census's findings).
@@ -39,8 +38,6 @@ const LAYERS: &[&str] = &[
     "report",
     // The report model -> bytes.
     "render",
-    "metrics",
-    "top",
     // Where reports go while recording and at the end.
     "sink",
     // The command line and the subcommands.

@@ -25,6 +25,8 @@
 //!           "stack_samples" (Python stacks read from outside, all threads, every 10 ms
 //!           while a growing container hangs from a module global), "rss_bytes",
 //!           "rss_verdict", "rss_growth_per_min" (resident memory at each pass),
+//!           "rss_unexplained_growth" (resident memory grows and nothing the census reaches
+//!           does: no container, no type; false until every container is judged),
 //!           "error" (null, or why the last pass failed),
 //!           "containers": [ { "name" (`module.global`, `module.global["key"]`,
 //!               `module.Class.attr`, a reference path such as
@@ -86,9 +88,9 @@ use serde_json::{json, Value};
 use crate::frame::{labels, python_line, Frame};
 use crate::report::census::CensusReport;
 use crate::report::Mode;
-use crate::report::{fed_from, AppPaths, Coverage, Report, Resource};
+use crate::report::{CensusReading, Coverage, Report, Resource};
 
-fn census(c: &CensusReport, places: &AppPaths) -> Value {
+fn census(c: &CensusReport, reading: Option<&CensusReading>) -> Value {
     json!({
         "passes": c.passes,
         "partial_passes": c.partial,
@@ -98,8 +100,9 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
         "rss_bytes": c.rss,
         "rss_verdict": c.rss_trend.verdict.to_string(),
         "rss_growth_per_min": c.rss_trend.per_min,
+        "rss_unexplained_growth": reading.is_some_and(|r| r.grows_out_of_reach),
         "error": c.error,
-        "containers": c.containers.iter().map(|k| json!({
+        "containers": c.containers.iter().enumerate().map(|(i, k)| json!({
             "name": k.name,
             "named": k.named,
             "type": k.type_name,
@@ -107,9 +110,9 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
             "verdict": k.trend.verdict.to_string(),
             "growth_per_min": k.trend.per_min,
             "root": k.root,
-            "fed_from": fed_from(k, places).map(|(app, via)| json!({
-                "app_frame": app.to_string(),
-                "via": via.map(|v| v.to_string()),
+            "fed_from": reading.and_then(|r| r.fed_from(i)).map(|f| json!({
+                "app_frame": f.app_frame.to_string(),
+                "via": f.via.as_ref().map(|v| v.to_string()),
             })),
             "uses": labels(&k.uses),
             "stacks": k.stacks.iter().map(|(frames, n)| json!({"frames": labels(frames), "samples": n})).collect::<Vec<_>>(),
@@ -148,7 +151,7 @@ fn census(c: &CensusReport, places: &AppPaths) -> Value {
 }
 
 fn resident(r: &crate::report::resident::ResidentReport) -> Value {
-    use crate::report::resident::{reading, Reading};
+    use crate::report::resident::Reading;
     json!({
         "rss_bytes": r.rss,
         "verdict": r.trend.verdict.to_string(),
@@ -185,9 +188,9 @@ fn resident(r: &crate::report::resident::ResidentReport) -> Value {
         },
         "threads": r.threads,
         "notes": r.notes,
-        "reading": match reading(r) {
+        "reading": match r.reading {
             Some(Reading::Grows(part)) => json!({"kind": "grows", "part": part.key()}),
-            Some(Reading::Fragmented { free, trimmable }) => json!({"kind": "fragmented", "free_bytes": free, "trimmable_bytes": trimmable}),
+            Some(Reading::Fragmented { free, trimmable, .. }) => json!({"kind": "fragmented", "free_bytes": free, "trimmable_bytes": trimmable}),
             None => Value::Null,
         },
     })
@@ -240,7 +243,7 @@ pub fn render(r: &Report) -> String {
                 "open_fds": p.open_fds,
                 "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
                 "suspects": suspects,
-                "census": p.census.as_ref().map(|c| census(c, &r.places)),
+                "census": p.census.as_ref().map(|c| census(c, p.census_reading.as_ref())),
                 "resident": p.resident.as_ref().map(resident),
                 "heap_growth": p.heap_growth.iter().map(|g| json!({
                     "line": python_line(&g.frames),
@@ -256,9 +259,7 @@ pub fn render(r: &Report) -> String {
         "schema": "tracer-report/1",
         "mode": match r.mode { Mode::Exact => "exact", Mode::Watch => "watch" },
         "elapsed_s": r.elapsed.as_secs_f64(),
-        "started_unix": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() - r.elapsed.as_secs_f64()),
+        "started_unix": r.started_unix,
         "interval_s": r.interval.as_secs_f64(),
         "budget": r.budget.map(|(w, b)| json!({"window_ms": w.as_millis() as u64, "percent": b})),
         "processes": procs,

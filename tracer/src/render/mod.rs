@@ -3,7 +3,6 @@
 pub mod folded;
 pub mod json;
 pub mod pprof;
-pub mod prometheus;
 pub mod speedscope;
 pub mod summary;
 pub mod svg;

@@ -5,7 +5,7 @@
 use crate::frame::{verdict_key, Frame};
 use crate::resident::{glibc::Heaps, pymalloc::Pools, Breakdown, Part};
 use crate::snapshot::ProcSnapshot;
-use crate::verdict::{judge, Trend, Verdict};
+use crate::verdict::{self, judge, Trend, Verdict};
 
 /// One part of resident memory.
 #[derive(Debug, Clone)]
@@ -27,6 +27,11 @@ pub struct ResidentReport {
     pub notes: Vec<String>,
     pub readings: usize,
     pub last_ms: u128,
+    /// What the split says (None: nothing to say, or not yet).
+    pub reading: Option<Reading>,
+    /// The parts worth showing on their own: the large ones (`verdict::large_part`) and the
+    /// growing ones, largest first.
+    pub notable: Vec<Part>,
 }
 
 impl ResidentReport {
@@ -46,11 +51,11 @@ impl ResidentReport {
     }
 }
 
-/// Judges the readings (oldest first). A part grows when it gains more than 1 MiB or 2% of
-/// the resident size, steadily (the rule of every series: `verdict::judge`).
+/// Judges the readings (oldest first). A part grows when it gains more than its noise floor
+/// (`verdict::resident_min_gain`), steadily (the rule of every series: `verdict::judge`).
 pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
     let (_, last) = readings.last()?;
-    let floor = (last.rss as f64 * 0.02).max(1048576.0);
+    let floor = verdict::resident_min_gain(last.rss);
     let series = |f: &dyn Fn(&Breakdown) -> u64| -> Vec<(f64, f64)> {
         readings.iter().map(|(t, b)| (*t, f(b) as f64)).collect()
     };
@@ -62,7 +67,7 @@ pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
             trend: judge(&series(&|b| b.get(p)), floor),
         })
         .collect();
-    Some(ResidentReport {
+    let mut r = ResidentReport {
         rss: last.rss,
         trend: judge(&series(&|b| b.rss), floor),
         parts,
@@ -72,7 +77,24 @@ pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
         notes: last.notes.clone(),
         readings: readings.len(),
         last_ms: last.took.as_millis(),
-    })
+        reading: None,
+        notable: Vec::new(),
+    };
+    r.reading = reading(&r);
+    r.notable = notable(&r);
+    Some(r)
+}
+
+/// The parts worth showing on their own, largest first.
+fn notable(r: &ResidentReport) -> Vec<Part> {
+    let mut parts: Vec<&PartReport> = r
+        .parts
+        .iter()
+        .filter(|p| p.bytes > 0)
+        .filter(|p| verdict::large_part(p.bytes, r.rss) || p.trend.verdict == Verdict::Growing)
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+    parts.into_iter().map(|p| p.part).collect()
 }
 
 /// What the split says.
@@ -80,12 +102,17 @@ pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
 pub enum Reading {
     /// This part grows fastest.
     Grows(Part),
-    /// Nothing grows, and the allocators keep this much free resident memory (a quarter of
-    /// the resident size or more), of which malloc_trim(0) would give back `trimmable`.
-    Fragmented { free: u64, trimmable: u64 },
+    /// Nothing grows, and the allocators keep this much free resident memory
+    /// (`verdict::fragmented`), of which malloc_trim(0) would give back `trimmable` (worth
+    /// saying: `verdict::TRIM_WORTH_SAYING`).
+    Fragmented {
+        free: u64,
+        trimmable: u64,
+        worth_trimming: bool,
+    },
 }
 
-pub fn reading(r: &ResidentReport) -> Option<Reading> {
+fn reading(r: &ResidentReport) -> Option<Reading> {
     if let Some(top) = r.growing().first() {
         return Some(Reading::Grows(top.part));
     }
@@ -95,9 +122,10 @@ pub fn reading(r: &ResidentReport) -> Option<Reading> {
     }
     let free = r.part(Part::SmallFree).map_or(0, |p| p.bytes)
         + r.part(Part::MallocFree).map_or(0, |p| p.bytes);
-    (r.rss > 0 && free * 4 >= r.rss).then_some(Reading::Fragmented {
+    verdict::fragmented(free, r.rss).then_some(Reading::Fragmented {
         free,
         trimmable: r.heaps.trimmable,
+        worth_trimming: r.heaps.trimmable >= verdict::TRIM_WORTH_SAYING,
     })
 }
 
@@ -138,4 +166,36 @@ pub fn heap_growth(snap: &ProcSnapshot) -> Vec<HeapGrowth> {
     });
     v.truncate(8);
     v
+}
+
+/// What share of the memory the allocators hold in use (small objects, malloc's chunks in use,
+/// large blocks) a process's outstanding allocations are: exact mode's check against the
+/// allocators' own account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InUseSeen {
+    /// Bytes the allocators hold in use.
+    pub in_use: u64,
+    /// Outstanding bytes over `in_use`, in percent (at most 100).
+    pub pct: f64,
+    /// Most of it was seen (`verdict::SEEN_MOST_PCT`).
+    pub most: bool,
+}
+
+/// `outstanding` bytes against what the split `r` says the allocators hold in use (None when
+/// they hold nothing).
+pub fn in_use_seen(r: &ResidentReport, outstanding: u64) -> Option<InUseSeen> {
+    let in_use: u64 = [Part::SmallObjects, Part::MallocInUse, Part::LargeBlocks]
+        .iter()
+        .filter_map(|x| r.part(*x))
+        .map(|x| x.bytes)
+        .sum();
+    if in_use == 0 {
+        return None;
+    }
+    let share = outstanding as f64 * 100.0 / in_use as f64;
+    Some(InUseSeen {
+        in_use,
+        pct: share.min(100.0),
+        most: share >= verdict::SEEN_MOST_PCT,
+    })
 }

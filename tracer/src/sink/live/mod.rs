@@ -1,16 +1,21 @@
-//! The live view (`tracer top`): the screen redrawn from the report at every tick; the terminal
-//! is given back when the recording stops.
+//! The live view (`tracer top`): a terminal view of what grows, redrawn from the report at every
+//! tick (about once a second); q quits. The terminal is given back when the recording stops.
+
+mod terminal;
+mod view;
+
+pub use terminal::{quit_key, Terminal};
 
 use super::Sink;
 use crate::report::Report;
 
 pub struct Live {
     /// The terminal in the live view's mode (restored when dropped).
-    terminal: Option<crate::top::Terminal>,
+    terminal: Option<Terminal>,
 }
 
 impl Live {
-    pub fn new(terminal: crate::top::Terminal) -> Live {
+    pub fn new(terminal: Terminal) -> Live {
         Live {
             terminal: Some(terminal),
         }

@@ -277,6 +277,7 @@ mod tests {
             interval: Duration::from_secs(10),
             budget: None,
             elapsed: Duration::from_secs(5),
+            started_unix: 0.0,
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),

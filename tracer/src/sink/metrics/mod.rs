@@ -1,10 +1,17 @@
-//! Live metrics: the report published at every tick to the server that answers /metrics
-//! (`crate::metrics`), which starts with the recording.
+//! Live metrics (`--metrics-addr`): the report published at every tick, as Prometheus text
+//! (`prometheus`), to the HTTP server that answers /metrics (`server`), which starts with the
+//! recording. The text is not a report file (no `--format` writes it): it lives here, with the
+//! endpoint that serves it.
+
+pub mod prometheus;
+mod server;
+
+pub use server::MetricsListener;
 
 use super::Sink;
 use crate::error::Result;
-use crate::metrics::{Metrics as Server, MetricsListener};
 use crate::report::Report;
+use server::Metrics as Server;
 
 pub struct Metrics {
     /// The bound address, until the recording starts.

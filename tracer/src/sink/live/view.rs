@@ -1,115 +1,17 @@
-//! `tracer top`: a live terminal view of what grows, refreshed every second; q quits. Drawn with
-//! ratatui on crossterm's alternate screen; the terminal is restored on every way out (the end,
-//! an error, a signal, a panic).
+//! The screen of the live view (`tracer top`): the report's lines, what grows first, cut where
+//! the terminal ends. It formats the report and decides nothing.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal as _;
 
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Text};
 use ratatui::widgets::Paragraph;
-use ratatui::DefaultTerminal;
 
-use crate::error::{Error, Result};
 use crate::render::summary::{human_bytes, suspect_line, thousands};
 use crate::report::{Coverage, Report};
 
-/// The alternate screen, raw keys and a hidden cursor while alive; the terminal as it was after.
-pub struct Terminal {
-    term: DefaultTerminal,
-}
-
-/// Leaves the alternate screen and raw mode, shows the cursor (errors ignored: there is nothing
-/// better to do on the way out).
-fn restore() {
-    let _ = terminal::disable_raw_mode();
-    let _ = execute!(
-        std::io::stdout(),
-        terminal::LeaveAlternateScreen,
-        cursor::Show
-    );
-}
-
-impl Terminal {
-    /// Fails unless stdin and stdout are a terminal.
-    pub fn check() -> Result<()> {
-        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-            Ok(())
-        } else {
-            Err(Error::BadArgument(
-                "tracer top needs a terminal on stdin and stdout (use `tracer record` otherwise)"
-                    .into(),
-            ))
-        }
-    }
-
-    pub fn enter() -> Result<Terminal> {
-        Self::check()?;
-        let failed = |e: std::io::Error| Error::Other(format!("cannot set up the terminal: {e}"));
-        terminal::enable_raw_mode().map_err(failed)?;
-        // From here on, every way out restores: Drop, and a panic (its hook runs first).
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            restore();
-            previous(info);
-        }));
-        let entered = execute!(
-            std::io::stdout(),
-            terminal::EnterAlternateScreen,
-            cursor::Hide
-        )
-        .and_then(|_| {
-            ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
-        });
-        match entered {
-            Ok(term) => Ok(Terminal { term }),
-            Err(e) => {
-                restore();
-                Err(failed(e))
-            }
-        }
-    }
-
-    /// Shows `r` (a stdout that went away is ignored).
-    pub fn draw(&mut self, r: &Report) {
-        let view = view(r);
-        let _ = self.term.draw(|f| f.render_widget(view, f.area()));
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        restore();
-    }
-}
-
-/// Reads keys on a thread; sends () on q, Q or Ctrl-C (raw mode: Ctrl-C is a key here).
-pub fn quit_key() -> tokio::sync::mpsc::UnboundedReceiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        while let Ok(ev) = event::read() {
-            let Event::Key(k) = ev else {
-                continue;
-            };
-            let quit = k.kind == KeyEventKind::Press
-                && match k.code {
-                    KeyCode::Char('q' | 'Q') => true,
-                    KeyCode::Char('c') => k.modifiers.contains(KeyModifiers::CONTROL),
-                    _ => false,
-                };
-            if quit {
-                let _ = tx.send(());
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// The screen of `r`: its lines, the title in bold; what does not fit is cut.
-fn view(r: &Report) -> Paragraph<'static> {
+pub(super) fn view(r: &Report) -> Paragraph<'static> {
     let mut text: Vec<Line> = lines(r).into_iter().map(Line::from).collect();
     if let Some(title) = text.first_mut() {
         *title = std::mem::take(title).style(Style::default().add_modifier(Modifier::BOLD));
@@ -192,11 +94,12 @@ pub fn lines(r: &Report) -> Vec<String> {
         }
         // The heap census: the containers that grow, by name, with the application line that
         // feeds them when the samples say it.
-        if let Some(c) = &p.census {
-            for k in c
+        if let (Some(c), Some(reading)) = (&p.census, &p.census_reading) {
+            for (i, k) in c
                 .containers
                 .iter()
-                .filter(|k| k.trend.verdict == crate::verdict::Verdict::Growing)
+                .enumerate()
+                .filter(|(_, k)| k.trend.verdict == crate::verdict::Verdict::Growing)
                 .take(3)
             {
                 let _ = writeln!(
@@ -206,8 +109,8 @@ pub fn lines(r: &Report) -> Vec<String> {
                     k.type_name,
                     thousands(k.len),
                     thousands(k.trend.per_min.max(0.0) as u64),
-                    match (crate::report::fed_from(k, &r.places), k.uses.first()) {
-                        (Some((app, _)), _) => format!(", fed from {app}"),
+                    match (reading.fed_from(i), k.uses.first()) {
+                        (Some(fed), _) => format!(", fed from {}", fed.app_frame),
                         (None, Some(u)) if k.root == "local" => {
                             format!(", in the frame running {u}")
                         }
@@ -237,14 +140,10 @@ pub fn lines(r: &Report) -> Vec<String> {
         // Resident memory, part by part (the largest ones and the growing ones).
         if let Some(res) = &p.resident {
             let human = crate::render::summary::human_bytes;
-            let mut parts: Vec<&crate::report::resident::PartReport> =
-                res.parts.iter().filter(|x| x.bytes > 0).collect();
-            parts.sort_by_key(|x| std::cmp::Reverse(x.bytes));
-            let shown: Vec<String> = parts
+            let shown: Vec<String> = res
+                .notable
                 .iter()
-                .filter(|x| {
-                    x.bytes * 20 >= res.rss || x.trend.verdict == crate::verdict::Verdict::Growing
-                })
+                .filter_map(|part| res.part(*part))
                 .map(|x| {
                     format!(
                         "{} {}{}",
@@ -288,6 +187,7 @@ mod tests {
             interval: Duration::from_secs(10),
             budget: Some((Duration::from_millis(200), 2.0)),
             elapsed: Duration::from_secs(42),
+            started_unix: 0.0,
             min_age: Duration::ZERO,
             procs: vec![],
             health: Default::default(),

@@ -13,8 +13,8 @@ use hyper::header::{CONNECTION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use super::prometheus;
 use crate::error::{Error, Result};
-use crate::render::prometheus;
 use crate::report::Report;
 use crate::say;
 
