@@ -20,9 +20,9 @@ use crate::{launch, probes::Probes, render, report, util};
 const TICK: Duration = Duration::from_secs(1);
 /// How often new Python threads are published to the kernel.
 const THREAD_REFRESH: Duration = Duration::from_millis(100);
-/// Python stacks sampled from outside while the census has a growing container to place (the
-/// call paths to the lines that use it).
-const STACK_SAMPLE: Duration = Duration::from_millis(10);
+/// Python stacks read from outside while the census has a growing container to place (the call
+/// paths to the lines that use it).
+const STACK_READ: Duration = Duration::from_millis(10);
 /// How long an allocator window lasts (watch mode with --budget) unless --window says.
 const DEFAULT_WINDOW: Duration = Duration::from_millis(200);
 
@@ -567,8 +567,8 @@ async fn collect_loop(
         args.interval,
     );
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stack_samples = tokio::time::interval(STACK_SAMPLE);
-    stack_samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stack_reads = tokio::time::interval(STACK_READ);
+    stack_reads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quit = if args.live {
         crate::top::quit_key()
     } else {
@@ -664,7 +664,7 @@ async fn collect_loop(
             }
             _ = window_due => c.windows(),
             _ = census.tick() => c.census(),
-            _ = stack_samples.tick(), if c.census => c.sample_stacks(),
+            _ = stack_reads.tick(), if c.census => c.read_stacks(),
             _ = tick.tick() => {
                 let events = c.tick();
                 *last_tick = Instant::now();
@@ -701,7 +701,7 @@ async fn collect_loop(
                 if past(deadline) {
                     break;
                 }
-                // Watch mode takes a checkpoint after each window (when its samples change);
+                // Watch mode takes a checkpoint after each window (when its survivors change);
                 // exact mode every interval.
                 let due = if c.windowed() {
                     c.take_harvested()
