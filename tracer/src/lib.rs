@@ -20,7 +20,6 @@ pub mod record;
 pub mod render;
 pub mod report;
 pub mod resident;
-pub mod sampling;
 pub mod signals;
 pub mod sink;
 pub mod snapshot;

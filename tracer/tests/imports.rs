@@ -30,7 +30,6 @@ const LAYERS: &[&str] = &[
     "discover",
     "launch",
     "probes",
-    "sampling",
     "symbolize",
     // Kernel maps -> snapshots.
     "collect",

@@ -10,20 +10,11 @@
 
 use tracer_common::{FORK_ADOPTED, FORK_VFORK};
 
-use super::{Collector, PendingExec};
+use super::exec::PendingExec;
+use super::targets::How;
+use super::Collector;
 use crate::procfs;
 pub use crate::snapshot::Missed;
-
-/// How an entry comes to be traced.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct How {
-    /// Exec calls the process is stopped inside (launch mode's ptrace exec stop).
-    pub execs_in_flight: u64,
-    /// Started by the launched command's tree.
-    pub launched: bool,
-    /// Forked by this traced process, whose image it runs.
-    pub forked_from: Option<u32>,
-}
 
 /// A process followed for the processes it starts, not traced (not CPython).
 #[derive(Debug, Clone)]

@@ -1,23 +1,14 @@
-//! Watch mode: exact allocation tracing in short, budgeted windows, and the liveness of what was
-//! sampled checked afterwards from outside the process.
+//! A survivor's fingerprint: the first words of the block a watch window saw, and whether the
+//! block still holds that object when it is read again (see the module above).
 //!
-//! Every `period` the allocator probes are attached for `window` (the CPU budget is their ratio),
-//! then detached. The allocations a window saw and that were still alive at its end are kept as
-//! samples, each with its stack and a fingerprint of its first bytes read through
-//! process_vm_readv. Frees after the window are not seen, so each sample is re-read at every tick:
-//! a freed block does not look like the object it held any more (pymalloc and glibc write their
-//! free-list links over the first words, a deallocated object's reference count is zero, a reused
-//! block holds a different object). A leak keeps adding samples that stay alive; a cache's samples
-//! die as it replaces entries; garbage dies at the next collection.
-//!
-//! Only blocks that hold a Python object are kept: a buffer (a list's item array, a dict's key
-//! table) has no header that says whether it still lives, and a block freed between the end of
-//! the window and the fingerprint would look alive until reused. The objects of a leak carry its
-//! line; their buffers follow them.
+//! Only blocks that hold a Python object are fingerprinted: a buffer (a list's item array, a
+//! dict's key table) has no header that says whether it still lives, and a block freed between
+//! the end of the window and the fingerprint would look alive until reused. The objects of a leak
+//! carry its line; their buffers follow them.
 
 use crate::python::mem::{self, Memory};
 
-/// Words read and compared per sample.
+/// Words read and compared per survivor.
 pub const WORDS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn buffers_and_freed_blocks_are_not_sampled() {
+    fn buffers_and_freed_blocks_are_not_fingerprinted() {
         // a list's item array: pointers, no object header
         let items = [
             0x5555_0000_1000,

@@ -1,21 +1,33 @@
-//! Watch mode's allocator windows (`--budget N`): per probe group, the allocator probes are
-//! attached for a short window, what the window saw is fingerprinted while frees are still traced,
-//! the survivors become samples followed from outside (each checked at every tick), and the next
-//! window opens when the time armed is the budget's share.
+//! Watch mode (`--budget N`): exact allocation tracing in short, budgeted windows, and the
+//! liveness of what a window saw checked afterwards from outside the process.
+//!
+//! Per probe group, the allocator probes are attached for a short window (`window`), then
+//! released; the next window opens when the time armed is the budget's share. The allocations a
+//! window saw and that were still alive at its end are its survivors, each kept with its stack
+//! and a fingerprint of its first bytes, taken while frees are still traced and read through
+//! process_vm_readv (`fingerprint`). Frees after the window are not seen, so each survivor is
+//! re-read at every tick: a freed block does not look like the object it held any more (pymalloc
+//! and glibc write their free-list links over the first words, a deallocated object's reference
+//! count is zero, a reused block holds a different object). A leak keeps adding survivors that
+//! stay alive; a cache's survivors die as it replaces entries; garbage dies at the next
+//! collection. (The report calls them watch mode's samples: a small share of the allocations.)
+
+mod fingerprint;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Collector, StackKey};
+use super::Collector;
 use crate::config::Mode;
 use crate::probes::FileId;
 use crate::python::mem::{self, Memory};
-use crate::sampling::{self, Fingerprint};
 use crate::say;
+use crate::snapshot::StackKey;
 use crate::util::monotonic_ns;
+use fingerprint::Fingerprint;
 
-/// Most samples kept per process (a leak adds a few per window).
-const MAX_SAMPLES: usize = 200_000;
+/// Most survivors kept per process (a leak adds a few per window).
+const MAX_SURVIVORS: usize = 200_000;
 
 /// Where a group's watch window stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,13 +41,31 @@ pub enum Window {
     Freeing(Instant),
 }
 
-/// An allocation seen by a watch window and still alive at its end.
+/// An allocation seen by a watch window and still alive at its end: a survivor, followed from
+/// outside until its block no longer holds what was fingerprinted.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub struct Survivor {
     pub stack: StackKey,
     pub size: u64,
     pub ts_ns: u64,
     pub fp: Fingerprint,
+}
+
+/// Watch mode: survivors by address, how many windows ran and for how long the probes were
+/// armed in all (windows belong to the process's `ProbeGroup`).
+#[derive(Default)]
+pub struct WatchState {
+    pub survivors: HashMap<u64, Survivor>,
+    /// When the last window opened (monotonic ns): survivors from before it have lived at
+    /// least one period, and only those count in checkpoints.
+    pub window_opened_ns: u64,
+    /// Fingerprints of what the closing window saw, by address, taken while frees are traced.
+    pub(super) pending: HashMap<u64, Survivor>,
+    pub windows: u64,
+    pub armed: Duration,
+    /// Runtime address of PyType_Type, and addresses already checked for being a type.
+    pub(super) type_type: Option<u64>,
+    pub(super) types: HashMap<u64, bool>,
 }
 
 impl Collector {
@@ -131,7 +161,7 @@ impl Collector {
     /// gone. The window's allocations are fingerprinted while the free probes still remove what
     /// dies (a block freed unseen and reused by another object would otherwise be fingerprinted
     /// as that object, and live on under the window's stack); the free probes go next, and what
-    /// is still in the map then becomes samples. Returns the time the probes were armed when
+    /// is still in the map then becomes survivors. Returns the time the probes were armed when
     /// done.
     fn close_step(&mut self, g: usize) -> Option<Duration> {
         let file = self.groups[g].file;
@@ -173,16 +203,16 @@ impl Collector {
         let t = &mut self.targets[i];
         t.watch.pending.clear();
         for (k, a) in seen {
-            if t.watch.samples.len() + t.watch.pending.len() >= MAX_SAMPLES {
+            if t.watch.survivors.len() + t.watch.pending.len() >= MAX_SURVIVORS {
                 break;
             }
             let Some(bytes) =
-                mem::Process(pid).bytes(k.addr, (a.size as usize).min(8 * sampling::WORDS))
+                mem::Process(pid).bytes(k.addr, (a.size as usize).min(8 * fingerprint::WORDS))
             else {
                 continue;
             };
             // The type candidates (words 1, 3, 5), checked against the target's memory.
-            let w = sampling::words_of(&bytes);
+            let w = fingerprint::words_of(&bytes);
             let known: HashMap<u64, bool> = [w[1], w[3], w[5]]
                 .into_iter()
                 .map(|c| {
@@ -192,12 +222,12 @@ impl Collector {
                     )
                 })
                 .collect();
-            if let Some(fp) =
-                sampling::fingerprint(&bytes, a.size, |c| known.get(&c).copied().unwrap_or(false))
-            {
+            if let Some(fp) = fingerprint::fingerprint(&bytes, a.size, |c| {
+                known.get(&c).copied().unwrap_or(false)
+            }) {
                 t.watch.pending.insert(
                     k.addr,
-                    Sample {
+                    Survivor {
                         stack: (a.ustack, a.pystack),
                         size: a.size,
                         ts_ns: a.ts_ns,
@@ -209,7 +239,7 @@ impl Collector {
     }
 
     /// After the free probes are gone: the fingerprinted allocations that were not freed
-    /// meanwhile (still in the map, same entry) become samples.
+    /// meanwhile (still in the map, same entry) become survivors.
     fn harvest(&mut self, i: usize) {
         let pid = self.targets[i].pid;
         let left: HashMap<u64, u64> = self
@@ -221,7 +251,7 @@ impl Collector {
         let t = &mut self.targets[i];
         for (addr, s) in t.watch.pending.drain() {
             if left.get(&addr) == Some(&s.ts_ns) {
-                t.watch.samples.insert(addr, s);
+                t.watch.survivors.insert(addr, s);
             }
         }
     }
@@ -244,13 +274,13 @@ impl Collector {
         }
     }
 
-    /// Drops the samples whose block no longer holds what was sampled.
-    pub(super) fn verify_samples(&mut self, i: usize) {
+    /// Drops the survivors whose block no longer holds what was fingerprinted.
+    pub(super) fn verify_survivors(&mut self, i: usize) {
         let t = &mut self.targets[i];
         let pid = t.pid;
-        t.watch.samples.retain(|addr, s| {
-            match sampling::read_words(&mem::Process(pid), *addr, s.fp.n) {
-                Some(now) => sampling::alive(&s.fp, &now),
+        t.watch.survivors.retain(|addr, s| {
+            match fingerprint::read_words(&mem::Process(pid), *addr, s.fp.n) {
+                Some(now) => fingerprint::alive(&s.fp, &now),
                 None => false, // unmapped
             }
         });
