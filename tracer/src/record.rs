@@ -501,7 +501,7 @@ fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Option<Instant>
             break;
         }
         let pid = found.pid;
-        let interp = match python::inspect_pid(pid) {
+        let interp = match python::inspect_pid(pid).map_err(Error::from) {
             Ok(i) => i,
             Err(Error::NotPython { .. }) => continue,
             Err(Error::NoSuchPid(_) | Error::Exited { .. }) => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracer_common::{FdInfo, FdKey, PidStats};
 
 use crate::config::{Mode, NativeMode};
-use crate::frame::{verdict_key, Frame, Marker};
+use crate::frame::{Frame, Marker};
 use crate::probes::{FileId, Probes};
 use crate::procfs;
 use crate::python::census::Census;
@@ -24,6 +24,7 @@ use crate::snapshot::{
 };
 use crate::symbolize::Symbolizer;
 use crate::util::monotonic_ns;
+use crate::verdict::verdict_key;
 pub(crate) use forks::How;
 pub use forks::{Followed, Forked, Missed};
 pub use watch::{Sample, Window};
@@ -685,7 +686,13 @@ impl Collector {
                 }
                 if self.census && t.census.is_none() {
                     let type_type = t.watch.type_type.unwrap_or(0);
-                    t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
+                    t.census = Some(Census::new(
+                        t.pid,
+                        layout,
+                        rt.wrapping_add(bias),
+                        type_type,
+                        crate::verdict::census_rules(),
+                    ));
                 }
             }
             if !fresh && t.threads.next_refresh.is_some_and(|n| Instant::now() < n) {
@@ -1041,7 +1048,7 @@ impl Collector {
             let same = procfs::stat(e.pid)
                 .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == e.start_ticks);
             let result = if same {
-                python::inspect_pid(e.pid)
+                python::inspect_pid(e.pid).map_err(crate::error::Error::from)
             } else {
                 Err(crate::error::Error::NoSuchPid(e.pid))
             };
@@ -1371,7 +1378,7 @@ impl Target {
             traced_for: self
                 .exited_after
                 .unwrap_or_else(|| self.attached_at.elapsed()),
-            census: self.census.as_ref().map(|c| c.report()),
+            census: self.census.as_ref().map(|c| c.facts()),
             resident: &self.resident.readings,
             warning: self.threads.warning.clone().or_else(|| {
                 // Never silent: a layout that could not be checked was never used.

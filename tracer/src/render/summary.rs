@@ -284,7 +284,7 @@ fn census(o: &mut String, c: &CensusReport, places: &AppPaths) {
 }
 
 /// asyncio's pending tasks: piling up (a leak of its own kind) or not, by coroutine.
-fn tasks(o: &mut String, t: &crate::snapshot::census::TasksReport) {
+fn tasks(o: &mut String, t: &crate::report::census::TasksReport) {
     let head = if t.trend.verdict == Verdict::Growing {
         format!(
             "asyncio tasks piling up: {} pending, {:+.0}/min",
@@ -437,7 +437,7 @@ fn fd_sites(fds: &[crate::report::FdStack]) -> Vec<FdSite> {
             Frame::Resource { name, .. } => name.clone(),
             _ => None,
         };
-        let mut frames = crate::frame::verdict_key(path.to_vec());
+        let mut frames = crate::verdict::verdict_key(path.to_vec());
         frames.push(leaf.without_name());
         let i = match sites.iter().position(|s| s.frames == frames) {
             Some(i) => i,

@@ -12,17 +12,18 @@ use tracer_common::stat;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What the heap census found (plain data made by the census, read by the renderers).
-pub use crate::snapshot::census;
+/// What the heap census found, judged (the census's facts -> containers, types, tasks).
+pub mod census;
 
 pub mod resident;
 
 pub use crate::config::Mode;
-use crate::frame::{verdict_key, Frame};
+use crate::frame::Frame;
 use crate::place::innermost_app;
 pub use crate::place::AppPaths;
 use crate::snapshot::{fd_label, Checkpoint, CollectorView, HookCoverage, TargetView};
 use crate::util::monotonic_ns;
+use crate::verdict::verdict_key;
 use crate::verdict::{self, judge_sampled, judge_series, Series};
 pub use crate::verdict::{Trend, Verdict, MIN_CHECKPOINTS};
 
@@ -586,7 +587,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t), paths),
         checkpoints: t.history.len(),
         growth: growth(t),
-        census: t.census.clone(),
+        census: t.census.as_ref().map(census::judge),
         resident: resident::report(t.resident),
         heap_growth: resident::heap_growth(snap),
         warning: t.warning.clone(),

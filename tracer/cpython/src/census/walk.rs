@@ -1,10 +1,10 @@
 //! The gc's generation lists, found and walked: every object the gc tracks, counted by type,
 //! with the length of every list, dict and set, and the modules and functions (naming roots).
 
-use super::objects::{Kind, TypeCache};
+use super::types::{Kind, TypeCache};
 use super::{Census, Pass, MAX_GENERATORS, MIN_LEN};
-use crate::python::layouts::GcHeads;
-use crate::python::mem::{u64_at, Memory, Pages};
+use crate::layouts::GcHeads;
+use crate::mem::{u64_at, Memory, Pages};
 
 const GENERATIONS: u64 = 3;
 /// PyGC_Head: `_gc_next`, then `_gc_prev` (the same in every version here).

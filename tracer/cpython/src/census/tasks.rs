@@ -7,11 +7,10 @@
 use std::collections::HashMap;
 
 use super::objects::Reader;
-use super::{Census, TaskReport, TasksReport};
+use super::{Census, TaskFacts, TasksFacts};
 use crate::frame::Frame;
-use crate::python::frames::Runtime;
-use crate::python::mem::{u64_at, Memory};
-use crate::verdict::{self, judge_counts, Series, Verdict};
+use crate::frames::Runtime;
+use crate::mem::{u64_at, Memory};
 
 /// Tasks read per pass.
 pub(super) const MAX_TASKS: usize = 100_000;
@@ -106,28 +105,19 @@ impl Census {
         }
     }
 
-    /// The pending tasks for the report.
-    pub(super) fn tasks_report(&self) -> Option<TasksReport> {
-        let last = self.tasks_total.last()?;
-        let mut by_coroutine: Vec<TaskReport> = self
+    /// The pending tasks so far (None: the process has none, and never had).
+    pub(super) fn tasks_facts(&self) -> Option<TasksFacts> {
+        self.tasks_total.last()?;
+        let by_coroutine = self
             .tasks
             .iter()
-            .map(|((function, file), s)| TaskReport {
+            .map(|((function, file), s)| TaskFacts {
                 coroutine: Frame::python(function, file, s.waits_at),
-                count: s.series.last().map_or(0, |p| p.1),
-                trend: judge_counts(Series::Objects, &s.series),
+                series: s.series.clone(),
                 awaited_by: s.awaited_by.clone(),
             })
-            .filter(|t| t.count > 0 || t.trend.verdict == Verdict::Growing)
             .collect();
-        by_coroutine.sort_by(|a, b| {
-            verdict::order(&a.trend, a.count, &b.trend, b.count)
-                .then_with(|| a.coroutine.cmp(&b.coroutine))
-        });
-        by_coroutine.truncate(10);
-        Some(TasksReport {
-            pending: last.1,
-            trend: judge_counts(Series::Objects, &self.tasks_total),
+        Some(TasksFacts {
             series: self.tasks_total.clone(),
             by_coroutine,
         })

@@ -20,9 +20,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use super::naming::Root;
-use super::objects::{Kind, Reader};
-use crate::python::frames::FrameLocals;
-use crate::python::mem::Memory;
+use super::objects::Reader;
+use super::refs::Via;
+use super::types::Kind;
+use crate::frames::FrameLocals;
+use crate::mem::Memory;
 
 /// Time a census pass gives the search (every search at once).
 pub(super) const BUDGET: Duration = Duration::from_millis(300);
@@ -34,24 +36,6 @@ const MAX_FRONTIER: usize = 20_000;
 const MAX_LEVELS: u32 = 16;
 /// Objects scanned between two looks at the clock.
 const CHUNK: usize = 1024;
-
-/// How a holder refers to what it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Via {
-    /// A dict's value under this key object.
-    Key(u64),
-    /// An attribute (of an instance, or of a class), named by this key object.
-    Attr(u64),
-    /// An instance's `__dict__` pointer, at this offset from the object (negative: a managed
-    /// dict, before it).
-    Dict(i64),
-    /// A list's or tuple's item at this index.
-    Item(u64),
-    /// A set's entry.
-    Member,
-    /// A C-level field (or a slot) at this offset.
-    Field(u64),
-}
 
 /// A container named by a search.
 pub(super) struct Found {

@@ -1,23 +1,34 @@
-//! CPython introspection: which file holds the interpreter, which version it is, and where its real
-//! allocator functions are. Everything is read from the ELF file and, for a running process, from
-//! its memory (read-only).
+//! tracer's CPython decoding, with no BPF in it: which file holds the interpreter, which version
+//! it is, and where its real allocator functions are (read from the ELF file), and, for a running
+//! process, its memory read from outside (read-only): thread states, frames, code objects and the
+//! heap census. tracer re-exports it as `tracer::python`; its tests run with a plain `cargo test
+//! -p tracer-cpython`, without root (recorded pages: `fixtures`).
+//!
+//! The layers, bottom first: `procfs`, `text`, `error`, `frame`, `stdlib` (plain data and /proc);
+//! `mem` (bytes of remote memory), `elf`; `debug_offsets`, `opcaches`, `layouts` (where CPython's
+//! fields are, per version); `strings` (str and bytes objects); `allocator`, `frames`, `census`.
 
 pub mod allocator;
 pub mod census;
 pub mod debug_offsets;
 pub mod elf;
+pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod frame;
 pub mod frames;
 pub mod layouts;
 pub mod mem;
 mod opcaches;
+pub mod procfs;
+pub mod stdlib;
+pub mod strings;
+pub mod text;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::procfs;
 pub use allocator::{AllocOp, AllocatorHooks, HookSource};
 use elf::Elf;
 
@@ -600,7 +611,7 @@ mod tests {
     /// their layouts come from their debug tables.
     #[test]
     fn debug_table_layouts() {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
         for (rootfs, minor) in [("trixie", 13), ("sid", 14), ("sid", 15)] {
             let file = target.join(format!("rootfs-{rootfs}/usr/bin/python3.{minor}"));
             if !file.exists() {

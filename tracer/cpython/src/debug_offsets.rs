@@ -12,8 +12,8 @@
 //! flag, every group's size and every offset inside its struct pass the checks below; the user
 //! side then checks it live (see `frames::Runtime::validate`).
 
-use super::mem;
-use super::Version;
+use crate::mem;
+use crate::Version;
 
 /// The groups of u64 fields after the header (cookie, version, free_threaded), in order.
 type Groups = &'static [(&'static str, &'static str)];

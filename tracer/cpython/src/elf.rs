@@ -7,8 +7,8 @@ use object::{
     Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, SegmentFlags,
 };
 
-use super::mem;
-use super::Version;
+use crate::mem;
+use crate::Version;
 
 const PF_X: u32 = 1;
 const PF_W: u32 = 2;

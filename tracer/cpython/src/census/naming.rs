@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::objects::{Kind, Reader};
+use super::objects::Reader;
+use super::types::Kind;
 use crate::frame::Frame;
-use crate::python::frames::FrameLocals;
-use crate::python::mem::Memory;
+use crate::frames::FrameLocals;
+use crate::mem::Memory;
 
 /// Values looked into, one level below the modules' globals, when naming.
 const MAX_SECOND_LEVEL: usize = 50_000;

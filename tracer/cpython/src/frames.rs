@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tracer_common::{PyConf, PyStack, FRAMES_INTERP, FRAMES_LEGACY, NO_OFFSET};
 
-use super::layouts::{FrameKind, GenFrame, Layout, LineTable};
-use super::mem::{self, i32_at, u64_at, Memory};
 use crate::frame::{Frame, Marker};
+use crate::layouts::{FrameKind, GenFrame, Layout, LineTable};
+use crate::mem::{self, i32_at, u64_at, Memory};
 use crate::procfs;
+use crate::strings;
 
 /// What the kernel needs to walk the frames of `pid`, an interpreter with layout `l`.
 pub fn pyconf(l: &Layout, pid: u32) -> PyConf {
@@ -305,11 +306,11 @@ impl Runtime {
 
     /// A str object's text (every compact kind).
     fn string(&self, addr: u64) -> Option<String> {
-        mem::py_string(&*self.mem, self.layout, addr, 4096)
+        strings::py_string(&*self.mem, self.layout, addr, 4096)
     }
 
     fn bytes(&self, addr: u64) -> Option<Vec<u8>> {
-        mem::py_bytes(&*self.mem, self.layout, addr)
+        strings::py_bytes(&*self.mem, self.layout, addr)
     }
 
     fn code(&mut self, addr: u64) -> Option<CodeInfo> {

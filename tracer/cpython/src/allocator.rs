@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use super::elf::Elf;
-use super::mem::{self, Memory};
+use crate::elf::Elf;
+use crate::mem::{self, Memory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AllocOp {

@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::census::Census;
-use super::debug_offsets;
-use super::frames::Runtime;
-use super::layouts::{self, Layout};
-use super::mem::recorded::{load_pages, save_pages, Recorder, Replay};
-use super::mem::{self, Memory};
-use super::Version;
+use crate::census::{Census, Rules};
+use crate::debug_offsets;
+use crate::frames::Runtime;
+use crate::layouts::{self, Layout};
+use crate::mem::recorded::{load_pages, save_pages, Recorder, Replay};
+use crate::mem::{self, Memory};
+use crate::strings;
+use crate::Version;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/memory")
@@ -51,7 +52,7 @@ fn builds() -> Vec<(String, String, Option<PathBuf>)> {
         None,
     ));
     // Debian's newer builds, in the root file systems the end-to-end tests build.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     for (suite, minor) in [("trixie", 13), ("sid", 14), ("sid", 15)] {
         let root = target.join(format!("rootfs-{suite}"));
         if root.join(format!("usr/bin/python3.{minor}")).exists() {
@@ -125,11 +126,18 @@ fn decode(
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| mem::py_string(&*m, layout, s[0].as_u64().unwrap(), 4096))
+        .map(|s| strings::py_string(&*m, layout, s[0].as_u64().unwrap(), 4096))
         .collect();
-    let mut census = Census::with_memory(pid, m.clone(), layout, runtime, type_type);
+    let mut census = Census::with_memory(
+        pid,
+        m.clone(),
+        layout,
+        runtime,
+        type_type,
+        Rules::NONE_GROWING,
+    );
     census.pass(0.0, Some(&mut rt));
-    let text = |a: u64| mem::py_string(&*m, layout, a, 4096);
+    let text = |a: u64| strings::py_string(&*m, layout, a, 4096);
     let dict: Vec<(Option<String>, Option<String>)> = census
         .decode_dict(facts["dict"]["id"].as_u64().unwrap())
         .into_iter()

@@ -32,8 +32,8 @@
 
 use std::sync::Mutex;
 
-use super::debug_offsets::DebugOffsets;
-use super::opcaches;
+use crate::debug_offsets::DebugOffsets;
+use crate::opcaches;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {

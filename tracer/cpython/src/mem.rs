@@ -3,13 +3,12 @@
 //! write), for a page cache over another `Memory` (one census pass), and for recorded pages (a
 //! recorder logs the pages a decoder reads from a live process; a replay serves them again, so
 //! decoding is unit-tested on bytes, without root or a live interpreter). The little-endian word
-//! readers and the one Python `str` reader (every kind: compact ASCII, UCS1, UCS2, UCS4) live
-//! here too, shared by frames, the census and watch-mode sampling.
+//! readers live here too. It knows bytes, not CPython: what reads a CPython object (a str, a
+//! layout's offset) is in the layers above (`strings`, `frames`, `census`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::layouts::Layout;
 use crate::procfs;
 
 pub const PAGE: u64 = 4096;
@@ -114,47 +113,6 @@ pub fn u32_at(b: &[u8], off: impl Offset) -> u32 {
 /// The little-endian i32 at `off` in `b` (0 past its end).
 pub fn i32_at(b: &[u8], off: impl Offset) -> i32 {
     i32::from_le_bytes(field(b, off))
-}
-
-// ---- Python objects every reader needs ----
-
-/// A `str` object's text: compact ASCII, or compact UCS1 (Latin-1), UCS2 or UCS4; None for
-/// anything else (a legacy string, a length above `max_len` code points, an unreadable one).
-/// PyASCIIObject.state: interned bits 0-1, kind bits 2-4, compact bit 5, ascii bit 6.
-pub fn py_string(m: &dyn Memory, l: &Layout, addr: u64, max_len: u64) -> Option<String> {
-    let head = m.bytes(addr, l.compact_data as usize)?;
-    let len = u64_at(&head, l.unicode_length);
-    let state = u32_at(&head, l.unicode_state);
-    let kind = ((state >> 2) & 7) as usize;
-    let compact = state & (1 << 5) != 0;
-    let ascii = state & (1 << 6) != 0;
-    if !compact || !matches!(kind, 1 | 2 | 4) || len > max_len {
-        return None;
-    }
-    let data = if ascii { l.ascii_data } else { l.compact_data };
-    let raw = m.bytes(addr + data, len as usize * kind)?;
-    Some(match kind {
-        1 => raw.iter().map(|&c| c as char).collect(),
-        2 => char::decode_utf16(
-            raw.chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]])),
-        )
-        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect(),
-        _ => raw
-            .chunks_exact(4)
-            .map(|c| char::from_u32(u32_at(c, 0usize)).unwrap_or(char::REPLACEMENT_CHARACTER))
-            .collect(),
-    })
-}
-
-/// A `bytes` object's contents (at most 1 MiB).
-pub fn py_bytes(m: &dyn Memory, l: &Layout, addr: u64) -> Option<Vec<u8>> {
-    let n = m.u64(addr + l.bytes_size)?;
-    if n > 1 << 20 {
-        return None;
-    }
-    m.bytes(addr + l.bytes_data, n as usize)
 }
 
 // ---- A page cache ----
@@ -406,12 +364,11 @@ pub mod recorded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::recorded::*;
     use super::*;
-    use crate::python::layouts::layout_for;
 
-    fn replay(at: u64, bytes: &[u8]) -> Replay {
+    pub(crate) fn replay(at: u64, bytes: &[u8]) -> Replay {
         let mut pages = PageMap::new();
         for (i, c) in bytes.chunks(PAGE as usize).enumerate() {
             let mut p = vec![0u8; PAGE as usize];
@@ -429,37 +386,6 @@ mod tests {
         assert_eq!(i32_at(&b, 4usize), -1);
         assert_eq!(u64_at(&b, 2usize), 0, "past the end");
         assert_eq!(u64_at(&b, usize::MAX), 0);
-    }
-
-    /// A compact str of each kind as 3.12+ lays it out (state at 32, ASCII data at 40, other
-    /// data at 56).
-    #[test]
-    fn strings_of_every_kind() {
-        let l = layout_for(3, 12).unwrap();
-        let at = 0x10_0000u64;
-        let mut b = vec![0u8; 4096];
-        let mut put = |off: usize, text: &str, kind: u32, ascii: bool| {
-            let cps: Vec<u32> = text.chars().map(|c| c as u32).collect();
-            b[off + 16..off + 24].copy_from_slice(&(cps.len() as u64).to_le_bytes());
-            let state = (kind << 2) | (1 << 5) | (u32::from(ascii) << 6);
-            b[off + 32..off + 36].copy_from_slice(&state.to_le_bytes());
-            let data = off + if ascii { 40 } else { 56 };
-            for (i, &c) in cps.iter().enumerate() {
-                let k = kind as usize;
-                b[data + i * k..data + (i + 1) * k].copy_from_slice(&c.to_le_bytes()[..k]);
-            }
-        };
-        put(0, "cache", 1, true);
-        put(256, "données", 1, false);
-        put(512, "кэш", 2, false);
-        put(768, "𝔡𝔞𝔱𝔞", 4, false);
-        let m = replay(at, &b);
-        assert_eq!(py_string(&m, l, at, 200).as_deref(), Some("cache"));
-        assert_eq!(py_string(&m, l, at + 256, 200).as_deref(), Some("données"));
-        assert_eq!(py_string(&m, l, at + 512, 200).as_deref(), Some("кэш"));
-        assert_eq!(py_string(&m, l, at + 768, 200).as_deref(), Some("𝔡𝔞𝔱𝔞"));
-        assert_eq!(py_string(&m, l, at + 768, 3), None, "longer than asked");
-        assert_eq!(py_string(&m, l, at + 4000, 200), None, "runs off the pages");
     }
 
     #[test]
