@@ -69,10 +69,11 @@ impl Reader<'_> {
                 let table = self.mem.u64(obj + l.set_table).unwrap_or(0);
                 if mask < MAX_ITEMS {
                     // Entries: key, hash.
-                    if let Some(b) = self.mem.bytes(table, 16 * (mask as usize + 1)) {
+                    let entry = l.set_entry_size as usize;
+                    if let Some(b) = self.mem.bytes(table, entry * (mask as usize + 1)) {
                         out.extend(
                             (0..=mask as usize)
-                                .map(|i| u64_at(&b, 16 * i))
+                                .map(|i| u64_at(&b, entry * i))
                                 .filter(|&k| k != 0)
                                 .map(|k| (k, Via::Member)),
                         );
@@ -88,7 +89,7 @@ impl Reader<'_> {
             Kind::Function | Kind::Generator | Kind::Task | Kind::Other => {
                 let size = t.basicsize.min(MAX_BODY);
                 if let Some(b) = self.mem.bytes(obj, size as usize) {
-                    for off in (16..size).step_by(8) {
+                    for off in (l.object_header..size).step_by(8) {
                         let w = u64_at(&b, off);
                         if w < 0x1000 || w % 8 != 0 {
                             continue;

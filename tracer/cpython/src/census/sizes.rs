@@ -178,20 +178,20 @@ impl Reader<'_> {
 
     /// The memory an object owns outside its own body: a bytearray's buffer (`ob_alloc`), an
     /// array.array's items, a BytesIO's bytes, an mmap's mapping, a numpy array's data (when it
-    /// owns it: a view's data is its base's). Offsets of CPython's and numpy's own structs,
-    /// the same in every version here (numpy 1.x and 2.x differ in where a dtype's item size is).
+    /// owns it: a view's data is its base's).
     fn owned_buffer(&mut self, obj: u64, t: &TypeInfo) -> u64 {
         const MAX: u64 = 1 << 40;
+        let f = self.layout.buffers;
         let word = |s: &mut Self, off: u64| s.mem.u64(obj + off).unwrap_or(0);
         match t.name.as_str() {
-            "bytearray" => word(self, 24).min(MAX),
+            "bytearray" => word(self, f.bytearray_alloc).min(MAX),
             "array.array" => {
-                let allocated = word(self, 32).min(MAX);
-                let descr = word(self, 40);
+                let allocated = word(self, f.array_allocated).min(MAX);
+                let descr = word(self, f.array_descr);
                 let itemsize = self
                     .mem
-                    .bytes(descr + 4, 4)
-                    .map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()) as u64)
+                    .bytes(descr + f.array_descr_itemsize, 4)
+                    .map(|b| u64::from(mem::u32_at(&b, 0usize)))
                     .unwrap_or(0);
                 if itemsize == 0 || itemsize > 16 {
                     return 0;
@@ -199,13 +199,13 @@ impl Reader<'_> {
                 allocated * itemsize
             }
             "_io.BytesIO" => {
-                let buf = word(self, 16);
+                let buf = word(self, f.bytesio_buf);
                 match self.type_of(buf) {
                     Some(bt) if bt.name == "bytes" => self.shallow_size(buf, &bt),
                     _ => 0,
                 }
             }
-            "mmap.mmap" => word(self, 24).min(MAX),
+            "mmap.mmap" => word(self, f.mmap_size).min(MAX),
             "numpy.ndarray" | "numpy.matrix" | "numpy.memmap" | "numpy.recarray" => {
                 self.ndarray_data(obj).unwrap_or(0)
             }
@@ -214,23 +214,25 @@ impl Reader<'_> {
     }
 
     /// The bytes of a numpy array's data when it owns them (OWNDATA), from its dimensions and
-    /// its dtype's item size (numpy 2.x: an npy_intp at +40 of the descr; 1.x: an int at +32).
+    /// its dtype's item size (numpy 2.x's where it is, else 1.x's).
     fn ndarray_data(&mut self, obj: u64) -> Option<u64> {
         const OWNDATA: u64 = 0x4;
-        let b = self.mem.bytes(obj + 16, 56)?;
-        let nd = u64_at(&b, 8usize) as u32 as u64;
-        let dims = u64_at(&b, 16usize);
-        let descr = u64_at(&b, 40usize);
-        let flags = u64_at(&b, 48usize) as u32 as u64;
+        let f = self.layout.buffers;
+        let b = self.mem.bytes(obj, f.ndarray_flags as usize + 8)?;
+        let nd = u64_at(&b, f.ndarray_nd) as u32 as u64;
+        let dims = u64_at(&b, f.ndarray_dims);
+        let descr = u64_at(&b, f.ndarray_descr);
+        let flags = u64_at(&b, f.ndarray_flags) as u32 as u64;
         if flags & OWNDATA == 0 || nd > 64 {
             return Some(0);
         }
-        let d = self.mem.bytes(descr, 48)?;
-        let v2 = u64_at(&d, 40usize);
+        let span = f.descr_itemsize_v2.max(f.descr_itemsize_v1) + 8;
+        let d = self.mem.bytes(descr, span as usize)?;
+        let v2 = u64_at(&d, f.descr_itemsize_v2);
         let itemsize = if v2 > 0 && v2 <= 1 << 20 {
             v2
         } else {
-            u64::from(mem::u32_at(&d, 32usize))
+            u64::from(mem::u32_at(&d, f.descr_itemsize_v1))
         };
         let mut n = itemsize;
         if nd > 0 {

@@ -133,7 +133,8 @@ impl Census {
         pending: &HashMap<u64, Frame>,
     ) -> Option<u64> {
         let (head, span) = task_head(r, task)?;
-        for off in (16..span - 7).step_by(8) {
+        let header = r.layout.object_header;
+        for off in (header..span - 7).step_by(8) {
             let p = u64_at(&head, off);
             if p <= 4096 || !p.is_multiple_of(8) || Some(off) == self.task_coro_offset {
                 continue;
@@ -145,10 +146,11 @@ impl Census {
                 continue;
             }
             let mut m = [0u8; 32];
-            if !r.mem.read(p + 16, &mut m) {
+            if !r.mem.read(p + header, &mut m) {
                 continue;
             }
-            // TaskWakeupMethWrapper's task, or a bound builtin's `m_self`.
+            // The first fields after its header: TaskWakeupMethWrapper's task, or a bound
+            // builtin's method definition then `m_self`.
             for k in [0usize, 8] {
                 let q = u64_at(&m, k);
                 if q != task && pending.contains_key(&q) {
@@ -173,7 +175,7 @@ impl Census {
             }
         }
         // After the object header (reference count, type).
-        for off in (16..span - 7).step_by(8) {
+        for off in (r.layout.object_header..span - 7).step_by(8) {
             let p = u64_at(&head, off);
             if is_coro(r, p) {
                 self.task_coro_offset = Some(off);
