@@ -2,12 +2,13 @@
 //!
 //! `write_fixtures` (ignored: it needs root and the test interpreters) runs
 //! fixtures/memory/objects.py on every test build, reads the running interpreter through a
-//! recording `Memory` the way tracer does (thread states, frames, locals, one census pass, the
-//! script's strings, dict and list), and saves the pages read with the facts the script printed
-//! about itself (object addresses, lengths, the line it sleeps on) in
-//! fixtures/memory/<build>.pages. `replay_fixtures` decodes every fixture again from its pages
-//! alone and checks the result against those facts. Regenerate with
-//! `cargo test -p tracer --release -- --ignored write_fixtures`.
+//! recording `Memory` the way tracer does (thread states, frames, locals, a suspended coroutine's
+//! locals, the uses code objects make of a name, one census pass, the script's strings, dict and
+//! list), and saves the pages read with the facts the script printed about itself (object
+//! addresses, lengths, the lines it sleeps and waits on) in fixtures/memory/<build>.pages.
+//! `replay_fixtures` decodes every fixture again from its pages alone and checks the result
+//! against those facts; every build's fixture must be there. Regenerate with
+//! `cargo test -p tracer-cpython --release -- --ignored write_fixtures` (root).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -154,6 +155,47 @@ fn decode(
         .into_iter()
         .map(|(a, n)| json!([a, n]))
         .collect();
+    // A suspended coroutine's frame and locals.
+    let coro = facts["suspended"]["id"].as_u64().unwrap();
+    let suspended: Vec<Value> = rt
+        .suspended_locals(&[coro])
+        .into_iter()
+        .map(|f| {
+            json!([
+                f.label.to_string(),
+                f.locals.iter().map(|l| &l.0).collect::<Vec<_>>()
+            ])
+        })
+        .collect();
+    // The uses code objects make of a name, and whether they add to containers.
+    let uses = &facts["uses"];
+    let labels =
+        |v: Vec<crate::frame::Frame>| -> Vec<String> { v.iter().map(|f| f.to_string()).collect() };
+    let global_uses: Vec<Vec<String>> = uses["global"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| labels(rt.global_uses(u[0].as_u64().unwrap(), u[1].as_str().unwrap())))
+        .collect();
+    let attr_uses: Vec<Vec<String>> = uses["attr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| labels(rt.attr_uses(u[0].as_u64().unwrap(), u[1].as_u64().unwrap())))
+        .collect();
+    let adds: Vec<Option<bool>> = uses["adds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| rt.adds_to_containers(u[0].as_u64().unwrap()))
+        .collect();
+    // What the census's facts say of one container's uses.
+    let census_facts = census.facts();
+    let used = census_facts
+        .containers
+        .iter()
+        .find(|c| c.name.as_deref() == uses["census"]["name"].as_str())
+        .map(|c| json!({"uses": labels(c.uses.clone()), "readers": labels(c.readers.clone())}));
     let list_item_type = list
         .as_ref()
         .and_then(|l| l.first())
@@ -168,6 +210,11 @@ fn decode(
         "list": list,
         "list_item_type": list_item_type,
         "census": census.names(),
+        "suspended": suspended,
+        "global_uses": global_uses,
+        "attr_uses": attr_uses,
+        "adds": adds,
+        "census_uses": used,
         "paths": paths,
         "census_error": census.error,
     })
@@ -270,18 +317,25 @@ fn replay_fixtures() {
         }
         seen.push(name);
     }
-    for want in [
-        "pyenv-3.8",
-        "pyenv-3.9",
-        "pyenv-3.10",
-        "pyenv-3.11",
-        "pyenv-3.12",
-        "pyenv-3.13",
+    // Every build's fixture, each once.
+    seen.sort();
+    let want = [
         "debian-bookworm-3.11",
-    ] {
+        "debian-sid-3.14",
+        "debian-sid-3.15",
+        "debian-trixie-3.13",
+        "pyenv-3.10.",
+        "pyenv-3.11.",
+        "pyenv-3.12.",
+        "pyenv-3.13.",
+        "pyenv-3.8.",
+        "pyenv-3.9.",
+    ];
+    assert_eq!(seen.len(), want.len(), "fixtures {seen:?}, want {want:?}");
+    for (have, want) in seen.iter().zip(want) {
         assert!(
-            seen.iter().any(|s| s.starts_with(want)),
-            "no fixture for {want} (have {seen:?})"
+            have.starts_with(want),
+            "fixtures {seen:?}: {have} is not {want}"
         );
     }
 }
@@ -362,9 +416,56 @@ fn check(name: &str, facts: &Value, got: &Value) {
             assert!(have.contains(w), "{name}: no reference path {w}: {have:?}");
         }
     }
+    // The suspended coroutine: its frame at the line it waits at, and its local.
+    let s = &facts["suspended"];
+    assert_eq!(
+        got["suspended"],
+        json!([[s["frame"], s["locals"]]]),
+        "{name}: suspended coroutine"
+    );
+    // The uses of a name that code objects make (the lines), and which functions add to
+    // containers: a store into a subscript, an adding method, or neither (a reader).
+    let uses = &facts["uses"];
+    for (kind, key) in [("global", "global_uses"), ("attr", "attr_uses")] {
+        let want: Vec<&Value> = uses[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| &u[2])
+            .collect();
+        let have: Vec<&Value> = got[key].as_array().unwrap().iter().collect();
+        assert_eq!(have, want, "{name}: {kind} uses");
+    }
+    let want: Vec<&Value> = uses["adds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u[1])
+        .collect();
+    let have: Vec<&Value> = got["adds"].as_array().unwrap().iter().collect();
+    assert_eq!(have, want, "{name}: functions that add to containers");
+    // The census's facts: the container's uses (other functions may use it too), the readers
+    // among them, and the function that stores into it is not one.
+    let (want, have) = (&uses["census"], &got["census_uses"]);
+    for k in ["uses", "readers"] {
+        for u in want[k].as_array().unwrap() {
+            assert!(
+                have[k].as_array().is_some_and(|h| h.contains(u)),
+                "{name}: the census's {k} of {} lack {u}: {have}",
+                want["name"]
+            );
+        }
+    }
+    let feeder = &want["uses"][0];
+    assert!(
+        !have["readers"].as_array().unwrap().contains(feeder),
+        "{name}: {feeder} feeds {}, it is not a reader",
+        want["name"]
+    );
     let names = got["census"].as_array().unwrap();
     let mut wanted: Vec<&Value> = facts["globals"].as_array().unwrap().iter().collect();
     wanted.push(&facts["local"]);
+    wanted.push(&facts["suspended"]["container"]);
     for w in wanted {
         assert!(
             names.contains(w),
