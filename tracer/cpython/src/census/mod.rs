@@ -66,18 +66,21 @@ const MAX_STACK_SAMPLES: usize = 20_000;
 
 pub use facts::{CensusFacts, ContainerFacts, Holds, TaskFacts, TasksFacts, TypeFacts};
 
+/// A series: (seconds since tracing began, count) at each pass.
+pub type Points = [(f64, u64)];
+
 /// The rules the census asks while it collects (it judges nothing itself): given by its caller
-/// (tracer's verdict rules), kept for its life. Series are (seconds since tracing began, count).
+/// (tracer's verdict rules), kept for its life.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     /// Containers' length series, in the order to describe them (the most worth it first): each
     /// one's index, and whether its length is judged growing.
-    pub rank: fn(&[&[(f64, u64)]]) -> Vec<(usize, bool)>,
+    pub rank: fn(&[&Points]) -> Vec<(usize, bool)>,
     /// A container is suspect: reason enough to look for its name and sample the stacks that
     /// use it (growing, or rising pass after pass before a verdict can say).
-    pub suspect: fn(&[(f64, u64)]) -> bool,
+    pub suspect: fn(&Points) -> bool,
     /// A class's object count is judged growing (where one of its objects is held is searched).
-    pub objects_growing: fn(&[(f64, u64)]) -> bool,
+    pub objects_growing: fn(&Points) -> bool,
 }
 
 impl Rules {
