@@ -273,6 +273,8 @@ fn test(extra: &[String]) -> Result<(), String> {
         "-p",
         "tracer",
         "-p",
+        "tracer-cpython",
+        "-p",
         "tracer-common",
         "-p",
         "xtask",
