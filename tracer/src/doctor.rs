@@ -76,7 +76,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
     }
     if let Some(pid) = pid {
         outln!();
-        let interp = match python::inspect_pid(pid) {
+        let interp = match python::inspect_pid(pid).map_err(crate::error::Error::from) {
             Ok(i) => i,
             Err(e) => {
                 line(false, &format!("pid {pid}"), &e.to_string());
@@ -179,7 +179,7 @@ pub fn run(pid: Option<u32>) -> Result<i32> {
                         .type_type_vaddr
                         .map(|v| v.wrapping_add(bias))
                         .unwrap_or(0);
-                    let census = Census::new(pid, l, rt, type_type);
+                    let census = Census::new(pid, l, rt, type_type, crate::verdict::census_rules());
                     match census.find_heads() {
                         Ok(heads) => {
                             let at: Vec<String> = heads.iter().map(|h| h.to_string()).collect();

@@ -66,6 +66,21 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The interpreter inspection's errors, each the same case here (said by `Display` above).
+impl From<crate::python::error::Error> for Error {
+    fn from(e: crate::python::error::Error) -> Error {
+        use crate::python::error::Error as E;
+        match e {
+            E::NotPrivileged => Error::NotPrivileged,
+            E::NoSuchPid(pid) => Error::NoSuchPid(pid),
+            E::NotPython { pid, comm } => Error::NotPython { pid, comm },
+            E::Exited { pid, comm } => Error::Exited { pid, comm },
+            E::Unsupported { what, version } => Error::Unsupported { what, version },
+            E::Other(msg) => Error::Other(msg),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Keeps a message on one line.

@@ -335,7 +335,7 @@ fn inspect_exec(pid: u32) -> Result<Option<Interpreter>> {
         return Ok(None);
     };
     let path = file.to_string_lossy().into_owned();
-    python::inspect_file(&path, &file)
+    Ok(python::inspect_file(&path, &file)?)
 }
 
 /// Ends processes of the launched tree that still run (the Python processes it started, which

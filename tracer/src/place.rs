@@ -8,6 +8,8 @@
 //! standard library, everything else is the application. `--app-path DIR` (repeatable) replaces it:
 //! only files under those directories are the application.
 
+use crate::python::stdlib::{is_package, is_stdlib};
+
 /// The origin of a frame's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -58,42 +60,6 @@ impl AppPaths {
     pub fn is_app(&self, file: &str) -> bool {
         self.origin(file) == Origin::App
     }
-}
-
-/// A file of the standard library (not a package installed beside it).
-pub fn is_stdlib_file(file: &str) -> bool {
-    is_stdlib(file) && !is_package(file)
-}
-
-fn is_package(file: &str) -> bool {
-    file.contains("/site-packages/") || file.contains("/dist-packages/")
-}
-
-/// `.../lib/python3.12/...`, `.../lib64/python3.9/...`, `<frozen importlib._bootstrap>`.
-fn is_stdlib(file: &str) -> bool {
-    if file.starts_with("<frozen ") {
-        return true;
-    }
-    let mut parts = file.split('/').peekable();
-    while let Some(p) = parts.next() {
-        if (p == "lib" || p == "lib64") && parts.peek().is_some_and(|n| is_python_dir(n)) {
-            return true;
-        }
-    }
-    false
-}
-
-/// `python3.12`, `python2.7`, `python3.13t`.
-fn is_python_dir(name: &str) -> bool {
-    let Some(v) = name.strip_prefix("python") else {
-        return false;
-    };
-    let v = v.trim_end_matches(['t', 'd', 'm']);
-    let mut it = v.split('.');
-    matches!((it.next(), it.next(), it.next()), (Some(a), Some(b), None)
-        if !a.is_empty() && !b.is_empty()
-            && a.bytes().all(|c| c.is_ascii_digit())
-            && b.bytes().all(|c| c.is_ascii_digit()))
 }
 
 /// Of a stack of files (root first), the index of the innermost application frame.

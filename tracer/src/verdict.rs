@@ -13,6 +13,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::frame::{Frame, Marker};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     Growing,
@@ -310,6 +312,53 @@ pub fn grows_out_of_reach(rss: Verdict, containers: &[Verdict], types: &[Verdict
         && !types.contains(&Verdict::Growing)
 }
 
+/// The rules the heap census asks while it collects (it judges nothing itself): which containers
+/// to name and describe first, which are suspect, which classes grow.
+pub fn census_rules() -> crate::python::census::Rules {
+    crate::python::census::Rules {
+        rank: rank_containers,
+        suspect: container_suspect,
+        objects_growing: |s| judge_counts(Series::Objects, s).verdict == Verdict::Growing,
+    }
+}
+
+/// Census containers' length series in the order of every list of judged things (growing first,
+/// fastest first, then the longest): (index, judged growing).
+pub fn rank_containers(series: &[&[(f64, u64)]]) -> Vec<(usize, bool)> {
+    let mut v: Vec<(usize, Trend, u64)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let len = s.last().map(|p| p.1).unwrap_or(0);
+            (i, judge_counts(Series::Items, s), len)
+        })
+        .collect();
+    v.sort_by(|a, b| order(&a.1, a.2, &b.1, b.2));
+    v.into_iter().map(|(i, t, _)| (i, growing(&t))).collect()
+}
+
+/// A census container is suspect when its length is judged growing, or rose at each of the last
+/// three passes (not a verdict yet: reason enough to look for its name and sample the stacks
+/// that use it).
+pub fn container_suspect(s: &[(f64, u64)]) -> bool {
+    let rising = s.len() >= 3 && s[s.len() - 3..].windows(2).all(|w| w[1].1 > w[0].1);
+    rising || growing(&judge_counts(Series::Items, s))
+}
+
+/// The grouping key of what verdicts judge (memory sites, descriptor sites): verdicts judge
+/// Python call paths: the native frames below them (which C routine allocated,
+/// or first touched a page in watch mode) would split one line's growth into several stacks.
+pub fn verdict_key(frames: Vec<Frame>) -> Vec<Frame> {
+    if frames.iter().any(Frame::is_python) {
+        frames
+            .into_iter()
+            .filter(|f| f.is_python() || *f == Frame::Marker(Marker::Truncated))
+            .collect()
+    } else {
+        frames
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,5 +553,33 @@ mod tests {
             judge(&series(&[0., 10., 20.]), 1.0).verdict,
             Verdict::Unknown
         );
+    }
+
+    #[test]
+    fn the_grouping_key_keeps_python_frames() {
+        let st = vec![
+            Frame::python("main", "app.py", Some(3)),
+            Frame::python("_find", "<frozen importlib._bootstrap>", Some(1)),
+            Frame::native("PyList_Append"),
+        ];
+        assert_eq!(verdict_key(st.clone()), st[..2].to_vec());
+        let native = vec![Frame::native("malloc")];
+        assert_eq!(verdict_key(native.clone()), native);
+    }
+
+    #[test]
+    fn census_rules_rank_and_suspect() {
+        let up: Vec<(f64, u64)> = (0..8).map(|i| (i as f64 * 10.0, 100 + 500 * i)).collect();
+        let flat: Vec<(f64, u64)> = (0..8).map(|i| (i as f64 * 10.0, 8000)).collect();
+        let small: Vec<(f64, u64)> = (0..8).map(|i| (i as f64 * 10.0, 10)).collect();
+        assert_eq!(
+            rank_containers(&[&small, &flat, &up]),
+            vec![(2, true), (1, false), (0, false)]
+        );
+        assert!(container_suspect(&up) && !container_suspect(&flat));
+        // Rising at each of the last passes, too early for a verdict.
+        assert!(container_suspect(&[(0.0, 1), (1.0, 2), (2.0, 3)]));
+        assert!(!container_suspect(&[(0.0, 1), (1.0, 2)]));
+        assert!((super::census_rules().objects_growing)(&up));
     }
 }

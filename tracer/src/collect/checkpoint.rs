@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use super::Collector;
 use crate::config::Mode;
-use crate::frame::{verdict_key, Frame};
+use crate::frame::Frame;
 use crate::snapshot::StackKey;
 use crate::util::monotonic_ns;
+use crate::verdict::verdict_key;
 
 impl Collector {
     /// Records every live target's last snapshot as a checkpoint, grouped by frames.

@@ -110,7 +110,7 @@ impl Collector {
             let same = procfs::stat(e.pid)
                 .is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == e.start_ticks);
             let result = if same {
-                python::inspect_pid(e.pid)
+                python::inspect_pid(e.pid).map_err(crate::error::Error::from)
             } else {
                 Err(crate::error::Error::NoSuchPid(e.pid))
             };

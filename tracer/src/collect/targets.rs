@@ -393,7 +393,7 @@ impl Target {
             traced_for: self
                 .exited_after
                 .unwrap_or_else(|| self.attached_at.elapsed()),
-            census: self.census.as_ref().map(|c| c.report()),
+            census: self.census.as_ref().map(|c| c.facts()),
             resident: &self.resident.readings,
             warning: self.threads.warning.clone().or_else(|| {
                 // Never silent: a layout that could not be checked was never used.

@@ -117,7 +117,13 @@ impl Collector {
                 }
                 if self.census && t.census.is_none() {
                     let type_type = t.watch.type_type.unwrap_or(0);
-                    t.census = Some(Census::new(t.pid, layout, rt.wrapping_add(bias), type_type));
+                    t.census = Some(Census::new(
+                        t.pid,
+                        layout,
+                        rt.wrapping_add(bias),
+                        type_type,
+                        crate::verdict::census_rules(),
+                    ));
                 }
             }
             if !fresh && t.threads.next_refresh.is_some_and(|n| Instant::now() < n) {

@@ -128,7 +128,7 @@ pub(super) fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Opti
             break;
         }
         let pid = found.pid;
-        let interp = match python::inspect_pid(pid) {
+        let interp = match python::inspect_pid(pid).map_err(Error::from) {
             Ok(i) => i,
             Err(Error::NotPython { .. }) => continue,
             Err(Error::NoSuchPid(_) | Error::Exited { .. }) => {

@@ -181,7 +181,7 @@ fn run_with(args: RecordArgs, out_dir: &mut Option<OutputDir>) -> Result<i32> {
     for (pid, interp) in running {
         // Loading the probes took a second or two: a program that exec'd meanwhile is read
         // again (the kernel counts its execs from the attach on).
-        let interp = match python::inspect_pid(pid) {
+        let interp = match python::inspect_pid(pid).map_err(Error::from) {
             Ok(now) if now.file_id != interp.file_id || now.bias != interp.bias => now,
             _ => interp,
         };

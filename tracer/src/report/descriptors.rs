@@ -2,7 +2,8 @@
 //! per file.
 
 use super::FdStack;
-use crate::frame::{verdict_key, Frame};
+use crate::frame::Frame;
+use crate::verdict::verdict_key;
 
 /// Descriptors opened at one place (same stack, same kind of resource), whatever they name.
 #[derive(Debug, Clone, PartialEq)]

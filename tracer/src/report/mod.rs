@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tracer_common::stat;
 
-/// What the heap census found (plain data made by the census, read by the renderers).
-pub use crate::snapshot::census;
+/// What the heap census found, judged (the census's facts -> containers, types, tasks).
+pub mod census;
 
 mod archive;
 mod census_reading;

@@ -104,7 +104,7 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         suspects: suspects(t, &allocs, now, t.windows > 0, watch_biased(t), paths),
         checkpoints: t.history.len(),
         growth: growth(t),
-        census: t.census.clone(),
+        census: t.census.as_ref().map(super::census::judge),
         resident: resident::report(t.resident),
         heap_growth: resident::heap_growth(snap),
         warning: t.warning.clone(),

@@ -2,9 +2,10 @@
 //! and verdict over the readings, and what that says (a leak in objects, fragmentation, native
 //! memory, buffers).
 
-use crate::frame::{verdict_key, Frame};
+use crate::frame::Frame;
 use crate::resident::{glibc::Heaps, pymalloc::Pools, Breakdown, Part};
 use crate::snapshot::ProcSnapshot;
+use crate::verdict::verdict_key;
 use crate::verdict::{self, judge, Trend, Verdict};
 
 /// One part of resident memory.

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::{AllocStack, AppPaths, Resource, Suspect, Via, MAX_SUSPECTS, MAX_VIA};
-use crate::frame::{verdict_key, Frame};
+use crate::frame::Frame;
 use crate::place::innermost_app;
 use crate::snapshot::{Checkpoint, TargetView};
+use crate::verdict::verdict_key;
 use crate::verdict::{self, judge_sampled, judge_series, Series, Trend, Verdict};
 
 /// A stack's place: the key its series is judged under, its application frame, and the frames

@@ -10,8 +10,9 @@ use std::time::Duration;
 use tracer_common::{FdInfo, FdKind, PidStats, PATH_LEN};
 
 use crate::config::Mode;
-use crate::frame::{verdict_key, Frame};
-use census::CensusReport;
+use crate::frame::Frame;
+use crate::verdict::verdict_key;
+use census::CensusFacts;
 
 /// A stack's frames, root first, shared by every checkpoint that has it (a recording of hours
 /// keeps each stack once, not once per checkpoint).
@@ -210,7 +211,7 @@ pub struct TargetView<'a> {
     pub armed: Duration,
     /// How long it has been (or was, until it ended) traced.
     pub traced_for: Duration,
-    pub census: Option<CensusReport>,
+    pub census: Option<CensusFacts>,
     /// Resident memory split into parts, at each census pass (seconds since tracing began).
     pub resident: &'a [(f64, crate::resident::Breakdown)],
     /// What tracer cannot read in this process, one line.
