@@ -8,13 +8,11 @@
 //! naturally passes, tracer says that the workers are not traced and how to trace them, and
 //! `--children` traces the worker.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::apps::Server;
-use common::*;
+use tracer_tests::apps::Server;
+use tracer_tests::*;
 
 /// The venv's python (Flask and gunicorn from PyPI, pyenv's 3.12).
 fn venv() -> PathBuf {

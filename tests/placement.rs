@@ -6,13 +6,11 @@
 //! thread pool leaks through `tempfile.mkstemp` are the app's `spool` line, not `tempfile.py`;
 //! and `--app-path` moves the placement to the directories it names.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tracer_tests::*;
 
 /// The venv with Flask from PyPI (pyenv's 3.12; shared with the other test files that run the
 /// apps).

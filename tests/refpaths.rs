@@ -9,11 +9,9 @@
 //! (`user_logger` via logging's `getLogger`; `price`, which calls the cached method); the same
 //! service without the leaks has nothing growing.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use tracer_tests::*;
 
 /// A venv with Flask and gunicorn from PyPI for pyenv's 3.`minor` (shared with the other test
 /// files that run the apps).
