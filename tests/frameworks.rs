@@ -33,14 +33,6 @@ fn app_line(name: &str, needle: &str) -> usize {
     apps::app_line(name, needle) as usize
 }
 
-/// The healthy twin: nothing in the census grows (containers, types, tasks), and no
-/// descriptor suspect does.
-fn assert_healthy(p: &Process, what: &str) {
-    assert_nothing_grows(p, what);
-    for s in p.suspects_of("descriptors") {
-        assert_ne!(s.verdict, "growing", "{what}: {s:?}");
-    }
-}
 
 const AIO_PATHS: &str = "/event/{n}";
 

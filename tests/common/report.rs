@@ -385,6 +385,14 @@ pub fn assert_nothing_grows(p: &Process, what: &str) {
     }
 }
 
+/// The same, and no descriptor suspect grows either.
+pub fn assert_healthy(p: &Process, what: &str) {
+    assert_nothing_grows(p, what);
+    for s in p.suspects_of("descriptors") {
+        assert_ne!(s.verdict, "growing", "{what}: pid {}: {s:?}", p.pid);
+    }
+}
+
 impl Census {
     /// The container named `name`, if listed.
     pub fn container(&self, name: &str) -> Option<&Container> {
