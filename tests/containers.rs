@@ -307,7 +307,11 @@ fn runc_containers_by_name_and_id() {
     // The healthy container: nothing grows.
     let q = process(&report, quiet.pid);
     assert_eq!(q.container.as_deref(), Some(&quiet_id[..12]), "{q:?}");
-    let grows: Vec<&Suspect> = q.suspects.iter().filter(|s| s.verdict == "growing").collect();
+    let grows: Vec<&Suspect> = q
+        .suspects
+        .iter()
+        .filter(|s| s.verdict == "growing")
+        .collect();
     assert!(grows.is_empty(), "the healthy container grows: {grows:?}");
     // The heap census (read through the container's pid, as any other): the leaking list, named
     // and growing in the leaking container; nothing growing in the healthy one.

@@ -33,7 +33,6 @@ fn app_line(name: &str, needle: &str) -> usize {
     apps::app_line(name, needle) as usize
 }
 
-
 const AIO_PATHS: &str = "/event/{n}";
 
 /// The task set of the aiohttp app: named by its module global, growing, with `handle`'s

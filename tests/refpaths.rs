@@ -102,10 +102,7 @@ fn leaks_named(minor: u32) {
     let logger_type = c
         .type_named("Logger")
         .unwrap_or_else(|| panic!("3.{minor}: no Logger type: {c:?}"));
-    assert_eq!(
-        logger_type.verdict, "growing",
-        "3.{minor}: {logger_type:?}"
-    );
+    assert_eq!(logger_type.verdict, "growing", "3.{minor}: {logger_type:?}");
     let held = logger_type.held_at.as_deref().unwrap_or_default();
     assert!(
         held.starts_with("logging.Logger.manager.loggerDict[\"user-")

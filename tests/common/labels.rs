@@ -78,6 +78,19 @@ pub fn service_line(label: &str) -> Option<u32> {
     file.ends_with("/service.py").then(|| n.parse().ok())?
 }
 
+/// The same, strictly, for a label that is a Python frame or a stack's leaf: None for a frame
+/// of another file (or a leaf that is no Python frame), a panic for a label that names
+/// service.py but does not read as `function (/path/service.py:LINE)` (a test that compares
+/// lines would pass on nothing if the labels stopped reading).
+pub fn service_line_strict(label: &str) -> Option<u32> {
+    if !label.contains("service.py") {
+        return None;
+    }
+    Some(service_line(label).unwrap_or_else(|| {
+        panic!("a service.py frame that does not read as `function (/path/service.py:LINE)`: {label:?}")
+    }))
+}
+
 /// The line number of the first line of a workload that contains `text`.
 pub fn line_of(script: &str, text: &str) -> usize {
     std::fs::read_to_string(workload(script))
