@@ -100,3 +100,27 @@ pub fn line_of(script: &str, text: &str) -> usize {
         .unwrap_or_else(|| panic!("{text:?} not in {script}"))
         + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_lines_read_strictly() {
+        assert_eq!(
+            service_line_strict("handle_leak (/w/tests/workloads/service.py:42)"),
+            Some(42)
+        );
+        assert_eq!(
+            service_line_strict("append (/usr/lib/python3.11/json/__init__.py:3)"),
+            None
+        );
+        assert_eq!(service_line_strict("[unknown]"), None);
+        for bad in [
+            "handle_leak (/w/service.py line 42)",
+            "handle_leak (/w/service.py)",
+        ] {
+            assert!(std::panic::catch_unwind(|| service_line_strict(bad)).is_err());
+        }
+    }
+}

@@ -416,3 +416,52 @@ impl Container {
         self.holds.as_ref()?.types.first().map(|t| t.0.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process entry of report.json with a census of one container and one type, and a
+    /// field no struct knows.
+    fn process(passes: u64, container: &str, type_verdict: &str, fds: &str) -> Process {
+        let json = format!(
+            r#"{{"pid": 7, "comm": "python3", "container": null, "interpreter": "CPython 3.12",
+            "exited_after_s": null, "exec_into": null, "checkpoints": 5,
+            "outstanding_bytes": 0, "outstanding_allocations": 0, "open_fds": 3,
+            "sampled": true, "heap_growth": [], "warning": null, "resident": null,
+            "a_field_added_later": {{"x": 1}},
+            "suspects": [{{"resource": "descriptors", "verdict": "{fds}",
+                "growth_per_min": null, "now": 3, "objects": 3, "oldest_age_s": null,
+                "line": "f (/a.py:1)", "stack": [], "app_frame": null, "via": []}}],
+            "census": {{"passes": {passes}, "partial_passes": 0, "last_pass_ms": 1.0,
+                "objects": 10, "stack_samples": 0, "rss_bytes": 1, "rss_verdict": "stable",
+                "rss_growth_per_min": 0.0, "error": null, "tasks": null,
+                "containers": [{{"name": "m.X", "named": true, "type": "list", "len": 1,
+                    "verdict": "{container}", "growth_per_min": 0.0, "root": "global",
+                    "fed_from": null, "uses": [], "stacks": [], "holds": null}}],
+                "types": [{{"name": "dict", "count": 9, "verdict": "{type_verdict}",
+                    "growth_per_min": 0.0, "held_at": null}}]}}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_ignored_null_rates_read() {
+        let p = process(5, "stable", "stable", "stable");
+        assert!(p.suspects[0].growth_per_min.is_nan());
+        assert_eq!(p.census().container("m.X").unwrap().type_name, "list");
+    }
+
+    #[test]
+    fn the_healthy_check_fails_on_what_grows_and_on_too_few_passes() {
+        assert_healthy(&process(5, "stable", "stable", "stable"), "healthy");
+        for p in [
+            process(5, "growing", "stable", "stable"),
+            process(5, "stable", "growing", "stable"),
+            process(5, "stable", "stable", "growing"),
+            process(JUDGED_PASSES - 1, "stable", "stable", "stable"),
+        ] {
+            assert!(std::panic::catch_unwind(|| assert_healthy(&p, "twin")).is_err());
+        }
+    }
+}
