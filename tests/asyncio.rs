@@ -12,13 +12,11 @@
 //!   uses are the app's lines (none of the standard library's functions that merely name some
 //!   `_state`), the tasks pile up at the app's lines; the healthy twin shows nothing growing.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use common::*;
+use tracer_tests::*;
 
 /// The asyncio workload on `b` in `mode`, logging its task count into `dir`.
 fn start_tasks(b: &Build, mode: &str, dir: &TempDir) -> (Proc, std::path::PathBuf) {
@@ -45,7 +43,7 @@ fn start_tasks(b: &Build, mode: &str, dir: &TempDir) -> (Proc, std::path::PathBu
 }
 
 /// `tracer record --mode watch -p PID -d SECS --interval 5s`: report.json, and the summary.
-fn watch(pid: u32, secs: u32) -> (serde_json::Value, String) {
+fn watch(pid: u32, secs: u32) -> (Report, String) {
     let (report, f) = apps::record(&[
         "-p",
         &pid.to_string(),
@@ -57,6 +55,14 @@ fn watch(pid: u32, secs: u32) -> (serde_json::Value, String) {
         "5s",
     ]);
     (report, f.stdout)
+}
+
+/// The asyncio tasks of the census of the report's process.
+fn tasks_of<'a>(report: &'a Report, what: &str) -> &'a Tasks {
+    let c = report.first().census();
+    c.tasks
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: no asyncio task counted: {c:?}"))
 }
 
 /// The app's own count (`WALL_CLOCK COUNT` lines) nearest to `at` (seconds since the epoch).
@@ -76,48 +82,43 @@ fn app_count(log: &Path, at: f64) -> (u64, f64) {
 /// Tasks piling up (`set`: kept in a set; `orphan`: never awaited): pending counts over time
 /// within a few tasks of the app's own (40 new ones a second, the app logs every 0.25 s), the
 /// verdict growing, and the coroutine placed at the line its tasks wait at.
-fn tasks_pile_up(b: &Build, mode: &str, waits: &str) -> serde_json::Value {
+fn tasks_pile_up(b: &Build, mode: &str, waits: &str) -> Report {
     let dir = b.tempdir("tasks");
     let (p, log) = start_tasks(b, mode, &dir);
     let (report, summary) = watch(p.pid(), 26);
-    let tasks = &report["processes"][0]["census"]["tasks"];
-    assert_eq!(tasks["verdict"], "growing", "{}: {tasks}", b.name);
-    let series = tasks["series"].as_array().unwrap();
-    assert!(series.len() >= 4, "{}: {tasks}", b.name);
-    let started = report["started_unix"].as_f64().unwrap();
-    for point in series {
-        let (at, n) = (point[0].as_f64().unwrap(), point[1].as_u64().unwrap());
-        let (app, dt) = app_count(&log, started + at);
+    let tasks = tasks_of(&report, &b.name);
+    assert_eq!(tasks.verdict, "growing", "{}: {tasks:?}", b.name);
+    assert!(tasks.series.len() >= 4, "{}: {tasks:?}", b.name);
+    for &(at, n) in &tasks.series {
+        let (app, dt) = app_count(&log, report.started_unix + at);
         let slack = 10 + app / 20;
         assert!(
             n.abs_diff(app) <= slack,
-            "{}: {n} pending at {at:.1}s, the app counted {app} ({dt:+.2}s away): {tasks}",
+            "{}: {n} pending at {at:.1}s, the app counted {app} ({dt:+.2}s away): {tasks:?}",
             b.name
         );
     }
     let line = line_of("asyncio_tasks.py", waits);
-    let top = tasks["by_coroutine"]
-        .as_array()
-        .unwrap()
+    let top = tasks
+        .by_coroutine
         .iter()
-        .find(|g| {
-            g["coroutine"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("asyncio_tasks.py:{line})"))
-        })
+        .find(|g| g.coroutine.ends_with(&format!("asyncio_tasks.py:{line})")))
         .unwrap_or_else(|| {
             panic!(
-                "{}: no tasks waiting at asyncio_tasks.py:{line}: {tasks}",
+                "{}: no tasks waiting at asyncio_tasks.py:{line}: {tasks:?}",
                 b.name
             )
         });
-    assert_eq!(top["verdict"], "growing", "{}: {top}", b.name);
+    assert_eq!(top.verdict, "growing", "{}: {top:?}", b.name);
     if mode != "awaited" {
         // Kept in a set or never awaited: no task awaits them.
         assert!(
-            top["awaited_by"][0]["coroutine"].is_null(),
-            "{}: {top}",
+            top.awaited_by
+                .first()
+                .expect("awaited_by")
+                .coroutine
+                .is_none(),
+            "{}: {top:?}",
             b.name
         );
     }
@@ -134,27 +135,21 @@ fn tasks_pile_up(b: &Build, mode: &str, waits: &str) -> serde_json::Value {
 #[test]
 fn tasks_awaited_by_their_parent_312() {
     let report = tasks_pile_up(&pyenv(12), "awaited", "# SET WAITS HERE");
-    let groups = report["processes"][0]["census"]["tasks"]["by_coroutine"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let groups = &tasks_of(&report, "pyenv 3.12").by_coroutine;
     let parent = line_of("asyncio_tasks.py", "# PARENT WAITS HERE");
     let child = groups
         .iter()
-        .find(|g| {
-            g["coroutine"]
-                .as_str()
-                .unwrap()
-                .starts_with("hold_session (")
-        })
+        .find(|g| g.coroutine.starts_with("hold_session ("))
         .unwrap_or_else(|| panic!("{groups:?}"));
     assert_eq!(
-        child["awaited_by"][0]["coroutine"]
-            .as_str()
+        child
+            .awaited_by
+            .first()
+            .and_then(|a| a.coroutine.as_deref())
             .map(|c| c.starts_with("parent (")
                 && c.ends_with(&format!("asyncio_tasks.py:{parent})"))),
         Some(true),
-        "{child}"
+        "{child:?}"
     );
 }
 
@@ -175,9 +170,9 @@ fn tasks_that_end_do_not_pile_up_312() {
     let dir = b.tempdir("tasks-healthy");
     let (p, _log) = start_tasks(&b, "healthy", &dir);
     let (report, summary) = watch(p.pid(), 26);
-    let tasks = &report["processes"][0]["census"]["tasks"];
-    assert_ne!(tasks["verdict"], "growing", "{tasks}");
-    assert!(tasks["pending"].as_u64().unwrap() < 20, "{tasks}");
+    let tasks = tasks_of(&report, "pyenv 3.12");
+    assert_ne!(tasks.verdict, "growing", "{tasks:?}");
+    assert!(tasks.pending < 20, "{tasks:?}");
     assert!(!summary.contains("piling up"), "{summary}");
 }
 
@@ -217,59 +212,44 @@ fn fastapi_state_and_tasks_placed_debian_313() {
 
 fn fastapi_leaks_placed(served: &apps::Served, what: &str) {
     let (report, summary) = watch(served.pid(), 40);
-    let c = &report["processes"][0]["census"];
-    let sessions = c["containers"]
-        .as_array()
-        .unwrap()
+    let c = report.first().census();
+    let sessions = c
+        .containers
         .iter()
-        .find(|k| {
-            k["name"]
-                .as_str()
-                .unwrap()
-                .ends_with(r#"app.state._state["sessions"]"#)
-        })
-        .unwrap_or_else(|| panic!("{what}: app.state's sessions not named: {c}"));
-    assert_eq!(sessions["verdict"], "growing", "{what}: {sessions}");
+        .find(|k| k.name.ends_with(r#"app.state._state["sessions"]"#))
+        .unwrap_or_else(|| panic!("{what}: app.state's sessions not named: {c:?}"));
+    assert_eq!(sessions.verdict, "growing", "{what}: {sessions:?}");
     // Sized: each session's dict with what it alone holds (its list of scopes, its history).
-    let each = sessions["holds"]["mean_deep_bytes"].as_f64().unwrap_or(0.0);
-    assert!((200.0..4096.0).contains(&each), "{what}: {sessions}");
-    let uses: Vec<&str> = sessions["uses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap())
-        .collect();
+    let each = sessions.holds.as_ref().map_or(0.0, |h| h.mean_deep_bytes);
+    assert!((200.0..4096.0).contains(&each), "{what}: {sessions:?}");
+    let uses = &sessions.uses;
     let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
     assert!(
         uses.iter()
             .any(|u| u.starts_with("login (") && u.ends_with(&format!("fastapi_app.py:{login})"))),
-        "{what}: the storing line fastapi_app.py:{login} not among the uses: {sessions}"
+        "{what}: the storing line fastapi_app.py:{login} not among the uses: {sessions:?}"
     );
     assert!(
         uses.iter().all(|u| u.contains("fastapi_app.py:")),
-        "{what}: a use that does not touch app.state: {sessions}"
+        "{what}: a use that does not touch app.state: {sessions:?}"
     );
-    let tasks = &c["tasks"];
-    assert_eq!(tasks["verdict"], "growing", "{what}: {tasks}");
+    let tasks = c.tasks.as_ref().expect("asyncio tasks");
+    assert_eq!(tasks.verdict, "growing", "{what}: {tasks:?}");
     for (function, needle) in [
         ("watch_session", "# TASK WAITS"),
         ("refresh_cache", "# ORPHAN WAITS"),
     ] {
         let line = apps::app_line("fastapi_app.py", needle);
-        let g = tasks["by_coroutine"]
-            .as_array()
-            .unwrap()
+        let g = tasks
+            .by_coroutine
             .iter()
-            .find(|g| g["coroutine"].as_str().unwrap().starts_with(function))
-            .unwrap_or_else(|| panic!("{what}: no {function} tasks: {tasks}"));
+            .find(|g| g.coroutine.starts_with(function))
+            .unwrap_or_else(|| panic!("{what}: no {function} tasks: {tasks:?}"));
         assert!(
-            g["coroutine"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("fastapi_app.py:{line})")),
-            "{what}: {function} waits at fastapi_app.py:{line}: {g}"
+            g.coroutine.ends_with(&format!("fastapi_app.py:{line})")),
+            "{what}: {function} waits at fastapi_app.py:{line}: {g:?}"
         );
-        assert_eq!(g["verdict"], "growing", "{what}: {g}");
+        assert_eq!(g.verdict, "growing", "{what}: {g:?}");
     }
     assert!(
         summary.contains("asyncio tasks piling up"),
@@ -290,14 +270,6 @@ fn fastapi_without_leaks_312() {
         30,
     );
     let (report, summary) = watch(served.pid(), 40);
-    let c = &report["processes"][0]["census"];
-    assert!(c["error"].is_null(), "{c}");
-    for k in c["containers"].as_array().unwrap() {
-        assert_ne!(k["verdict"], "growing", "{k}");
-    }
-    for t in c["types"].as_array().unwrap() {
-        assert_ne!(t["verdict"], "growing", "{t}");
-    }
-    assert_ne!(c["tasks"]["verdict"], "growing", "{}", c["tasks"]);
+    assert_nothing_grows(report.first(), "FastAPI without leaks");
     assert!(!summary.contains("piling up"), "{summary}");
 }

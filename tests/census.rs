@@ -23,7 +23,7 @@ fn uses() -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn census_of(b: &Build, script: &str) -> serde_json::Value {
+fn census_of(b: &Build, script: &str) -> Census {
     let d = b.tempdir("census");
     let ready = d.0.join("ready");
     let w = Proc(b.command(script).arg(b.guest(&ready)).spawn().unwrap());
@@ -48,26 +48,20 @@ fn census_of(b: &Build, script: &str) -> serde_json::Value {
     let f = t.finish();
     assert!(f.stdout.contains("heap census"), "{}", f.stdout);
     assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    report["processes"][0]["census"].clone()
+    f.report().first().census().clone()
 }
 
 /// The census's container of that name.
-fn named<'a>(c: &'a serde_json::Value, name: &str, python: &str) -> &'a serde_json::Value {
-    c["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == name)
-        .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c}"))
+fn named<'a>(c: &'a Census, name: &str, python: &str) -> &'a Container {
+    c.container(name)
+        .unwrap_or_else(|| panic!("{python}: {name} not in the census: {c:?}"))
 }
 
 fn check(b: &Build) {
     let python = &b.name;
     let c = census_of(b, "registry.py");
-    assert!(c["error"].is_null(), "{python}: {c}");
-    assert!(c["passes"].as_u64().unwrap() >= 6, "{python}: {c}");
+    assert!(c.error.is_none(), "{python}: {c:?}");
+    assert!(c.passes >= 6, "{python}: {c:?}");
     let find = |name: &str| named(&c, name, python);
     let lines = uses();
     for (name, ty, tag, holds) in [
@@ -77,33 +71,31 @@ fn check(b: &Build) {
         ("__main__.Store.history", "list", "history", "float"),
     ] {
         let k = find(name);
-        assert_eq!(k["verdict"], "growing", "{python}: {k}");
-        assert_eq!(k["type"], ty, "{python}: {k}");
+        assert_eq!(k.verdict, "growing", "{python}: {k:?}");
+        assert_eq!(k.type_name, ty, "{python}: {k:?}");
         // About 50 items every 50 ms plus the loop's own time: between 20,000 and 60,000/min.
-        let rate = k["growth_per_min"].as_f64().unwrap();
-        assert!((15_000.0..70_000.0).contains(&rate), "{python}: {k}");
-        assert_eq!(k["holds"]["types"][0][0], holds, "{python}: {k}");
+        assert!(
+            (15_000.0..70_000.0).contains(&k.growth_per_min),
+            "{python}: {k:?}"
+        );
+        assert_eq!(k.holds_first(), Some(holds), "{python}: {k:?}");
         let line = format!("registry.py:{})", lines[tag]);
         assert!(
-            k["uses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|u| u.as_str().unwrap().ends_with(&line)),
-            "{python}: {name} used at line {line}: {k}"
+            k.uses.iter().any(|u| u.ends_with(&line)),
+            "{python}: {name} used at line {line}: {k:?}"
         );
     }
     let lru = find("__main__.REG.lru");
-    assert_eq!(lru["verdict"], "stable", "{python}: {lru}");
-    assert_eq!(lru["len"], 500, "{python}: {lru}");
+    assert_eq!(lru.verdict, "stable", "{python}: {lru:?}");
+    assert_eq!(lru.len, 500, "{python}: {lru:?}");
     // The collected cycles do not make their type grow. The census lists its ten types with the
     // growing ones first: when a type that is not growing is listed too, every growing type is
     // there, and Node is not one of them.
-    let types = c["types"].as_array().unwrap();
+    let types = &c.types;
     let growing: Vec<&str> = types
         .iter()
-        .filter(|t| t["verdict"] == "growing")
-        .filter_map(|t| t["name"].as_str())
+        .filter(|t| t.verdict == "growing")
+        .map(|t| t.name.as_str())
         .collect();
     assert!(
         growing.len() < types.len(),
@@ -125,25 +117,22 @@ fn check_locals(b: &Build) {
         ("run() local state.pending", "list"),
     ] {
         let k = find(name);
-        assert_eq!(k["verdict"], "growing", "{python}: {k}");
-        assert_eq!(k["type"], ty, "{python}: {k}");
+        assert_eq!(k.verdict, "growing", "{python}: {k:?}");
+        assert_eq!(k.type_name, ty, "{python}: {k:?}");
         // Where the frame runs: a line of run() in worker.py, and the stack down to it.
-        let at = k["uses"][0].as_str().unwrap_or("");
+        let at = k.uses.first().map_or("", String::as_str);
         assert!(
             at.starts_with("run (") && at.contains("worker.py:"),
-            "{python}: {k}"
+            "{python}: {k:?}"
         );
-        let frames: Vec<&str> = k["stacks"][0]["frames"]
-            .as_array()
-            .map(|v| v.iter().filter_map(|f| f.as_str()).collect())
-            .unwrap_or_default();
+        let frames: &[String] = k.stacks.first().map_or(&[], |s| &s.frames[..]);
         assert!(
             frames.len() == 2 && frames[0].starts_with("<module> (") && frames[1] == at,
-            "{python}: {k}"
+            "{python}: {k:?}"
         );
     }
     let recent = find("run() local recent");
-    assert_ne!(recent["verdict"], "growing", "{python}: {recent}");
+    assert_ne!(recent.verdict, "growing", "{python}: {recent:?}");
 }
 
 /// The locals of suspended coroutines are roots too: an asyncio task waiting on its queue is
@@ -152,20 +141,20 @@ fn check_suspended(b: &Build) {
     let python = &b.name;
     let c = census_of(b, "async_worker.py");
     let k = named(&c, "suspended consume() local sessions", python);
-    assert_eq!(k["verdict"], "growing", "{python}: {k}");
-    assert_eq!(k["type"], "dict", "{python}: {k}");
-    assert_eq!(k["root"], "local", "{python}: {k}");
+    assert_eq!(k.verdict, "growing", "{python}: {k:?}");
+    assert_eq!(k.type_name, "dict", "{python}: {k:?}");
+    assert_eq!(k.root, "local", "{python}: {k:?}");
     // Where the coroutine waits: a line of consume() in async_worker.py.
-    let at = k["uses"][0].as_str().unwrap_or("");
+    let at = k.uses.first().map_or("", String::as_str);
     assert!(
         at.starts_with("consume (") && at.contains("async_worker.py:"),
-        "{python}: {k}"
+        "{python}: {k:?}"
     );
     // Nothing else grows (its bounded `recent` list among them, when reported).
-    for k in c["containers"].as_array().unwrap() {
-        assert!(
-            k["verdict"] != "growing" || k["name"] == "suspended consume() local sessions",
-            "{python}: {k}"
+    for k in c.growing() {
+        assert_eq!(
+            k.name, "suspended consume() local sessions",
+            "{python}: {k:?}"
         );
     }
 }

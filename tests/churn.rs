@@ -7,15 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tracer_tests::*;
 
 /// The processes of report.json.
-fn processes(dir: &Path) -> Vec<Value> {
-    report_json(dir)["processes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+fn processes(dir: &Path) -> Vec<Process> {
+    read_report(dir).processes
 }
 
 /// A process's descriptor stacks from fds.folded: (frames, count).
@@ -43,16 +39,12 @@ fn children_forked_by_the_hundred_are_all_traced() {
     let f = t.finish();
     assert!(f.stderr.contains("every target has exited"), "{}", f.stderr);
     let procs = processes(&out);
-    let children: Vec<&Value> = procs
-        .iter()
-        .filter(|p| p["pid"].as_u64() != Some(w.pid() as u64))
-        .collect();
+    let children: Vec<&Process> = procs.iter().filter(|p| p.pid != w.pid()).collect();
     let line = "leak_fd (".to_string();
     let at = format!("churn.py:{})", line_of("churn.py", "return open(path)"));
     let mut with_files = 0;
     for c in &children {
-        let pid = c["pid"].as_u64().unwrap() as u32;
-        let stacks = fd_stacks(&out, pid);
+        let stacks = fd_stacks(&out, c.pid);
         let held: u64 = stacks
             .iter()
             .filter(|(fr, _)| fr.iter().any(|x| x.starts_with(&line) && x.ends_with(&at)))
@@ -62,9 +54,7 @@ fn children_forked_by_the_hundred_are_all_traced() {
             with_files += 1;
         }
     }
-    let missed = report_json(&out)["health"]["missed"]["exited_before_attach"]
-        .as_u64()
-        .unwrap();
+    let missed = read_report(&out).health.missed.exited_before_attach;
     assert!(
         children.len() >= 195 && with_files >= 195,
         "{} children traced, {with_files} with their 3 files at leak_fd, {missed} said missed",
@@ -115,8 +105,7 @@ fn a_launched_python_s_pythons_are_all_traced() {
         let with_file = procs
             .iter()
             .filter(|p| {
-                let pid = p["pid"].as_u64().unwrap() as u32;
-                fd_stacks(&out, pid).iter().any(|(fr, n)| {
+                fd_stacks(&out, p.pid).iter().any(|(fr, n)| {
                     *n == 1
                         && fr.last().is_some_and(|l| l == "[file /dev/null]")
                         && (mode == "exact" || fr.iter().any(|x| x.contains("(<string>:3)")))
@@ -154,16 +143,13 @@ fn an_exec_soon_after_attaching_is_followed() {
         let procs = processes(&out);
         assert_eq!(procs.len(), 2, "{delay}: {procs:?}");
         let (old, new) = (&procs[0], &procs[1]);
-        assert!(old["exec_into"].is_string(), "{old}");
-        assert!(old["warning"].is_null(), "{delay}: {}", old["warning"]);
-        assert!(new["exec_into"].is_null());
+        assert!(old.exec_into.is_some(), "{old:?}");
+        assert!(old.warning.is_none(), "{delay}: {:?}", old.warning);
+        assert!(new.exec_into.is_none());
+        assert!(new.interpreter.contains("3.12"), "{new:?}");
         assert!(
-            new["interpreter"].as_str().unwrap().contains("3.12"),
-            "{new}"
-        );
-        assert!(
-            new["outstanding_allocations"].as_u64().unwrap() > 100,
-            "{delay}: the new program's allocations: {new}"
+            new.outstanding_allocations > 100,
+            "{delay}: the new program's allocations: {new:?}"
         );
         let leaked = fd_stacks(&out, w.pid())
             .iter()
@@ -237,8 +223,8 @@ fn a_thread_id_names_its_process() {
         f.stderr
     );
     let procs = processes(&out);
-    assert_eq!(procs[0]["pid"].as_u64(), Some(w.pid() as u64));
-    assert!(procs[0]["open_fds"].as_u64().unwrap() > 0, "{:?}", procs[0]);
+    assert_eq!(procs[0].pid, w.pid());
+    assert!(procs[0].open_fds > 0, "{:?}", procs[0]);
 }
 
 /// `--children`, and a pid that a second child takes again after the first exited: the second
@@ -265,9 +251,9 @@ fn a_reused_pid_is_a_new_process() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(v[0], v[1], "the pid was reused: {text}");
-    let entries: Vec<Value> = processes(&out)
+    let entries: Vec<Process> = processes(&out)
         .into_iter()
-        .filter(|p| p["pid"].as_u64() == Some(v[0] as u64))
+        .filter(|p| p.pid == v[0])
         .collect();
     assert_eq!(
         entries.len(),
@@ -278,15 +264,15 @@ fn a_reused_pid_is_a_new_process() {
     );
     let (first, second) = (&entries[0], &entries[1]);
     assert!(
-        first["exited_after_s"].is_number() && first["exec_into"].is_null(),
-        "{first}"
+        first.exited_after_s.is_some() && first.exec_into.is_none(),
+        "{first:?}"
     );
-    assert_eq!(first["open_fds"].as_u64(), Some(2), "{first}");
+    assert_eq!(first.open_fds, 2, "{first:?}");
     assert!(
-        second["exec_into"].is_null() && second["exited_after_s"].is_null(),
-        "{second}"
+        second.exec_into.is_none() && second.exited_after_s.is_none(),
+        "{second:?}"
     );
-    assert_eq!(second["open_fds"].as_u64(), Some(1), "{second}");
+    assert_eq!(second.open_fds, 1, "{second:?}");
 }
 
 /// A pid that execs twice (Python into Python into Python): three entries, each with its own

@@ -207,23 +207,19 @@ fn wait_ready(pid: u32) {
     );
 }
 
-fn growing(p: &serde_json::Value, resource: &str) -> Vec<u32> {
-    p["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["resource"] == resource && s["verdict"] == "growing")
-        .filter_map(|s| s["line"].as_str().and_then(service_line))
+fn growing(p: &Process, resource: &str) -> Vec<u32> {
+    p.suspects_of(resource)
+        .filter(|s| s.verdict == "growing")
+        .filter_map(|s| service_line(&s.line))
         .collect()
 }
 
-fn process(report: &serde_json::Value, pid: u32) -> &serde_json::Value {
-    report["processes"]
-        .as_array()
-        .unwrap()
+fn process(report: &Report, pid: u32) -> &Process {
+    report
+        .processes
         .iter()
-        .find(|p| p["pid"] == pid)
-        .unwrap_or_else(|| panic!("pid {pid} missing from the report: {report}"))
+        .find(|p| p.pid == pid)
+        .unwrap_or_else(|| panic!("pid {pid} missing from the report: {report:?}"))
 }
 
 /// Two runc containers traced at once, one by name and one by short id, with a leaking host
@@ -287,19 +283,17 @@ fn runc_containers_by_name_and_id() {
     );
     let f = t.finish();
     assert!(host.alive());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let procs = report["processes"].as_array().unwrap();
-    let pids: Vec<u64> = procs.iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    let report = f.report();
+    let pids: Vec<u32> = report.processes.iter().map(|p| p.pid).collect();
     assert!(
-        !pids.contains(&(host.pid() as u64)),
+        !pids.contains(&host.pid()),
         "a host process is in a --container report: {pids:?}"
     );
     assert_eq!(pids.len(), 2, "{pids:?}");
 
     // The leaking container: labelled, memory and descriptor leaks on their lines.
     let p = process(&report, leaky.pid);
-    assert_eq!(p["container"], leaky_id[..12], "{p}");
+    assert_eq!(p.container.as_deref(), Some(&leaky_id[..12]), "{p:?}");
     let mem = growing(p, "memory");
     for l in [service_marked("LEAK:body"), service_marked("LEAK:log")].concat() {
         assert!(mem.contains(&l), "leak line {l} not growing: {mem:?}");
@@ -312,27 +306,26 @@ fn runc_containers_by_name_and_id() {
     }
     // The healthy container: nothing grows.
     let q = process(&report, quiet.pid);
-    assert_eq!(q["container"], quiet_id[..12], "{q}");
-    let grows: Vec<&serde_json::Value> = q["suspects"]
-        .as_array()
-        .unwrap()
+    assert_eq!(q.container.as_deref(), Some(&quiet_id[..12]), "{q:?}");
+    let grows: Vec<&Suspect> = q
+        .suspects
         .iter()
-        .filter(|s| s["verdict"] == "growing")
+        .filter(|s| s.verdict == "growing")
         .collect();
     assert!(grows.is_empty(), "the healthy container grows: {grows:?}");
     // The heap census (read through the container's pid, as any other): the leaking list, named
     // and growing in the leaking container; nothing growing in the healthy one.
     assert!(
-        census_growing(p).contains(&"__main__.REQUEST_LOG".to_string()),
-        "{}",
-        p["census"]
+        census_growing(p).contains(&"__main__.REQUEST_LOG"),
+        "{:?}",
+        p.census
     );
     assert!(
-        q["census"]["passes"].as_u64().unwrap_or(0) >= 3,
-        "a census of the healthy container: {}",
-        q["census"]
+        q.census.as_ref().map_or(0, |c| c.passes) >= 3,
+        "a census of the healthy container: {:?}",
+        q.census
     );
-    assert!(census_growing(q).is_empty(), "{}", q["census"]);
+    assert!(census_growing(q).is_empty(), "{:?}", q.census);
 
     // Root frames: the container, then the process.
     let leaky_root = [
@@ -417,14 +410,13 @@ fn podman_container_watch_mode() {
         "{}",
         f.stderr
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = f.report();
     let p = process(&report, pid);
-    assert!(p["exited_after_s"].as_f64().is_some(), "{p}");
-    assert_eq!(p["container"], c.id[..12], "{p}");
+    assert!(p.exited_after_s.is_some(), "{p:?}");
+    assert_eq!(p.container.as_deref(), Some(&c.id[..12]), "{p:?}");
     assert!(
         growing(p, "descriptors").contains(&service_marked("LEAK:fd")[0]),
-        "{p}"
+        "{p:?}"
     );
     assert!(
         f.stdout
@@ -438,35 +430,25 @@ fn podman_container_watch_mode() {
         .iter()
         .all(|(s, _)| s[0] == format!("container {}", &c.id[..12])));
     // On this build the memory leak is named by the heap census, with the line that uses it.
-    let log = p["census"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "__main__.REQUEST_LOG")
-        .unwrap_or_else(|| panic!("no REQUEST_LOG in the census: {}", p["census"]));
-    assert_eq!(log["verdict"], "growing", "{log}");
+    let log = p
+        .census()
+        .container("__main__.REQUEST_LOG")
+        .unwrap_or_else(|| panic!("no REQUEST_LOG in the census: {:?}", p.census));
+    assert_eq!(log.verdict, "growing", "{log:?}");
     let line = service_marked("LEAK:log")[0];
     assert!(
-        log["uses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| service_line(u.as_str().unwrap()) == Some(line)),
-        "{log}"
+        log.uses.iter().any(|u| service_line(u) == Some(line)),
+        "{log:?}"
     );
 }
 
 /// Names of the containers the census calls growing.
-fn census_growing(p: &serde_json::Value) -> Vec<String> {
-    p["census"]["containers"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter(|k| k["verdict"] == "growing")
-                .filter_map(|k| k["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+fn census_growing(p: &Process) -> Vec<&str> {
+    p.census
+        .iter()
+        .flat_map(Census::growing)
+        .map(|k| k.name.as_str())
+        .collect()
 }
 
 /// `--all-python` traces Python processes that start after tracing began, one of them a shell

@@ -44,8 +44,8 @@ fn assert_report_set(dir: &Path) {
     for name in ["summary.txt", "report.json", "allocs.folded", "fds.svg"] {
         assert!(dir.join(name).is_file(), "{name} in {}", dir.display());
     }
-    let json = std::fs::read_to_string(dir.join("report.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&json).expect("report.json is whole");
+    // Whole: it reads as a report.
+    read_report(dir);
     let svg = std::fs::read_to_string(dir.join("fds.svg")).unwrap();
     assert!(svg.trim_end().ends_with("</svg>"), "fds.svg is whole");
     let tmp: Vec<String> = std::fs::read_dir(dir)
@@ -333,9 +333,8 @@ fn repeated_pid_is_traced_once() {
         &out.to_string_lossy(),
     ]);
     assert!(res.status.success(), "{res:?}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["processes"].as_array().unwrap().len(), 1, "{report}");
+    let report = read_report(&out);
+    assert_eq!(report.processes.len(), 1, "{report:?}");
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert_eq!(stderr.matches("tracer: tracing pid").count(), 1, "{stderr}");
 }

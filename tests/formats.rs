@@ -198,33 +198,20 @@ fn default_formats_and_exact_verdicts() {
     }
     assert!(!f.dir.join("profile.pb.gz").exists());
     assert!(!f.dir.join("speedscope.json").exists());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["mode"], "exact");
-    let suspects = report["processes"][0]["suspects"].as_array().unwrap();
-    let mem: Vec<&serde_json::Value> = suspects
-        .iter()
-        .filter(|s| s["resource"] == "memory")
-        .collect();
+    let report = f.report();
+    assert_eq!(report.mode, "exact");
+    let mem: Vec<&Suspect> = report.first().suspects_of("memory").collect();
     // The leak is ranked first and growing; the cache that filled is stable.
     let first = mem.first().expect("memory suspects");
-    assert_eq!(first["verdict"], "growing", "{first}");
-    assert!(
-        first["line"].as_str().unwrap().starts_with("handle_leak ("),
-        "{first}"
-    );
+    assert_eq!(first.verdict, "growing", "{first:?}");
+    assert!(first.line.starts_with("handle_leak ("), "{first:?}");
     let cache: Vec<_> = mem
         .iter()
-        .filter(|s| {
-            s["line"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("handle_cache (")
-        })
+        .filter(|s| s.line.starts_with("handle_cache ("))
         .collect();
     assert!(!cache.is_empty(), "the cache is reported");
     for c in cache {
-        assert_eq!(c["verdict"], "stable", "{c}");
+        assert_eq!(c.verdict, "stable", "{c:?}");
     }
     assert!(f.stdout.contains("leak suspects"), "{}", f.stdout);
 }
@@ -314,50 +301,105 @@ fn prometheus_scrapes_the_metrics() {
     t.stop();
 }
 
+/// A tmux session of its own, killed on drop (a failing assertion leaves none behind).
+struct Tmux(String);
+
+impl Tmux {
+    /// `cmd` in a new detached 200x50 session.
+    fn start(cmd: &str) -> Tmux {
+        let name = format!("tracer-top-{}", std::process::id());
+        tool(Command::new("tmux").args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            cmd,
+        ]));
+        Tmux(name)
+    }
+
+    /// What the pane shows.
+    fn screen(&self) -> String {
+        Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A tmux format of the pane (`#{alternate_on}`...).
+    fn format(&self, format: &str) -> String {
+        tool(Command::new("tmux").args(["display-message", "-p", "-t", &self.0, format]))
+            .trim()
+            .to_string()
+    }
+
+    /// The terminal's state as a program leaves it: the alternate screen (on/off), the cursor
+    /// (shown/hidden), mouse reporting (on/off), and its line discipline (`stty -a` of the
+    /// pane's terminal: raw mode, echo).
+    fn terminal(&self) -> (String, String) {
+        let flags = self.format(
+            "alternate screen #{alternate_on}, cursor shown #{cursor_flag}, mouse #{mouse_any_flag}",
+        );
+        let tty = self.format("#{pane_tty}");
+        (flags, tool(Command::new("stty").args(["-a", "-F", &tty])))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
 /// The live view under tmux: it shows the leaking line, q quits with status 0, and the terminal
-/// is left as it was (no alternate screen, cursor visible).
+/// is left as it was (no alternate screen, cursor visible, no mouse reporting, the terminal
+/// modes it had before: not raw, echo on).
 #[test]
 fn top_shows_the_leak_and_quits_on_q() {
     let d = TempDir::new("top");
     let svc = start_service(py(11), &d, &["--rate", "200"]);
-    let session = format!("tracer-top-{}", std::process::id());
     let status = d.0.join("status");
+    let before = d.0.join("stty-before");
+    // The shell stays (sleep) once top is gone: the pane's terminal is read after it.
     let cmd = format!(
-        "{} top -p {} --budget 10; echo $? > {}",
+        "stty -a > {before}; {} top -p {} --budget 10; echo $? > {status}.tmp; mv {status}.tmp {status}; exec sleep 600",
         tracer_bin().display(),
         svc.pid(),
-        status.display()
+        before = before.display(),
+        status = status.display(),
     );
-    tool(Command::new("tmux").args([
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &cmd,
-    ]));
-    let capture = || {
-        Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
+    let tmux = Tmux::start(&cmd);
     let mut screen = String::new();
     wait_for("the leak on the live view", Duration::from_secs(60), || {
-        screen = capture();
+        screen = tmux.screen();
         screen.contains("handle_leak (") && screen.contains("tracer top")
     });
-    tool(Command::new("tmux").args(["send-keys", "-t", &session, "q"]));
+    // While it runs: the alternate screen, the cursor hidden, the terminal raw (what it must
+    // undo: the checks below see these states).
+    let (flags, running) = tmux.terminal();
+    assert!(
+        flags.starts_with("alternate screen 1, cursor shown 0"),
+        "the terminal while top runs: {flags}"
+    );
+    let modes = std::fs::read_to_string(&before).unwrap();
+    assert_ne!(running, modes, "top runs in raw mode");
+    tool(Command::new("tmux").args(["send-keys", "-t", &tmux.0, "q"]));
     wait_for("tracer top to quit", Duration::from_secs(30), || {
         status.exists()
     });
     let code = std::fs::read_to_string(&status).unwrap();
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
     assert_eq!(code.trim(), "0", "exit status; last screen:\n{screen}");
+    let (flags, after) = tmux.terminal();
+    assert_eq!(
+        flags, "alternate screen 0, cursor shown 1, mouse 0",
+        "the terminal after top"
+    );
+    assert_eq!(after, modes, "the terminal modes (stty -a) after top");
 }

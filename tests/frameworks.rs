@@ -12,12 +12,10 @@
 //!
 //! Each service is driven by tests/apps/load.py and attached to after start-up (`-p`).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use tracer_tests::*;
 
 /// A venv with aiohttp from PyPI for pyenv's 3.`minor`.
 fn aio_venv(minor: u32) -> PathBuf {
@@ -26,38 +24,13 @@ fn aio_venv(minor: u32) -> PathBuf {
 
 /// tests/apps/`name` run by `python` with `leaks`, driven on `paths` while tracer, attached
 /// after start-up, watches it for 40 s: the process of report.json, and the summary.
-fn watch_app(python: &str, name: &str, leaks: &str, paths: &str) -> (serde_json::Value, String) {
+fn watch_app(python: &str, name: &str, leaks: &str, paths: &str) -> (Process, String) {
     apps::watch_app(std::path::Path::new(python), name, leaks, paths)
 }
 
 /// The line of tests/apps/`name` that contains `needle`.
 fn app_line(name: &str, needle: &str) -> usize {
     apps::app_line(name, needle) as usize
-}
-
-fn containers(p: &serde_json::Value) -> &Vec<serde_json::Value> {
-    p["census"]["containers"].as_array().unwrap()
-}
-
-fn strs(v: &serde_json::Value) -> Vec<&str> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect()
-}
-
-/// Nothing in the census grows, containers or types.
-fn assert_nothing_growing(p: &serde_json::Value, what: &str) {
-    let c = &p["census"];
-    assert!(c["error"].is_null(), "{what}: {c}");
-    assert!(c["passes"].as_u64().unwrap() >= 5, "{what}: {c}");
-    for k in containers(p) {
-        assert_ne!(k["verdict"], "growing", "{what}: {k}");
-    }
-    for t in c["types"].as_array().unwrap() {
-        assert_ne!(t["verdict"], "growing", "{what}: {t}");
-    }
 }
 
 const AIO_PATHS: &str = "/event/{n}";
@@ -68,36 +41,32 @@ const AIO_PATHS: &str = "/event/{n}";
 fn aiohttp_task_set_named_312() {
     let python = aio_venv(12);
     let (p, summary) = watch_app(python.to_str().unwrap(), "aio_app.py", "tasks", AIO_PATHS);
-    assert!(p["census"]["error"].is_null(), "{p}");
-    let set = containers(&p)
-        .iter()
-        .find(|k| {
-            k["name"] == "__main__.background_tasks" || k["name"] == "aio_app.background_tasks"
-        })
-        .unwrap_or_else(|| panic!("the task set is not in the census: {}", p["census"]));
-    assert_eq!(set["verdict"], "growing", "{set}");
-    assert_eq!(set["type"], "set", "{set}");
-    assert_eq!(set["root"], "global", "{set}");
-    // 40 requests a second for 40 s: more than a thousand tasks kept (hundreds when the suite's other
-    // tests share the two CPUs).
-    assert!(set["len"].as_u64().unwrap() >= 300, "{set}");
+    let c = p.census();
+    assert!(c.error.is_none(), "{c:?}");
+    let set = c
+        .container("__main__.background_tasks")
+        .or_else(|| c.container("aio_app.background_tasks"))
+        .unwrap_or_else(|| panic!("the task set is not in the census: {c:?}"));
+    assert_eq!(set.verdict, "growing", "{set:?}");
+    assert_eq!(set.type_name, "set", "{set:?}");
+    assert_eq!(set.root, "global", "{set:?}");
+    // 40 requests a second for 40 s: more than a thousand tasks kept (hundreds when the suite's
+    // other tests share the two CPUs).
+    assert!(set.len >= 300, "{set:?}");
     let line = app_line("aio_app.py", "background_tasks.add(task)");
-    let uses = strs(&set["uses"]);
     assert!(
-        uses.iter()
+        set.uses
+            .iter()
             .any(|u| u.starts_with("handle (") && u.ends_with(&format!("aio_app.py:{line})"))),
-        "the adding line aio_app.py:{line} not among the uses: {set}"
+        "the adding line aio_app.py:{line} not among the uses: {set:?}"
     );
     // (Its "stacks", sampled from outside every 10 ms, are not asserted: `set.add` on that
     // line is over in microseconds, and a 40 s run at 40 requests a second may sample none.)
     // What grows with it: the tasks (a set's items are not read, it has no stable places).
-    let tasks = p["census"]["types"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "_asyncio.Task")
-        .unwrap_or_else(|| panic!("no _asyncio.Task count: {}", p["census"]));
-    assert_eq!(tasks["verdict"], "growing", "{tasks}");
+    let tasks = c
+        .type_named("_asyncio.Task")
+        .unwrap_or_else(|| panic!("no _asyncio.Task count: {c:?}"));
+    assert_eq!(tasks.verdict, "growing", "{tasks:?}");
     assert!(summary.contains("background_tasks"), "{summary}");
 }
 
@@ -106,7 +75,7 @@ fn aiohttp_task_set_named_312() {
 fn aiohttp_without_leak_312() {
     let python = aio_venv(12);
     let (p, _) = watch_app(python.to_str().unwrap(), "aio_app.py", "", AIO_PATHS);
-    assert_nothing_growing(&p, "aiohttp without the leak");
+    assert_nothing_grows(&p, "aiohttp without the leak");
 }
 
 const FLASK_PATHS: &str = "/user/{n},/upload/{n}";
@@ -124,16 +93,14 @@ fn debian_flask() -> &'static str {
 fn flask_debian_static_leaks_311() {
     let python = debian_flask();
     let (p, summary) = watch_app(python, "flask_app.py", "logger,fd", FLASK_PATHS);
-    assert!(p["census"]["error"].is_null(), "{p}");
-    let loggers = containers(&p)
-        .iter()
-        .find(|k| {
-            k["name"] == "logging.Logger.manager.loggerDict"
-                || k["name"] == "logging.root.manager.loggerDict"
-        })
-        .unwrap_or_else(|| panic!("loggerDict not in the census: {}", p["census"]));
-    assert_eq!(loggers["verdict"], "growing", "{loggers}");
-    assert_eq!(loggers["named"], true, "{loggers}");
+    let c = p.census();
+    assert!(c.error.is_none(), "{c:?}");
+    let loggers = c
+        .container("logging.Logger.manager.loggerDict")
+        .or_else(|| c.container("logging.root.manager.loggerDict"))
+        .unwrap_or_else(|| panic!("loggerDict not in the census: {c:?}"));
+    assert_eq!(loggers.verdict, "growing", "{loggers:?}");
+    assert!(loggers.named, "{loggers:?}");
     assert!(
         summary.contains("Logger.manager.loggerDict")
             || summary.contains("root.manager.loggerDict"),
@@ -142,38 +109,35 @@ fn flask_debian_static_leaks_311() {
     // Fed from the app's getLogger line, with logging's own code below it (stacks sampled on
     // CPU through the functions that name `loggerDict`).
     let line = app_line("flask_app.py", "return logging.getLogger(f\"user-");
-    let fed = &loggers["fed_from"];
-    let a = fed["app_frame"].as_str().unwrap_or_default();
+    let fed = loggers.fed_from.as_ref();
+    let a = fed.map_or("", |f| f.app_frame.as_str());
     assert!(
         a.starts_with("user_logger (") && a.ends_with(&format!("flask_app.py:{line})")),
-        "{loggers}"
+        "{loggers:?}"
     );
-    let via = fed["via"].as_str().unwrap_or_default();
-    assert!(via.contains("logging/__init__.py:"), "{loggers}");
+    let via = fed.and_then(|f| f.via.as_deref()).unwrap_or_default();
+    assert!(via.contains("logging/__init__.py:"), "{loggers:?}");
 
     let line = app_line("flask_app.py", "tempfile.mkstemp(");
     let spool = format!("flask_app.py:{line})");
-    let fds = p["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let fds = p
+        .suspects_of("descriptors")
         .find(|s| {
-            s["resource"] == "descriptors"
-                && strs(&s["stack"])
-                    .iter()
-                    .any(|f| f.starts_with("spool (") && f.ends_with(&spool))
+            s.stack
+                .iter()
+                .any(|f| f.starts_with("spool (") && f.ends_with(&spool))
         })
-        .unwrap_or_else(|| panic!("no descriptor suspect through spool ({spool}): {p}"));
-    assert_eq!(fds["verdict"], "growing", "{fds}");
+        .unwrap_or_else(|| panic!("no descriptor suspect through spool ({spool}): {p:?}"));
+    assert_eq!(fds.verdict, "growing", "{fds:?}");
     // Placed at the application's frame, spool's line, with the library's mkstemp below it
     // ("via").
-    let a = fds["app_frame"].as_str().unwrap_or_default();
-    assert!(a.starts_with("spool (") && a.ends_with(&spool), "{fds}");
-    let via = fds["via"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let a = fds.app_frame.as_deref().unwrap_or_default();
+    assert!(a.starts_with("spool (") && a.ends_with(&spool), "{fds:?}");
     assert!(
-        via.iter()
-            .any(|w| strs(&w["stack"]).iter().any(|f| f.contains("tempfile.py"))),
-        "{fds}"
+        fds.via
+            .iter()
+            .any(|w| w.stack.iter().any(|f| f.contains("tempfile.py"))),
+        "{fds:?}"
     );
 }
 
@@ -183,13 +147,7 @@ fn flask_debian_static_leaks_311() {
 fn flask_debian_static_without_leaks_311() {
     let python = debian_flask();
     let (p, _) = watch_app(python, "flask_app.py", "", FLASK_PATHS);
-    assert_nothing_growing(&p, "flask on Debian's python3.11 without the leaks");
-    for s in p["suspects"].as_array().unwrap() {
-        assert!(
-            s["resource"] != "descriptors" || s["verdict"] != "growing",
-            "{s}"
-        );
-    }
+    assert_healthy(&p, "flask on Debian's python3.11 without the leaks");
 }
 
 /// A venv with Django and SQLAlchemy from PyPI for pyenv's 3.12.
@@ -241,49 +199,46 @@ fn django_signal_receivers_and_open_sessions_debian_313() {
     django_leaks_named(&apps::watch(&served).0);
 }
 
-fn django_leaks_named(p: &serde_json::Value) {
-    assert!(p["census"]["error"].is_null(), "{p}");
+fn django_leaks_named(p: &Process) {
+    let c = p.census();
+    assert!(c.error.is_none(), "{c:?}");
     let connect = app_line("django_app.py", "# CONNECTED HERE");
-    let receivers = containers(p)
+    let receivers = c
+        .containers
         .iter()
-        .find(|k| {
-            k["name"]
-                .as_str()
-                .unwrap()
-                .ends_with("request_finished.receivers")
-        })
-        .unwrap_or_else(|| panic!("request_finished.receivers not named: {}", p["census"]));
-    assert_eq!(receivers["verdict"], "growing", "{receivers}");
+        .find(|k| k.name.ends_with("request_finished.receivers"))
+        .unwrap_or_else(|| panic!("request_finished.receivers not named: {c:?}"));
+    assert_eq!(receivers.verdict, "growing", "{receivers:?}");
     assert!(
-        strs(&receivers["uses"])
+        receivers
+            .uses
             .iter()
             .any(|u| u.starts_with("order (") && u.ends_with(&format!("django_app.py:{connect})"))),
-        "the connecting line django_app.py:{connect} not among the uses: {receivers}"
+        "the connecting line django_app.py:{connect} not among the uses: {receivers:?}"
     );
     let kept = app_line("django_app.py", "# KEPT HERE");
-    let sessions = containers(p)
+    let sessions = c
+        .containers
         .iter()
-        .find(|k| k["name"].as_str().unwrap().ends_with("OPEN_SESSIONS"))
-        .unwrap_or_else(|| panic!("OPEN_SESSIONS not named: {}", p["census"]));
-    assert_eq!(sessions["verdict"], "growing", "{sessions}");
+        .find(|k| k.name.ends_with("OPEN_SESSIONS"))
+        .unwrap_or_else(|| panic!("OPEN_SESSIONS not named: {c:?}"));
+    assert_eq!(sessions.verdict, "growing", "{sessions:?}");
     assert!(
-        strs(&sessions["uses"])
+        sessions
+            .uses
             .iter()
             .any(|u| u.ends_with(&format!("django_app.py:{kept})"))),
-        "{sessions}"
+        "{sessions:?}"
     );
-    let files = p["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let files = p
+        .suspects_of("descriptors")
         .find(|s| {
-            s["resource"] == "descriptors"
-                && s["app_frame"]
-                    .as_str()
-                    .is_some_and(|a| a.starts_with("report (") && a.contains("django_app.py:"))
+            s.app_frame
+                .as_deref()
+                .is_some_and(|a| a.starts_with("report (") && a.contains("django_app.py:"))
         })
-        .unwrap_or_else(|| panic!("no descriptor suspect at report: {}", p["suspects"]));
-    assert_eq!(files["verdict"], "growing", "{files}");
+        .unwrap_or_else(|| panic!("no descriptor suspect at report: {:?}", p.suspects));
+    assert_eq!(files.verdict, "growing", "{files:?}");
 }
 
 /// The healthy twin: one receiver connected once; one engine, each request's session closed:
@@ -292,11 +247,5 @@ fn django_leaks_named(p: &serde_json::Value) {
 fn django_without_leaks_312() {
     let python = django_venv();
     let (p, _) = watch_app(python.to_str().unwrap(), "django_app.py", "", DJANGO_PATHS);
-    assert_nothing_growing(&p, "django without the leaks");
-    for s in p["suspects"].as_array().unwrap() {
-        assert!(
-            s["resource"] != "descriptors" || s["verdict"] != "growing",
-            "{s}"
-        );
-    }
+    assert_healthy(&p, "django without the leaks");
 }

@@ -8,13 +8,11 @@
 //! naturally passes, tracer says that the workers are not traced and how to trace them, and
 //! `--children` traces the worker.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::apps::Server;
-use common::*;
+use tracer_tests::apps::Server;
+use tracer_tests::*;
 
 /// The venv's python (Flask and gunicorn from PyPI, pyenv's 3.12).
 fn venv() -> PathBuf {
@@ -34,25 +32,13 @@ fn serve(leaks: &str) -> apps::Served {
     served
 }
 
-fn containers(p: &serde_json::Value) -> &Vec<serde_json::Value> {
-    p["census"]["containers"].as_array().unwrap()
-}
-
-fn strs(v: &serde_json::Value) -> Vec<&str> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect()
-}
-
 /// The container of the census named `name` (either of `names`).
-fn container<'a>(p: &'a serde_json::Value, names: &[&str]) -> &'a serde_json::Value {
-    containers(p)
+fn container<'a>(p: &'a Process, names: &[&str]) -> &'a Container {
+    let c = p.census();
+    names
         .iter()
-        .find(|k| names.iter().any(|n| k["name"] == *n))
-        .unwrap_or_else(|| panic!("{names:?} not in the census: {}", p["census"]))
+        .find_map(|n| c.container(n))
+        .unwrap_or_else(|| panic!("{names:?} not in the census: {c:?}"))
 }
 
 /// The worker watched for 40 s: the loggers and the lru_cache named and growing, the leaked
@@ -61,8 +47,8 @@ fn container<'a>(p: &'a serde_json::Value, names: &[&str]) -> &'a serde_json::Va
 fn gunicorn_worker_leaks_named_and_placed_312() {
     let served = serve("logger,lru,fd");
     let (p, summary) = apps::watch(&served);
-    assert_eq!(p["pid"], served.pid(), "{p}");
-    assert!(p["census"]["error"].is_null(), "{p}");
+    assert_eq!(p.pid, served.pid(), "{p:?}");
+    assert!(p.census().error.is_none(), "{p:?}");
 
     let loggers = container(
         &p,
@@ -71,8 +57,8 @@ fn gunicorn_worker_leaks_named_and_placed_312() {
             "logging.root.manager.loggerDict",
         ],
     );
-    assert_eq!(loggers["verdict"], "growing", "{loggers}");
-    assert_eq!(loggers["named"], true, "{loggers}");
+    assert_eq!(loggers.verdict, "growing", "{loggers:?}");
+    assert!(loggers.named, "{loggers:?}");
     // Each fed from the app's line: the getLogger call (logging's code below it), the call of
     // the cached method.
     let app_frame = |function: &str, needle: &str| {
@@ -82,21 +68,28 @@ fn gunicorn_worker_leaks_named_and_placed_312() {
             apps::app_line("flask_app.py", needle)
         )
     };
-    let fed = &loggers["fed_from"];
+    let fed = loggers.fed_from.as_ref();
     let user_logger = app_frame("user_logger", "return logging.getLogger(f\"user-");
-    assert_eq!(fed["app_frame"], user_logger.as_str(), "{loggers}");
+    assert_eq!(
+        fed.map(|f| f.app_frame.as_str()),
+        Some(user_logger.as_str()),
+        "{loggers:?}"
+    );
     assert!(
-        fed["via"]
-            .as_str()
+        fed.and_then(|f| f.via.as_deref())
             .unwrap_or_default()
             .contains("logging/__init__.py:"),
-        "{loggers}"
+        "{loggers:?}"
     );
     let lru = container(&p, &["flask_app.PriceService.quote (functools lru_cache)"]);
-    assert_eq!(lru["verdict"], "growing", "{lru}");
-    assert_eq!(lru["type"], "dict", "{lru}");
+    assert_eq!(lru.verdict, "growing", "{lru:?}");
+    assert_eq!(lru.type_name, "dict", "{lru:?}");
     let price = app_frame("price", "return service.quote(qty)");
-    assert_eq!(lru["fed_from"]["app_frame"], price.as_str(), "{lru}");
+    assert_eq!(
+        lru.fed_from.as_ref().map(|f| f.app_frame.as_str()),
+        Some(price.as_str()),
+        "{lru:?}"
+    );
     assert!(
         summary.contains("flask_app.PriceService.quote (functools lru_cache)"),
         "{summary}"
@@ -104,22 +97,19 @@ fn gunicorn_worker_leaks_named_and_placed_312() {
 
     let line = apps::app_line("flask_app.py", "tempfile.mkstemp(");
     let spool = format!("flask_app.py:{line})");
-    let fds = p["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["resource"] == "descriptors" && s["verdict"] == "growing")
-        .unwrap_or_else(|| panic!("no growing descriptor suspect: {p}"));
+    let fds = p
+        .suspects_of("descriptors")
+        .find(|s| s.verdict == "growing")
+        .unwrap_or_else(|| panic!("no growing descriptor suspect: {p:?}"));
     // Placed at the application's frame, spool's mkstemp line, with the library below ("via").
-    let a = fds["app_frame"].as_str().unwrap_or_default();
-    assert!(a.starts_with("spool (") && a.ends_with(&spool), "{fds}");
-    assert_eq!(fds["line"], a, "{fds}");
-    let via = fds["via"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let a = fds.app_frame.as_deref().unwrap_or_default();
+    assert!(a.starts_with("spool (") && a.ends_with(&spool), "{fds:?}");
+    assert_eq!(fds.line, a, "{fds:?}");
     assert!(
-        via.iter().any(|w| strs(&w["stack"])
+        fds.via
             .iter()
-            .any(|f| f.contains("/tempfile.py:"))),
-        "{fds}"
+            .any(|w| w.stack.iter().any(|f| f.contains("/tempfile.py:"))),
+        "{fds:?}"
     );
     assert!(summary.contains(&format!("{a} [file]  via ")), "{summary}");
 }
@@ -130,21 +120,7 @@ fn gunicorn_worker_leaks_named_and_placed_312() {
 fn gunicorn_worker_without_leaks_312() {
     let served = serve("");
     let (p, _) = apps::watch(&served);
-    let c = &p["census"];
-    assert!(c["error"].is_null(), "{c}");
-    assert!(c["passes"].as_u64().unwrap() >= 5, "{c}");
-    for k in containers(&p) {
-        assert_ne!(k["verdict"], "growing", "{k}");
-    }
-    for t in c["types"].as_array().unwrap() {
-        assert_ne!(t["verdict"], "growing", "{t}");
-    }
-    for s in p["suspects"].as_array().unwrap() {
-        assert!(
-            s["resource"] != "descriptors" || s["verdict"] != "growing",
-            "{s}"
-        );
-    }
+    assert_healthy(&p, "gunicorn's worker without the leaks");
 }
 
 /// Given gunicorn's master, the process a user finds first (`ps`, the pid file, systemd's main
@@ -166,7 +142,7 @@ fn gunicorn_master_pid_points_to_the_worker_312() {
         })
         .unwrap_or_else(|| panic!("no word of the worker: {}", f.stderr));
     assert!(hint.contains("add --children"), "{hint}");
-    assert_eq!(report["processes"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report.processes.len(), 1, "{report:?}");
 
     // With --children: the worker, and a worker the master starts meanwhile (SIGTTIN: one
     // worker more, as an operator scales it; a worker restarted after --max-requests is new
@@ -200,21 +176,17 @@ fn gunicorn_master_pid_points_to_the_worker_312() {
         },
     );
     let f = t.finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = f.report();
     assert!(!f.stderr.contains("not traced"), "{}", f.stderr);
-    let procs = report["processes"].as_array().unwrap();
-    let mut pids: Vec<u32> = procs
-        .iter()
-        .map(|p| p["pid"].as_u64().unwrap() as u32)
-        .collect();
+    let procs = &report.processes;
+    let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
     pids.sort_unstable();
     let mut expected = vec![master, worker, added[0]];
     expected.sort_unstable();
     assert_eq!(pids, expected, "the master and its two workers");
     let w = procs
         .iter()
-        .find(|p| p["pid"] == worker)
+        .find(|p| p.pid == worker)
         .unwrap_or_else(|| panic!("the worker {worker} is not traced: {pids:?}"));
     let loggers = container(
         w,
@@ -223,10 +195,9 @@ fn gunicorn_master_pid_points_to_the_worker_312() {
             "logging.root.manager.loggerDict",
         ],
     );
-    assert_eq!(loggers["verdict"], "growing", "{loggers}");
+    assert_eq!(loggers.verdict, "growing", "{loggers:?}");
     // The idle master grows nothing.
-    let m = procs.iter().find(|p| p["pid"] == master).unwrap();
-    for k in containers(m) {
-        assert_ne!(k["verdict"], "growing", "{k}");
-    }
+    let m = procs.iter().find(|p| p.pid == master).unwrap();
+    let growing: Vec<&Container> = m.census().growing().collect();
+    assert!(growing.is_empty(), "the idle master: {growing:?}");
 }

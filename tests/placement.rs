@@ -6,13 +6,11 @@
 //! thread pool leaks through `tempfile.mkstemp` are the app's `spool` line, not `tempfile.py`;
 //! and `--app-path` moves the placement to the directories it names.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tracer_tests::*;
 
 /// The venv with Flask from PyPI (pyenv's 3.12; shared with the other test files that run the
 /// apps).
@@ -46,15 +44,6 @@ fn serve(venv: &Path, leaks: &str, path: &str) -> apps::Served {
     served
 }
 
-struct Suspect {
-    resource: String,
-    verdict: String,
-    line: String,
-    app_frame: Option<String>,
-    /// Lines of the library call paths below the application frame, and their stacks.
-    via: Vec<(String, Vec<String>)>,
-}
-
 /// Records `pid` with `args` for `duration` (a checkpoint every 5 s); the suspects of
 /// report.json and the summary.
 fn record(pid: u32, args: &[&str], duration: &str, dir: &Path) -> (Vec<Suspect>, String) {
@@ -63,32 +52,7 @@ fn record(pid: u32, args: &[&str], duration: &str, dir: &Path) -> (Vec<Suspect>,
     let mut all = vec!["-p", &pid, "-d", duration, "--interval", "5s"];
     all.extend_from_slice(args);
     let f = Tracer::start(&all, &out).finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    let suspects = report["processes"][0]["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| Suspect {
-            resource: text(&s["resource"]),
-            verdict: text(&s["verdict"]),
-            line: text(&s["line"]),
-            app_frame: s["app_frame"].as_str().map(str::to_string),
-            via: s["via"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| {
-                    (
-                        text(&v["line"]),
-                        v["stack"].as_array().unwrap().iter().map(text).collect(),
-                    )
-                })
-                .collect(),
-        })
-        .collect();
-    (suspects, f.stdout)
+    (f.report().first().suspects.clone(), f.stdout)
 }
 
 fn at_app_line(line: &str, function: &str, n: u32) -> bool {
@@ -128,9 +92,9 @@ fn exact_mode_places_the_logger_leak_at_the_app_line() {
         .find(|s| at_app_line(&s.line, "user_logger", get_logger))
         .unwrap_or_else(|| panic!("the getLogger line growing: {summary}"));
     assert_eq!(logger.app_frame.as_deref(), Some(logger.line.as_str()));
-    let (via, stack) = logger.via.first().expect("the library allocation below");
-    assert!(via.contains("/logging/__init__.py:"), "{via}");
-    assert!(stack[0].starts_with("getLogger ("), "{stack:?}");
+    let via = logger.via.first().expect("the library allocation below");
+    assert!(via.line.contains("/logging/__init__.py:"), "{via:?}");
+    assert!(via.stack[0].starts_with("getLogger ("), "{via:?}");
     // Placed at the application, never at the library line (stacks with no application frame,
     // such as the server's own request log, keep theirs).
     for s in &suspects {
@@ -160,9 +124,9 @@ fn watch_mode_places_the_descriptor_leak_at_the_app_line() {
         .find(|s| s.resource == "descriptors" && s.verdict == "growing")
         .unwrap_or_else(|| panic!("a growing descriptor suspect: {summary}"));
     assert!(at_app_line(&fd.line, "spool", mkstemp), "{}", fd.line);
-    let (via, stack) = fd.via.first().expect("tempfile below the app line");
-    assert!(via.contains("/tempfile.py:"), "{via}");
-    assert!(stack[0].starts_with("mkstemp ("), "{stack:?}");
+    let via = fd.via.first().expect("tempfile below the app line");
+    assert!(via.line.contains("/tempfile.py:"), "{via:?}");
+    assert!(via.stack[0].starts_with("mkstemp ("), "{via:?}");
     for s in suspects.iter().filter(|s| s.verdict == "growing") {
         assert!(
             !s.line.contains("/tempfile.py"),
@@ -210,7 +174,7 @@ fn app_path_moves_the_placement() {
         first
             .via
             .iter()
-            .any(|(_, stack)| stack.iter().any(|f| f.contains(&app_path))),
+            .any(|v| v.stack.iter().any(|f| f.contains(&app_path))),
         "the app's frames below the Flask frame: {summary}"
     );
     for s in suspects.iter().filter(|s| s.verdict == "growing") {
@@ -262,22 +226,24 @@ fn census_container_fed_from_the_app_line() {
         &out,
     )
     .finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let containers = report["processes"][0]["census"]["containers"]
-        .as_array()
-        .unwrap();
-    let list = containers
-        .iter()
-        .find(|c| c["name"] == "logging._handlerList")
+    let report = f.report();
+    let list = report
+        .first()
+        .census()
+        .container("logging._handlerList")
         .unwrap_or_else(|| panic!("logging._handlerList in {}", f.stdout));
-    assert_eq!(list["verdict"], "growing", "{list}");
+    assert_eq!(list.verdict, "growing", "{list:?}");
     let app = format!("add_handler ({}:{fed})", script.display());
-    assert_eq!(list["fed_from"]["app_frame"], app.as_str(), "{list}");
-    let via = list["fed_from"]["via"].as_str().unwrap_or_default();
+    let fed_from = list.fed_from.as_ref();
+    assert_eq!(
+        fed_from.map(|f| f.app_frame.as_str()),
+        Some(app.as_str()),
+        "{list:?}"
+    );
+    let via = fed_from.and_then(|f| f.via.as_deref()).unwrap_or_default();
     assert!(
         via.starts_with("_addHandlerRef (") && via.contains("/logging/__init__.py:"),
-        "{list}"
+        "{list:?}"
     );
     assert!(
         f.stdout

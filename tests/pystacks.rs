@@ -63,18 +63,9 @@ fn tracemalloc_lines(b: &Build) -> BTreeMap<u32, i64> {
         .wait(Duration::from_secs(120))
         .expect("reference run")
         .success());
-    let text = std::fs::read_to_string(dir.path().join("done.json")).unwrap();
-    let start = text.find("\"tracemalloc_lines\": {").unwrap() + 22;
-    let body = &text[start..start + text[start..].find('}').unwrap()];
-    body.split(',')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once(':')?;
-            Some((
-                k.trim().trim_matches('"').parse().ok()?,
-                v.trim().parse().ok()?,
-            ))
-        })
-        .collect()
+    read_done(&dir.path().join("done.json"))
+        .tracemalloc_lines
+        .expect("tracemalloc_lines in done.json")
 }
 
 fn traced_run(b: &Build, extra: &[&str]) -> Run {
@@ -426,10 +417,10 @@ fn unreadable_interpreters_are_said() {
             warnings[0]
         );
         assert!(f.stdout.contains(warnings[0].trim()), "{}", f.stdout);
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
-                .unwrap();
-        assert_eq!(report["processes"][0]["warning"], warnings[0].trim());
+        assert_eq!(
+            read_report(out.path()).first().warning.as_deref(),
+            Some(warnings[0].trim())
+        );
         // Descriptors still traced (native stacks only: no Python line is claimed).
         let fds = f.folded("fds.folded");
         let files: Vec<_> = fds

@@ -74,15 +74,13 @@ fn traced(b: &Build, secs: u32) -> Run {
     for (stack, n) in f.folded("allocs.folded") {
         *bytes.entry(innermost_line(&stack)).or_insert(0) += n;
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
-    let growing = report["processes"]
-        .as_array()
-        .unwrap()
+    let growing = f
+        .report()
+        .processes
         .iter()
-        .flat_map(|p| p["suspects"].as_array().cloned().unwrap_or_default())
-        .filter(|s| s["verdict"] == "growing" && s["resource"] == "memory")
-        .map(|s| s["line"].as_str().unwrap_or_default().to_string())
+        .flat_map(|p| p.suspects_of("memory"))
+        .filter(|s| s.verdict == "growing")
+        .map(|s| s.line.clone())
         .collect();
     Run {
         stderr: f.stderr,

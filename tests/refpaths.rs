@@ -9,11 +9,9 @@
 //! (`user_logger` via logging's `getLogger`; `price`, which calls the cached method); the same
 //! service without the leaks has nothing growing.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use tracer_tests::*;
 
 /// A venv with Flask and gunicorn from PyPI for pyenv's 3.`minor` (shared with the other test
 /// files that run the apps).
@@ -21,57 +19,52 @@ fn venv(minor: u32) -> PathBuf {
     apps::venv("flask", minor, &["flask", "gunicorn"], "flask, gunicorn")
 }
 
-/// flask_app.py with `leaks`, driven on `paths` while tracer watches it for 40 s: the census of
-/// report.json, and the summary.
-fn watch_app(minor: u32, leaks: &str, paths: &str) -> (serde_json::Value, String) {
-    let (p, summary) = apps::watch_app(&venv(minor), "flask_app.py", leaks, paths);
-    (p["census"].clone(), summary)
-}
-
-fn containers(c: &serde_json::Value) -> &Vec<serde_json::Value> {
-    c["containers"].as_array().unwrap()
+/// flask_app.py with `leaks`, driven on `paths` while tracer watches it for 40 s: the process
+/// of report.json, and the summary.
+fn watch_app(minor: u32, leaks: &str, paths: &str) -> (Process, String) {
+    apps::watch_app(&venv(minor), "flask_app.py", leaks, paths)
 }
 
 /// Both leaks named by their reference paths, growing, holding what they hold.
 fn leaks_named(minor: u32) {
-    let (c, summary) = watch_app(minor, "logger,lru", "/user/{n},/price/item{n}/3");
-    assert!(c["error"].is_null(), "{c}");
+    let (p, summary) = watch_app(minor, "logger,lru", "/user/{n},/price/item{n}/3");
+    let c = p.census();
+    assert!(c.error.is_none(), "{c:?}");
     let find = |pred: &dyn Fn(&str) -> bool| {
-        containers(&c)
+        c.containers
             .iter()
-            .find(|k| pred(k["name"].as_str().unwrap()))
-            .cloned()
-            .unwrap_or_else(|| panic!("3.{minor}: not in the census: {c}"))
+            .find(|k| pred(&k.name))
+            .unwrap_or_else(|| panic!("3.{minor}: not in the census: {c:?}"))
     };
     let loggers = find(&|n| {
         n == "logging.Logger.manager.loggerDict" || n == "logging.root.manager.loggerDict"
     });
-    assert_eq!(loggers["verdict"], "growing", "3.{minor}: {loggers}");
-    assert_eq!(loggers["root"], "global", "3.{minor}: {loggers}");
-    assert_eq!(loggers["named"], true, "3.{minor}: {loggers}");
+    assert_eq!(loggers.verdict, "growing", "3.{minor}: {loggers:?}");
+    assert_eq!(loggers.root, "global", "3.{minor}: {loggers:?}");
+    assert!(loggers.named, "3.{minor}: {loggers:?}");
     // What it holds: Loggers only (the items read twice, from the container itself).
-    let holds = loggers["holds"]["types"].as_array().unwrap();
+    let holds = &loggers.holds.as_ref().expect("what it holds").types;
     assert!(
-        holds.len() == 1 && holds[0][0] == "Logger",
-        "3.{minor}: {loggers}"
+        holds.len() == 1 && holds[0].0 == "Logger",
+        "3.{minor}: {loggers:?}"
     );
     // Fed from the application's line that asks for a logger, through logging's own code
     // that names the attribute (`self.loggerDict[name] = rv`): stacks sampled on CPU.
-    let fed = &loggers["fed_from"];
+    let fed = loggers.fed_from.as_ref();
     let user_logger = format!(
         "user_logger ({}:{})",
         apps::app("flask_app.py").display(),
         apps::app_line("flask_app.py", "return logging.getLogger(f\"user-")
     );
     assert_eq!(
-        fed["app_frame"],
-        user_logger.as_str(),
-        "3.{minor}: {loggers}"
+        fed.map(|f| f.app_frame.as_str()),
+        Some(user_logger.as_str()),
+        "3.{minor}: {loggers:?}"
     );
-    let via = fed["via"].as_str().unwrap_or_default();
+    let via = fed.and_then(|f| f.via.as_deref()).unwrap_or_default();
     assert!(
         via.starts_with("getLogger (") && via.contains("logging/__init__.py:"),
-        "3.{minor}: {loggers}"
+        "3.{minor}: {loggers:?}"
     );
     let lru = find(&|n| n.ends_with(".PriceService.quote (functools lru_cache)"));
     // The application's own line calls the cached method: it is the use and the feeding line.
@@ -80,66 +73,49 @@ fn leaks_named(minor: u32) {
         apps::app("flask_app.py").display(),
         apps::app_line("flask_app.py", "return service.quote(qty)")
     );
-    assert!(
-        lru["uses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u == price.as_str()),
-        "3.{minor}: {lru}"
-    );
+    assert!(lru.uses.contains(&price), "3.{minor}: {lru:?}");
     assert_eq!(
-        lru["fed_from"]["app_frame"],
-        price.as_str(),
-        "3.{minor}: {lru}"
+        lru.fed_from.as_ref().map(|f| f.app_frame.as_str()),
+        Some(price.as_str()),
+        "3.{minor}: {lru:?}"
     );
-    let name = lru["name"].as_str().unwrap();
+    let name = &lru.name;
     assert!(
         name == "__main__.PriceService.quote (functools lru_cache)"
             || name == "flask_app.PriceService.quote (functools lru_cache)",
-        "3.{minor}: {lru}"
+        "3.{minor}: {lru:?}"
     );
-    assert_eq!(lru["verdict"], "growing", "3.{minor}: {lru}");
-    assert_eq!(lru["type"], "dict", "3.{minor}: {lru}");
+    assert_eq!(lru.verdict, "growing", "3.{minor}: {lru:?}");
+    assert_eq!(lru.type_name, "dict", "3.{minor}: {lru:?}");
     // What the two caches grow by, from what their items hold (a Logger's attributes, the
     // cached call's key tuple), against what resident memory grows by: most of it, not a
     // tenth (before: a Logger counted as its 16-byte body).
-    let bytes_per_min = |k: &serde_json::Value| {
-        k["growth_per_min"].as_f64().unwrap() * k["holds"]["mean_deep_bytes"].as_f64().unwrap()
-    };
-    let said = bytes_per_min(&loggers) + bytes_per_min(&lru);
-    let rss = c["rss_growth_per_min"].as_f64().unwrap();
+    let bytes_per_min =
+        |k: &Container| k.growth_per_min * k.holds.as_ref().expect("holds").mean_deep_bytes;
+    let said = bytes_per_min(loggers) + bytes_per_min(lru);
+    let rss = c.rss_growth_per_min;
     assert!(
         said > 0.5 * rss && said < 1.5 * rss,
         "3.{minor}: the caches grow by {said:.0} B/min, resident memory by {rss:.0} B/min"
     );
     // The growing Logger type: one of its objects is found where it is held.
-    let logger_type = c["types"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "Logger")
-        .unwrap_or_else(|| panic!("3.{minor}: no Logger type: {c}"));
-    assert_eq!(
-        logger_type["verdict"], "growing",
-        "3.{minor}: {logger_type}"
-    );
-    let held = logger_type["held_at"].as_str().unwrap_or_default();
+    let logger_type = c
+        .type_named("Logger")
+        .unwrap_or_else(|| panic!("3.{minor}: no Logger type: {c:?}"));
+    assert_eq!(logger_type.verdict, "growing", "3.{minor}: {logger_type:?}");
+    let held = logger_type.held_at.as_deref().unwrap_or_default();
     assert!(
         held.starts_with("logging.Logger.manager.loggerDict[\"user-")
             || held.starts_with("logging.root.manager.loggerDict[\"user-"),
-        "3.{minor}: {logger_type}"
+        "3.{minor}: {logger_type:?}"
     );
     assert!(
         summary.contains(&format!("Logger: one is held at {held}")),
         "{summary}"
     );
     // No container is left named by its address while it grows.
-    for k in containers(&c) {
-        assert!(
-            k["verdict"] != "growing" || k["named"] == true,
-            "3.{minor}: growing and unnamed: {k}"
-        );
+    for k in c.growing() {
+        assert!(k.named, "3.{minor}: growing and unnamed: {k:?}");
     }
     assert!(
         summary.contains("Logger.manager.loggerDict")
@@ -158,15 +134,11 @@ fn leaks_named(minor: u32) {
 
 /// The same app and load without the leaks: nothing grows.
 fn nothing_growing(minor: u32) {
-    let (c, _) = watch_app(minor, "", "/user/{n},/price/item{n}/3");
-    assert!(c["error"].is_null(), "{c}");
-    for k in containers(&c) {
-        assert_ne!(k["verdict"], "growing", "3.{minor}: {k}");
+    let (p, _) = watch_app(minor, "", "/user/{n},/price/item{n}/3");
+    assert_nothing_grows(&p, &format!("3.{minor} without the leaks"));
+    for k in p.containers() {
         // A name or an address, never a container read from a word that is not an object.
-        assert!(k["len"].as_u64().unwrap() < 1 << 32, "3.{minor}: {k}");
-    }
-    for t in c["types"].as_array().unwrap() {
-        assert_ne!(t["verdict"], "growing", "3.{minor}: {t}");
+        assert!(k.len < 1 << 32, "3.{minor}: {k:?}");
     }
 }
 

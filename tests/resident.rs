@@ -9,22 +9,31 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 use tracer_tests::*;
 
 /// The one process of a report.
-fn process(dir: &std::path::Path) -> Value {
-    report_json(dir)["processes"][0].clone()
+fn process(dir: &std::path::Path) -> Process {
+    read_report(dir).first().clone()
 }
 
-fn part(res: &Value, key: &str) -> u64 {
-    res["parts"]
-        .as_array()
-        .unwrap()
+fn part(res: &Resident, key: &str) -> u64 {
+    res.parts
         .iter()
-        .find(|p| p["part"] == key)
-        .and_then(|p| p["bytes"].as_u64())
-        .unwrap_or_else(|| panic!("no part {key}: {res}"))
+        .find(|p| p.part == key)
+        .map(|p| p.bytes)
+        .unwrap_or_else(|| panic!("no part {key}: {res:?}"))
+}
+
+/// What memory_truth.py wrote: glibc's own figures (mallinfo2).
+#[derive(serde::Deserialize)]
+struct Truth {
+    mallinfo2: Mallinfo,
+}
+
+#[derive(serde::Deserialize)]
+struct Mallinfo {
+    uordblks: u64,
+    fordblks: u64,
 }
 
 /// `# arenas allocated current = N` and `# bytes in allocated blocks = N` of
@@ -101,50 +110,28 @@ fn resident_split_matches_the_process_s_own_account() {
             .unwrap();
         let _ = w.0.kill();
         let p = process(&out);
-        let res = p["resident"].clone();
+        let res = p.resident;
         let stats = std::fs::read_to_string(d.path().join("stderr")).unwrap();
-        let t: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+        let t: Truth = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
         (b.name.clone(), res, stats, t, rss)
     });
     let mut failures = Vec::new();
     for (name, res, stats, t, rss) in results {
-        assert!(res.is_object(), "{name}: no resident split");
+        let res = res.unwrap_or_else(|| panic!("{name}: no resident split"));
         let (arenas, in_blocks) = debugmallocstats(&stats);
-        let small = &res["small_object_allocator"];
-        let malloc = &res["malloc"];
-        let mi = &t["mallinfo2"];
-        let sum: u64 = res["parts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["bytes"].as_u64().unwrap())
-            .sum();
+        let small = &res.small_object_allocator;
+        let malloc = &res.malloc;
+        let mi = &t.mallinfo2;
+        let sum: u64 = res.parts.iter().map(|p| p.bytes).sum();
         let checks = [
-            ("pymalloc arenas", small["arenas"].as_u64() == Some(arenas)),
+            ("pymalloc arenas", small.arenas == arenas),
             (
                 "pymalloc bytes in use",
-                near(small["in_use_bytes"].as_u64().unwrap(), in_blocks, 2.0),
+                near(small.in_use_bytes, in_blocks, 2.0),
             ),
-            (
-                "malloc in use",
-                near(
-                    malloc["in_use_bytes"].as_u64().unwrap(),
-                    mi["uordblks"].as_u64().unwrap(),
-                    5.0,
-                ),
-            ),
-            (
-                "malloc free",
-                near(
-                    malloc["free_bytes"].as_u64().unwrap(),
-                    mi["fordblks"].as_u64().unwrap(),
-                    5.0,
-                ),
-            ),
-            (
-                "parts sum to rss_bytes",
-                sum == res["rss_bytes"].as_u64().unwrap(),
-            ),
+            ("malloc in use", near(malloc.in_use_bytes, mi.uordblks, 5.0)),
+            ("malloc free", near(malloc.free_bytes, mi.fordblks, 5.0)),
+            ("parts sum to rss_bytes", sum == res.rss_bytes),
             ("rss_bytes is the kernel's Rss", near(sum, rss, 5.0)),
             ("the large buffer", part(&res, "large_blocks") >= 8 << 20),
             ("a thread's stack", part(&res, "thread_stacks") > 0),
@@ -155,11 +142,11 @@ fn resident_split_matches_the_process_s_own_account() {
         ];
         println!(
             "{name}: arenas {arenas} vs {}, in blocks {in_blocks} vs {}, malloc in use {} vs {}, free {} vs {}, sum {sum} vs Rss {rss}",
-            small["arenas"], small["in_use_bytes"], mi["uordblks"], malloc["in_use_bytes"], mi["fordblks"], malloc["free_bytes"]
+            small.arenas, small.in_use_bytes, mi.uordblks, malloc.in_use_bytes, mi.fordblks, malloc.free_bytes
         );
         for (what, ok) in checks {
             if !ok {
-                failures.push(format!("{name}: {what}: {res}"));
+                failures.push(format!("{name}: {what}: {res:?}"));
             }
         }
     }
@@ -168,7 +155,13 @@ fn resident_split_matches_the_process_s_own_account() {
 
 /// Watches `script MODE` (a workload that prints "ready") with `python` for `secs` in `mode`;
 /// returns its process in report.json and the summary.
-fn watch_workload(python: &str, script: &str, arg: &str, mode: &str, secs: u32) -> (Value, String) {
+fn watch_workload(
+    python: &str,
+    script: &str,
+    arg: &str,
+    mode: &str,
+    secs: u32,
+) -> (Process, String) {
     let w = start_ready(python, script, &[arg]);
     let d = TempDir::new("resident-watch");
     let out = d.path().join("out");
@@ -192,25 +185,26 @@ fn watch_workload(python: &str, script: &str, arg: &str, mode: &str, secs: u32) 
 }
 
 /// The growing container of a report, by name.
-fn container(p: &Value, name: &str) -> Value {
-    p["census"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not in the census: {}", p["census"]))
+fn container<'a>(p: &'a Process, name: &str) -> &'a Container {
+    p.census()
+        .container(name)
+        .unwrap_or_else(|| panic!("{name} not in the census: {:?}", p.census))
+}
+
+/// What each of a container's newest items holds.
+fn holds(k: &Container) -> &Holds {
+    k.holds
+        .as_ref()
+        .unwrap_or_else(|| panic!("what {} holds: {k:?}", k.name))
 }
 
 /// What a growing container's items are estimated to cost per minute, against the resident
 /// growth the process shows.
-fn estimate_ratio(p: &Value, name: &str) -> f64 {
+fn estimate_ratio(p: &Process, name: &str) -> f64 {
     let k = container(p, name);
-    assert_eq!(k["verdict"], "growing", "{k}");
-    let estimate =
-        k["growth_per_min"].as_f64().unwrap() * k["holds"]["mean_deep_bytes"].as_f64().unwrap();
-    let resident = p["resident"]["growth_per_min"].as_f64().unwrap();
-    estimate / resident
+    assert_eq!(k.verdict, "growing", "{k:?}");
+    let estimate = k.growth_per_min * holds(k).mean_deep_bytes;
+    estimate / p.resident().growth_per_min
 }
 
 /// A list of 64 KiB numpy arrays (numpy from PyPI): its items are sized by the data they own
@@ -226,12 +220,12 @@ fn numpy_arrays_are_sized_by_their_data() {
         (0.67..=1.5).contains(&r),
         "estimate / resident growth = {r:.2}\n{summary}"
     );
-    let growing: Vec<&str> = p["resident"]["parts"]
-        .as_array()
-        .unwrap()
+    let growing: Vec<&str> = p
+        .resident()
+        .parts
         .iter()
-        .filter(|x| x["verdict"] == "growing")
-        .map(|x| x["part"].as_str().unwrap())
+        .filter(|x| x.verdict == "growing")
+        .map(|x| x.part.as_str())
         .collect();
     assert!(
         growing.contains(&"malloc_in_use") || growing.contains(&"large_blocks"),
@@ -240,18 +234,15 @@ fn numpy_arrays_are_sized_by_their_data() {
     let (p, summary) = watch_workload(&py, "buffers.py", "numpy", "exact", 20);
     let line = line_of("buffers.py", "a = np.ones(");
     let at = format!("buffers.py:{line})");
-    let top = p["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["resource"] == "memory" && s["line"].as_str().unwrap_or("").ends_with(&at))
-        .unwrap_or_else(|| panic!("no suspect at {at}: {summary}"))
-        .clone();
-    let per_min = top["growth_per_min"].as_f64().unwrap();
-    let resident = p["resident"]["growth_per_min"].as_f64().unwrap();
+    let top = p
+        .suspects_of("memory")
+        .find(|s| s.line.ends_with(&at))
+        .unwrap_or_else(|| panic!("no suspect at {at}: {summary}"));
+    let per_min = top.growth_per_min;
+    let resident = p.resident().growth_per_min;
     assert!(
-        top["verdict"] == "growing" && per_min / resident > 0.67 && per_min / resident < 1.5,
-        "exact mode at {at}: {top}, resident +{resident}/min\n{summary}"
+        top.verdict == "growing" && per_min / resident > 0.67 && per_min / resident < 1.5,
+        "exact mode at {at}: {top:?}, resident +{resident}/min\n{summary}"
     );
 }
 
@@ -262,12 +253,12 @@ fn numpy_arrays_are_sized_by_their_data() {
 fn items_that_share_objects_are_counted_once() {
     let (p, summary) = watch_workload(py(11), "buffers.py", "records", "watch", 40);
     let k = container(&p, "__main__.SESSIONS");
-    let each = k["holds"]["mean_deep_bytes"].as_f64().unwrap();
+    let each = holds(k).mean_deep_bytes;
     assert!(
         (400.0..=900.0).contains(&each),
-        "{each} B each: {k}\n{summary}"
+        "{each} B each: {k:?}\n{summary}"
     );
-    assert!(k["holds"]["shared_bytes"].as_f64().unwrap() > 0.0, "{k}");
+    assert!(holds(k).shared_bytes > 0.0, "{k:?}");
     assert!(summary.contains("shared (interned strings"), "{summary}");
 }
 
@@ -306,12 +297,7 @@ fn native_heap_growth_is_placed_at_its_line() {
     t.wait_recording();
     let f = t.finish();
     let p = process(&out);
-    let lines: Vec<String> = p["heap_growth"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["line"].as_str().unwrap().to_string())
-        .collect();
+    let lines: Vec<&str> = p.heap_growth.iter().map(|g| g.line.as_str()).collect();
     for (func, needle) in [
         ("native_leak", "libc.malloc(24 * 1024)"),
         ("big_leak", "libc.malloc(512 * 1024)"),
@@ -326,7 +312,7 @@ fn native_heap_growth_is_placed_at_its_line() {
             f.stdout
         );
     }
-    assert!(p["resident"]["verdict"] == "growing", "{}", p["resident"]);
+    assert_eq!(p.resident().verdict, "growing", "{:?}", p.resident);
 }
 
 /// A million small objects, 90% freed, then idle work (issue: fragmentation is not a leak):
@@ -353,17 +339,20 @@ fn fragmentation_is_not_a_leak() {
     t.wait_recording();
     let f = t.finish();
     let p = process(&out);
-    let res = &p["resident"];
-    assert!(res["readings"].as_u64().unwrap() >= 4, "{res}");
-    for x in res["parts"].as_array().unwrap() {
-        assert_ne!(x["verdict"], "growing", "{x}\n{}", f.stdout);
+    let res = p.resident();
+    assert!(res.readings >= 4, "{res:?}");
+    for x in &res.parts {
+        assert_ne!(x.verdict, "growing", "{x:?}\n{}", f.stdout);
     }
-    for k in p["census"]["containers"].as_array().unwrap() {
-        assert_ne!(k["verdict"], "growing", "{k}");
+    for k in &p.census().containers {
+        assert_ne!(k.verdict, "growing", "{k:?}");
     }
-    assert_eq!(res["reading"]["kind"], "fragmented", "{res}");
+    assert!(
+        matches!(res.reading, Some(Reading::Fragmented { .. })),
+        "{res:?}"
+    );
     let free = part(res, "small_object_free") + part(res, "malloc_free");
-    assert!(free * 2 > res["rss_bytes"].as_u64().unwrap(), "{res}");
+    assert!(free * 2 > res.rss_bytes, "{res:?}");
     assert!(
         f.stdout.contains("fragmentation, not a leak"),
         "{}",
@@ -401,14 +390,7 @@ fn flask_gunicorn_numpy_frames_are_sized() {
         "estimate / resident growth = {r:.2}\n{summary}"
     );
     let k = container(&p, name);
-    assert!(
-        k["uses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u.as_str().unwrap().starts_with("frame (")),
-        "{k}"
-    );
+    assert!(k.uses.iter().any(|u| u.starts_with("frame (")), "{k:?}");
 }
 
 /// The same app without the leak: no resident part that the frames would fill grows, and no
@@ -431,16 +413,15 @@ fn flask_gunicorn_numpy_without_leaks() {
         40,
     );
     let (p, summary) = watch(&served);
-    for x in p["resident"]["parts"].as_array().unwrap() {
+    for x in &p.resident().parts {
         assert!(
-            !(x["verdict"] == "growing"
-                && ["malloc_in_use", "large_blocks", "small_objects"]
-                    .contains(&x["part"].as_str().unwrap())),
-            "without the leak: {x}\n{summary}"
+            !(x.verdict == "growing"
+                && ["malloc_in_use", "large_blocks", "small_objects"].contains(&x.part.as_str())),
+            "without the leak: {x:?}\n{summary}"
         );
     }
-    for k in p["census"]["containers"].as_array().unwrap() {
-        assert_ne!(k["verdict"], "growing", "without the leak: {k}");
+    for k in &p.census().containers {
+        assert_ne!(k.verdict, "growing", "without the leak: {k:?}");
     }
 }
 

@@ -26,12 +26,7 @@ fn wait_started(go: &Path) {
 }
 
 fn leaked_paths(dir: &Path) -> Vec<String> {
-    let raw = read_json_field(&dir.join("done.json"), "files").unwrap();
-    raw.trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    read_done(&dir.join("done.json")).files
 }
 
 /// Every leaked descriptor is reported once, closed ones never, nothing else.
@@ -203,9 +198,10 @@ fn launch_and_check(python: &str, tag: &str) {
         .status()
         .unwrap();
     assert!(r.success());
-    let reference: u64 = read_json_field(&ref_dir.path().join("done.json"), "tracemalloc_total")
-        .unwrap()
-        .parse()
+    let reference: u64 = read_done(&ref_dir.path().join("done.json"))
+        .tracemalloc_total
+        .expect("tracemalloc_total in done.json")
+        .try_into()
         .unwrap();
     let _ = &mut r;
 
@@ -229,7 +225,7 @@ fn launch_and_check(python: &str, tag: &str) {
         || done.exists(),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let pid: u32 = read_json_field(&done, "pid").unwrap().parse().unwrap();
+    let pid = read_done(&done).pid;
     let f = t.stop();
     assert_descriptors_exact(&f, dir.path(), pid);
     assert_bytes_close(&f, reference);
@@ -498,11 +494,13 @@ fn exec_voids_the_old_heap_and_cloexec_descriptors() {
         bytes >= 1_000_000,
         "the 1 MB kept before the exec is reported up to the exec, got {bytes} B"
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.dir.join("report.json")).unwrap()).unwrap();
-    let procs = r["processes"].as_array().unwrap();
-    assert_eq!(procs.len(), 1, "{r}");
-    assert_eq!(procs[0]["exec_into"], "/usr/bin/sleep", "{r}");
+    let r = f.report();
+    assert_eq!(r.processes.len(), 1, "{r:?}");
+    assert_eq!(
+        r.processes[0].exec_into.as_deref(),
+        Some("/usr/bin/sleep"),
+        "{r:?}"
+    );
 }
 
 /// Many outstanding allocations: every one reported, on its line (the map is read in batches

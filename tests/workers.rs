@@ -9,13 +9,11 @@
 //!   under gunicorn with two uvicorn workers (forked): the sessions kept in `app.state` named in
 //!   the workers, used at the app's line, and their tasks piling up at the app's line.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::apps::Server;
-use common::*;
+use tracer_tests::apps::Server;
+use tracer_tests::*;
 
 /// A Redis server of its own on a free loopback port (no persistence), ended with the test.
 struct Redis {
@@ -58,7 +56,7 @@ fn celery_venv() -> std::path::PathBuf {
 }
 
 /// `tracer record --mode watch --children -p MASTER -d 45s --interval 5s`: report.json.
-fn watch_tree(master: u32) -> serde_json::Value {
+fn watch_tree(master: u32) -> Report {
     apps::record(&[
         "-p",
         &master.to_string(),
@@ -73,30 +71,21 @@ fn watch_tree(master: u32) -> serde_json::Value {
     .0
 }
 
-fn growing_containers(p: &serde_json::Value) -> Vec<&serde_json::Value> {
-    p["census"]["containers"]
-        .as_array()
-        .map(|v| v.iter().filter(|k| k["verdict"] == "growing").collect())
-        .unwrap_or_default()
+fn growing_containers(p: &Process) -> Vec<&Container> {
+    p.census.iter().flat_map(Census::growing).collect()
 }
 
 /// Nothing in any process of the tree grows: containers, types, tasks.
-fn assert_tree_healthy(report: &serde_json::Value, what: &str) {
-    for p in report["processes"].as_array().unwrap() {
-        let c = &p["census"];
-        assert!(c["error"].is_null(), "{what}: {c}");
-        let growing = growing_containers(p);
-        assert!(growing.is_empty(), "{what}: pid {} {growing:?}", p["pid"]);
-        for t in c["types"].as_array().unwrap() {
-            assert_ne!(t["verdict"], "growing", "{what}: pid {} {t}", p["pid"]);
-        }
-        assert_ne!(c["tasks"]["verdict"], "growing", "{what}: pid {}", p["pid"]);
+fn assert_tree_healthy(report: &Report, what: &str) {
+    assert!(!report.processes.is_empty(), "{what}: no process traced");
+    for p in &report.processes {
+        assert_nothing_grows(p, what);
     }
 }
 
 /// Celery's prefork pool (2 children) on Redis, 40 tasks a second: the master and its children.
 /// On pyenv's 3.12 (a venv), or on a Debian build (PyPI's packages in its root file system).
-fn celery(leaks: &str, debian: Option<&Build>) -> serde_json::Value {
+fn celery(leaks: &str, debian: Option<&Build>) -> Report {
     let python = celery_venv();
     let redis = Redis::start();
     let dir = apps::app("celery_app.py").parent().unwrap().to_path_buf();
@@ -182,37 +171,30 @@ fn celery_task_cache_named_in_the_pool_debian_313() {
 
 fn celery_cache_named(debian: Option<&Build>) {
     let report = celery("cache", debian);
-    let procs = report["processes"].as_array().unwrap();
+    let procs = &report.processes;
     assert!(procs.len() >= 3, "the master and its 2 children: {procs:?}");
     let line = apps::app_line("celery_app.py", "# CACHED HERE");
     let cache = procs
         .iter()
         .flat_map(growing_containers)
-        .find(|k| k["name"] == "celery_app.RESULTS")
-        .unwrap_or_else(|| panic!("celery_app.RESULTS not growing in any process: {report}"));
+        .find(|k| k.name == "celery_app.RESULTS")
+        .unwrap_or_else(|| panic!("celery_app.RESULTS not growing in any process: {report:?}"));
     // Sized: each quote's dict with what it alone holds (its list of 16 floats).
-    let each = cache["holds"]["mean_deep_bytes"].as_f64().unwrap_or(0.0);
-    assert!((200.0..4096.0).contains(&each), "{cache}");
-    let uses: Vec<&str> = cache["uses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap())
-        .collect();
+    let each = cache.holds.as_ref().map_or(0.0, |h| h.mean_deep_bytes);
+    assert!((200.0..4096.0).contains(&each), "{cache:?}");
     assert!(
-        uses.iter()
+        cache
+            .uses
+            .iter()
             .any(|u| u.starts_with("price_quote (")
                 && u.ends_with(&format!("celery_app.py:{line})"))),
-        "the caching line celery_app.py:{line} not among the uses: {cache}"
+        "the caching line celery_app.py:{line} not among the uses: {cache:?}"
     );
-    let master = procs
-        .iter()
-        .find(|p| p["pid"] == report["processes"][0]["pid"])
-        .unwrap();
+    let master = report.first();
     assert!(
         growing_containers(master).is_empty(),
-        "the master: {}",
-        master["census"]
+        "the master: {:?}",
+        master.census
     );
 }
 
@@ -238,45 +220,35 @@ fn fastapi_workers_leak(how: Server) {
         30,
     );
     let report = watch_tree(served.pid());
-    let procs = report["processes"].as_array().unwrap();
     let login = apps::app_line("fastapi_app.py", "request.app.state.sessions[token] =");
     let waits = apps::app_line("fastapi_app.py", "# TASK WAITS");
-    let workers: Vec<&serde_json::Value> = procs
+    let workers: Vec<&Process> = report
+        .processes
         .iter()
         .filter(|p| {
             growing_containers(p).iter().any(|k| {
-                k["name"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with(r#"app.state._state["sessions"]"#)
-                    && k["uses"].as_array().unwrap().iter().any(|u| {
-                        u.as_str()
-                            .unwrap()
-                            .ends_with(&format!("fastapi_app.py:{login})"))
-                    })
+                k.name.ends_with(r#"app.state._state["sessions"]"#)
+                    && k.uses
+                        .iter()
+                        .any(|u| u.ends_with(&format!("fastapi_app.py:{login})")))
             })
         })
         .collect();
     assert!(
         !workers.is_empty(),
-        "{how:?}: no worker with app.state's sessions growing, used at fastapi_app.py:{login}: {report}"
+        "{how:?}: no worker with app.state's sessions growing, used at fastapi_app.py:{login}: {report:?}"
     );
     for w in workers {
-        let tasks = &w["census"]["tasks"];
-        assert_eq!(tasks["verdict"], "growing", "{how:?}: {tasks}");
+        let tasks = w.census().tasks.as_ref().expect("asyncio tasks");
+        assert_eq!(tasks.verdict, "growing", "{how:?}: {tasks:?}");
+        let top = tasks
+            .by_coroutine
+            .first()
+            .map_or("", |g| g.coroutine.as_str());
+        assert!(top.starts_with("watch_session ("), "{how:?}: {tasks:?}");
         assert!(
-            tasks["by_coroutine"][0]["coroutine"]
-                .as_str()
-                .unwrap()
-                .starts_with("watch_session ("),
-            "{how:?}: {tasks}"
-        );
-        assert!(
-            tasks["by_coroutine"][0]["coroutine"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("fastapi_app.py:{waits})")),
-            "{how:?}: {tasks}"
+            top.ends_with(&format!("fastapi_app.py:{waits})")),
+            "{how:?}: {tasks:?}"
         );
     }
 }

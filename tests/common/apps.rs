@@ -362,18 +362,16 @@ fn start_serving(
 
 /// `tracer record ARGS` into a temporary directory, until it ends: report.json, and what it
 /// printed.
-pub fn record(args: &[&str]) -> (serde_json::Value, Finished) {
+pub fn record(args: &[&str]) -> (Report, Finished) {
     let d = TempDir::new("apps");
     let out = d.0.join("out");
     let f = Tracer::start(args, &out).finish();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    (report, f)
+    (read_report(&out), f)
 }
 
 /// tracer, attached after start-up to the process that runs the app's code, watching it for
 /// 40 s (a census pass every 4 s): report.json's process, and the summary.
-pub fn watch(served: &Served) -> (serde_json::Value, String) {
+pub fn watch(served: &Served) -> (Process, String) {
     let pid = served.pid().to_string();
     let (report, f) = record(&[
         "-p",
@@ -385,7 +383,7 @@ pub fn watch(served: &Served) -> (serde_json::Value, String) {
         "--interval",
         "4s",
     ]);
-    (report["processes"][0].clone(), f.stdout)
+    (report.first().clone(), f.stdout)
 }
 
 /// The app served alone and driven at 40 requests a second while tracer watches it for 40 s
@@ -395,6 +393,6 @@ pub fn watch_app(
     name: &str,
     leaks: &str,
     paths: &str,
-) -> (serde_json::Value, String) {
+) -> (Process, String) {
     watch(&serve(Server::Alone, python, name, leaks, paths, 40))
 }
