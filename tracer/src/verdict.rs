@@ -149,8 +149,9 @@ fn judge_one(series: &[(f64, f64)], min_gain: f64) -> Trend {
 pub enum Series {
     /// Outstanding bytes of a stack (exact mode).
     Bytes,
-    /// Live allocation samples of a stack (watch windows: a small share of the allocations).
-    Samples,
+    /// Survivors of a stack: allocations a watch window saw that are still alive (a small share
+    /// of the allocations).
+    Survivors,
     /// Open descriptors of a site.
     Descriptors,
     /// Items of a census container.
@@ -182,7 +183,7 @@ impl Series {
     pub fn min_gain(self, last: f64) -> f64 {
         match self {
             Series::Bytes => 64.0 * 1024.0,
-            Series::Samples => 8.0,
+            Series::Survivors => 8.0,
             Series::Descriptors => 2.0,
             // 16 items, or 1% of the size.
             Series::Items => (last * 0.01).max(16.0),
@@ -239,9 +240,9 @@ pub fn judge_counts(kind: Series, series: &[(f64, u64)]) -> Trend {
     judge_series(kind, &s)
 }
 
-/// Watch windows: the verdict from the stack's live samples, the rate and gain from its bytes.
-pub fn judge_sampled(samples: &[(f64, f64)], bytes: &[(f64, f64)]) -> Trend {
-    judge_rate(samples, Series::Samples.min_gain(0.0), bytes)
+/// Watch windows: the verdict from the stack's survivors, the rate and gain from its bytes.
+pub fn judge_survivors(survivors: &[(f64, f64)], bytes: &[(f64, f64)]) -> Trend {
+    judge_rate(survivors, Series::Survivors.min_gain(0.0), bytes)
 }
 
 fn growing(t: &Trend) -> bool {

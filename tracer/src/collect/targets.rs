@@ -388,7 +388,7 @@ impl Target {
                 .saturating_sub(self.counters.cpu_ticks_at_start) as f64
                 / ticks_per_s as f64,
             windows: self.watch.windows,
-            samples: self.watch.survivors.len() as u64,
+            survivors: self.watch.survivors.len() as u64,
             armed: self.watch.armed,
             traced_for: self
                 .exited_after

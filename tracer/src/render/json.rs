@@ -241,7 +241,7 @@ pub fn render(r: &Report) -> String {
                 "outstanding_bytes": p.total_bytes,
                 "outstanding_allocations": p.total_allocs,
                 "open_fds": p.open_fds,
-                "sampled": matches!(p.coverage, Coverage::Sampled { .. }),
+                "sampled": matches!(p.coverage, Coverage::Windowed { .. }),
                 "suspects": suspects,
                 "census": p.census.as_ref().map(|c| census(c, p.census_reading.as_ref())),
                 "resident": p.resident.as_ref().map(resident),

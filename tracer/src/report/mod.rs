@@ -93,10 +93,10 @@ pub const MAX_VIA: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Coverage {
-    /// Watch mode: allocations sampled in windows, then followed from outside.
-    Sampled {
+    /// Watch mode: allocations seen in windows (their survivors), then followed from outside.
+    Windowed {
         windows: u64,
-        samples: u64,
+        survivors: u64,
         /// Share of the target's traced time (percent) its allocator probes were armed.
         armed_pct: f64,
         /// Why the windows see only part of the allocations (an inlining build), if they do.

@@ -87,9 +87,9 @@ pub fn process_report(t: &TargetView, probes_off: bool, paths: &AppPaths) -> Pro
         coverage: if probes_off {
             Coverage::CensusOnly
         } else if t.windows > 0 {
-            Coverage::Sampled {
+            Coverage::Windowed {
                 windows: t.windows,
-                samples: t.samples,
+                survivors: t.survivors,
                 armed_pct: 100.0 * t.armed.as_secs_f64() / t.traced_for.as_secs_f64().max(1e-9),
                 partial: match assess_coverage(&t.hooks, 0, 0.0) {
                     Coverage::Low { reason } | Coverage::None { reason } => Some(reason),

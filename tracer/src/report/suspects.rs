@@ -10,7 +10,7 @@ use crate::frame::Frame;
 use crate::place::innermost_app;
 use crate::snapshot::{Checkpoint, TargetView};
 use crate::verdict::verdict_key;
-use crate::verdict::{self, judge_sampled, judge_series, Series, Trend, Verdict};
+use crate::verdict::{self, judge_series, judge_survivors, Series, Trend, Verdict};
 
 /// A stack's place: the key its series is judged under, its application frame, and the frames
 /// below that frame.
@@ -167,7 +167,7 @@ pub(super) fn suspects(
         } else if sampled {
             // Samples are a small share of the allocations: judge their number, not their bytes.
             let counts = series(&|c| sum(c, |v| v.1));
-            judge_sampled(&counts, &bytes)
+            judge_survivors(&counts, &bytes)
         } else {
             judge_series(Series::Bytes, &bytes)
         };
@@ -331,7 +331,7 @@ mod tests {
             alloc_calls_base: 0,
             cpu_seconds: 0.0,
             windows: 0,
-            samples: 0,
+            survivors: 0,
             armed: Duration::ZERO,
             traced_for: Duration::ZERO,
             census: None,

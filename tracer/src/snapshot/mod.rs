@@ -205,9 +205,9 @@ pub struct TargetView<'a> {
     pub alloc_calls_base: u64,
     /// CPU time the process used while traced.
     pub cpu_seconds: f64,
-    /// Watch mode: allocator windows run, live samples, time the probes were armed.
+    /// Watch mode: allocator windows run, their survivors still alive, time the probes were armed.
     pub windows: u64,
-    pub samples: u64,
+    pub survivors: u64,
     pub armed: Duration,
     /// How long it has been (or was, until it ended) traced.
     pub traced_for: Duration,

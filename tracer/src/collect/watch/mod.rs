@@ -201,6 +201,8 @@ impl Collector {
             }
         });
         let t = &mut self.targets[i];
+        // PyObject.ob_type's offset, from the build's layout (8 in every CPython 3).
+        let ob_type = t.interp.layout().map_or(8, |l| l.ob_type);
         t.watch.pending.clear();
         for (k, a) in seen {
             if t.watch.survivors.len() + t.watch.pending.len() >= MAX_SURVIVORS {
@@ -218,7 +220,7 @@ impl Collector {
                 .map(|c| {
                     (
                         c,
-                        is_type_object(pid, t.watch.type_type, &mut t.watch.types, c),
+                        is_type_object(pid, ob_type, t.watch.type_type, &mut t.watch.types, c),
                     )
                 })
                 .collect();
@@ -290,6 +292,7 @@ impl Collector {
 /// Is `addr` a Python type object (its own type is `type`, or a metaclass whose type is)?
 fn is_type_object(
     pid: u32,
+    ob_type: u64,
     type_type: Option<u64>,
     cache: &mut HashMap<u64, bool>,
     addr: u64,
@@ -301,7 +304,7 @@ fn is_type_object(
     if let Some(v) = cache.get(&addr) {
         return *v;
     }
-    let ty = |a: u64| mem::Process(pid).u64(a + 8);
+    let ty = |a: u64| mem::Process(pid).u64(a + ob_type);
     let v = match ty(addr) {
         Some(m) if m == tt => true,
         Some(m) if m > 0x1000 => ty(m) == Some(tt),

@@ -100,7 +100,7 @@ pub fn via_text(s: &Suspect) -> String {
 /// The one-line coverage warning for a process, if its allocation view is incomplete.
 pub fn coverage_warning(c: &Coverage) -> Option<String> {
     match c {
-        Coverage::Good { .. } | Coverage::Sampled { .. } | Coverage::CensusOnly => None,
+        Coverage::Good { .. } | Coverage::Windowed { .. } | Coverage::CensusOnly => None,
         Coverage::Low { reason } => Some(format!(
             "WARNING: allocation coverage is LOW: {}; outstanding bytes below are a lower bound (descriptors are exact)",
             clean(reason)

@@ -94,9 +94,9 @@ pub(super) fn section(o: &mut String, r: &Report, p: &ProcReport) {
             "  watch mode: no allocator probe (no stall); {judged}; --budget 2 adds allocation stacks from short probe windows"
         );
     }
-    if let Coverage::Sampled {
+    if let Coverage::Windowed {
         windows,
-        samples,
+        survivors,
         armed_pct,
         partial,
     } = &p.coverage
@@ -107,7 +107,7 @@ pub(super) fn section(o: &mut String, r: &Report, p: &ProcReport) {
             r.budget
                 .map(|(w, _)| format!(" of {w:.0?}"))
                 .unwrap_or_default(),
-            thousands(*samples),
+            thousands(*survivors),
             r.budget
                 .map(|(_, b)| format!(" (budget {b}%)"))
                 .unwrap_or_default(),

@@ -35,7 +35,7 @@ pub fn lines(r: &Report) -> Vec<String> {
     for p in &r.procs {
         let _ = writeln!(o);
         let armed = match &p.coverage {
-            Coverage::Sampled {
+            Coverage::Windowed {
                 armed_pct, windows, ..
             } => {
                 format!(", {windows} windows, probes armed {armed_pct:.1}%")
