@@ -67,12 +67,7 @@ fn not_root() {
 
 #[test]
 fn unwritable_output_directory() {
-    let w = Proc(
-        Command::new(py(11))
-            .args(["-c", "import time; time.sleep(30)"])
-            .spawn()
-            .unwrap(),
-    );
+    let w = sleeping_python();
     let out = run_tracer(&[
         "record",
         "-p",
@@ -91,12 +86,7 @@ fn unwritable_output_directory() {
 #[test]
 fn kernel_without_uprobes() {
     let d = TempDir::new("e5");
-    let w = Proc(
-        Command::new(py(11))
-            .args(["-c", "import time; time.sleep(30)"])
-            .spawn()
-            .unwrap(),
-    );
+    let w = sleeping_python();
     let script = format!(
         "mount -t tmpfs none /sys/bus/event_source/devices/uprobe && exec {} record -p {} -o {}",
         tracer_bin().display(),
@@ -148,16 +138,7 @@ fn launch_non_python_command() {
 
 #[test]
 fn doctor_reports_a_process() {
-    let w = Proc(
-        Command::new(py(11))
-            .args(["-c", "import time; time.sleep(30)"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("python to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
-            .is_ok_and(|m| m.contains("libpython"))
-    });
+    let w = sleeping_python();
     let out = run_tracer(&["doctor", "-p", &w.pid().to_string()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
@@ -241,4 +222,20 @@ fn metrics_address_in_use() {
     let addr = busy.local_addr().unwrap().to_string();
     let out = run_tracer(&["record", "-p", "1", "--metrics-addr", &addr]);
     assert_one_line_error(&out, "for --metrics-addr");
+}
+
+/// pyenv's 3.11 sleeping for 30 s, once its libpython is mapped (before, it is not yet a CPython
+/// process to the tracer).
+fn sleeping_python() -> Proc {
+    let w = Proc(
+        Command::new(py(11))
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("python to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
+            .is_ok_and(|m| m.contains("libpython"))
+    });
+    w
 }

@@ -435,14 +435,14 @@ fn soak_scripts_in(p: &Process) -> std::collections::BTreeSet<String> {
 /// A soak of `--all-python --mode watch`: short-lived Pythons of three builds (pyenv 3.11 and
 /// 3.12, Debian's static 3.11) that allocate, open and close files, fork, exec other Pythons
 /// and exit, next to long-lived leaking ones. The tracer's memory and descriptors stay flat, it
-/// never fails, and nothing is attributed to the wrong process. Two minutes; longer with
+/// never fails, and nothing is attributed to the wrong process. 90 seconds; longer with
 /// TRACER_SOAK_SECS (`cargo xtask soak --minutes N`).
 #[test]
 fn soak_all_python_watch() {
     let secs: u64 = std::env::var("TRACER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
+        .unwrap_or(90);
     let d = TempDir::new("soak");
     // Each process runs its own copy of grow.py: a frame names the script, hence the process.
     let script = |name: &str| -> String {

@@ -62,7 +62,7 @@ fn near(got: u64, want: u64, pct: f64) -> bool {
 /// which is the kernel's Rss within 5%.
 #[test]
 fn resident_split_matches_the_process_s_own_account() {
-    let results = on_builds(builds(), 2, |b| {
+    let results = on_builds(builds(), 4, |b| {
         let d = b.tempdir("truth");
         let truth = d.path().join("truth.json");
         let err = std::fs::File::create(d.path().join("stderr")).unwrap();
