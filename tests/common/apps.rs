@@ -134,9 +134,19 @@ impl Drop for Served {
     fn drop(&mut self) {
         // gunicorn's master (and uvicorn's supervisor) ends its workers on SIGINT; killed, it
         // would leave the workers to notice their parent gone by themselves.
+        // The load first: a worker still serving requests waits for them before it ends.
+        let _ = self.load.0.kill();
+        let _ = self.load.0.wait();
         if self.supervises {
+            let workers = python_children(self.server.pid());
             self.server.signal(libc::SIGINT);
             let _ = self.server.wait(Duration::from_secs(10));
+            // A worker that outlived its master's graceful stop (uvicorn's under gunicorn) is
+            // not left behind for the next tests.
+            for w in workers {
+                // SAFETY: kill(2) on a pid; a process already gone makes it fail, harmlessly.
+                unsafe { libc::kill(w as i32, libc::SIGKILL) };
+            }
         }
     }
 }

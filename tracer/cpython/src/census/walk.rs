@@ -44,26 +44,40 @@ impl Census {
             }
         };
         // A table's heads are where they must be: one caught mid-change by the gc (the youngest
-        // generation changes all the time) is read again, fresh, a few times.
-        let tries = if matches!(l.gc, GcHeads::Fixed { .. }) {
-            5
+        // generation changes all the time) is read again, fresh, a few times. A searched gc
+        // state is scanned again instead, and the scan that validates the most heads is kept
+        // (a head caught mid-change would otherwise be missing for the process's life).
+        let (tries, scans) = if matches!(l.gc, GcHeads::Fixed { .. }) {
+            (5, 1)
         } else {
-            1
+            (1, 3)
+        };
+        let fresh = || {
+            mem.clear();
+            std::thread::sleep(std::time::Duration::from_millis(2));
         };
         let mut heads: Vec<u64> = Vec::new();
-        for c in candidates {
-            if heads.last().is_some_and(|&h| c < h + l.gc_head_size) {
-                continue;
+        for scan in 0..scans {
+            if scan > 0 {
+                fresh();
             }
-            for attempt in 0..tries {
-                if attempt > 0 {
-                    mem.clear();
-                    std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut found: Vec<u64> = Vec::new();
+            for &c in &candidates {
+                if found.last().is_some_and(|&h| c < h + l.gc_head_size) {
+                    continue;
                 }
-                if self.is_list_head(mem, c).unwrap_or(false) {
-                    heads.push(c);
-                    break;
+                for attempt in 0..tries {
+                    if attempt > 0 {
+                        fresh();
+                    }
+                    if self.is_list_head(mem, c).unwrap_or(false) {
+                        found.push(c);
+                        break;
+                    }
                 }
+            }
+            if found.len() > heads.len() {
+                heads = found;
             }
         }
         if heads.is_empty() {
