@@ -1,7 +1,6 @@
 //! Every error a user can cause: one line on stderr, non-zero exit, no panic.
 
 use std::process::Command;
-use std::time::Duration;
 
 use tracer_tests::*;
 
@@ -33,16 +32,7 @@ fn not_a_python_process() {
 #[test]
 fn unsupported_interpreter() {
     let d = TempDir::new("e3");
-    let py2 = Proc(
-        Command::new(py2())
-            .args(["-c", "import time; time.sleep(30)"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("python2 to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{}/maps", py2.pid()))
-            .is_ok_and(|m| m.contains("libpython2.7"))
-    });
+    let py2 = sleeping_python(py2(), 30, "libpython2.7");
     let out = run_tracer(&["record", "-p", &py2.pid().to_string(), "-o", &out_dir(&d)]);
     assert_one_line_error(&out, "runs Python 2.7, which tracer does not support");
 }
@@ -67,7 +57,7 @@ fn not_root() {
 
 #[test]
 fn unwritable_output_directory() {
-    let w = sleeping_python();
+    let w = sleeping_python(py(11), 30, "libpython");
     let out = run_tracer(&[
         "record",
         "-p",
@@ -86,7 +76,7 @@ fn unwritable_output_directory() {
 #[test]
 fn kernel_without_uprobes() {
     let d = TempDir::new("e5");
-    let w = sleeping_python();
+    let w = sleeping_python(py(11), 30, "libpython");
     let script = format!(
         "mount -t tmpfs none /sys/bus/event_source/devices/uprobe && exec {} record -p {} -o {}",
         tracer_bin().display(),
@@ -138,7 +128,7 @@ fn launch_non_python_command() {
 
 #[test]
 fn doctor_reports_a_process() {
-    let w = sleeping_python();
+    let w = sleeping_python(py(11), 30, "libpython");
     let out = run_tracer(&["doctor", "-p", &w.pid().to_string()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
@@ -222,20 +212,4 @@ fn metrics_address_in_use() {
     let addr = busy.local_addr().unwrap().to_string();
     let out = run_tracer(&["record", "-p", "1", "--metrics-addr", &addr]);
     assert_one_line_error(&out, "for --metrics-addr");
-}
-
-/// pyenv's 3.11 sleeping for 30 s, once its libpython is mapped (before, it is not yet a CPython
-/// process to the tracer).
-fn sleeping_python() -> Proc {
-    let w = Proc(
-        Command::new(py(11))
-            .args(["-c", "import time; time.sleep(30)"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("python to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
-            .is_ok_and(|m| m.contains("libpython"))
-    });
-    w
 }

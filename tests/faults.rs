@@ -459,16 +459,7 @@ fn failed_start_leaves_no_directory() {
 #[test]
 fn watch_mode_without_a_layout_says_so() {
     let py37 = pyenv_dir("3.7").join("bin/python3");
-    let w = Proc(
-        Command::new(&py37)
-            .args(["-c", "import time; time.sleep(60)"])
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("python 3.7 to start", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))
-            .is_ok_and(|m| m.contains("libpython3.7"))
-    });
+    let w = sleeping_python(&py37, 60, "libpython3.7");
     let d = TempDir::new("py37");
     let res = record(&[
         "-p",

@@ -49,9 +49,7 @@ fn exec_scenario(tag: &str, d: &TempDir, then: &[&str], extra: &[&str]) -> (Proc
             .unwrap(),
     );
     let pid = w.pid();
-    wait_for("the interpreter to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libpython"))
-    });
+    wait_mapped(pid, "libpython", Duration::from_secs(30));
     let pid_s = pid.to_string();
     let mut args = vec!["-p", &pid_s, "--interval", "1s"];
     args.extend_from_slice(extra);

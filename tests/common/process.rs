@@ -320,6 +320,27 @@ pub fn start_service_on(b: &Build, d: &TempDir, args: &[&str]) -> Proc {
     svc
 }
 
+/// Waits (up to `limit`) until process `pid` maps a file whose path contains `lib` (a Python
+/// before that is not yet a CPython process to the tracer).
+pub fn wait_mapped(pid: u32, lib: &str, limit: Duration) {
+    wait_for(&format!("pid {pid} to map {lib}"), limit, || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(lib))
+    });
+}
+
+/// `python -c "time.sleep(secs)"`, returned once it maps `lib` (its interpreter library).
+pub fn sleeping_python(python: impl AsRef<std::path::Path>, secs: u32, lib: &str) -> Proc {
+    let python = python.as_ref();
+    let p = Proc(
+        Command::new(python)
+            .args(["-c", &format!("import time; time.sleep({secs})")])
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display())),
+    );
+    wait_mapped(p.pid(), lib, Duration::from_secs(10));
+    p
+}
+
 /// Starts `python script args...`, returned once it prints "ready" (its setup done).
 pub fn start_ready(python: &str, script: &str, args: &[&str]) -> Proc {
     let mut p = Proc(
