@@ -119,25 +119,8 @@ fn same_code(a: &Frame, b: &Frame) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::suspects::tests::{logger_stack, py, APP, LOGGING};
     use crate::verdict::{Trend, Verdict};
-
-    const APP: &str = "/srv/app/app.py";
-    const LOGGING: &str = "/usr/lib/python3.12/logging/__init__.py";
-    const FLASK: &str = "/srv/venv/lib/python3.12/site-packages/flask/app.py";
-
-    fn py(f: &str, file: &str, line: i32) -> Frame {
-        Frame::python(f, file, Some(line))
-    }
-
-    /// The logger leak's stacks: Flask, the app's `user`, then logging's lines.
-    fn logger_stack(leaf: Frame) -> Vec<Frame> {
-        vec![
-            py("dispatch_request", FLASK, 880),
-            py("user", APP, 9),
-            py("getLogger", LOGGING, 2150),
-            leaf,
-        ]
-    }
 
     #[test]
     fn census_containers_fed_from_the_application() {

@@ -244,21 +244,21 @@ pub(super) fn growth(t: &TargetView) -> Vec<(Vec<Frame>, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::snapshot::HookCoverage;
 
-    const APP: &str = "/srv/app/app.py";
-    const LOGGING: &str = "/usr/lib/python3.12/logging/__init__.py";
+    pub(in crate::report) const APP: &str = "/srv/app/app.py";
+    pub(in crate::report) const LOGGING: &str = "/usr/lib/python3.12/logging/__init__.py";
     const TEMPFILE: &str = "/usr/lib/python3.12/tempfile.py";
     const FLASK: &str = "/srv/venv/lib/python3.12/site-packages/flask/app.py";
 
-    fn py(f: &str, file: &str, line: i32) -> Frame {
+    pub(in crate::report) fn py(f: &str, file: &str, line: i32) -> Frame {
         Frame::python(f, file, Some(line))
     }
 
     /// The logger leak's stacks: Flask, the app's `user`, then logging's lines.
-    fn logger_stack(leaf: Frame) -> Vec<Frame> {
+    pub(in crate::report) fn logger_stack(leaf: Frame) -> Vec<Frame> {
         vec![
             py("dispatch_request", FLASK, 880),
             py("user", APP, 9),
