@@ -29,13 +29,14 @@ fn fd_stacks(dir: &Path, pid: u32) -> Vec<(Vec<String>, u64)> {
 #[test]
 fn children_forked_by_the_hundred_are_all_traced() {
     let d = TempDir::new("fork200");
-    let w = start_ready(py(11), "churn.py", &["fork", "200"]);
+    let mut w = start_ready(py(11), "churn.py", &["fork", "200"]);
     let out = d.path().join("out");
     let mut t = Tracer::start(
         &["-p", &w.pid().to_string(), "--children", "--mode", "watch"],
         &out,
     );
     t.wait_recording();
+    w.go();
     let f = t.finish();
     assert!(f.stderr.contains("every target has exited"), "{}", f.stderr);
     let procs = processes(&out);
@@ -132,47 +133,56 @@ fn a_launched_python_s_pythons_are_all_traced() {
     }
 }
 
-/// An exec 1.5 to 3 s after attaching (pyenv 3.11 into 3.12, exact mode): the new program is
-/// traced (its allocations counted, its leaked descriptors on its line) and the old entry
-/// carries no false warning.
+/// An exec 0.2 to 2 s after the tracer says it is recording (pyenv 3.11 into 3.12, exact
+/// mode): the new program is traced (its allocations counted, its leaked descriptors on its
+/// line) and the old entry carries no false warning. The workload waits for the test's go
+/// file, so a slow attach on a loaded machine cannot put the exec before it.
 #[test]
 fn an_exec_soon_after_attaching_is_followed() {
-    for delay in ["1.5", "2", "3"] {
-        let d = TempDir::new("late-exec");
-        let out = d.path().join("out");
-        let w = start_ready(
-            py(11),
-            "exec_late.py",
-            &[delay, &py_exe(12), &d.path().to_string_lossy()],
-        );
-        let mut t = Tracer::start(&["-p", &w.pid().to_string(), "-d", "9s"], &out);
-        t.wait_recording();
-        let f = t.finish();
-        assert!(
-            f.stderr.contains(&format!("pid {} exec'd", w.pid())),
-            "{delay}: {}",
-            f.stderr
-        );
-        let procs = processes(&out);
-        assert_eq!(procs.len(), 2, "{delay}: {procs:?}");
-        let (old, new) = (&procs[0], &procs[1]);
-        assert!(old.exec_into.is_some(), "{old:?}");
-        assert!(old.warning.is_none(), "{delay}: {:?}", old.warning);
-        assert!(new.exec_into.is_none());
-        assert!(new.interpreter.contains("3.12"), "{new:?}");
-        assert!(
-            new.outstanding_allocations > 100,
-            "{delay}: the new program's allocations: {new:?}"
-        );
-        let leaked = fd_stacks(&out, w.pid())
-            .iter()
-            .filter(|(fr, _)| {
-                !fr[0].contains("before exec") && fr.iter().any(|x| x.contains("(<string>:5)"))
-            })
-            .map(|(_, n)| n)
-            .sum::<u64>();
-        assert!(leaked >= 10, "{delay}: the new program's files: {leaked}");
-    }
+    // The three delays at once: three processes, three tracers.
+    let delays = ["0.2", "1", "2"].map(|d| (format!("delay {d} s"), d));
+    each_at_once(delays.to_vec(), 3, |d| exec_after(d));
+}
+
+/// One run of [`an_exec_soon_after_attaching_is_followed`]: the exec `delay` seconds after the
+/// go file.
+fn exec_after(delay: &str) {
+    let d = TempDir::new("late-exec");
+    let out = d.path().join("out");
+    let go = d.path().join("go");
+    let w = start_ready(
+        py(11),
+        "exec_late.py",
+        &[delay, &py_exe(12), &go.to_string_lossy()],
+    );
+    let mut t = Tracer::start(&["-p", &w.pid().to_string(), "-d", "8s"], &out);
+    t.wait_recording();
+    std::fs::write(&go, b"").unwrap();
+    let f = t.finish();
+    assert!(
+        f.stderr.contains(&format!("pid {} exec'd", w.pid())),
+        "{delay}: {}",
+        f.stderr
+    );
+    let procs = processes(&out);
+    assert_eq!(procs.len(), 2, "{delay}: {procs:?}");
+    let (old, new) = (&procs[0], &procs[1]);
+    assert!(old.exec_into.is_some(), "{old:?}");
+    assert!(old.warning.is_none(), "{delay}: {:?}", old.warning);
+    assert!(new.exec_into.is_none());
+    assert!(new.interpreter.contains("3.12"), "{new:?}");
+    assert!(
+        new.outstanding_allocations > 100,
+        "{delay}: the new program's allocations: {new:?}"
+    );
+    let leaked = fd_stacks(&out, w.pid())
+        .iter()
+        .filter(|(fr, _)| {
+            !fr[0].contains("before exec") && fr.iter().any(|x| x.contains("(<string>:5)"))
+        })
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    assert!(leaked >= 10, "{delay}: the new program's files: {leaked}");
 }
 
 /// Exact mode with `--children` on a parent that starts a short-lived Python every 0.2 s:
@@ -181,7 +191,7 @@ fn an_exec_soon_after_attaching_is_followed() {
 #[test]
 fn the_deadline_holds_while_processes_keep_starting() {
     let d = TempDir::new("deadline-churn");
-    let w = start_ready(py(11), "churn.py", &["spawn"]);
+    let mut w = start_ready(py(11), "churn.py", &["spawn"]);
     let out = d.path().join("out");
     let begun = Instant::now();
     let mut t = Tracer::start(
@@ -189,6 +199,7 @@ fn the_deadline_holds_while_processes_keep_starting() {
         &out,
     );
     t.wait_recording();
+    w.go();
     let f = t.finish();
     let took = begun.elapsed();
     let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
@@ -245,13 +256,14 @@ fn a_thread_id_names_its_process() {
 #[test]
 fn a_reused_pid_is_a_new_process() {
     let d = TempDir::new("reuse");
-    let w = start_ready(py(11), "churn.py", &["reuse", &d.path().to_string_lossy()]);
+    let mut w = start_ready(py(11), "churn.py", &["reuse", &d.path().to_string_lossy()]);
     let out = d.path().join("out");
     let mut t = Tracer::start(
         &["-p", &w.pid().to_string(), "--children", "--mode", "watch"],
         &out,
     );
     t.wait_recording();
+    w.go();
     let pids = d.path().join("pids");
     wait_for("the second child", Duration::from_secs(30), || {
         pids.exists()

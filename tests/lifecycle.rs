@@ -254,7 +254,6 @@ fn launch_through_a_forking_wrapper() {
         ready.display(),
         py311 = py(11)
     );
-    let t0 = Instant::now();
     let mut args = vec![
         "-d".to_string(),
         "40s".into(),
@@ -267,11 +266,8 @@ fn launch_through_a_forking_wrapper() {
     t.wait_recording();
     let pid = ready_pid(&ready, Duration::from_secs(30));
     let f = t.finish();
-    let took = t0.elapsed();
-    assert!(
-        took < Duration::from_secs(30),
-        "ended with the tree, took {took:?}"
-    );
+    // Ended with the tree, before its 40 s (exact mode can stretch the 8 s workload to 20 s and
+    // more on a loaded machine: the tracer's word is the check, not a clock).
     assert!(f.stderr.contains("every target has exited"), "{}", f.stderr);
     let r = f.report();
     let e = r.entries(pid);

@@ -372,7 +372,9 @@ fn sigkill_leaves_target_unaffected() {
     assert!(ours.len() >= 5, "the tracer holds its programs: {ours:?}");
     std::thread::sleep(Duration::from_secs(1));
     t.proc.signal(libc::SIGKILL);
-    t.proc.wait(Duration::from_secs(10)).expect("tracer killed");
+    // A killed process's exit releases its uprobes, each after the kernel's grace periods:
+    // seconds, more on a loaded machine (the claim is that it ends, not how fast).
+    t.proc.wait(Duration::from_secs(60)).expect("tracer killed");
     let before = read_beat();
     std::thread::sleep(Duration::from_secs(1));
     assert!(w.alive(), "target survived the tracer's death");

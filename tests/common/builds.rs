@@ -184,17 +184,28 @@ pub fn container_rootfs() -> PathBuf {
 /// in the order of `builds`.
 pub fn on_builds<T: Send>(builds: Vec<Build>, at_once: usize, f: fn(&Build) -> T) -> Vec<T> {
     assert!(!builds.is_empty(), "no build to run on");
-    let n = builds.len();
-    let queue = std::sync::Mutex::new(builds.into_iter().enumerate());
+    let named = builds.into_iter().map(|b| (b.name.clone(), b)).collect();
+    each_at_once(named, at_once, |b| f(b))
+}
+
+/// Runs `f` on each item, `at_once` at a time, and fails with every item that failed (by its
+/// name and message), not just the first. Returns what `f` returned for each, in their order.
+pub fn each_at_once<I: Send + Sync, T: Send>(
+    items: Vec<(String, I)>,
+    at_once: usize,
+    f: impl Fn(&I) -> T + Sync,
+) -> Vec<T> {
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
     let results = std::sync::Mutex::new(Vec::new());
     let failed = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..at_once.max(1) {
             s.spawn(|| loop {
-                let Some((i, b)) = queue.lock().unwrap().next() else {
+                let Some((i, (name, item))) = queue.lock().unwrap().next() else {
                     break;
                 };
-                match std::thread::scope(|s2| s2.spawn(|| f(&b)).join()) {
+                match std::thread::scope(|s2| s2.spawn(|| f(&item)).join()) {
                     Ok(r) => results.lock().unwrap().push((i, r)),
                     Err(e) => {
                         let msg = e
@@ -202,7 +213,7 @@ pub fn on_builds<T: Send>(builds: Vec<Build>, at_once: usize, f: fn(&Build) -> T
                             .cloned()
                             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_default();
-                        failed.lock().unwrap().push(format!("{}: {msg}", b.name));
+                        failed.lock().unwrap().push(format!("{name}: {msg}"));
                     }
                 }
             });

@@ -59,6 +59,18 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+    /// Tells a workload started by [`start_ready`] that waits on its stdin to go on (once the
+    /// tracer records: a loaded machine can take seconds to attach).
+    pub fn go(&mut self) {
+        use std::io::Write;
+        let stdin = self
+            .0
+            .stdin
+            .as_mut()
+            .expect("a workload started with a piped stdin");
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.0.id() as i32, sig) };
     }
@@ -341,12 +353,14 @@ pub fn sleeping_python(python: impl AsRef<std::path::Path>, secs: u32, lib: &str
     p
 }
 
-/// Starts `python script args...`, returned once it prints "ready" (its setup done).
+/// Starts `python script args...`, returned once it prints "ready" (its setup done). Its stdin
+/// is a pipe: a workload that waits for the test's word reads it ([`Proc::go`]).
 pub fn start_ready(python: &str, script: &str, args: &[&str]) -> Proc {
     let mut p = Proc(
         Command::new(python)
             .arg(workload(script))
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{python}: {e}")),

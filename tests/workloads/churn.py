@@ -1,4 +1,5 @@
-"""Processes that come and go, for tests/churn.rs. Prints "ready" (flushed) once set up, then:
+"""Processes that come and go, for tests/churn.rs. Prints "ready" (flushed) once set up; fork,
+spawn and reuse then wait for "go" on stdin (the test sends it once the tracer records). Then:
   fork N       forks N children one after the other (20 ms apart); each opens 3 files (leak_fd,
                line 25), lives 0.3 s and leaves with os._exit (the files open at its exit)
   popen N      starts N Pythons with subprocess.Popen([sys.executable, ...]) at once; each opens
@@ -19,8 +20,9 @@ CHILD = "import os, time\ntime.sleep(0.5)\nf = open('/dev/null')\ntime.sleep(2)\
 
 
 def wait_go():
+    """Says "ready", then waits for the test's "go" on stdin (sent once the tracer records)."""
     print("ready", flush=True)
-    time.sleep(1.5)
+    sys.stdin.readline()
 
 
 def leak_fd(path):
