@@ -249,6 +249,19 @@ fn growing(t: &Trend) -> bool {
     t.verdict == Verdict::Growing
 }
 
+/// A memory stack whose outstanding allocations are a population that turns over: every one of
+/// them younger than a checkpoint interval, so none that an earlier checkpoint counted is still
+/// there. Garbage waiting for the gc (reference cycles made per request) and short-lived work
+/// are such populations; sampled at checkpoints that fall at different points of the gc's
+/// cycle, their size can rise over several checkpoints in a row, but nothing accumulates: they
+/// are not growing. A leak keeps its allocations, which age with the recording. A few
+/// allocations only (a buffer that grows by realloc is one young block at a time) are not a
+/// population: left to the series.
+pub fn turned_over(oldest_age_s: f64, allocations: u64, interval_s: f64) -> bool {
+    const POPULATION: u64 = 8;
+    allocations >= POPULATION && oldest_age_s < interval_s
+}
+
 /// The order of every list of judged things: growing first, fastest first; then the others,
 /// largest first. `size` is what "largest" means for the list (bytes, items, objects).
 pub fn order(a: &Trend, a_size: u64, b: &Trend, b_size: u64) -> Ordering {
@@ -518,6 +531,18 @@ mod tests {
             judge_counts(Series::Objects, &leak).verdict,
             Verdict::Growing
         );
+    }
+
+    #[test]
+    fn a_young_population_turned_over_a_young_block_did_not() {
+        // The gc's garbage: 580 objects, the oldest 1.2 s old, checkpoints 5 s apart.
+        assert!(turned_over(1.2, 580, 5.0));
+        // A leak's allocations age with the recording.
+        assert!(!turned_over(30.0, 580, 5.0));
+        // One buffer grown by realloc is young at every checkpoint: the series judges it.
+        assert!(!turned_over(0.5, 1, 5.0));
+        // Fewer than two checkpoints: no interval, nothing turned over.
+        assert!(!turned_over(1.2, 580, 0.0));
     }
 
     #[test]

@@ -171,6 +171,25 @@ pub(super) fn suspects(
         } else {
             judge_series(Series::Bytes, &bytes)
         };
+        let oldest_age = g
+            .members
+            .iter()
+            .filter_map(|(k, _)| oldest_alloc.get(*k).copied())
+            .max();
+        let count = last.map(|c| sum(c, |v| v.1)).unwrap_or(0);
+        // Exact mode sees every allocation's age: a population younger than a checkpoint
+        // interval turned over between checkpoints, whatever its size did.
+        let mut trend = trend;
+        if !sampled
+            && trend.verdict == Verdict::Growing
+            && verdict::turned_over(
+                oldest_age.map_or(f64::MAX, |a| a.as_secs_f64()),
+                count,
+                interval_s(h),
+            )
+        {
+            trend.verdict = Verdict::Stable;
+        }
         let at_last = |k: &Vec<Frame>| {
             last.and_then(|c| c.allocs.get(k))
                 .copied()
@@ -179,13 +198,9 @@ pub(super) fn suspects(
         out.push(Suspect {
             resource: Resource::Memory,
             now: last.map(|c| sum(c, |v| v.0)).unwrap_or(0),
-            count: last.map(|c| sum(c, |v| v.1)).unwrap_or(0),
+            count,
             trend,
-            oldest_age: g
-                .members
-                .iter()
-                .filter_map(|(k, _)| oldest_alloc.get(*k).copied())
-                .max(),
+            oldest_age,
             via: via(&g.members, |k| at_last(k).0),
             app_frame: g.app_frame,
             frames: key,
@@ -224,6 +239,14 @@ pub(super) fn suspects(
     });
     out.truncate(MAX_SUSPECTS);
     out
+}
+
+/// The mean time between checkpoints (seconds; 0 with fewer than two).
+fn interval_s(h: &[Checkpoint]) -> f64 {
+    match (h.first(), h.last()) {
+        (Some(a), Some(b)) if h.len() >= 2 => (b.at - a.at) / (h.len() - 1) as f64,
+        _ => 0.0,
+    }
 }
 
 /// Bytes gained by each memory stack between the first and the last checkpoint.
