@@ -198,7 +198,7 @@ fn fastapi_state_and_tasks_placed_312() {
 #[test]
 fn fastapi_state_and_tasks_placed_debian_313() {
     let b = debian("trixie", 13);
-    let site = apps::debian_site(&b, "fastapi", &["fastapi", "uvicorn"], "fastapi, uvicorn");
+    let site = apps::debian_site(&b, "fastapi");
     let served = apps::serve_debian(
         &b,
         &site,

@@ -16,7 +16,7 @@ use tracer_tests::*;
 
 /// The venv's python (Flask and gunicorn from PyPI, pyenv's 3.12).
 fn venv() -> PathBuf {
-    apps::venv("flask", 12, &["flask", "gunicorn"], "flask, gunicorn")
+    apps::venv("flask", 12)
 }
 
 const PATHS: &str = "/user/{n},/price/item{n}/3,/upload/{n}";
@@ -41,7 +41,7 @@ fn container<'a>(p: &'a Process, names: &[&str]) -> &'a Container {
         .unwrap_or_else(|| panic!("{names:?} not in the census: {c:?}"))
 }
 
-/// The worker watched for 40 s: the loggers and the lru_cache named and growing, the leaked
+/// The worker watched for 30 s: the loggers and the lru_cache named and growing, the leaked
 /// descriptors growing at the app's `spool` line with tempfile's `mkstemp` below it.
 #[test]
 fn gunicorn_worker_leaks_named_and_placed_312() {

@@ -15,7 +15,7 @@ use tracer_tests::*;
 /// The venv with Flask from PyPI (pyenv's 3.12; shared with the other test files that run the
 /// apps).
 fn venv() -> PathBuf {
-    let python = apps::venv("flask", 12, &["flask", "gunicorn"], "flask, gunicorn");
+    let python = apps::venv("flask", 12);
     python.parent().unwrap().parent().unwrap().to_path_buf()
 }
 

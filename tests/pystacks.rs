@@ -42,8 +42,8 @@ fn innermost(stack: &[String]) -> Option<(String, u32)> {
 }
 
 struct Run {
-    allocs: Vec<(Vec<String>, u64)>,
-    fds: Vec<(Vec<String>, u64)>,
+    allocs: Folded,
+    fds: Folded,
     tracemalloc: BTreeMap<u32, i64>,
 }
 
@@ -68,8 +68,25 @@ fn tracemalloc_lines(b: &Build) -> BTreeMap<u32, i64> {
         .expect("tracemalloc_lines in done.json")
 }
 
-fn traced_run(b: &Build, extra: &[&str]) -> Run {
-    let tracemalloc = tracemalloc_lines(b);
+/// lines.py traced with `extra`; with `reference`, its tracemalloc run meanwhile (untraced,
+/// another process).
+fn traced_run(b: &Build, extra: &[&str], reference: bool) -> Run {
+    std::thread::scope(|s| {
+        let tracemalloc = reference.then(|| s.spawn(|| tracemalloc_lines(b)));
+        let (allocs, fds) = traced(b, extra);
+        Run {
+            allocs,
+            fds,
+            tracemalloc: tracemalloc
+                .map(|t| t.join().expect("the tracemalloc run"))
+                .unwrap_or_default(),
+        }
+    })
+}
+
+type Folded = Vec<(Vec<String>, u64)>;
+
+fn traced(b: &Build, extra: &[&str]) -> (Folded, Folded) {
     let dir = b.tempdir("lines");
     let go = dir.path().join("go");
     let w = Proc(
@@ -108,17 +125,13 @@ fn traced_run(b: &Build, extra: &[&str]) -> Run {
     let f = t.stop();
     assert!(!f.stderr.contains("WARNING: CPython"), "{}", f.stderr);
     drop(w);
-    Run {
-        allocs: f.folded("allocs.folded"),
-        fds: f.folded("fds.folded"),
-        tracemalloc,
-    }
+    (f.folded("allocs.folded"), f.folded("fds.folded"))
 }
 
 fn check(b: &Build) {
     let py = &b.name;
     let (leaks, churn) = markers();
-    let r = traced_run(b, &[]);
+    let r = traced_run(b, &[], true);
     let all_leak_lines: BTreeSet<u32> = leaks.values().flatten().copied().collect();
     let total = total(&r.allocs);
     assert!(total > 1_000_000, "several MB leak, got {total} B");
@@ -325,7 +338,7 @@ fn lines_on_shared_libpython_builds() {
 /// is inlined), measured against tracemalloc and attributed to the right lines.
 fn check_static(b: &Build) {
     let (leaks, _) = markers();
-    let r = traced_run(b, &[]);
+    let r = traced_run(b, &[], true);
     check_descriptors(&r, &leaks);
     let ours: u64 = r
         .allocs
@@ -488,7 +501,12 @@ fn native_frame_options() {
     data.extend(data_symbols("/usr/lib/x86_64-linux-gnu/libc.so.6"));
     assert!(data.contains("PyType_Type") && data.contains("PyUnicode_Type"));
 
-    let plain = traced_run(&b, &["--no-native"]);
+    // Both recordings at once (two processes, two tracers).
+    let (plain, native) = std::thread::scope(|s| {
+        let plain = s.spawn(|| traced_run(&b, &["--no-native"], false));
+        let native = traced_run(&b, &["--native"], false);
+        (plain.join().expect("the --no-native run"), native)
+    });
     assert!(total(&plain.allocs) > 1_000_000);
     for (stack, _) in plain.allocs.iter().chain(&plain.fds) {
         // The process, Python frames, markers ([truncated], [no Python stack]); for
@@ -502,7 +520,6 @@ fn native_frame_options() {
         assert!(is_process_frame(&stack[0]), "{stack:?}");
     }
 
-    let native = traced_run(&b, &["--native"]);
     let all = total(&native.allocs);
     assert!(all > 1_000_000);
     let mut native_frames = BTreeSet::new();

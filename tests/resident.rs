@@ -212,9 +212,14 @@ fn estimate_ratio(p: &Process, name: &str) -> f64 {
 /// and, in exact mode, the arrays' bytes are at the line that keeps them.
 #[test]
 fn numpy_arrays_are_sized_by_their_data() {
-    let python = tracer_tests::apps::venv("numpy", 11, &["numpy"], "numpy");
+    let python = tracer_tests::apps::venv("numpy", 11);
     let py = python.to_string_lossy().into_owned();
-    let (p, summary) = watch_workload(&py, "buffers.py", "numpy", "watch", 45);
+    // The watch and the exact recording at once (two processes, two tracers).
+    let ((p, summary), (exact, exact_summary)) = std::thread::scope(|s| {
+        let exact = s.spawn(|| watch_workload(&py, "buffers.py", "numpy", "exact", 20));
+        let watched = watch_workload(&py, "buffers.py", "numpy", "watch", 45);
+        (watched, exact.join().expect("the exact recording"))
+    });
     let r = estimate_ratio(&p, "__main__.KEPT");
     assert!(
         (0.67..=1.5).contains(&r),
@@ -231,7 +236,7 @@ fn numpy_arrays_are_sized_by_their_data() {
         growing.contains(&"malloc_in_use") || growing.contains(&"large_blocks"),
         "{growing:?}\n{summary}"
     );
-    let (p, summary) = watch_workload(&py, "buffers.py", "numpy", "exact", 20);
+    let (p, summary) = (exact, exact_summary);
     let line = line_of("buffers.py", "a = np.ones(");
     let at = format!("buffers.py:{line})");
     let top = p
@@ -367,12 +372,7 @@ fn fragmentation_is_not_a_leak() {
 #[test]
 fn flask_gunicorn_numpy_frames_are_sized() {
     use tracer_tests::apps::{serve, watch, Server};
-    let python = tracer_tests::apps::venv(
-        "flask-numpy",
-        12,
-        &["flask", "gunicorn", "numpy"],
-        "flask, gunicorn, numpy",
-    );
+    let python = tracer_tests::apps::venv("flask-numpy", 12);
     let served = serve(
         Server::Gunicorn,
         &python,
@@ -398,12 +398,7 @@ fn flask_gunicorn_numpy_frames_are_sized() {
 #[test]
 fn flask_gunicorn_numpy_without_leaks() {
     use tracer_tests::apps::{serve, watch, Server};
-    let python = tracer_tests::apps::venv(
-        "flask-numpy",
-        12,
-        &["flask", "gunicorn", "numpy"],
-        "flask, gunicorn, numpy",
-    );
+    let python = tracer_tests::apps::venv("flask-numpy", 12);
     let served = serve(
         Server::Gunicorn,
         &python,

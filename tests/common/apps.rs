@@ -11,10 +11,69 @@ use std::time::Duration;
 
 use super::*;
 
-/// A venv of pyenv's 3.`minor` with `packages` from PyPI (`import` checks `modules`), made once
-/// under target/ (`apps-venv-NAME-3.MINOR`) and shared under a lock by every test that asks for
-/// it, whatever its test binary. Returns its python.
-pub fn venv(name: &str, minor: u32, packages: &[&str], modules: &str) -> PathBuf {
+/// What the tests install from PyPI: a venv's name, the pyenv build it is for (3.MINOR), its
+/// packages and the modules `import` checks.
+const VENVS: [(&str, u32, &[&str], &str); 8] = [
+    ("flask", 11, &["flask", "gunicorn"], "flask, gunicorn"),
+    ("flask", 12, &["flask", "gunicorn"], "flask, gunicorn"),
+    ("aio", 12, &["aiohttp"], "aiohttp"),
+    (
+        "django",
+        12,
+        &["django", "sqlalchemy"],
+        "django, sqlalchemy",
+    ),
+    ("celery", 12, &CELERY, "celery, redis, packaging"),
+    (
+        "fastapi",
+        12,
+        &["fastapi", "uvicorn", "gunicorn"],
+        "fastapi, uvicorn, gunicorn",
+    ),
+    ("numpy", 11, &["numpy"], "numpy"),
+    (
+        "flask-numpy",
+        12,
+        &["flask", "gunicorn", "numpy"],
+        "flask, gunicorn, numpy",
+    ),
+];
+
+/// The same for Debian trixie's python3.13 in its root file system (`debian_site`).
+const DEBIAN_SITES: [(&str, &[&str], &str); 3] = [
+    ("django", &["django", "sqlalchemy"], "django, sqlalchemy"),
+    ("fastapi", &["fastapi", "uvicorn"], "fastapi, uvicorn"),
+    ("celery", &CELERY, "celery, redis, packaging"),
+];
+
+/// Celery with its Redis client (and `packaging`, which its Redis transport imports).
+const CELERY: [&str; 3] = ["celery", "redis", "packaging"];
+
+/// Every venv and Debian site of the tests, made at once (xtask runs this while the tracer
+/// compiles, so that no test waits on pip; each is made once, under its lock, and checked by
+/// `import` when it exists already).
+pub fn prepare_packages() {
+    std::thread::scope(|s| {
+        for (name, minor, _, _) in VENVS {
+            s.spawn(move || venv(name, minor));
+        }
+        s.spawn(|| {
+            let b = debian("trixie", 13);
+            for (tag, _, _) in DEBIAN_SITES {
+                debian_site(&b, tag);
+            }
+        });
+    });
+}
+
+/// The venv `name` of pyenv's 3.`minor` (one of `VENVS`), made once under target/
+/// (`apps-venv-NAME-3.MINOR`) and shared under a lock by every test that asks for it, whatever
+/// its test binary. Returns its python.
+pub fn venv(name: &str, minor: u32) -> PathBuf {
+    let (_, _, packages, modules) = *VENVS
+        .iter()
+        .find(|v| v.0 == name && v.1 == minor)
+        .unwrap_or_else(|| panic!("no venv {name} for 3.{minor} in VENVS"));
     let dir = target_dir().join(format!("apps-venv-{name}-3.{minor}"));
     let lock = File::create(target_dir().join(format!("apps-venv-{name}-3.{minor}.lock"))).unwrap();
     // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
@@ -47,12 +106,7 @@ pub fn venv(name: &str, minor: u32, packages: &[&str], modules: &str) -> PathBuf
 /// A venv of pyenv's 3.12 with FastAPI, uvicorn and gunicorn (its uvicorn workers) from PyPI,
 /// for tests/apps/fastapi_app.py.
 pub fn fastapi_venv() -> PathBuf {
-    venv(
-        "fastapi",
-        12,
-        &["fastapi", "uvicorn", "gunicorn"],
-        "fastapi, uvicorn, gunicorn",
-    )
+    venv("fastapi", 12)
 }
 
 /// tests/apps/`name`.
@@ -273,10 +327,15 @@ pub fn serve_debian(
     )
 }
 
-/// PyPI's `packages` for Debian's `build`, installed once into its root file system by pyenv's
-/// pip of the same version (the same ABI) under /opt/tracer-`tag`/site-packages (a directory
-/// named as packages are: tracer tells the application's files from them by it): the host path.
-pub fn debian_site(build: &Build, tag: &str, packages: &[&str], modules: &str) -> PathBuf {
+/// The packages of `DEBIAN_SITES`'s `tag` for Debian's `build`, installed once into its root
+/// file system by pyenv's pip of the same version (the same ABI) under
+/// /opt/tracer-`tag`/site-packages (a directory named as packages are: tracer tells the
+/// application's files from them by it): the host path.
+pub fn debian_site(build: &Build, tag: &str) -> PathBuf {
+    let (_, packages, modules) = *DEBIAN_SITES
+        .iter()
+        .find(|v| v.0 == tag)
+        .unwrap_or_else(|| panic!("no Debian site {tag} in DEBIAN_SITES"));
     let root = build
         .root
         .as_ref()
@@ -380,7 +439,8 @@ pub fn record(args: &[&str]) -> (Report, Finished) {
 }
 
 /// tracer, attached after start-up to the process that runs the app's code, watching it for
-/// 40 s (a census pass every 4 s): report.json's process, and the summary.
+/// 30 s (a census pass every 3 s: ten passes, the recent five judged): report.json's process,
+/// and the summary.
 pub fn watch(served: &Served) -> (Process, String) {
     let pid = served.pid().to_string();
     let (report, f) = record(&[
@@ -389,14 +449,14 @@ pub fn watch(served: &Served) -> (Process, String) {
         "--mode",
         "watch",
         "-d",
-        "40s",
+        "30s",
         "--interval",
-        "4s",
+        "3s",
     ]);
     (report.first().clone(), f.stdout)
 }
 
-/// The app served alone and driven at 40 requests a second while tracer watches it for 40 s
+/// The app served alone and driven at 40 requests a second while tracer watches it for 30 s
 /// ([`watch`]): report.json's process, and the summary.
 pub fn watch_app(
     python: &std::path::Path,

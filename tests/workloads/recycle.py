@@ -54,7 +54,7 @@ def main():
             leak(i)
         if i % 2000 == 0:
             gc.collect()
-        time.sleep(0.005)
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
