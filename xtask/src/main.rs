@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod weigh;
+
 const DEBIAN_PACKAGES: [&str; 4] = [
     "rustc-web",
     "cargo-web",
@@ -72,19 +74,32 @@ fn cargo_home() -> PathBuf {
 
 /// Installs what is missing; does nothing when everything is there.
 fn setup() -> Result<(), String> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .chain(TEST_PACKAGES.iter())
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
-    if !missing.is_empty() {
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    setup_build()?;
+    install_missing(&TEST_PACKAGES)
+}
+
+/// Debian's `packages` that are not installed yet (`apt-get update` first, once per run of
+/// xtask).
+fn install_missing(packages: &[&str]) -> Result<(), String> {
+    static UPDATED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    let mut updated = UPDATED.lock().unwrap();
+    if !*updated {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        *updated = true;
+    }
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// What building takes: Debian's rustc and LLVM, and bpf-linker built against that LLVM.
+fn setup_build() -> Result<(), String> {
+    install_missing(&DEBIAN_PACKAGES)?;
     let linker = cargo_home().join("bin/bpf-linker");
     let version_ok = Command::new(&linker)
         .arg("--version")
@@ -106,7 +121,7 @@ fn setup() -> Result<(), String> {
 
 /// The eBPF object is built by tracer's build script (see tracer/build.rs).
 fn build() -> Result<(), String> {
-    setup()?;
+    setup_build()?;
     run(Command::new(cargo())
         .current_dir(root())
         .args(["build", "--release", "-p", "tracer"]))
@@ -132,13 +147,20 @@ fn nextest() -> Result<(), String> {
 /// Every test of the workspace (unit tests and the end-to-end tests against the release tracer),
 /// or the chosen ones: `extra` goes to `cargo nextest run` (a filter, `-E EXPR`, ...).
 fn test(extra: &[String]) -> Result<(), String> {
-    setup()?;
+    setup_build()?;
     nextest()?;
-    // The root file systems of Debian's builds and of the containers (debootstrap: downloads
-    // and unpacking, little CPU) are built while the tracer compiles.
+    // The tools the tests drive (apt), the root file systems of Debian's builds and of the
+    // containers (debootstrap) and the venvs of the framework tests (pip) are downloads and
+    // unpacking, little CPU: they are made while the tracer compiles.
     let rootfs = std::thread::spawn(|| {
-        eprintln!("xtask: building the tests' root file systems meanwhile (once, under target/)");
-        tracer_tests::prepare_root_file_systems()
+        eprintln!(
+            "xtask: installing the tools the tests drive, building their root file systems and \
+             their PyPI packages meanwhile (once, under target/)"
+        );
+        install_missing(&TEST_PACKAGES)?;
+        tracer_tests::prepare_root_file_systems();
+        tracer_tests::apps::prepare_packages();
+        Ok::<(), String>(())
     });
     let built =
         run(Command::new(cargo())
@@ -155,7 +177,8 @@ fn test(extra: &[String]) -> Result<(), String> {
         });
     let prepared = rootfs
         .join()
-        .map_err(|_| "building the tests' root file systems failed (see above)".to_string());
+        .map_err(|_| "building the tests' root file systems failed (see above)".to_string())
+        .and_then(|r| r);
     built?;
     prepared?;
     run(Command::new(cargo())
@@ -234,8 +257,11 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("weigh") => build().and_then(|()| {
+            weigh::weigh(&root(), &cargo(), &tracer_bin(), &args[1..])
+        }),
         _ => Err(
-            "usage: cargo xtask setup | build | test [cargo nextest run args] | demo | bench [bench.py args, e.g. --parts S --repeat 1] | soak [--minutes N]"
+            "usage: cargo xtask setup | build | test [cargo nextest run args] | demo | bench [bench.py args, e.g. --parts S --repeat 1] | soak [--minutes N] | weigh [N] [TEST...]"
                 .into(),
         ),
     };
