@@ -42,6 +42,8 @@ fn main() {
         "-Clinker=".to_string() + linker.to_str().unwrap(),
         "-Cdebuginfo=2".into(),
         "-Clink-arg=--btf".into(),
+        // The Python walk as global BPF functions: verified once each (tracer-ebpf/src/python.rs).
+        "-Clink-arg=--export=tracer_py_stack,tracer_py_stack_fd".into(),
     ]
     .join("\x1f");
     let mut cmd = Command::new(DEBIAN_CARGO);

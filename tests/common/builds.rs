@@ -185,7 +185,7 @@ pub fn container_rootfs() -> PathBuf {
 pub fn on_builds<T: Send>(builds: Vec<Build>, at_once: usize, f: fn(&Build) -> T) -> Vec<T> {
     assert!(!builds.is_empty(), "no build to run on");
     let named = builds.into_iter().map(|b| (b.name.clone(), b)).collect();
-    each_at_once(named, at_once, |b| f(b))
+    each_at_once(named, at_once, f)
 }
 
 /// Runs `f` on each item, `at_once` at a time, and fails with every item that failed (by its

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{stat, AllocInfo, AllocKey, PendingAlloc};
 
 use crate::maps::{bump, bump_pid, traced, user_stack, ALLOCS, FRESH, PENDING};
-use crate::python::py_stack;
+use crate::python::tracer_py_stack;
 
 #[inline(always)]
 fn alloc_entry(ctx: &ProbeContext, size: u64, old: u64) -> u32 {
@@ -26,7 +26,7 @@ fn alloc_entry(ctx: &ProbeContext, size: u64, old: u64) -> u32 {
         size,
         sp: unsafe { bpf_probe_read_kernel(&(*ctx.regs).rsp).unwrap_or(0) },
         old,
-        pystack: py_stack(tgid, id),
+        pystack: tracer_py_stack(tgid, id),
         ustack: user_stack(ctx),
         _pad: 0,
     };

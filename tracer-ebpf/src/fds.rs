@@ -21,11 +21,11 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    bump, bump_pid, user_stack, BREAKS, EXEC_FDS, EXEC_NS, FDS, FD_PYSTACKS, FD_SCRATCH, FORKS, GROWS,
+    bump, bump_pid, user_stack, BREAKS, EXEC_FDS, EXEC_NS, FDS, FD_SCRATCH, FORKS, GROWS,
     MAPPINGS, PID_STATS,
     PYCONF, TARGETS, THREADS,
 };
-use crate::python::py_stack_into;
+use crate::python::tracer_py_stack_fd;
 use crate::syscalls::{effect, Arg, Creates, Detail, Effect, Fds, Spawn, When};
 
 // struct pt_regs (x86_64) offsets.
@@ -103,11 +103,7 @@ fn record_fd(ctx: &RawTracePointContext, new: &NewFd) {
     let info = unsafe { &mut *info };
     info.ts_ns = unsafe { bpf_ktime_get_ns() };
     info.ustack = user_stack(ctx);
-    info.pystack = py_stack_into(
-        new.tgid,
-        ((new.tgid as u64) << 32) | new.tid as u64,
-        &FD_PYSTACKS,
-    );
+    info.pystack = tracer_py_stack_fd(new.tgid, ((new.tgid as u64) << 32) | new.tid as u64);
     info.kind = new.kind as u16;
     info.syscall = new.syscall as u16;
     info.a = new.a;
@@ -274,7 +270,7 @@ fn forked(ctx: &RawTracePointContext, regs: *const u8, tgid: u32, id: u64, child
 #[inline(always)]
 fn grew(ctx: &RawTracePointContext, tgid: u32, id: u64, bytes: u64, brk: bool) -> (i32, u64) {
     let ustack = user_stack(ctx);
-    let pystack = py_stack_into(tgid, id, &FD_PYSTACKS);
+    let pystack = tracer_py_stack_fd(tgid, id);
     let key = GrowKey {
         pid: tgid,
         ustack,

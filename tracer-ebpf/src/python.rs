@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{stat, PyConf, PyStack, FRAMES_LEGACY, NO_OFFSET, PY_MAX_FRAMES};
 
-use crate::maps::{bump, PYCONF, PYSTACKS, PY_SCRATCH, THREADS};
+use crate::maps::{bump, FD_PYSTACKS, PYCONF, PYSTACKS, PY_SCRATCH, THREADS};
 
 #[inline(always)]
 fn read_u64(addr: u64) -> u64 {
@@ -183,15 +183,27 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
 }
 
 /// Walks the current thread's Python frames into `PYSTACKS`; returns the stack's key, 0 if none.
+///
+/// A global BPF function (exported, see tracer/build.rs): the kernel's verifier checks it once,
+/// on its own, instead of once for every place that calls it (the walk was most of the time the
+/// kernel took to load tracer's programs).
+#[no_mangle]
 #[inline(never)]
-pub fn py_stack(tgid: u32, id: u64) -> u64 {
+pub extern "C" fn tracer_py_stack(tgid: u32, id: u64) -> u64 {
     py_stack_into(tgid, id, &PYSTACKS)
 }
 
-/// The same, kept in `map`: descriptors keep theirs in a map of their own, which the stacks of
-/// millions of allocations cannot fill.
+/// The same, kept in `FD_PYSTACKS`: descriptors and heap growth keep theirs in a map of their
+/// own, which the stacks of millions of allocations cannot fill. Global, as `tracer_py_stack`.
+#[no_mangle]
 #[inline(never)]
-pub fn py_stack_into(tgid: u32, id: u64, map: &HashMap<u64, PyStack>) -> u64 {
+pub extern "C" fn tracer_py_stack_fd(tgid: u32, id: u64) -> u64 {
+    py_stack_into(tgid, id, &FD_PYSTACKS)
+}
+
+/// Walks into `map`.
+#[inline(always)]
+fn py_stack_into(tgid: u32, id: u64, map: &HashMap<u64, PyStack>) -> u64 {
     let Some(conf) = (unsafe { PYCONF.get(tgid) }) else {
         return 0;
     };

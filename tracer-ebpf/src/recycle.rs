@@ -17,7 +17,7 @@ use aya_ebpf::{
 use tracer_common::{stat, AllocKey, ALLOC_FREE_LISTED};
 
 use crate::maps::{bump, traced, user_stack, ALLOCS, FRESH};
-use crate::python::py_stack;
+use crate::python::tracer_py_stack;
 
 /// A gc-tracked object sits after its 16-byte `PyGC_Head` (3.8-3.13 release builds): the block
 /// the allocator returned starts there. Free-listed lists, dicts and tuples are gc-tracked.
@@ -169,7 +169,7 @@ fn reattribute<C: StackIdContext>(
     tgid: u32,
     info: *mut tracer_common::AllocInfo,
 ) {
-    let pystack = py_stack(tgid, id);
+    let pystack = tracer_py_stack(tgid, id);
     let ustack = user_stack(ctx);
     unsafe {
         (*info).pystack = pystack;

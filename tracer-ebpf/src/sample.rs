@@ -9,7 +9,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::
 use tracer_common::{SampleKey, TARGET_SAMPLED};
 
 use crate::maps::{SAMPLES, TARGETS};
-use crate::python::py_stack;
+use crate::python::tracer_py_stack;
 
 #[perf_event]
 pub fn python_sample(_ctx: PerfEventContext) -> u32 {
@@ -19,7 +19,7 @@ pub fn python_sample(_ctx: PerfEventContext) -> u32 {
         Some(flags) if flags & TARGET_SAMPLED != 0 => {}
         _ => return 0,
     }
-    let stack = py_stack(tgid, id);
+    let stack = tracer_py_stack(tgid, id);
     if stack == 0 {
         return 0;
     }
