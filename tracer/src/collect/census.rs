@@ -109,6 +109,25 @@ impl Collector {
     }
 
     /// A heap census pass of every live target (read from outside; the targets run on).
+    /// A first census pass for the targets whose census came after the loop's first pass (a
+    /// launched command maps its interpreter later, a process adopted later): without it, a
+    /// recording shorter than the interval had no census for them. Called every tick.
+    pub fn first_census_passes(&mut self) {
+        let at = self.started.elapsed().as_secs_f64();
+        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
+            let due = t
+                .census
+                .as_ref()
+                .is_some_and(|c| c.passes == 0 && c.error.is_none());
+            if !due || t.replaced(&self.probes) {
+                continue;
+            }
+            if let Some(c) = t.census.as_mut() {
+                c.pass(at, t.threads.runtime.as_mut());
+            }
+        }
+    }
+
     pub fn census(&mut self) {
         self.take_cpu_samples();
         let at = self.started.elapsed().as_secs_f64();

@@ -160,6 +160,7 @@ pub(super) async fn collect_loop(
             _ = stack_reads.tick(), if c.census => c.read_stacks(),
             _ = tick.tick() => {
                 let events = c.tick();
+                c.first_census_passes();
                 *last_tick = Instant::now();
                 archive_closed(c, archive);
                 for ev in events {
