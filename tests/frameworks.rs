@@ -23,7 +23,7 @@ fn aio_venv(minor: u32) -> PathBuf {
 }
 
 /// tests/apps/`name` run by `python` with `leaks`, driven on `paths` while tracer, attached
-/// after start-up, watches it for 30 s: the process of report.json, and the summary.
+/// after start-up, watches it for 40 s: the process of report.json, and the summary.
 fn watch_app(python: &str, name: &str, leaks: &str, paths: &str) -> (Process, String) {
     apps::watch_app(std::path::Path::new(python), name, leaks, paths)
 }
@@ -50,7 +50,7 @@ fn aiohttp_task_set_named_312() {
     assert_eq!(set.verdict, "growing", "{set:?}");
     assert_eq!(set.type_name, "set", "{set:?}");
     assert_eq!(set.root, "global", "{set:?}");
-    // 40 requests a second for 30 s: about a thousand tasks kept (hundreds when the suite's
+    // 40 requests a second for 40 s: more than a thousand tasks kept (hundreds when the suite's
     // other tests share the two CPUs).
     assert!(set.len >= 300, "{set:?}");
     let line = app_line("aio_app.py", "background_tasks.add(task)");
@@ -61,7 +61,7 @@ fn aiohttp_task_set_named_312() {
         "the adding line aio_app.py:{line} not among the uses: {set:?}"
     );
     // (Its "stacks", sampled from outside every 10 ms, are not asserted: `set.add` on that
-    // line is over in microseconds, and a 30 s run at 40 requests a second may sample none.)
+    // line is over in microseconds, and a 40 s run at 40 requests a second may sample none.)
     // What grows with it: the tasks (a set's items are not read, it has no stable places).
     let tasks = c
         .type_named("_asyncio.Task")

@@ -41,7 +41,7 @@ fn container<'a>(p: &'a Process, names: &[&str]) -> &'a Container {
         .unwrap_or_else(|| panic!("{names:?} not in the census: {c:?}"))
 }
 
-/// The worker watched for 30 s: the loggers and the lru_cache named and growing, the leaked
+/// The worker watched for 40 s: the loggers and the lru_cache named and growing, the leaked
 /// descriptors growing at the app's `spool` line with tempfile's `mkstemp` below it.
 #[test]
 fn gunicorn_worker_leaks_named_and_placed_312() {

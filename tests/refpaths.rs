@@ -1,5 +1,5 @@
 //! Reference paths: a real Flask service (Flask from PyPI, in a venv this file makes
-//! under target/), driven by a bounded local client (tests/apps/load.py), watched for 30 s. Its
+//! under target/), driven by a bounded local client (tests/apps/load.py), watched for 40 s. Its
 //! leaks hang where no short path from a module reaches them: `logging.getLogger(f"user-{uid}")`
 //! grows `logging.Logger.manager.loggerDict` (three steps below the module), and an unbounded
 //! `functools.lru_cache` on a method grows a dict held by a C field of the cache's wrapper, a
@@ -19,7 +19,7 @@ fn venv(minor: u32) -> PathBuf {
     apps::venv("flask", minor)
 }
 
-/// flask_app.py with `leaks`, driven on `paths` while tracer watches it for 30 s: the process
+/// flask_app.py with `leaks`, driven on `paths` while tracer watches it for 40 s: the process
 /// of report.json, and the summary.
 fn watch_app(minor: u32, leaks: &str, paths: &str) -> (Process, String) {
     apps::watch_app(&venv(minor), "flask_app.py", leaks, paths)

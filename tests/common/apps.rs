@@ -439,8 +439,9 @@ pub fn record(args: &[&str]) -> (Report, Finished) {
 }
 
 /// tracer, attached after start-up to the process that runs the app's code, watching it for
-/// 30 s (a census pass every 3 s: ten passes, the recent five judged): report.json's process,
-/// and the summary.
+/// 40 s (a census pass every 4 s: ten passes, the recent five judged; at 30 s the stacks that
+/// place a container at the line feeding it were missed under load): report.json's process, and
+/// the summary.
 pub fn watch(served: &Served) -> (Process, String) {
     let pid = served.pid().to_string();
     let (report, f) = record(&[
@@ -449,14 +450,14 @@ pub fn watch(served: &Served) -> (Process, String) {
         "--mode",
         "watch",
         "-d",
-        "30s",
+        "40s",
         "--interval",
-        "3s",
+        "4s",
     ]);
     (report.first().clone(), f.stdout)
 }
 
-/// The app served alone and driven at 40 requests a second while tracer watches it for 30 s
+/// The app served alone and driven at 40 requests a second while tracer watches it for 40 s
 /// ([`watch`]): report.json's process, and the summary.
 pub fn watch_app(
     python: &std::path::Path,
