@@ -135,8 +135,8 @@ fn a_launched_python_s_pythons_are_all_traced() {
 
 /// An exec 0.2 to 2 s after the tracer says it is recording (pyenv 3.11 into 3.12, exact
 /// mode): the new program is traced (its allocations counted, its leaked descriptors on its
-/// line) and the old entry carries no false warning. The workload waits for the test's go
-/// file, so a slow attach on a loaded machine cannot put the exec before it.
+/// line) and the old entry carries no false warning. The workload waits for the test's "go",
+/// so a slow attach on a loaded machine cannot put the exec before it.
 #[test]
 fn an_exec_soon_after_attaching_is_followed() {
     // The three delays at once: three processes, three tracers.
@@ -145,19 +145,14 @@ fn an_exec_soon_after_attaching_is_followed() {
 }
 
 /// One run of [`an_exec_soon_after_attaching_is_followed`]: the exec `delay` seconds after the
-/// go file.
+/// test's "go".
 fn exec_after(delay: &str) {
     let d = TempDir::new("late-exec");
     let out = d.path().join("out");
-    let go = d.path().join("go");
-    let w = start_ready(
-        py(11),
-        "exec_late.py",
-        &[delay, &py_exe(12), &go.to_string_lossy()],
-    );
+    let mut w = start_ready(py(11), "exec_late.py", &[delay, &py_exe(12)]);
     let mut t = Tracer::start(&["-p", &w.pid().to_string(), "-d", "8s"], &out);
     t.wait_recording();
-    std::fs::write(&go, b"").unwrap();
+    w.go();
     let f = t.finish();
     assert!(
         f.stderr.contains(&format!("pid {} exec'd", w.pid())),

@@ -1,13 +1,12 @@
-"""Prints "ready", waits for GO_FILE to exist (the test writes it once the tracer is
-recording), waits DELAY seconds more, then execs PYTHON running a loop that allocates and
-leaks a file every 50 ms (line 5 of its <string>). Usage: exec_late.py DELAY PYTHON GO_FILE"""
+"""Prints "ready", waits for "go" on stdin (the test sends it once the tracer is recording),
+waits DELAY seconds more, then execs PYTHON running a loop that allocates and leaks a file
+every 50 ms (line 5 of its <string>). Usage: exec_late.py DELAY PYTHON"""
 import os
 import sys
 import time
 
 print("ready", flush=True)
-while not os.path.exists(sys.argv[3]):
-    time.sleep(0.02)
+sys.stdin.readline()
 time.sleep(float(sys.argv[1]))
 code = (
     "import time\n"

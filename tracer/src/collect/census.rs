@@ -108,37 +108,36 @@ impl Collector {
         }
     }
 
-    /// A heap census pass of every live target (read from outside; the targets run on).
+    /// A heap census pass of every live target (read from outside; the targets run on), with
+    /// its resident memory.
+    pub fn census(&mut self) {
+        self.take_cpu_samples();
+        self.census_passes(false);
+    }
+
     /// A first census pass for the targets whose census came after the loop's first pass (a
     /// launched command maps its interpreter later, a process adopted later): without it, a
     /// recording shorter than the interval had no census for them. Called every tick.
     pub fn first_census_passes(&mut self) {
+        self.census_passes(true);
+    }
+
+    /// Census passes of the live targets (`first_only`: of those whose census has taken none
+    /// yet, without the resident reading that comes with the loop's passes).
+    fn census_passes(&mut self, first_only: bool) {
         let at = self.started.elapsed().as_secs_f64();
         for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
-            let due = t
+            let first_due = t
                 .census
                 .as_ref()
                 .is_some_and(|c| c.passes == 0 && c.error.is_none());
-            if !due || t.replaced(&self.probes) {
+            if (first_only && !first_due) || t.replaced(&self.probes) {
                 continue;
             }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.threads.runtime.as_mut());
             }
-        }
-    }
-
-    pub fn census(&mut self) {
-        self.take_cpu_samples();
-        let at = self.started.elapsed().as_secs_f64();
-        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
-            if t.replaced(&self.probes) {
-                continue;
-            }
-            if let Some(c) = t.census.as_mut() {
-                c.pass(at, t.threads.runtime.as_mut());
-            }
-            if self.census {
+            if self.census && !first_only {
                 t.resident.read(t.pid, at);
             }
         }

@@ -146,6 +146,7 @@ pub(super) fn suspects(
         }
     }
     let last = h.last();
+    let interval = interval_s(h);
     let alloc_keys: BTreeSet<&Vec<Frame>> = h
         .iter()
         .flat_map(|c| c.allocs.keys().map(|k| &**k))
@@ -159,7 +160,7 @@ pub(super) fn suspects(
                 .sum()
         };
         let bytes = series(&|c| sum(c, |v| v.0));
-        let trend = if biased {
+        let mut trend = if biased {
             Trend {
                 verdict: Verdict::Unknown,
                 ..judge_series(Series::Bytes, &bytes)
@@ -179,13 +180,12 @@ pub(super) fn suspects(
         let count = last.map(|c| sum(c, |v| v.1)).unwrap_or(0);
         // Exact mode sees every allocation's age: a population younger than a checkpoint
         // interval turned over between checkpoints, whatever its size did.
-        let mut trend = trend;
         if !sampled
             && trend.verdict == Verdict::Growing
             && verdict::turned_over(
                 oldest_age.map_or(f64::MAX, |a| a.as_secs_f64()),
                 count,
-                interval_s(h),
+                interval,
             )
         {
             trend.verdict = Verdict::Stable;
