@@ -107,7 +107,10 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads every program and attaches the descriptor tracker (raw tracepoint sys_exit).
+    /// Loads the BPF object and the descriptor tracker (raw tracepoint sys_exit), and attaches
+    /// it. The uprobe programs are verified by the kernel on their first attach (`attach_at`):
+    /// watch mode without windows attaches none, and verifying them all took two thirds of the
+    /// kernel's work of starting a recording.
     pub fn load() -> Result<Probes> {
         check_kernel()?;
         // EAGAIN is the kernel's "not now" (memory pressure, the verifier interrupted): tried
@@ -124,6 +127,8 @@ impl Probes {
             }
         };
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog).ok();
+        // Every uprobe program is in the object (a build that lost one fails here, not at its
+        // first window).
         for name in ENTRY_PROGRAMS
             .iter()
             .chain([
@@ -135,20 +140,13 @@ impl Probes {
             ])
             .chain(FREE_KEYS_PROGRAMS.iter())
             .chain(FLOOR_PROGRAMS.iter())
-            .chain(
-                LIBC_PROGRAMS
-                    .iter()
-                    .map(|(_, p)| p)
-                    .filter(|p| **p != "libc_aligned_enter"),
-            )
-            .chain(["libc_aligned_enter"].iter())
+            .chain(LIBC_PROGRAMS.iter().map(|(_, p)| p))
         {
-            let p: &mut UProbe = ebpf
+            let _: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error::Other(format!("program {name} missing from the BPF object")))?
                 .try_into()
                 .map_err(load_error)?;
-            p.load().map_err(load_error)?;
         }
         let tp: &mut RawTracePoint = ebpf
             .program_mut("sys_exit")

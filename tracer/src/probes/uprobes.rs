@@ -147,9 +147,12 @@ impl Probes {
         let p: &mut UProbe = self
             .ebpf
             .program_mut(name)
-            .expect("loaded")
+            .expect("checked at load")
             .try_into()
             .map_err(load_error)?;
+        if p.fd().is_err() {
+            p.load().map_err(load_error)?;
+        }
         p.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
             .map_err(|e| {
                 Error::Other(format!(
