@@ -301,6 +301,7 @@ fn watch_shared_libpython_builds() {
         .collect();
     let mut chosen = vec![shared[0].clone(), shared[shared.len() - 1].clone()];
     chosen.extend(shared.into_iter().filter(|b| b.version == (3, 11)));
+    let chosen = chosen.iter().map(|b| b.private("watch")).collect();
     assert_sampled(&on_builds(chosen, 3, |b| watch(b, true)));
 }
 
@@ -314,6 +315,7 @@ fn watch_static_builds() {
     let builds: Vec<Build> = builds()
         .into_iter()
         .filter(|b| b.inlined_allocator)
+        .map(|b| b.private("watch"))
         .collect();
     assert_sampled(&on_builds(builds, 4, |b| watch(b, false)));
 }

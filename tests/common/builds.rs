@@ -25,6 +25,9 @@ pub struct Build {
     /// allocations only (pymalloc's fast path is inlined), so tests assert descriptors, Python
     /// frames, census and stack sampling there, not allocation bytes.
     pub inlined_allocator: bool,
+    /// Where the dynamic loader finds libpython first (LD_LIBRARY_PATH), for a private copy of
+    /// it (`Build::private`); None: the build's own.
+    pub library_path: Option<PathBuf>,
 }
 
 /// Every build the version tests run on, the one list of them: pyenv's shared-libpython
@@ -57,6 +60,7 @@ pub fn bookworm() -> Build {
         root: None,
         version: (3, 11),
         inlined_allocator: true,
+        library_path: None,
     }
 }
 
@@ -89,6 +93,7 @@ pub fn pyenv(minor: u32) -> Build {
         root: None,
         version: (3, minor),
         inlined_allocator: false,
+        library_path: None,
     }
 }
 
@@ -140,6 +145,7 @@ pub fn debian(suite: &str, minor: u32) -> Build {
         root: Some(debian_rootfs(&format!("rootfs-{suite}"), suite, packages)),
         version: (3, minor),
         inlined_allocator: true,
+        library_path: None,
     }
 }
 
@@ -236,6 +242,7 @@ impl Build {
             root: None,
             version: (3, 0),
             inlined_allocator: python.starts_with("/usr/bin/"),
+            library_path: None,
         }
     }
 
@@ -246,6 +253,9 @@ impl Build {
             None => {
                 let mut c = Command::new(&self.python);
                 c.arg(workload(script));
+                if let Some(dir) = &self.library_path {
+                    c.env("LD_LIBRARY_PATH", dir);
+                }
                 c
             }
             Some(root) => {
@@ -266,6 +276,66 @@ impl Build {
                 c
             }
         }
+    }
+
+    /// The same build on a private copy of the file its interpreter's code is in (pyenv's
+    /// libpython, found first through LD_LIBRARY_PATH; Debian's static executable, which finds
+    /// its /usr/lib/python3.X from anywhere), one per `tag`, made once. Uprobes are set on a
+    /// file: another test's allocator probes on the build's own file trap in every process that
+    /// maps it (filtered by pid in the kernel, but each hit still costs microseconds, and exact
+    /// mode's ran a workload at a fifth of its rate). Tests whose figures that would change run
+    /// their workloads on a copy of their own and share the machine.
+    pub fn private(&self, tag: &str) -> Build {
+        let (file, dir) = match (&self.root, &self.library_path) {
+            (_, Some(_)) => panic!("{}: already a private copy", self.name),
+            (None, None) if !self.inlined_allocator => {
+                let lib = Path::new(&self.python)
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap()
+                    .join(format!(
+                        "lib/libpython{}.{}.so.1.0",
+                        self.version.0, self.version.1
+                    ));
+                let dir = target_dir()
+                    .join("private-python")
+                    .join(tag)
+                    .join(self.name.replace(' ', "-"));
+                (lib, dir)
+            }
+            (None, None) => (
+                PathBuf::from(&self.python),
+                target_dir()
+                    .join("private-python")
+                    .join(tag)
+                    .join(self.name.replace(' ', "-")),
+            ),
+            (Some(root), None) => (
+                root.join(self.python.trim_start_matches('/')),
+                root.join("opt/tracer-private").join(tag),
+            ),
+        };
+        let copy = dir.join(file.file_name().unwrap());
+        if !copy.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            static N: AtomicU32 = AtomicU32::new(0);
+            let tmp = dir.join(format!(
+                ".copy.{}.{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::copy(&file, &tmp)
+                .unwrap_or_else(|e| panic!("copying {}: {e}", file.display()));
+            std::fs::rename(&tmp, &copy).unwrap();
+        }
+        let mut b = self.clone();
+        b.name = format!("{} (private copy)", self.name);
+        if self.inlined_allocator {
+            b.python = self.guest(&copy).to_string_lossy().into_owned();
+        } else {
+            b.library_path = Some(dir);
+        }
+        b
     }
 
     /// A fresh directory the build's processes can write to (inside its root file system).

@@ -53,7 +53,15 @@ elif mode == "spawn":
     wait_go()
     procs = []
     while True:
-        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"]))
+        # Without the test's pipes: a child alive when the test ends must not hold them.
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(1)"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         procs = [p for p in procs if p.poll() is None]
         time.sleep(0.2)
 elif mode == "reuse":
