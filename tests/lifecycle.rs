@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 use tracer_tests::*;
 
+/// pyenv's 3.`minor` for this file: a private copy (`Build::private`). These tests hold
+/// Pythons to `-d` while they start and end, and another test's exact-mode probes on the
+/// shared interpreter file slow every start-up that maps it.
+fn py(minor: u32) -> &'static str {
+    private_py(minor, "lifecycle")
+}
+
+/// The same, as /proc/PID/exe names it (the private copy is the python3.X executable).
+fn py_exe(minor: u32) -> String {
+    py(minor).to_string()
+}
+
 /// The line of a workload marked `# TAG`.
 fn marked(script: &str, tag: &str) -> u32 {
     let text = std::fs::read_to_string(workload(script)).unwrap();
@@ -433,14 +445,14 @@ fn soak_scripts_in(p: &Process) -> std::collections::BTreeSet<String> {
 /// A soak of `--all-python --mode watch`: short-lived Pythons of three builds (pyenv 3.11 and
 /// 3.12, Debian's static 3.11) that allocate, open and close files, fork, exec other Pythons
 /// and exit, next to long-lived leaking ones. The tracer's memory and descriptors stay flat, it
-/// never fails, and nothing is attributed to the wrong process. 90 seconds; longer with
+/// never fails, and nothing is attributed to the wrong process. 60 seconds; longer with
 /// TRACER_SOAK_SECS (`cargo xtask soak --minutes N`).
 #[test]
 fn soak_all_python_watch() {
     let secs: u64 = std::env::var("TRACER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(90);
+        .unwrap_or(60);
     let d = TempDir::new("soak");
     // Each process runs its own copy of grow.py: a frame names the script, hence the process.
     let script = |name: &str| -> String {

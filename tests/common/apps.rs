@@ -49,21 +49,23 @@ const DEBIAN_SITES: [(&str, &[&str], &str); 3] = [
 /// Celery with its Redis client (and `packaging`, which its Redis transport imports).
 const CELERY: [&str; 3] = ["celery", "redis", "packaging"];
 
-/// Every venv and Debian site of the tests, made at once (xtask runs this while the tracer
-/// compiles, so that no test waits on pip; each is made once, under its lock, and checked by
-/// `import` when it exists already).
-pub fn prepare_packages() {
+/// Every venv of the tests, made at once from PyPI (xtask runs this from its start, while the
+/// tracer's toolchain installs and the tracer compiles, so that no test waits on pip; each is
+/// made once, under its lock, and checked by `import` when it exists already).
+pub fn prepare_venvs() {
     std::thread::scope(|s| {
         for (name, minor, _, _) in VENVS {
             s.spawn(move || venv(name, minor));
         }
-        s.spawn(|| {
-            let b = debian("trixie", 13);
-            for (tag, _, _) in DEBIAN_SITES {
-                debian_site(&b, tag);
-            }
-        });
     });
+}
+
+/// Every Debian site of the tests (`debian_site`), once trixie's root file system is there.
+pub fn prepare_debian_sites() {
+    let b = debian("trixie", 13);
+    for (tag, _, _) in DEBIAN_SITES {
+        debian_site(&b, tag);
+    }
 }
 
 /// The venv `name` of pyenv's 3.`minor` (one of `VENVS`), made once under target/

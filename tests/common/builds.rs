@@ -25,9 +25,6 @@ pub struct Build {
     /// allocations only (pymalloc's fast path is inlined), so tests assert descriptors, Python
     /// frames, census and stack sampling there, not allocation bytes.
     pub inlined_allocator: bool,
-    /// Where the dynamic loader finds libpython first (LD_LIBRARY_PATH), for a private copy of
-    /// it (`Build::private`); None: the build's own.
-    pub library_path: Option<PathBuf>,
 }
 
 /// Every build the version tests run on, the one list of them: pyenv's shared-libpython
@@ -60,7 +57,6 @@ pub fn bookworm() -> Build {
         root: None,
         version: (3, 11),
         inlined_allocator: true,
-        library_path: None,
     }
 }
 
@@ -93,7 +89,6 @@ pub fn pyenv(minor: u32) -> Build {
         root: None,
         version: (3, minor),
         inlined_allocator: false,
-        library_path: None,
     }
 }
 
@@ -145,7 +140,6 @@ pub fn debian(suite: &str, minor: u32) -> Build {
         root: Some(debian_rootfs(&format!("rootfs-{suite}"), suite, packages)),
         version: (3, minor),
         inlined_allocator: true,
-        library_path: None,
     }
 }
 
@@ -242,7 +236,6 @@ impl Build {
             root: None,
             version: (3, 0),
             inlined_allocator: python.starts_with("/usr/bin/"),
-            library_path: None,
         }
     }
 
@@ -253,9 +246,6 @@ impl Build {
             None => {
                 let mut c = Command::new(&self.python);
                 c.arg(workload(script));
-                if let Some(dir) = &self.library_path {
-                    c.env("LD_LIBRARY_PATH", dir);
-                }
                 c
             }
             Some(root) => {
@@ -278,62 +268,42 @@ impl Build {
         }
     }
 
-    /// The same build on a private copy of the file its interpreter's code is in (pyenv's
-    /// libpython, found first through LD_LIBRARY_PATH; Debian's static executable, which finds
-    /// its /usr/lib/python3.X from anywhere), one per `tag`, made once. Uprobes are set on a
-    /// file: another test's allocator probes on the build's own file trap in every process that
-    /// maps it (filtered by pid in the kernel, but each hit still costs microseconds, and exact
-    /// mode's ran a workload at a fifth of its rate). Tests whose figures that would change run
-    /// their workloads on a copy of their own and share the machine.
+    /// The same build on a private copy of the file its interpreter's code is in, one per
+    /// `tag`, made once: pyenv's executable and libpython (the executable's RUNPATH made
+    /// `$ORIGIN/../lib`; it finds its standard library at its build's prefix), Debian's static
+    /// executable (it finds its /usr/lib/python3.X from anywhere). Uprobes are set on a file:
+    /// another test's allocator probes on the build's own file trap in every process that maps
+    /// it (filtered by pid in the kernel, but each hit still costs microseconds: next to an
+    /// exact-mode test a workload ran at a fifth of its rate, a Python took seconds more to
+    /// start). Tests whose rates or timing are the claim run on a copy of their own.
     pub fn private(&self, tag: &str) -> Build {
-        let (file, dir) = match (&self.root, &self.library_path) {
-            (_, Some(_)) => panic!("{}: already a private copy", self.name),
-            (None, None) if !self.inlined_allocator => {
-                let lib = Path::new(&self.python)
-                    .parent()
-                    .and_then(Path::parent)
-                    .unwrap()
-                    .join(format!(
-                        "lib/libpython{}.{}.so.1.0",
-                        self.version.0, self.version.1
-                    ));
+        let mut b = self.clone();
+        b.name = format!("{} (private copy)", self.name);
+        match &self.root {
+            Some(root) => {
+                let exe = root.join(self.python.trim_start_matches('/'));
+                let copy = private_copy(&exe, &root.join("opt/tracer-private").join(tag), None);
+                b.python = self.guest(&copy).to_string_lossy().into_owned();
+            }
+            None if self.inlined_allocator => {
+                let dir = target_dir().join("private-python").join(tag);
+                let copy = private_copy(Path::new(&self.python), &dir, None);
+                b.python = copy.to_string_lossy().into_owned();
+            }
+            None => {
+                let (major, minor) = self.version;
+                let exe = std::fs::canonicalize(&self.python).unwrap();
+                let prefix = exe.parent().and_then(Path::parent).unwrap();
                 let dir = target_dir()
                     .join("private-python")
                     .join(tag)
-                    .join(self.name.replace(' ', "-"));
-                (lib, dir)
+                    .join(prefix.file_name().unwrap());
+                let lib = format!("libpython{major}.{minor}.so.1.0");
+                private_copy(&prefix.join("lib").join(&lib), &dir.join("lib"), None);
+                let runpath = format!("{}\0", prefix.join("lib").display());
+                let copy = private_copy(&exe, &dir.join("bin"), Some(&runpath));
+                b.python = copy.to_string_lossy().into_owned();
             }
-            (None, None) => (
-                PathBuf::from(&self.python),
-                target_dir()
-                    .join("private-python")
-                    .join(tag)
-                    .join(self.name.replace(' ', "-")),
-            ),
-            (Some(root), None) => (
-                root.join(self.python.trim_start_matches('/')),
-                root.join("opt/tracer-private").join(tag),
-            ),
-        };
-        let copy = dir.join(file.file_name().unwrap());
-        if !copy.exists() {
-            std::fs::create_dir_all(&dir).unwrap();
-            static N: AtomicU32 = AtomicU32::new(0);
-            let tmp = dir.join(format!(
-                ".copy.{}.{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::copy(&file, &tmp)
-                .unwrap_or_else(|e| panic!("copying {}: {e}", file.display()));
-            std::fs::rename(&tmp, &copy).unwrap();
-        }
-        let mut b = self.clone();
-        b.name = format!("{} (private copy)", self.name);
-        if self.inlined_allocator {
-            b.python = self.guest(&copy).to_string_lossy().into_owned();
-        } else {
-            b.library_path = Some(dir);
         }
         b
     }
@@ -353,6 +323,54 @@ impl Build {
             Some(root) => Path::new("/").join(host.strip_prefix(root).expect("inside the rootfs")),
         }
     }
+}
+
+/// A copy of `file` in `dir` (made once; a temporary name renamed, so that concurrent tests
+/// share one). `runpath`: the executable's DT_RUNPATH string, NUL-terminated, replaced in place
+/// by `$ORIGIN/../lib` (shorter: the rest of the old string is NULs).
+fn private_copy(file: &Path, dir: &Path, runpath: Option<&str>) -> PathBuf {
+    let copy = dir.join(file.file_name().unwrap());
+    if copy.exists() {
+        return copy;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let mut bytes =
+        std::fs::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    if let Some(old) = runpath {
+        let old = old.as_bytes();
+        let at: Vec<usize> = bytes
+            .windows(old.len())
+            .enumerate()
+            .filter(|(_, w)| *w == old)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "{}: its RUNPATH {old:?} once", file.display());
+        let new = b"$ORIGIN/../lib";
+        bytes[at[0]..at[0] + old.len()].fill(0);
+        bytes[at[0]..at[0] + new.len()].copy_from_slice(new);
+    }
+    static N: AtomicU32 = AtomicU32::new(0);
+    let tmp = dir.join(format!(
+        ".copy.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &copy).unwrap();
+    copy
+}
+
+/// pyenv's `python3` of 3.`minor` on its private copy `tag` (see `Build::private`), as a path
+/// that lives as long as the test.
+pub fn private_py(minor: u32, tag: &str) -> &'static str {
+    static PATHS: std::sync::Mutex<BTreeMap<(u32, String), &'static str>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    PATHS
+        .lock()
+        .unwrap()
+        .entry((minor, tag.to_string()))
+        .or_insert_with(|| pyenv(minor).private(tag).python.leak())
 }
 
 /// The target/ directory of the workspace.

@@ -100,6 +100,10 @@ fn install_missing(packages: &[&str]) -> Result<(), String> {
 /// What building takes: Debian's rustc and LLVM, and bpf-linker built against that LLVM.
 fn setup_build() -> Result<(), String> {
     install_missing(&DEBIAN_PACKAGES)?;
+    install_bpf_linker()
+}
+
+fn install_bpf_linker() -> Result<(), String> {
     let linker = cargo_home().join("bin/bpf-linker");
     let version_ok = Command::new(&linker)
         .arg("--version")
@@ -147,25 +151,33 @@ fn nextest() -> Result<(), String> {
 /// Every test of the workspace (unit tests and the end-to-end tests against the release tracer),
 /// or the chosen ones: `extra` goes to `cargo nextest run` (a filter, `-E EXPR`, ...).
 fn test(extra: &[String]) -> Result<(), String> {
-    setup_build()?;
     nextest()?;
-    // The tools the tests drive (apt), the root file systems of Debian's builds and of the
-    // containers (debootstrap) and the venvs of the framework tests (pip) are downloads and
-    // unpacking, little CPU: they are made while the tracer compiles.
+    // What the tests use beside the tracer is downloads and unpacking, little CPU: it is made
+    // while the toolchain installs and the tracer compiles. The venvs of the framework tests
+    // (pip) from the start; once Debian's build packages are in (one dpkg at a time), the tools
+    // the tests drive (apt), then the root file systems of Debian's builds and of the containers
+    // (debootstrap) and the packages installed into them.
+    eprintln!(
+        "xtask: installing the tools the tests drive, building their root file systems and \
+         their PyPI packages meanwhile (once, under target/)"
+    );
+    let venvs = std::thread::spawn(tracer_tests::apps::prepare_venvs);
+    install_missing(&DEBIAN_PACKAGES)?;
     let rootfs = std::thread::spawn(|| {
-        eprintln!(
-            "xtask: installing the tools the tests drive, building their root file systems and \
-             their PyPI packages meanwhile (once, under target/)"
-        );
         install_missing(&TEST_PACKAGES)?;
         tracer_tests::prepare_root_file_systems();
-        tracer_tests::apps::prepare_packages();
+        tracer_tests::apps::prepare_debian_sites();
         Ok::<(), String>(())
     });
-    let built =
-        run(Command::new(cargo())
-            .current_dir(root())
-            .args(["build", "--release", "-p", "tracer"]))
+    let built = install_bpf_linker()
+        .and_then(|()| {
+            run(Command::new(cargo()).current_dir(root()).args([
+                "build",
+                "--release",
+                "-p",
+                "tracer",
+            ]))
+        })
         .and_then(|()| {
             run(Command::new(cargo()).current_dir(root()).args([
                 "nextest",
@@ -175,11 +187,15 @@ fn test(extra: &[String]) -> Result<(), String> {
                 "--no-run",
             ]))
         });
+    let venvs = venvs
+        .join()
+        .map_err(|_| "making the tests' venvs failed (see above)".to_string());
     let prepared = rootfs
         .join()
         .map_err(|_| "building the tests' root file systems failed (see above)".to_string())
         .and_then(|r| r);
     built?;
+    venvs?;
     prepared?;
     run(Command::new(cargo())
         .current_dir(root())
