@@ -250,6 +250,14 @@ fn launch_pyenv_311() {
     launch_and_check(py(11), "launch311");
 }
 
+/// A relocatable shared-libpython build: its executable finds libpython through RUNPATH
+/// `$ORIGIN/../lib` (a copy of pyenv's 3.12 made so, `private_py`). Launched, it had no Python
+/// frames: the library was named `bin/../lib/...`, not as the kernel names its mapping.
+#[test]
+fn launch_relocatable_python() {
+    launch_and_check(private_py(12, "relocatable"), "launch-relocatable");
+}
+
 /// Debian's static, stripped, PGO/LTO python: the tracer says its allocation view is partial, and
 /// the descriptor report stays exact.
 #[test]

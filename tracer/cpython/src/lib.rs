@@ -126,9 +126,12 @@ pub fn interpreter_file_of_executable(
     ] {
         dirs.push(d.to_string());
     }
+    // As the kernel will name it in the process's maps: `$ORIGIN/../lib` and symlinks resolved
+    // (the mapping is found by that name once the process runs).
     dirs.into_iter()
         .map(|d| Path::new(&d).join(&lib))
         .find(|p| p.exists())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
 }
 
 #[cfg(test)]
