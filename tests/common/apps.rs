@@ -445,6 +445,10 @@ pub fn record(args: &[&str]) -> (Report, Finished) {
 /// place a container at the line feeding it were missed under load): report.json's process, and
 /// the summary.
 pub fn watch(served: &Served) -> (Process, String) {
+    // Attached to an app that serves, as an operator finds it, not at its first request: the
+    // first requests' lazy imports and first-use caches are growth (a healthy gunicorn worker's
+    // closures and sets rose through a recording that began with its load on a loaded machine).
+    std::thread::sleep(Duration::from_secs(3));
     let pid = served.pid().to_string();
     let (report, f) = record(&[
         "-p",
