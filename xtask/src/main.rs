@@ -169,24 +169,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         tracer_tests::apps::prepare_debian_sites();
         Ok::<(), String>(())
     });
+    let cargo_here = |args: &[&str]| run(Command::new(cargo()).current_dir(root()).args(args));
     let built = install_bpf_linker()
-        .and_then(|()| {
-            run(Command::new(cargo()).current_dir(root()).args([
-                "build",
-                "--release",
-                "-p",
-                "tracer",
-            ]))
-        })
-        .and_then(|()| {
-            run(Command::new(cargo()).current_dir(root()).args([
-                "nextest",
-                "run",
-                "--release",
-                "--workspace",
-                "--no-run",
-            ]))
-        });
+        .and_then(|()| cargo_here(&["build", "--release", "-p", "tracer"]))
+        .and_then(|()| cargo_here(&["nextest", "run", "--release", "--workspace", "--no-run"]));
     let venvs = venvs
         .join()
         .map_err(|_| "making the tests' venvs failed (see above)".to_string());
