@@ -325,12 +325,14 @@ impl Build {
     }
 }
 
-/// A copy of `file` in `dir` (made once; a temporary name renamed, so that concurrent tests
-/// share one). `runpath`: the executable's DT_RUNPATH string, NUL-terminated, replaced in place
-/// by `$ORIGIN/../lib` (shorter: the rest of the old string is NULs).
+/// A copy of `file` in `dir` (made once, and again when `file` is newer, as after a package
+/// upgrade; a temporary name renamed, so that concurrent tests share one). `runpath`: the
+/// executable's DT_RUNPATH string, NUL-terminated, replaced in place by `$ORIGIN/../lib`
+/// (shorter: the rest of the old string is NULs).
 fn private_copy(file: &Path, dir: &Path, runpath: Option<&str>) -> PathBuf {
     let copy = dir.join(file.file_name().unwrap());
-    if copy.exists() {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&copy).is_some_and(|c| modified(file).is_some_and(|f| f <= c)) {
         return copy;
     }
     std::fs::create_dir_all(dir).unwrap();
