@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -19,7 +20,28 @@ fn bpf_linker() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// `cargo xtask test` compiles the tracer while it installs the BPF toolchain: it names a file
+/// in TRACER_BPF_TOOLCHAIN_READY that it writes once the toolchain is in ("ok"), or with what
+/// failed. Without it (a plain `cargo build`), the toolchain must be there.
+fn wait_for_toolchain() {
+    let Some(ready) = std::env::var_os("TRACER_BPF_TOOLCHAIN_READY") else {
+        return;
+    };
+    let began = Instant::now();
+    loop {
+        match std::fs::read_to_string(&ready) {
+            Ok(s) if s == "ok" => return,
+            Ok(why) => panic!("the BPF toolchain could not be installed: {why}"),
+            Err(_) if began.elapsed() > Duration::from_secs(30 * 60) => {
+                panic!("the BPF toolchain was not installed within 30 minutes")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 fn main() {
+    wait_for_toolchain();
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
     let ebpf = root.join("tracer-ebpf");
