@@ -1,7 +1,7 @@
 //! Process lifecycle, end to end: a traced process that execs (another Python, the same one, or
 //! a program that is not Python), wrappers that fork Python instead of exec'ing it, `-d` counted
-//! from the launch, a launch refused by ptrace, and a soak of `--all-python` watch mode against
-//! a churn of short-lived Python processes.
+//! from the launch, a launch refused by ptrace, and a soak of watch mode following new processes
+//! against a churn of short-lived Python processes.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -442,39 +442,49 @@ fn soak_scripts_in(p: &Process) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// A soak of `--all-python --mode watch`: short-lived Pythons of three builds (pyenv 3.11 and
-/// 3.12, Debian's static 3.11) that allocate, open and close files, fork, exec other Pythons
+/// A soak of watch mode following new processes: short-lived Pythons of three builds (pyenv 3.11
+/// and 3.12, Debian's static 3.11) that allocate, open and close files, fork, exec other Pythons
 /// and exit, next to long-lived leaking ones. The tracer's memory and descriptors stay flat, it
-/// never fails, and nothing is attributed to the wrong process. 60 seconds; longer with
-/// TRACER_SOAK_SECS (`cargo xtask soak --minutes N`).
+/// never fails, and nothing is attributed to the wrong process. 60 seconds, its processes in a
+/// cgroup of their own, traced with `--cgroup` (the same pick-up of new processes as
+/// `--all-python`, filtered: the test shares the machine with others); with TRACER_SOAK_SECS
+/// (`cargo xtask soak --minutes N`, run alone) longer and with `--all-python`.
 #[test]
-fn soak_all_python_watch() {
-    let secs: u64 = std::env::var("TRACER_SOAK_SECS")
-        .ok()
+fn soak_watch() {
+    let long_run = std::env::var("TRACER_SOAK_SECS").ok();
+    let secs: u64 = long_run
+        .as_deref()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let d = TempDir::new("soak");
+    let cg = Cgroup::new("soak");
     // Each process runs its own copy of grow.py: a frame names the script, hence the process.
     let script = |name: &str| -> String {
         let p = d.path().join(format!("soak_{name}.py"));
         std::fs::copy(workload("grow.py"), &p).unwrap();
         p.display().to_string()
     };
-    let pythons = [py(11), py(12), DEBIAN_PY311];
-    let mut t = Tracer::start(
-        &["--all-python", "--mode", "watch", "--interval", "5s"],
-        &d.path().join("out"),
-    );
-    t.wait_recording();
-    let tracer_pid = t.proc.pid();
-    // Long-lived leakers: pid -> script.
+    // Debian's static 3.11 on a private copy too (see `py`).
+    let debian = builds()
+        .into_iter()
+        .find(|b| b.python == DEBIAN_PY311)
+        .unwrap()
+        .private("lifecycle")
+        .python;
+    let pythons = [py(11), py(12), debian.as_str()];
+    let cgroup = cg.dir.display().to_string();
+    let scope: &[&str] = match long_run {
+        Some(_) => &["--all-python"],
+        None => &["--cgroup", &cgroup],
+    };
+    // Long-lived leakers (started first: a cgroup with no process is refused): pid -> script.
     let mut scripts: std::collections::HashMap<u32, Vec<String>> = Default::default();
     let mut long = Vec::new();
     for (i, py) in pythons.iter().enumerate() {
         let name = format!("long{i}");
         let ready = d.path().join(format!("{name}.ready"));
         let p = Proc(
-            Command::new(py)
+            cg.enter(&mut Command::new(py))
                 .arg(script(&name))
                 .arg("--ready")
                 .arg(&ready)
@@ -485,6 +495,12 @@ fn soak_all_python_watch() {
         scripts.insert(p.pid(), vec![format!("soak_{name}.py")]);
         long.push((p, name));
     }
+    let mut t = Tracer::start(
+        &[scope, &["--mode", "watch", "--interval", "5s"]].concat(),
+        &d.path().join("out"),
+    );
+    t.wait_recording();
+    let tracer_pid = t.proc.pid();
     let started = Instant::now();
     let mut samples: Vec<(f64, u64, usize)> = Vec::new();
     let mut short: Vec<Proc> = Vec::new();
@@ -497,7 +513,8 @@ fn soak_all_python_watch() {
         let name = format!("short{n}");
         let files = d.path().join(format!("{name}.txt"));
         let mut c = Command::new(py);
-        c.arg(script(&name))
+        cg.enter(&mut c)
+            .arg(script(&name))
             .args(["--seconds", &format!("{}", 1 + n % 3)])
             .arg("--files")
             .arg(&files)

@@ -52,6 +52,75 @@ impl Drop for TempDir {
     }
 }
 
+/// A cgroup of its own in the cgroup2 hierarchy: the processes started through [`Cgroup::enter`]
+/// and everything they start are in it, so that a tracer given `--cgroup` takes in those only
+/// and a test that follows every new process can share the machine. Removed on drop, its
+/// processes killed.
+pub struct Cgroup {
+    pub dir: PathBuf,
+    procs: std::ffi::CString,
+}
+
+impl Cgroup {
+    pub fn new(tag: &str) -> Cgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE ..."
+        let root = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (head, tail) = l.split_once(" - ")?;
+                (tail.split(' ').next() == Some("cgroup2")).then(|| head.split(' ').nth(4))?
+            })
+            .expect("a cgroup2 hierarchy mounted");
+        let dir = Path::new(root).join(format!("tracer-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let procs = std::ffi::CString::new(
+            dir.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        Cgroup { dir, procs }
+    }
+
+    /// `cmd`, started in the cgroup: the child moves itself there before its exec.
+    pub fn enter<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        use std::os::unix::process::CommandExt;
+        let procs = self.procs.clone();
+        // Only system calls between the fork and the exec ("0": the writing process itself).
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Kills the child on drop, so a failing assertion never leaves processes behind.
 pub struct Proc(pub Child);
 

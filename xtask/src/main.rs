@@ -218,8 +218,8 @@ fn test(extra: &[String]) -> Result<(), String> {
         .env("TRACER_BIN", tracer_bin()))
 }
 
-/// The soak test (tests/lifecycle.rs `soak_all_python_watch`) for `minutes` instead of its
-/// default four.
+/// The soak test (tests/lifecycle.rs `soak_watch`) for `minutes` instead of the suite's one,
+/// alone and with `--all-python`.
 fn soak(args: &[String]) -> Result<(), String> {
     let minutes: u64 = match args {
         [] => 60,
@@ -239,7 +239,7 @@ fn soak(args: &[String]) -> Result<(), String> {
             "--test",
             "lifecycle",
         ])
-        .args(["--", "--exact", "soak_all_python_watch", "--nocapture"])
+        .args(["--", "--exact", "soak_watch", "--nocapture"])
         .env("TRACER_BIN", tracer_bin())
         .env("TRACER_SOAK_SECS", (minutes * 60).to_string()))
 }
