@@ -185,6 +185,8 @@ pub struct Resident {
     #[serde(deserialize_with = "rate")]
     pub growth_per_min: f64,
     pub readings: u64,
+    /// Each reading's total: (seconds, bytes).
+    pub series: Vec<(f64, u64)>,
     pub parts: Vec<Part>,
     pub small_object_allocator: SmallObjects,
     pub malloc: Malloc,

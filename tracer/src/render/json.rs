@@ -59,7 +59,8 @@
 //!               "verdict", "growth_per_min", "awaited_by": [ { "coroutine" (the awaiting
 //!               task's, or null: no task awaits them), "count" } ] } ] } },
 //!       "resident": null | { "rss_bytes", "verdict", "growth_per_min", "readings",
-//!           "last_ms", "parts": [ { "part" (small_objects, small_object_free, malloc_in_use,
+//!           "series" ([seconds since tracing began, rss_bytes] of each reading: what the
+//!           verdict judged), "last_ms", "parts": [ { "part" (small_objects, small_object_free, malloc_in_use,
 //!               malloc_free, large_blocks, other_anonymous, thread_stacks,
 //!               code_and_static_data, mapped_files_and_shared: they sum to rss_bytes),
 //!               "label", "bytes", "verdict", "growth_per_min" } ],
@@ -157,6 +158,7 @@ fn resident(r: &crate::report::resident::ResidentReport) -> Value {
         "verdict": r.trend.verdict.to_string(),
         "growth_per_min": r.trend.per_min,
         "readings": r.readings,
+        "series": r.series,
         "last_ms": r.last_ms,
         "parts": r.parts.iter().map(|p| json!({
             "part": p.part.key(),

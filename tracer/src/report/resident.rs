@@ -27,6 +27,9 @@ pub struct ResidentReport {
     pub threads: u64,
     pub notes: Vec<String>,
     pub readings: usize,
+    /// Each reading's total (seconds since tracing began, bytes), oldest first: what the
+    /// verdict judged.
+    pub series: Vec<(f64, u64)>,
     pub last_ms: u128,
     /// What the split says (None: nothing to say, or not yet).
     pub reading: Option<Reading>,
@@ -77,6 +80,7 @@ pub fn report(readings: &[(f64, Breakdown)]) -> Option<ResidentReport> {
         threads: last.threads,
         notes: last.notes.clone(),
         readings: readings.len(),
+        series: readings.iter().map(|(t, b)| (*t, b.rss)).collect(),
         last_ms: last.took.as_millis(),
         reading: None,
         notable: Vec::new(),
