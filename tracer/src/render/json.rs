@@ -62,8 +62,8 @@
 //!           "series" ([seconds since tracing began, rss_bytes] of each reading: what the
 //!           verdict judged), "last_ms", "parts": [ { "part" (small_objects,
 //!               small_object_free, malloc_in_use, malloc_free, large_blocks, other_anonymous,
-//!               thread_stacks,
-//!               code_and_static_data, mapped_files_and_shared: they sum to rss_bytes),
+//!               thread_stacks, code_and_static_data, mapped_files_and_shared: they sum to
+//!               rss_bytes),
 //!               "label", "bytes", "verdict", "growth_per_min" } ],
 //!           "small_object_allocator": { "pool_size", "arenas", "pools", "empty_pools",
 //!               "in_use_bytes", "resident_bytes" },
