@@ -51,7 +51,28 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
             path,
         });
     }
+    keep_latest_views(&mut out, |m| (m.start, m.end));
     out
+}
+
+/// The kernel writes /proc/PID/maps and smaps a page of text at a time, and the process may
+/// change its mappings between two pages: a mapping that changed then is listed twice, as it
+/// was and as it is (the brk heap of a process that allocates, most often; the kernel's own
+/// tests allow it). The listing is in address order, so the earlier view is an entry that a
+/// later one overlaps: those are dropped, and each range is counted once, as it is now.
+pub fn keep_latest_views<T>(entries: &mut Vec<T>, range: impl Fn(&T) -> (u64, u64)) {
+    let mut kept: Vec<T> = Vec::with_capacity(entries.len());
+    for e in entries.drain(..) {
+        let (start, end) = range(&e);
+        while kept.last().is_some_and(|k| {
+            let (s, e) = range(k);
+            s < end && e > start
+        }) {
+            kept.pop();
+        }
+        kept.push(e);
+    }
+    *entries = kept;
 }
 
 pub fn maps(pid: u32) -> io::Result<Vec<MapEntry>> {
@@ -314,6 +335,28 @@ garbage line
             Some("/opt/my lib/libpython3.11.so.1.0")
         );
         assert_eq!(m[3].path.as_deref(), Some("[stack]"));
+    }
+
+    /// The brk heap listed twice (it grew between two pages of the listing): once, as it is now.
+    #[test]
+    fn a_mapping_listed_twice_is_kept_once() {
+        let text = "\
+55ebe60f7000-55ebf176c000 rw-p 00000000 00:00 0                          [heap]
+55ebe60f7000-55ebf179c000 rw-p 00000000 00:00 0                          [heap]
+7f1c2a000000-7f1c2a021000 rw-p 00000000 00:00 0 
+7f1c29f00000-7f1c2a010000 rw-p 00000000 00:00 0 
+7f1c2b000000-7f1c2b400000 r-xp 0001c000 fe:01 998877 /usr/lib/libpython3.11.so.1.0
+";
+        let m = parse_maps(text);
+        let ranges: Vec<(u64, u64)> = m.iter().map(|e| (e.start, e.end)).collect();
+        assert_eq!(
+            ranges,
+            [
+                (0x55ebe60f7000, 0x55ebf179c000),
+                (0x7f1c29f00000, 0x7f1c2a010000),
+                (0x7f1c2b000000, 0x7f1c2b400000)
+            ]
+        );
     }
 
     #[test]
