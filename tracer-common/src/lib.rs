@@ -94,6 +94,14 @@ pub struct PyConf {
     pub pidns_ino: u64,
     /// Low bits of the frame's code reference that tag it (3.14+: a _PyStackRef), cleared.
     pub code_tag_bits: u64,
+    /// Address of the runtime's interpreter list head (`_PyRuntime.interpreters.head`), and
+    /// PyInterpreterState -> threads.head: while `threads_head` is 0 (an interpreter that was
+    /// starting when it was last read), the kernel follows these two itself, so a new
+    /// process's threads have their frames from its first line, without waiting for the user
+    /// side to read its interpreter again.
+    pub interp_head: u64,
+    pub interp_threads: u32,
+    pub _pad: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;

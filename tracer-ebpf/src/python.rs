@@ -133,7 +133,18 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
     if let Some(t) = unsafe { THREADS.get(id) } {
         return *t;
     }
-    if conf.threads_head == 0 {
+    let head = if conf.threads_head != 0 {
+        conf.threads_head
+    } else if conf.interp_head != 0 {
+        // A process whose interpreter was starting when the user side last read it.
+        match read_u64(conf.interp_head) {
+            0 => 0,
+            interp => interp + conf.interp_threads as u64,
+        }
+    } else {
+        0
+    };
+    if head == 0 {
         bump(stat::PY_THREAD_UNKNOWN);
         return 0;
     }
@@ -157,7 +168,7 @@ fn thread_state(conf: &PyConf, id: u64) -> u64 {
         id as u32
     };
     let mut s = ThreadSearch {
-        tstate: read_u64(conf.threads_head),
+        tstate: read_u64(head),
         found: 0,
         tid,
         next: conf.tstate_next,

@@ -3,8 +3,13 @@
 //! 10 ms (stack reads), and the kernel's on-CPU sampler's samples (a perf event per CPU). Only
 //! the latter are called samples.
 
+use std::time::Duration;
+
 use super::Collector;
 use crate::say;
+
+/// The longest the census holds the collector's loop at once (see `Collector::census`).
+const CENSUS_SLICE: Duration = Duration::from_millis(50);
 
 /// The readings of a process's resident memory.
 #[derive(Default)]
@@ -108,37 +113,77 @@ impl Collector {
         }
     }
 
-    /// A heap census pass of every live target (read from outside; the targets run on), with
-    /// its resident memory.
-    pub fn census(&mut self) {
+    /// Starts a census round: a heap census pass of every live target (read from outside; the
+    /// targets run on), with its resident memory. A round is taken in slices of at most
+    /// `CENSUS_SLICE` (`census_continue`), so that the collector's loop keeps its pace however
+    /// many processes there are: a pass and a resident reading take tens of milliseconds each,
+    /// and 40 Pythons starting at once held the loop for two seconds, in which the threads of
+    /// the new ones went unpublished and some exited before their stacks were read. Returns
+    /// whether the round is done.
+    pub fn census(&mut self) -> bool {
         self.take_cpu_samples();
-        self.census_passes(false);
+        self.census_round += 1;
+        self.census_continue()
     }
 
-    /// A first census pass for the targets whose census came after the loop's first pass (a
-    /// launched command maps its interpreter later, a process adopted later): without it, a
-    /// recording shorter than the interval had no census for them. Called every tick.
-    pub fn first_census_passes(&mut self) {
-        self.census_passes(true);
-    }
-
-    /// Census passes of the live targets (`first_only`: of those whose census has taken none
-    /// yet, without the resident reading that comes with the loop's passes).
-    fn census_passes(&mut self, first_only: bool) {
+    /// Goes on with the census round: the targets least recently passed first, until the round
+    /// is done (true), or the slice is spent or processes wait for their entries (false: call
+    /// again soon, after `adds_pending` is served).
+    pub fn census_continue(&mut self) -> bool {
+        let began = std::time::Instant::now();
         let at = self.started.elapsed().as_secs_f64();
-        for t in self.targets.iter_mut().filter(|t| t.exited_after.is_none()) {
-            let first_due = t
-                .census
-                .as_ref()
-                .is_some_and(|c| c.passes == 0 && c.error.is_none());
-            if (first_only && !first_due) || t.replaced(&self.probes) {
+        let round = self.census_round;
+        let mut due: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| {
+                let t = &self.targets[i];
+                t.exited_after.is_none() && t.census_round < round
+            })
+            .collect();
+        due.sort_by_key(|&i| self.targets[i].census_round);
+        for (n, &i) in due.iter().enumerate() {
+            if n > 0 && (began.elapsed() >= CENSUS_SLICE || self.adds_pending()) {
+                return false;
+            }
+            let t = &mut self.targets[i];
+            t.census_round = round;
+            if t.replaced(&self.probes) {
                 continue;
             }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.threads.runtime.as_mut());
             }
-            if self.census && !first_only {
+            if self.census {
                 t.resident.read(t.pid, at);
+            }
+        }
+        true
+    }
+
+    /// A first census pass for the targets whose census came after the round's pass (a
+    /// launched command maps its interpreter later, a process adopted later): without it, a
+    /// recording shorter than the interval had no census for them. Called every tick; at most
+    /// `CENSUS_SLICE` of them a call.
+    pub fn first_census_passes(&mut self) {
+        let began = std::time::Instant::now();
+        let at = self.started.elapsed().as_secs_f64();
+        let mut done = 0;
+        for i in 0..self.targets.len() {
+            let t = &self.targets[i];
+            let first_due = t
+                .census
+                .as_ref()
+                .is_some_and(|c| c.passes == 0 && c.error.is_none());
+            if t.exited_after.is_some() || !first_due || t.replaced(&self.probes) {
+                continue;
+            }
+            // One pass at least a call: processes that start all the time do not starve it.
+            if done > 0 && (began.elapsed() >= CENSUS_SLICE || self.adds_pending()) {
+                return;
+            }
+            done += 1;
+            let t = &mut self.targets[i];
+            if let Some(c) = t.census.as_mut() {
+                c.pass(at, t.threads.runtime.as_mut());
             }
         }
     }

@@ -96,6 +96,13 @@ impl Collector {
         out
     }
 
+    /// Processes that started and wait for their entry: forks not taken yet, and forked
+    /// children's execs not inspected yet. They go before a census round (`census_continue`):
+    /// a round can wait, a process that is starting cannot (its frames start with its entry).
+    pub fn adds_pending(&self) -> bool {
+        self.execs.iter().any(|e| e.forked) || self.probes.forks_pending()
+    }
+
     /// Followed processes: one that exec'd is inspected again; one that ended is forgotten.
     fn check_followed(&mut self) {
         for f in std::mem::take(&mut self.followed) {

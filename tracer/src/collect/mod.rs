@@ -103,6 +103,11 @@ pub struct Collector {
     /// The recording is ending: the kernel's stack maps are not collected any more.
     pub ending: bool,
     started: Instant,
+    /// Interpreter files (device, inode) whose layout read a live process right: trusted for
+    /// the other processes that map them (see `refresh_target`).
+    trusted_files: std::collections::HashSet<(u64, u64)>,
+    /// Census rounds started so far (`census`).
+    census_round: u64,
     /// Why the kernel's on-CPU stack sampler cannot run (said once).
     sampler_error: Option<String>,
 }
@@ -138,6 +143,8 @@ impl Collector {
             ending: false,
             sampler_error: None,
             started: Instant::now(),
+            census_round: 0,
+            trusted_files: Default::default(),
         }
     }
 

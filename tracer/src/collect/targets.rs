@@ -67,6 +67,8 @@ pub struct Target {
     pub census: Option<Census>,
     /// Where its resident memory is, read at census passes.
     pub resident: ResidentState,
+    /// The census round (`Collector::census`) its last pass belonged to.
+    pub census_round: u64,
 }
 
 /// Where a target stands with respect to exec.
@@ -217,6 +219,7 @@ impl Collector {
             },
             census: None,
             resident: ResidentState::default(),
+            census_round: 0,
         });
         self.refresh_target(self.targets.len() - 1);
         // The heap's growth is counted from its break now.

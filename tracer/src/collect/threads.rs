@@ -70,10 +70,19 @@ impl Collector {
                 };
                 let mut runtime =
                     Runtime::new(t.pid, layout, rt.wrapping_add(bias), ct.wrapping_add(bias));
-                // The layout is trusted once it reads this process right.
-                if !t.threads.layout_checked {
+                // The layout is trusted once it reads this process right, or once it read
+                // another process of the same file right: then a process that is still
+                // starting (a subprocess of a traced service) has its frames from its first
+                // line, the kernel reading its interpreter itself (`PyConf::interp_head`),
+                // instead of after its interpreter is up and read again here.
+                let trusted = self.trusted_files.contains(&t.interp.file_id);
+                if !t.threads.layout_checked && !trusted {
+                    let mut whole = false;
                     let why = match runtime.validate() {
-                        Check::Valid => None,
+                        Check::Valid => {
+                            whole = true;
+                            None
+                        }
                         Check::Invalid(why) => Some(why),
                         Check::Pending(why) => {
                             let since = *t.threads.pending_since.get_or_insert_with(Instant::now);
@@ -107,8 +116,19 @@ impl Collector {
                         t.threads.warning = Some(w);
                         return;
                     }
+                    // Trusted for others when its frames decoded too.
+                    if whole {
+                        self.trusted_files.insert(t.interp.file_id);
+                    }
+                }
+                if !t.threads.layout_checked {
                     t.threads.layout_checked = true;
-                    let _ = self.probes.set_pyconf(t.pid, frames::pyconf(layout, t.pid));
+                    let conf = if self.python_walk {
+                        runtime.conf()
+                    } else {
+                        frames::pyconf(layout, t.pid)
+                    };
+                    let _ = self.probes.set_pyconf(t.pid, conf);
                 }
                 t.threads.runtime = Some(runtime);
                 // Launch mode: the file was not mapped when the target was added.

@@ -41,6 +41,14 @@ impl Probes {
         v
     }
 
+    /// Has a traced process forked since the last `take_forks`? (One read of the map.)
+    pub fn forks_pending(&self) -> bool {
+        self.ebpf
+            .map("FORKS")
+            .and_then(|m| BpfHashMap::<&MapData, ForkKey, ForkInfo>::try_from(m).ok())
+            .is_some_and(|h| h.keys().next().is_some())
+    }
+
     pub fn fds(&self) -> HashMap<FdKey, FdInfo> {
         read_hash(self.ebpf.map("FDS"))
     }

@@ -20,6 +20,8 @@ const THREAD_REFRESH: Duration = Duration::from_millis(100);
 /// Python stacks read from outside while the census has a growing container to place (the call
 /// paths to the lines that use it).
 const STACK_READ: Duration = Duration::from_millis(10);
+/// Between two slices of a census round.
+const CENSUS_GAP: Duration = Duration::from_millis(10);
 
 /// Has the deadline (`-d`) passed?
 fn past(deadline: Option<tokio::time::Instant>) -> bool {
@@ -68,6 +70,11 @@ pub(super) async fn collect_loop(
         tokio::sync::mpsc::unbounded_channel().1
     };
     let mut waiting_said = false;
+    // A census round not done yet: it goes on after a short gap that lets the other branches
+    // run (see `Collector::census`).
+    let mut census_more = false;
+    let mut census_gap = tokio::time::interval(CENSUS_GAP);
+    census_gap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // `-d` is a deadline whatever the branch that ran last took.
         if past(deadline) {
@@ -156,7 +163,15 @@ pub(super) async fn collect_loop(
                 }
             }
             _ = window_due => c.windows(),
-            _ = census.tick() => c.census(),
+            _ = census.tick() => census_more = !c.census(),
+            _ = census_gap.tick(), if census_more => {
+                // Processes that started go first (see `Collector::census_continue`).
+                if c.adds_pending() {
+                    take_forks(c);
+                    follow_execs(c);
+                }
+                census_more = !c.census_continue();
+            }
             _ = stack_reads.tick(), if c.census => c.read_stacks(),
             _ = tick.tick() => {
                 let events = c.tick();

@@ -53,6 +53,9 @@ pub fn pyconf(l: &Layout, pid: u32) -> PyConf {
         pthread_tid: NO_OFFSET,
         pidns_dev: pidns.0,
         pidns_ino: pidns.1,
+        interp_head: 0,
+        interp_threads: l.interp_threads_head as u32,
+        _pad: 0,
     }
 }
 
@@ -183,6 +186,7 @@ impl Runtime {
                 interp + l.interp_threads_head
             },
             pthread_tid: self.pthread_tid_off.map(|o| o as u32).unwrap_or(NO_OFFSET),
+            interp_head: self.runtime + l.runtime_interpreters_head,
             ..pyconf(l, self.pid)
         }
     }
