@@ -113,10 +113,10 @@ fn a_launched_python_s_pythons_are_all_traced() {
                 })
             })
             .count();
-        // Every child has its file; on its line in all but a few: a child whose thread walk is
-        // published after its open (40 Pythons starting at once on two cores, the open half a
-        // second into each) has the descriptor without its Python frames (1 to 3 of 40 on an
-        // idle machine; docs/testing.md).
+        // Every child has its file; on its line in all but a few: a child the tracer adds only
+        // after its open (40 Pythons starting at once on two cores, the open half a second into
+        // each) has the descriptor without its Python frames (none of 40 in 12 recordings next
+        // to two busy loops; docs/testing.md).
         let with_any_file = procs
             .iter()
             .filter(|p| {
