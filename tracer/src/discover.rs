@@ -2,7 +2,7 @@
 //! and the children of traced processes, at start and then as they appear (a new worker, a
 //! process that execs python, a restarted service).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use crate::error::{Error, Result};
@@ -191,7 +191,13 @@ pub struct Discovery {
     /// Processes (pid, start time, executable) already considered: each program a process runs
     /// is looked at once (a shell that execs python is looked at again).
     seen: HashSet<(u32, u64, String)>,
+    /// Processes (pid, start time) looked at again because they had no interpreter mapped yet
+    /// (`not_yet`), and how many times.
+    retried: HashMap<(u32, u64), u8>,
 }
+
+/// Scans that look again at a process that exec'd Python but had not mapped it yet.
+const NOT_YET_RETRIES: u8 = 5;
 
 impl Discovery {
     pub fn new(selectors: Vec<Selector>, children: bool) -> Discovery {
@@ -199,6 +205,23 @@ impl Discovery {
             selectors,
             children,
             seen: HashSet::new(),
+            retried: HashMap::new(),
+        }
+    }
+
+    /// A candidate whose inspection found no CPython: one caught between its exec and the
+    /// mapping of its libraries (the loader has not run yet; a loaded machine widens that
+    /// window) is looked at again at the next scans, `NOT_YET_RETRIES` times at most. Without
+    /// it, a Python started on the host during a scan could be missed for good.
+    pub fn not_yet(&mut self, pid: u32) {
+        let Some(st) = procfs::stat(pid) else {
+            return;
+        };
+        let n = self.retried.entry((pid, st.start_ticks)).or_default();
+        if *n < NOT_YET_RETRIES {
+            *n += 1;
+            self.seen
+                .retain(|(p, s, _)| !(*p == pid && *s == st.start_ticks));
         }
     }
 
@@ -259,6 +282,7 @@ impl Discovery {
         if self.seen.len() > 4096 {
             let live: HashSet<u32> = pids().into_iter().collect();
             self.seen.retain(|(p, _, _)| live.contains(p));
+            self.retried.retain(|(p, _), _| live.contains(p));
         }
         out
     }

@@ -130,7 +130,10 @@ pub(super) fn adopt(c: &mut Collector, discovery: &mut Discovery, deadline: Opti
         let pid = found.pid;
         let interp = match python::inspect_pid(pid).map_err(Error::from) {
             Ok(i) => i,
-            Err(Error::NotPython { .. }) => continue,
+            Err(Error::NotPython { .. }) => {
+                discovery.not_yet(pid);
+                continue;
+            }
             Err(Error::NoSuchPid(_) | Error::Exited { .. }) => {
                 c.missed.exited_before_attach += 1;
                 continue;
