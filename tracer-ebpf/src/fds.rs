@@ -416,6 +416,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // The old layout means nothing in the new image: stop walking with it at once (the
             // user side publishes the new program's, if it is Python).
             let _ = PYCONF.remove(&tgid);
+            // Nor does the old break: the new program's first brk is its heap's start, not a
+            // growth from the old one's (counted so, it was tens of GiB "grown" at `__brk`).
+            let _ = BREAKS.remove(&tgid);
         }
     }
     0
