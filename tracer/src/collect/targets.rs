@@ -69,6 +69,9 @@ pub struct Target {
     pub resident: ResidentState,
     /// The census round (`Collector::census`) its last pass belonged to.
     pub census_round: u64,
+    /// Descriptors (number, open time) the kernel holds that /proc said closed at the last
+    /// tick: dropped when the next tick says so again (see `tick`).
+    pub gone_fds: Vec<(u32, u64)>,
 }
 
 /// Where a target stands with respect to exec.
@@ -220,6 +223,7 @@ impl Collector {
             census: None,
             resident: ResidentState::default(),
             census_round: 0,
+            gone_fds: Vec::new(),
         });
         self.refresh_target(self.targets.len() - 1);
         // The heap's growth is counted from its break now.
@@ -308,9 +312,12 @@ impl Collector {
         let born = self.targets[i].exec.born_ns;
         let min_age = self.min_age.as_nanos() as u64;
         let now = monotonic_ns();
+        // Not the ones /proc said closed at the last tick (dropped at the next: see `tick`).
+        let gone = std::mem::take(&mut self.targets[i].gone_fds);
         let mut open: Vec<OpenFd> = fds
             .iter()
             .filter(|(k, v)| k.pid == pid && now.saturating_sub(v.ts_ns) >= min_age)
+            .filter(|(k, v)| !gone.contains(&(k.fd, v.ts_ns)))
             .map(|(k, v)| {
                 let mut info = *v;
                 if info.ts_ns < born {

@@ -196,9 +196,18 @@ impl Collector {
                 // stay in the kernel's map (they were open at the exec).
                 continue;
             }
-            // Closed without the kernel seeing it (close_range beyond its first descriptors).
+            // Closed without the kernel seeing it (close_range beyond its first descriptors),
+            // at two ticks in a row: an exec closes its CLOEXEC descriptors before the kernel
+            // counts the exec (at the syscall's return), and a tick that looked in between took
+            // them for closed, so the old program's entry lost the files open at its exec.
+            let t = &mut self.targets[i];
+            let before = std::mem::take(&mut t.gone_fds);
             for (fd, ts) in gone {
-                self.probes.remove_fd(&FdKey { pid, fd }, Some(ts));
+                if before.contains(&(fd, ts)) {
+                    self.probes.remove_fd(&FdKey { pid, fd }, Some(ts));
+                } else {
+                    self.targets[i].gone_fds.push((fd, ts));
+                }
             }
             let t = &mut self.targets[i];
             if let Some(st) = procfs::stat(pid) {
