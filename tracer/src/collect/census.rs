@@ -130,8 +130,6 @@ impl Collector {
     /// is done (true), or the slice is spent or processes wait for their entries (false: call
     /// again soon, after `adds_pending` is served).
     pub fn census_continue(&mut self) -> bool {
-        let began = std::time::Instant::now();
-        let at = self.started.elapsed().as_secs_f64();
         let round = self.census_round;
         let mut due: Vec<usize> = (0..self.targets.len())
             .filter(|&i| {
@@ -140,51 +138,52 @@ impl Collector {
             })
             .collect();
         due.sort_by_key(|&i| self.targets[i].census_round);
+        self.census_slice(&due, Some(round))
+    }
+
+    /// A first census pass for the targets whose census came after the round's pass (a
+    /// launched command maps its interpreter later, a process adopted later): without it, a
+    /// recording shorter than the interval had no census for them. Called every tick; one
+    /// slice of them a call.
+    pub fn first_census_passes(&mut self) {
+        let due: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| {
+                let t = &self.targets[i];
+                t.exited_after.is_none()
+                    && !t.replaced(&self.probes)
+                    && t.census
+                        .as_ref()
+                        .is_some_and(|c| c.passes == 0 && c.error.is_none())
+            })
+            .collect();
+        self.census_slice(&due, None);
+    }
+
+    /// Census passes of the targets `due`, in order: one at least (processes that start all
+    /// the time do not starve it), then until `CENSUS_SLICE` is spent or processes wait for
+    /// their entries. `round`: the passes of that round, with their resident readings; None:
+    /// first passes only. Returns whether every one was passed.
+    fn census_slice(&mut self, due: &[usize], round: Option<u64>) -> bool {
+        let began = std::time::Instant::now();
+        let at = self.started.elapsed().as_secs_f64();
         for (n, &i) in due.iter().enumerate() {
             if n > 0 && (began.elapsed() >= CENSUS_SLICE || self.adds_pending()) {
                 return false;
             }
             let t = &mut self.targets[i];
-            t.census_round = round;
+            if let Some(r) = round {
+                t.census_round = r;
+            }
             if t.replaced(&self.probes) {
                 continue;
             }
             if let Some(c) = t.census.as_mut() {
                 c.pass(at, t.threads.runtime.as_mut());
             }
-            if self.census {
+            if round.is_some() && self.census {
                 t.resident.read(t.pid, at);
             }
         }
         true
-    }
-
-    /// A first census pass for the targets whose census came after the round's pass (a
-    /// launched command maps its interpreter later, a process adopted later): without it, a
-    /// recording shorter than the interval had no census for them. Called every tick; at most
-    /// `CENSUS_SLICE` of them a call.
-    pub fn first_census_passes(&mut self) {
-        let began = std::time::Instant::now();
-        let at = self.started.elapsed().as_secs_f64();
-        let mut done = 0;
-        for i in 0..self.targets.len() {
-            let t = &self.targets[i];
-            let first_due = t
-                .census
-                .as_ref()
-                .is_some_and(|c| c.passes == 0 && c.error.is_none());
-            if t.exited_after.is_some() || !first_due || t.replaced(&self.probes) {
-                continue;
-            }
-            // One pass at least a call: processes that start all the time do not starve it.
-            if done > 0 && (began.elapsed() >= CENSUS_SLICE || self.adds_pending()) {
-                return;
-            }
-            done += 1;
-            let t = &mut self.targets[i];
-            if let Some(c) = t.census.as_mut() {
-                c.pass(at, t.threads.runtime.as_mut());
-            }
-        }
     }
 }

@@ -200,8 +200,7 @@ impl Collector {
             // at two ticks in a row: an exec closes its CLOEXEC descriptors before the kernel
             // counts the exec (at the syscall's return), and a tick that looked in between took
             // them for closed, so the old program's entry lost the files open at its exec.
-            let t = &mut self.targets[i];
-            let before = std::mem::take(&mut t.gone_fds);
+            let before = std::mem::take(&mut self.targets[i].gone_fds);
             for (fd, ts) in gone {
                 if before.contains(&(fd, ts)) {
                     self.probes.remove_fd(&FdKey { pid, fd }, Some(ts));

@@ -23,6 +23,15 @@ const STACK_READ: Duration = Duration::from_millis(10);
 /// Between two slices of a census round.
 const CENSUS_GAP: Duration = Duration::from_millis(10);
 
+/// The children traced processes forked get their entries; a child that runs a program of
+/// its own (a subprocess) is read at once: its Python frames start when its walk is published.
+fn take_new_processes(c: &mut Collector) {
+    take_forks(c);
+    if c.execs.iter().any(|e| e.forked) {
+        follow_execs(c);
+    }
+}
+
 /// Has the deadline (`-d`) passed?
 fn past(deadline: Option<tokio::time::Instant>) -> bool {
     deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
@@ -155,20 +164,14 @@ pub(super) async fn collect_loop(
             _ = until_deadline => break,
             _ = threads.tick() => {
                 c.refresh_threads();
-                take_forks(c);
-                // A child that runs a program of its own (a subprocess) is read at once: its
-                // Python frames start when its walk is published.
-                if c.execs.iter().any(|e| e.forked) {
-                    follow_execs(c);
-                }
+                take_new_processes(c);
             }
             _ = window_due => c.windows(),
             _ = census.tick() => census_more = !c.census(),
             _ = census_gap.tick(), if census_more => {
                 // Processes that started go first (see `Collector::census_continue`).
                 if c.adds_pending() {
-                    take_forks(c);
-                    follow_execs(c);
+                    take_new_processes(c);
                 }
                 census_more = !c.census_continue();
             }

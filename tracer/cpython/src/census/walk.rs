@@ -180,7 +180,7 @@ impl Census {
         // an old one under it): it then reaches another list's head, which it must not read as
         // an object and go around again (a Django app under load counted 6 million objects of
         // 250,000 in a 10 s pass). It stops there, or at the pass's limit, the pass partial.
-        let others: Vec<u64> = self.known_heads.clone().unwrap_or_else(|| heads.clone());
+        let others: Vec<u64> = self.known_heads.clone().unwrap_or_default();
         let limit = walk_limit(self.objects);
         for head in heads {
             let first = mem
