@@ -339,6 +339,16 @@ fn two_execs_of_one_pid_stay_apart() {
         .collect::<Vec<_>>(),
         "root frames"
     );
+    // Each program's heap grew from its own start: a program after an exec was measured from
+    // the previous program's break (another address) and showed tens of GiB at `__brk`.
+    for e in processes(&out).iter().filter(|e| e.pid == p) {
+        let brk: u64 = e.heap_growth.iter().map(|g| g.brk_bytes).sum();
+        assert!(
+            brk < 1 << 30,
+            "{brk} bytes of brk growth: {:?}",
+            e.heap_growth
+        );
+    }
 }
 
 /// 3,000 idle threads (watch mode): the main thread's descriptors keep their Python frames
